@@ -1,0 +1,81 @@
+"""Event-sourced behaviour shared by the user and item actors.
+
+An event-sourced actor's state is a fold of its stream: :meth:`recover` loads
+the latest snapshot and applies the events after it. A delivered
+:class:`~actors.events.StoredEvent` is applied unless the state's ``seq``
+already covers it, which makes delivery idempotent and lets a recovery race
+a queued delivery safely. ``GetState`` answers a copy of the state, and a
+command is answered with the events the pure ``decide`` makes of it.
+
+The state object belongs to the actor's activation and is updated in place
+(see :func:`actors.item.apply`); nothing else holds it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Generic, Protocol, TypeVar
+
+from actors.codec import decode_state, encode_state
+from actors.events import StoredEvent
+from actors.messages import GetState
+from actors.runtime import Outcome
+from actors.store import EventStore, Snapshot
+
+
+class _HasSeq(Protocol):
+    seq: int
+    id: str
+
+
+S = TypeVar("S", bound=_HasSeq)
+
+
+class EventSourcedBehavior(Generic[S]):
+    def __init__(
+        self,
+        *,
+        kind: str,
+        store: EventStore,
+        initial: Callable[[str], S],
+        apply: Callable[[S, StoredEvent], None],
+        copy: Callable[[S], S],
+        decide: Callable[[S, Any], tuple[Any, ...]] | None = None,
+        commands: tuple[type, ...] = (),
+    ) -> None:
+        self.kind = kind
+        self._store = store
+        self._initial = initial
+        self._apply = apply
+        self._copy = copy
+        self._decide = decide
+        self._commands = commands
+
+    def recover(self, entity_id: str) -> tuple[S, int]:
+        snapshot, tail = self._store.load_entity(self.kind, entity_id)
+        state: S = (
+            self._initial(entity_id) if snapshot is None else decode_state(snapshot.data)  # type: ignore[assignment]
+        )
+        for stored in tail:
+            self._apply(state, stored)
+        return state, len(tail)
+
+    def receive(self, state: S, message: Any) -> Outcome[S]:
+        if type(message) is StoredEvent:
+            if message[0] <= state.seq:  # message.seq, without the property lookup
+                return (state, None, 0)
+            self._apply(state, message)
+            return (state, None, 1)
+        if type(message) in self._commands and self._decide is not None:
+            return (state, self._decide(state, message), 0)
+        if type(message) is GetState:
+            return (state, self._copy(state), 0)
+        raise TypeError(f"{self.kind} actor cannot handle {type(message).__name__}")
+
+    def snapshot(self, state: S) -> Snapshot:
+        return Snapshot(
+            kind=self.kind,
+            entity_id=state.id,
+            seq=state.seq,
+            data=encode_state(state),  # type: ignore[arg-type]
+        )

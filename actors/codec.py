@@ -1,0 +1,236 @@
+"""The only module that knows how events and snapshots look on disk (msgpack).
+
+Stored event layout: ``[topic, version, {field: value}]``. Decoding looks up the
+topic, runs upcasters until the record reaches the current version, then builds
+the event class. An upcaster is a pure function ``record -> record`` registered
+in :data:`UPCASTERS` under ``(topic, from_version)``; add one whenever an event's
+``VERSION`` is raised, and never edit a released version's layout.
+
+Snapshot layout: ``[kind, version, {field: value}]`` built from the state's
+own fields; the same upcasting rule applies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+import msgpack
+
+from actors.errors import CodecError
+from actors.events import (
+    EVENT_TYPES,
+    Event,
+    InteractionRecorded,
+    ItemRemoved,
+    ItemUpserted,
+)
+from actors.item import ItemState
+from actors.user import Recent, UserState
+
+Record = Any
+Upcaster = Callable[[Record], Record]
+
+#: (topic, version) -> function lifting a record from that version to the next.
+UPCASTERS: Final[dict[tuple[str, int], Upcaster]] = {}
+
+_packer = msgpack.Packer(use_bin_type=True)
+
+
+def _packb(obj: Any) -> bytes:
+    packed: bytes = _packer.pack(obj)
+    return packed
+
+
+def _unpackb(data: bytes) -> Any:
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise CodecError(f"undecodable record: {exc}") from exc
+
+
+def _upcast(topic: str, version: int, record: Record, current: int) -> Record:
+    while version < current:
+        upcaster = UPCASTERS.get((topic, version))
+        if upcaster is None:
+            raise CodecError(f"no upcaster for {topic} v{version} -> v{version + 1}")
+        record = upcaster(record)
+        version += 1
+    if version > current:
+        raise CodecError(f"{topic} v{version} is newer than this build (v{current})")
+    return record
+
+
+# -- events -------------------------------------------------------------------
+
+
+def _terms_in(raw: Any) -> Any:
+    if raw is None:
+        return None
+    return {field: (None if values is None else tuple(values)) for field, values in raw.items()}
+
+
+# Records are positional arrays (cheaper to pack and unpack than maps); the
+# field order of a (topic, version) is frozen once released.
+
+
+def encode_event(event: Event) -> bytes:
+    """Encode one event to its stored bytes."""
+    if isinstance(event, InteractionRecorded):
+        fields: list[Any] = [
+            event.id,
+            event.type,
+            event.user,
+            event.item,
+            event.ts,
+            event.weight,
+            event.props,
+            event.item_terms,
+        ]
+    elif isinstance(event, ItemUpserted):
+        fields = [
+            event.id,
+            event.item,
+            event.ts,
+            event.kind,
+            event.terms,
+            event.numbers,
+            event.active,
+        ]
+    else:
+        fields = [event.id, event.item, event.ts]
+    return _packb([event.TOPIC, event.VERSION, fields])
+
+
+def decode_event(data: bytes) -> Event:
+    """Decode stored bytes to an event of the current version.
+
+    Raises:
+        CodecError: unknown topic, a version this build cannot read, or corrupt bytes.
+    """
+    try:
+        topic, version, record = _unpackb(data)
+    except (TypeError, ValueError) as exc:
+        raise CodecError(f"malformed event record: {exc}") from exc
+    cls = EVENT_TYPES.get(topic)
+    if cls is None:
+        raise CodecError(f"unknown event topic {topic!r}")
+    if version != cls.VERSION:
+        record = _upcast(topic, version, record, cls.VERSION)
+    try:
+        if cls is InteractionRecorded:
+            event_id, type_, user, item, ts, weight, props, terms = record
+            return InteractionRecorded(
+                id=event_id,
+                type=type_,
+                user=user,
+                item=item,
+                ts=ts,
+                weight=weight,
+                props=props,
+                item_terms=_terms_in(terms),
+            )
+        if cls is ItemUpserted:
+            event_id, item, ts, kind, terms, numbers, active = record
+            return ItemUpserted(
+                id=event_id,
+                item=item,
+                ts=ts,
+                kind=kind,
+                terms=_terms_in(terms),
+                numbers=numbers,
+                active=active,
+            )
+        event_id, item, ts = record
+        return ItemRemoved(id=event_id, item=item, ts=ts)
+    except (TypeError, ValueError) as exc:
+        raise CodecError(f"{topic} v{cls.VERSION} record has the wrong shape: {exc}") from exc
+
+
+# -- snapshots ----------------------------------------------------------------
+
+ITEM_SNAPSHOT_VERSION: Final = 1
+USER_SNAPSHOT_VERSION: Final = 1
+
+
+def encode_state(state: ItemState | UserState) -> bytes:
+    """Encode an actor state for a snapshot."""
+    if isinstance(state, ItemState):
+        return _packb(
+            [
+                "item",
+                ITEM_SNAPSHOT_VERSION,
+                {
+                    "id": state.id,
+                    "seq": state.seq,
+                    "exists": state.exists,
+                    "kind": state.kind,
+                    "terms": dict(state.terms),
+                    "numbers": dict(state.numbers),
+                    "active": state.active,
+                    "counters": dict(state.counters),
+                    "decayed": state.decayed,
+                    "landmark": state.landmark,
+                    "updated": state.updated,
+                },
+            ]
+        )
+    return _packb(
+        [
+            "user",
+            USER_SNAPSHOT_VERSION,
+            {
+                "id": state.id,
+                "seq": state.seq,
+                "counters": dict(state.counters),
+                "recent": state.recent,
+                "affinity": state.affinity,
+                "landmark": state.landmark,
+                "seen": state.seen,
+                "updated": state.updated,
+            },
+        ]
+    )
+
+
+def decode_state(data: bytes) -> ItemState | UserState:
+    """Decode snapshot bytes to the actor state they were made from.
+
+    Raises:
+        CodecError: unknown kind, unreadable version or corrupt bytes.
+    """
+    try:
+        kind, version, record = _unpackb(data)
+    except (TypeError, ValueError) as exc:
+        raise CodecError(f"malformed snapshot: {exc}") from exc
+    try:
+        if kind == "item":
+            record = _upcast("item-snapshot", version, record, ITEM_SNAPSHOT_VERSION)
+            return ItemState(
+                id=record["id"],
+                seq=record["seq"],
+                exists=record["exists"],
+                kind=record["kind"],
+                terms={f: tuple(v) for f, v in record["terms"].items()},
+                numbers=record["numbers"],
+                active=record["active"],
+                counters=record["counters"],
+                decayed=record["decayed"],
+                landmark=record["landmark"],
+                updated=record["updated"],
+            )
+        if kind == "user":
+            record = _upcast("user-snapshot", version, record, USER_SNAPSHOT_VERSION)
+            return UserState(
+                id=record["id"],
+                seq=record["seq"],
+                counters=record["counters"],
+                recent=[Recent(i, t, ts) for i, t, ts in record["recent"]],
+                affinity=record["affinity"],
+                landmark=record["landmark"],
+                seen=record["seen"],
+                updated=record["updated"],
+            )
+    except KeyError as exc:
+        raise CodecError(f"{kind} snapshot lacks field {exc}") from exc
+    raise CodecError(f"unknown snapshot kind {kind!r}")

@@ -1,0 +1,51 @@
+"""Time-decayed sums by *forward decay* (Cormode, Shkapenyuk, Srivastava, Xu, ICDE 2009).
+
+A contribution ``w`` made at time ``t`` is worth ``w * 2**(-(now - t) / half_life)``
+at time ``now``. Rather than decaying every stored sum whenever time moves,
+each entity keeps a *landmark* time ``L`` and stores *masses*
+``sum(w * 2**((t - L) / half_life))``: adding a contribution is one multiply
+and one add, old or new, in any order; a mass is turned into a value with
+:func:`value_at`. Sums that share a landmark keep their ratios, so ranking
+by mass is ranking by decayed value.
+
+Masses grow by a factor of two per half-life past the landmark; when an event
+is more than :data:`RESCALE_AFTER` half-lives past it, the owner moves the
+landmark forward with :func:`rescale` (a deterministic step, so a replay does
+exactly the same).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+
+DEFAULT_HALF_LIFE_S: Final = 7 * 24 * 3600.0
+RESCALE_AFTER: Final = 64  # half-lives; 2**64 is far from float overflow
+
+
+def growth(ts: float, landmark: float, half_life: float = DEFAULT_HALF_LIFE_S) -> float:
+    """The factor that turns a weight at ``ts`` into mass relative to ``landmark``."""
+    return math.exp2((ts - landmark) / half_life)
+
+
+def value_at(
+    mass: float, landmark: float, ts: float, half_life: float = DEFAULT_HALF_LIFE_S
+) -> float:
+    """The decayed value, as of ``ts``, of a mass kept against ``landmark``."""
+    return mass * math.exp2((landmark - ts) / half_life)
+
+
+def needs_rescale(ts: float, landmark: float, half_life: float = DEFAULT_HALF_LIFE_S) -> bool:
+    return ts - landmark > RESCALE_AFTER * half_life
+
+
+def rescale(
+    masses: dict[str, float],
+    landmark: float,
+    new_landmark: float,
+    half_life: float = DEFAULT_HALF_LIFE_S,
+) -> None:
+    """Re-express ``masses`` (in place) against ``new_landmark``."""
+    factor = math.exp2((landmark - new_landmark) / half_life)
+    for key in masses:
+        masses[key] *= factor

@@ -1,0 +1,526 @@
+"""The event store contract and its LMDB implementation.
+
+The log is append-only. Each event gets a global sequence number ``seq``
+(1, 2, 3, … with no gaps) and is indexed under every entity stream it belongs
+to; an entity's stream position *is* the global ``seq`` of its latest event,
+so "read the stream from a version" means "events of this entity with
+``seq > after``".
+
+LMDB layout (one environment, named databases):
+
+``events``     seq (8-byte big-endian) -> encoded event
+``ids``        event id (utf-8) -> seq                    idempotency keys
+``streams``    kind(1) + len(2) + entity id -> seq(8), sorted duplicates
+``snapshots``  kind(1) + len(2) + entity id -> seq(8) + encoded state
+
+All writes go through :meth:`LmdbEventStore.commit`, called from one writer
+thread at a time (:class:`actors.writer.StoreWriter` does group commit); reads
+may come from any thread. A commit is durable when it returns (``sync=True``).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import struct
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Final, Protocol
+
+import attrs
+import lmdb
+
+from actors.codec import decode_event, encode_event
+from actors.errors import StoreClosedError, StoreError
+from actors.events import Event, StoredEvent, streams_of
+
+log = logging.getLogger(__name__)
+
+MAX_KEY_BYTES: Final = 256
+"""Longest event or entity id, in utf-8 bytes (LMDB keys are at most 511 bytes)."""
+
+_SEQ = struct.Struct(">Q")
+_LEN = struct.Struct(">H")
+_KIND_BYTE: Final = {"user": b"u", "item": b"i"}
+
+
+@attrs.frozen(kw_only=True)
+class AppendResult:
+    """What one atomic batch did: the events newly stored, the ids already known."""
+
+    stored: tuple[StoredEvent, ...]
+    duplicates: tuple[str, ...]
+    #: The log's last sequence number once this batch was applied.
+    seq: int
+
+
+@attrs.frozen(kw_only=True)
+class Snapshot:
+    """An actor's encoded state covering its stream up to and including ``seq``."""
+
+    kind: str
+    entity_id: str
+    seq: int
+    data: bytes
+
+
+@attrs.frozen(kw_only=True)
+class StoreStatistics:
+    last_seq: int
+    commits: int
+    events_committed: int
+    map_size: int
+    resizes: int
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class PreparedBatch:
+    """A batch made ready for writing on the caller's thread.
+
+    Encoding happens here, not on the writer thread, so that the thread that
+    holds the write transaction runs almost no Python (it would otherwise
+    contend for the GIL with the event loop). ``error`` is set if the batch
+    can never be written (an id of the wrong size); such a batch is skipped.
+    """
+
+    events: Sequence[Event]
+    ids: list[bytes] = attrs.field(factory=list)
+    records: list[bytes] = attrs.field(factory=list)
+    #: Per event, the stream keys it is indexed under.
+    streams: list[tuple[bytes, ...]] = attrs.field(factory=list)
+    error: StoreError | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Written:
+    """What a write did to one batch: its stored events got ``first_seq``, ``first_seq + 1``, …"""
+
+    first_seq: int
+    #: Indices of the events stored, in order; ``None`` when all were.
+    kept: list[int] | None
+    #: Indices of the events whose id was already known.
+    duplicates: list[int]
+    last_seq: int
+
+
+def to_result(prepared: PreparedBatch, written: Written) -> AppendResult:
+    """The :class:`AppendResult` of a written batch (built on the caller's thread)."""
+    events = prepared.events
+    first = written.first_seq
+    if written.kept is None:
+        stored = tuple(map(StoredEvent, range(first, first + len(events)), events))
+    else:
+        stored = tuple(StoredEvent(first + j, events[i]) for j, i in enumerate(written.kept))
+    return AppendResult(
+        stored=stored,
+        duplicates=tuple(events[i].id for i in written.duplicates),
+        seq=written.last_seq,
+    )
+
+
+class EventStore(Protocol):
+    """What the actor runtime needs from a log. Implemented on LMDB and in memory.
+
+    Writes: :meth:`prepare` each batch (any thread), then :meth:`write` them
+    together (the writer thread; durable on return), then :func:`to_result`.
+    :meth:`commit` does all three.
+    """
+
+    def prepare(self, batch: Sequence[Event]) -> PreparedBatch: ...
+
+    def write(
+        self, batches: Sequence[PreparedBatch], snapshots: Sequence[Snapshot] = ()
+    ) -> list[Written | StoreError]:
+        """Append several batches, each atomically, and save snapshots; durable on return.
+
+        A batch's events whose id is already stored (or appears earlier in the
+        same write) are reported as duplicates and not stored. A batch that
+        cannot be written is reported by a :class:`StoreError` in its place and
+        leaves nothing behind; the other batches are unaffected. A snapshot
+        never replaces a newer one of the same entity.
+        """
+        ...
+
+    def commit(
+        self, batches: Sequence[Sequence[Event]], snapshots: Sequence[Snapshot] = ()
+    ) -> list[AppendResult | StoreError]:
+        """:meth:`prepare`, :meth:`write` and :func:`to_result` in one call."""
+        ...
+
+    def append(self, batch: Sequence[Event]) -> AppendResult:
+        """Append one atomic batch. Raises :class:`StoreError` if it cannot."""
+        ...
+
+    def last_seq(self) -> int: ...
+
+    def contains(self, event_id: str) -> bool: ...
+
+    def read_all(self, after: int = 0, limit: int = 10_000) -> list[StoredEvent]:
+        """Events with ``seq > after`` in order, at most ``limit``."""
+        ...
+
+    def read_stream(
+        self, kind: str, entity_id: str, after: int = 0, until: int | None = None
+    ) -> list[StoredEvent]:
+        """An entity's events with ``after < seq <= until``, in order."""
+        ...
+
+    def load_snapshot(self, kind: str, entity_id: str) -> Snapshot | None: ...
+
+    def load_entity(self, kind: str, entity_id: str) -> tuple[Snapshot | None, list[StoredEvent]]:
+        """An entity's latest snapshot and the events after it, read consistently."""
+        ...
+
+    def iter_snapshots(self, kind: str) -> Iterator[Snapshot]: ...
+
+    def statistics(self) -> StoreStatistics: ...
+
+    def close(self) -> None: ...
+
+
+class CommitMixin:
+    """``commit`` and ``append`` in terms of ``prepare`` and ``write``."""
+
+    def prepare(self, batch: Sequence[Event]) -> PreparedBatch:
+        raise NotImplementedError
+
+    def write(
+        self, batches: Sequence[PreparedBatch], snapshots: Sequence[Snapshot] = ()
+    ) -> list[Written | StoreError]:
+        raise NotImplementedError
+
+    def commit(
+        self, batches: Sequence[Sequence[Event]], snapshots: Sequence[Snapshot] = ()
+    ) -> list[AppendResult | StoreError]:
+        prepared = [self.prepare(batch) for batch in batches]
+        return [
+            w if isinstance(w, StoreError) else to_result(p, w)
+            for p, w in zip(prepared, self.write(prepared, snapshots), strict=True)
+        ]
+
+    def append(self, batch: Sequence[Event]) -> AppendResult:
+        (result,) = self.commit([batch])
+        if isinstance(result, StoreError):
+            raise result
+        return result
+
+
+def _bytes(value: object) -> bytes:
+    return value  # type: ignore[return-value]
+
+
+def _check_size(what: str, raw: bytes) -> None:
+    if not raw or len(raw) > MAX_KEY_BYTES:
+        raise StoreError(f"{what} must be 1..{MAX_KEY_BYTES} utf-8 bytes, got {len(raw)}")
+
+
+def _entity_prefix(kind: str, entity_id: str) -> bytes:
+    raw = entity_id.encode()
+    if not raw or len(raw) > MAX_KEY_BYTES:
+        _check_size("entity id", raw)
+    return _KIND_BYTE[kind] + _LEN.pack(len(raw)) + raw
+
+
+class LmdbEventStore(CommitMixin):
+    """The event log in an LMDB environment at ``path`` (a directory, created if missing).
+
+    ``map_size`` is the initial map size; it doubles whenever a commit finds
+    the map full, so a store starts small and grows with its data.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, map_size: int = 8 << 20) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._env = lmdb.open(
+            str(self.path),
+            map_size=map_size,
+            max_dbs=8,
+            sync=True,
+            metasync=True,
+            readahead=False,
+            meminit=False,
+        )
+        self._events = self._env.open_db(b"events")
+        self._ids = self._env.open_db(b"ids")
+        self._streams = self._env.open_db(b"streams", dupsort=True, dupfixed=True)
+        self._snapshots = self._env.open_db(b"snapshots")
+        # set_mapsize needs no transaction open in this process: readers hold
+        # this lock for the length of their transaction, the resizer to resize.
+        self._lock = threading.Lock()
+        self._closed = False
+        self._commits = 0
+        self._events_committed = 0
+        self._resizes = 0
+        #: (kind, entity id) -> its key in `streams`; used on the caller's thread only.
+        self._stream_keys: dict[tuple[str, str], bytes] = {}
+        with self._env.begin(db=self._events) as txn:
+            cursor = txn.cursor()
+            self._last_seq = _SEQ.unpack(cursor.key())[0] if cursor.last() else 0
+
+    # -- writing --------------------------------------------------------------
+
+    def prepare(self, batch: Sequence[Event]) -> PreparedBatch:
+        ids: list[bytes] = []
+        streams: list[tuple[bytes, ...]] = []
+        keys = self._stream_keys
+        if len(keys) > 1_000_000:
+            keys.clear()  # a cache: bounded, refilled on demand
+        try:
+            for event in batch:
+                id_key = event.id.encode()
+                if not id_key or len(id_key) > MAX_KEY_BYTES:
+                    _check_size("event id", id_key)
+                ids.append(id_key)
+                entity_keys = []
+                for entity in streams_of(event):
+                    key = keys.get(entity)
+                    if key is None:
+                        key = keys[entity] = _entity_prefix(*entity)
+                    entity_keys.append(key)
+                streams.append(tuple(entity_keys))
+        except StoreError as exc:
+            return PreparedBatch(events=batch, error=exc)
+        return PreparedBatch(
+            events=batch, ids=ids, records=list(map(encode_event, batch)), streams=streams
+        )
+
+    def write(
+        self, batches: Sequence[PreparedBatch], snapshots: Sequence[Snapshot] = ()
+    ) -> list[Written | StoreError]:
+        self._check_open()
+        try:
+            return self._write_with_growth(batches, snapshots)
+        except StoreError:
+            if len(batches) <= 1:
+                raise
+        # One bad batch must not fail the others sharing its transaction:
+        # write each on its own so only the culprit reports the error.
+        results: list[Written | StoreError] = []
+        for batch in batches:
+            try:
+                results.extend(self._write_with_growth([batch], ()))
+            except StoreError as exc:
+                results.append(exc)
+        if snapshots:
+            self._write_with_growth([], snapshots)
+        return results
+
+    def _write_with_growth(
+        self, batches: Sequence[PreparedBatch], snapshots: Sequence[Snapshot]
+    ) -> list[Written | StoreError]:
+        while True:
+            try:
+                return self._write(batches, snapshots)
+            except lmdb.MapFullError:
+                self._grow()
+            except lmdb.Error as exc:
+                if isinstance(exc, lmdb.DiskError) or getattr(exc, "errno", None) == errno.ENOSPC:
+                    raise StoreError(f"disk full or failing, nothing written: {exc}") from exc
+                raise StoreError(f"LMDB write failed, nothing written: {exc}") from exc
+
+    def _grow(self) -> None:
+        with self._lock:
+            new_size = self._env.info()["map_size"] * 2
+            log.info("event store map full; growing to %d MiB", new_size >> 20)
+            self._env.set_mapsize(new_size)
+            self._resizes += 1
+
+    def _write(
+        self, batches: Sequence[PreparedBatch], snapshots: Sequence[Snapshot]
+    ) -> list[Written | StoreError]:
+        seq = self._last_seq
+        results: list[Written | StoreError] = []
+        pack_seq = _SEQ.pack
+        seen_ids: set[bytes] = set()
+        with self._env.begin(write=True) as txn:
+            ids = txn.cursor(db=self._ids)
+            log_ = txn.cursor(db=self._events)
+            streams = txn.cursor(db=self._streams)
+            for batch in batches:
+                if batch.error is not None:
+                    results.append(batch.error)
+                    continue
+                n = len(batch.ids)
+                batch_ids = set(batch.ids)
+                if (
+                    len(batch_ids) == n
+                    and seen_ids.isdisjoint(batch_ids)
+                    and not ids.getmulti(batch.ids)
+                ):
+                    # Common case, all new: a few C-level bulk puts, no Python loop.
+                    seq_keys = list(map(pack_seq, range(seq + 1, seq + n + 1)))
+                    ids.putmulti(zip(batch.ids, seq_keys, strict=True))
+                    log_.putmulti(zip(seq_keys, batch.records, strict=True), append=True)
+                    streams.putmulti(
+                        [
+                            (key, seq_key)
+                            for keys, seq_key in zip(batch.streams, seq_keys, strict=True)
+                            for key in keys
+                        ]
+                    )
+                    results.append(
+                        Written(first_seq=seq + 1, kept=None, duplicates=[], last_seq=seq + n)
+                    )
+                    seq += n
+                else:
+                    first = seq + 1
+                    kept: list[int] = []
+                    duplicates: list[int] = []
+                    for i, id_key in enumerate(batch.ids):
+                        seq_key = pack_seq(seq + 1)
+                        if not ids.put(id_key, seq_key, overwrite=False):
+                            duplicates.append(i)
+                            continue
+                        seq += 1
+                        kept.append(i)
+                        log_.put(seq_key, batch.records[i], append=True)
+                        for key in batch.streams[i]:
+                            streams.put(key, seq_key)
+                    results.append(
+                        Written(first_seq=first, kept=kept, duplicates=duplicates, last_seq=seq)
+                    )
+                seen_ids |= batch_ids
+            for snap in snapshots:
+                key = _entity_prefix(snap.kind, snap.entity_id)
+                current = txn.get(key, db=self._snapshots)
+                if current is None or _SEQ.unpack_from(current)[0] < snap.seq:
+                    txn.put(key, _SEQ.pack(snap.seq) + snap.data, db=self._snapshots)
+        # Committed (and synced) once the with-block exits without error.
+        self._commits += 1
+        self._events_committed += seq - self._last_seq
+        self._last_seq = seq
+        return results
+
+    # -- reading --------------------------------------------------------------
+
+    # Read transactions use buffers=False, so every value read is `bytes`;
+    # `_bytes` only tells the type checker so.
+    def _read_txn(self) -> lmdb.Transaction:
+        self._check_open()
+        try:
+            return self._env.begin(buffers=False)
+        except lmdb.MapResizedError:
+            # Another process (the server, while `train` reads) grew the map.
+            self._env.set_mapsize(0)
+            return self._env.begin(buffers=False)
+
+    def last_seq(self) -> int:
+        return self._last_seq
+
+    def contains(self, event_id: str) -> bool:
+        with self._lock, self._read_txn() as txn:
+            return txn.get(event_id.encode(), db=self._ids) is not None
+
+    def read_all(self, after: int = 0, limit: int = 10_000) -> list[StoredEvent]:
+        out: list[StoredEvent] = []
+        if limit <= 0:
+            return out
+        with self._lock, self._read_txn() as txn:
+            cursor = txn.cursor(db=self._events)
+            if not cursor.set_range(_SEQ.pack(after + 1)):
+                return out
+            for key, value in cursor:
+                out.append(StoredEvent(_SEQ.unpack(key)[0], decode_event(_bytes(value))))
+                if len(out) >= limit:
+                    break
+        return out
+
+    def read_stream(
+        self, kind: str, entity_id: str, after: int = 0, until: int | None = None
+    ) -> list[StoredEvent]:
+        with self._lock, self._read_txn() as txn:
+            return self._stream_in(txn, _entity_prefix(kind, entity_id), after, until)
+
+    def _stream_in(
+        self, txn: lmdb.Transaction, key: bytes, after: int, until: int | None
+    ) -> list[StoredEvent]:
+        out: list[StoredEvent] = []
+        cursor = txn.cursor(db=self._streams)
+        if not cursor.set_range_dup(key, _SEQ.pack(after + 1)):
+            return out
+        get_event = txn.get
+        for seq_key in cursor.iternext_dup(keys=False, values=True):
+            seq = _SEQ.unpack(seq_key)[0]
+            if until is not None and seq > until:
+                break
+            out.append(StoredEvent(seq, decode_event(_bytes(get_event(seq_key, db=self._events)))))
+        return out
+
+    def load_entity(self, kind: str, entity_id: str) -> tuple[Snapshot | None, list[StoredEvent]]:
+        key = _entity_prefix(kind, entity_id)
+        with self._lock, self._read_txn() as txn:
+            raw = txn.get(key, db=self._snapshots)
+            snapshot = None
+            if raw is not None:
+                snapshot = Snapshot(
+                    kind=kind,
+                    entity_id=entity_id,
+                    seq=_SEQ.unpack_from(raw)[0],
+                    data=_bytes(raw[_SEQ.size :]),
+                )
+            return snapshot, self._stream_in(txn, key, snapshot.seq if snapshot else 0, None)
+
+    def load_snapshot(self, kind: str, entity_id: str) -> Snapshot | None:
+        with self._lock, self._read_txn() as txn:
+            raw = txn.get(_entity_prefix(kind, entity_id), db=self._snapshots)
+        if raw is None:
+            return None
+        return Snapshot(
+            kind=kind,
+            entity_id=entity_id,
+            seq=_SEQ.unpack_from(raw)[0],
+            data=_bytes(raw[_SEQ.size :]),
+        )
+
+    def iter_snapshots(self, kind: str) -> Iterator[Snapshot]:
+        kind_byte = _KIND_BYTE[kind]
+        start = kind_byte
+        while True:
+            page: list[Snapshot] = []
+            with self._lock, self._read_txn() as txn:
+                cursor = txn.cursor(db=self._snapshots)
+                if not cursor.set_range(start):
+                    return
+                for raw_key, raw in cursor:
+                    key = _bytes(raw_key)
+                    if not key.startswith(kind_byte):
+                        break
+                    (length,) = _LEN.unpack_from(key, 1)
+                    page.append(
+                        Snapshot(
+                            kind=kind,
+                            entity_id=key[3 : 3 + length].decode(),
+                            seq=_SEQ.unpack_from(raw)[0],
+                            data=_bytes(raw[_SEQ.size :]),
+                        )
+                    )
+                    if len(page) >= 10_000:
+                        break
+            if not page:
+                return
+            yield from page
+            # The smallest key after the page's last one.
+            start = _entity_prefix(kind, page[-1].entity_id) + b"\x00"
+
+    def statistics(self) -> StoreStatistics:
+        return StoreStatistics(
+            last_seq=self._last_seq,
+            commits=self._commits,
+            events_committed=self._events_committed,
+            map_size=self._env.info()["map_size"] if not self._closed else 0,
+            resizes=self._resizes,
+        )
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError("the event store is closed")
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            with self._lock:
+                self._env.close()

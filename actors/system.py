@@ -1,0 +1,207 @@
+"""The actor system: the event store, its group-commit writer and the user and item actors.
+
+Every write follows the event-sourcing loop: ask the owning actors to
+``decide`` → append the resulting events durably (group commit) → the writer
+dispatches them, in log order, to every actor whose stream they belong to →
+the caller is answered once they are applied (read-your-writes).
+
+Use :func:`open_actor_system`; on exit it drains queued writes, snapshots the
+active actors that changed and flushes those snapshots.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
+from typing import TypeVar
+
+import attrs
+import trio
+
+from actors.errors import ActorError, AskTimeoutError
+from actors.events import Event, InteractionRecorded, StoredEvent
+from actors.item import ItemState, RecordInteraction, RemoveItem, UpsertItem
+from actors.item_actor import item_actor
+from actors.messages import GetState
+from actors.runtime import ActorRuntime, RuntimeConfig, RuntimeStatistics
+from actors.store import EventStore, StoreStatistics
+from actors.user import UserState
+from actors.user_actor import user_actor
+from actors.writer import Completion, StoreWriter, WriterStatistics
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@attrs.frozen(kw_only=True)
+class SystemConfig:
+    runtime: RuntimeConfig = attrs.field(factory=RuntimeConfig)
+    #: Deadline for asking actors to decide or answer, seconds.
+    ask_timeout_s: float = 10.0
+    max_group_events: int = 32_768
+
+
+@attrs.frozen(kw_only=True)
+class WriteResult:
+    """What a write did: events newly stored, ids already known, and the log's ``seq`` after it."""
+
+    accepted: int
+    duplicates: int
+    seq: int
+
+
+@attrs.frozen(kw_only=True)
+class SystemStatistics:
+    store: StoreStatistics
+    writer: WriterStatistics
+    items: RuntimeStatistics
+    users: RuntimeStatistics
+
+
+class ActorSystem:
+    def __init__(self, store: EventStore, config: SystemConfig | None = None) -> None:
+        self.store = store
+        self.config = config or SystemConfig()
+        self.writer = StoreWriter(store, max_group_events=self.config.max_group_events)
+        self.writer.set_dispatch(self._dispatch)
+        save = self.writer.save_snapshot_nowait
+        self.items = ActorRuntime(item_actor(store), save_snapshot=save, config=self.config.runtime)
+        self.users = ActorRuntime(user_actor(store), save_snapshot=save, config=self.config.runtime)
+        self._runtimes = {self.items.kind: self.items, self.users.kind: self.users}
+
+    # -- writes ---------------------------------------------------------------
+
+    async def _decide(
+        self, commands: Sequence[RecordInteraction | UpsertItem | RemoveItem]
+    ) -> list[Event]:
+        with self._deadline("item"):
+            replies = await self.items.ask_many([(c.item, c) for c in commands])
+        events: list[Event] = []
+        for reply in replies:
+            if type(reply) is ActorError:
+                raise reply
+            events.extend(reply)
+        return events
+
+    async def _append(self, events: Sequence[Event]) -> WriteResult:
+        result = await self.writer.append(events)
+        return WriteResult(
+            accepted=len(result.stored), duplicates=len(result.duplicates), seq=result.seq
+        )
+
+    async def ingest(self, commands: Sequence[RecordInteraction]) -> WriteResult:
+        """Record interactions atomically; duplicates (by event id) are counted, not applied.
+
+        A checkpoint. Returns once the events are durable and applied.
+        """
+        return await self._append(await self._decide(commands))
+
+    async def upsert_items(self, commands: Sequence[UpsertItem]) -> WriteResult:
+        """Create or change items atomically. A checkpoint."""
+        return await self._append(await self._decide(commands))
+
+    async def remove_items(self, commands: Sequence[RemoveItem]) -> WriteResult:
+        """Remove items atomically; ``accepted`` counts those that existed. A checkpoint."""
+        return await self._append(await self._decide(commands))
+
+    async def _dispatch(self, stored: Sequence[StoredEvent]) -> Completion:
+        """Route committed events to their actors in log order (called by the writer).
+
+        One envelope per shard holds ``(entity_id, event)`` pairs; an
+        interaction goes to both its user and its item.
+        """
+        users, items = self.users, self.items
+        to_users: dict[int, list[tuple[str, StoredEvent]]] = {}
+        to_items: dict[int, list[tuple[str, StoredEvent]]] = {}
+        user_shard, item_shard = users.shard_of, items.shard_of
+        for entry in stored:
+            event = entry.event
+            if type(event) is InteractionRecorded:
+                pair = (event.user, entry)
+                shard = user_shard(event.user)
+                if shard in to_users:
+                    to_users[shard].append(pair)
+                else:
+                    to_users[shard] = [pair]
+            pair = (event.item, entry)
+            shard = item_shard(event.item)
+            if shard in to_items:
+                to_items[shard].append(pair)
+            else:
+                to_items[shard] = [pair]
+        completion = Completion(remaining=len(to_users) + len(to_items))
+        await users.tell_shards(to_users, completion)
+        await items.tell_shards(to_items, completion)
+        return completion
+
+    @contextlib.contextmanager
+    def _deadline(self, kind: str) -> Iterator[None]:
+        """Bound an ask by ``ask_timeout_s``; a miss raises :class:`AskTimeoutError`."""
+        try:
+            with trio.fail_after(self.config.ask_timeout_s):
+                yield
+        except trio.TooSlowError:
+            raise AskTimeoutError(
+                f"no reply from {kind} actors within {self.config.ask_timeout_s}s"
+            ) from None
+
+    # -- reads ----------------------------------------------------------------
+
+    async def get_item(self, item_id: str) -> ItemState:
+        """The item's current state (``exists`` is false for unknown or removed items)."""
+        state: ItemState = await self._ask(self.items, item_id)
+        return state
+
+    async def get_user(self, user_id: str) -> UserState:
+        """The user's current state (empty for a user never seen)."""
+        state: UserState = await self._ask(self.users, user_id)
+        return state
+
+    async def _ask(self, runtime: ActorRuntime[T], entity_id: str) -> T:
+        with self._deadline(runtime.kind):
+            reply = await runtime.ask(entity_id, GetState())
+        if isinstance(reply, ActorError):
+            raise reply
+        state: T = reply
+        return state
+
+    def statistics(self) -> SystemStatistics:
+        return SystemStatistics(
+            store=self.store.statistics(),
+            writer=self.writer.statistics(),
+            items=self.items.statistics(),
+            users=self.users.statistics(),
+        )
+
+
+@asynccontextmanager
+async def open_actor_system(
+    store: EventStore, config: SystemConfig | None = None
+) -> AsyncIterator[ActorSystem]:
+    """Run an actor system over ``store`` for the duration of the block.
+
+    On exit (normal or not) it stops taking writes, commits what is queued,
+    passivates every active actor (snapshotting those that changed) and
+    writes those snapshots. The store itself stays open; its owner closes it.
+    """
+    system = ActorSystem(store, config)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(system.items.run)
+        await nursery.start(system.users.run)
+        await nursery.start(system.writer.run)
+        try:
+            yield system
+        finally:
+            with trio.CancelScope(shield=True):
+                await system.writer.aclose()
+                await system.writer.wait_stopped()
+                await system.items.aclose()
+                await system.users.aclose()
+    snapshots = system.writer.take_snapshots()
+    if snapshots:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(store.commit, [], snapshots)
+        log.info("flushed %d snapshots on shutdown", len(snapshots))

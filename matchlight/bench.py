@@ -1,0 +1,227 @@
+"""``matchlight bench ingest``: durable, acknowledged ingest throughput over RPC.
+
+It starts a real ``matchlight serve`` on a temporary data dir, loads a catalogue,
+then for each client count runs that many separate client *processes*, each
+with its own connection, sending ``ingest`` batches with up to ``depth``
+requests in flight (pipelining). An event counts once the server acknowledged
+it, which it does only after the LMDB commit (with fsync) and after the actors
+applied it. Clients encode their requests before the clock starts so the
+figure measures the server, not the load generator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from matchlight.client import Client
+
+EVENT_TYPES = ("view", "view", "view", "click", "like", "save", "dismiss", "hire")
+
+
+def start_server(data: Path, *extra: str) -> tuple[subprocess.Popen[str], int]:
+    """Start ``matchlight serve`` on port 0; return the process and its port."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "matchlight.cli",
+            "--log-level",
+            "WARNING",
+            "serve",
+            "--data",
+            str(data),
+            "--listen",
+            "127.0.0.1:0",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if "listening on" not in line:
+        proc.kill()
+        raise RuntimeError(f"server did not start: {line!r}")
+    return proc, int(line.rsplit(":", 1)[1])
+
+
+def _zipf_sampler(n: int, rng: random.Random, s: float = 1.1) -> list[int]:
+    weights = [1.0 / (k + 1) ** s for k in range(n)]
+    return rng.choices(range(n), weights=weights, k=200_000)
+
+
+def _client(
+    port: int,
+    run: str,
+    index: int,
+    events: int,
+    batch: int,
+    depth: int,
+    users: int,
+    items: int,
+    start: Any,
+    results: Any,
+) -> None:
+    rng = random.Random(f"{run}-{index}")
+    user_pool = _zipf_sampler(users, rng)
+    item_pool = _zipf_sampler(items, rng)
+    ts = 1_700_000_000.0
+    payloads = []
+    for b in range(0, events, batch):
+        evs = [
+            {
+                "id": f"{run}-{index}-{i}",
+                "type": rng.choice(EVENT_TYPES),
+                "user": f"u{rng.choice(user_pool)}",
+                "item": f"i{rng.choice(item_pool)}",
+                "ts": ts + i * 0.01,
+            }
+            for i in range(b, min(b + batch, events))
+        ]
+        payloads.append((len(evs), evs))
+    sock = Client("127.0.0.1", port)
+    packed = [
+        msgpack.packb([0, k + 1, "ingest", [{"events": evs}]])
+        for k, (_, evs) in enumerate(payloads)
+    ]
+    unpacker = msgpack.Unpacker(raw=False)
+    results.put(("ready", index))
+    start.wait()
+    t0 = time.perf_counter()
+    sent = acked = accepted = 0
+    raw = sock._sock  # the benchmark drives the socket directly to pipeline `depth` requests
+    while acked < len(packed):
+        while sent < len(packed) and sent - acked < depth:
+            raw.sendall(packed[sent])
+            sent += 1
+        unpacker.feed(raw.recv(1 << 16))
+        for _, _, error, result in unpacker:
+            if error is not None:
+                raise RuntimeError(f"ingest failed: {error}")
+            accepted += result["accepted"]
+            acked += 1
+    results.put((index, time.perf_counter() - t0, accepted))
+    sock.close()
+
+
+def run_ingest(
+    port: int, clients: int, events: int, batch: int, depth: int, users: int, items: int, run: str
+) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    start = ctx.Event()
+    results = ctx.Queue()
+    per_client = events // clients
+    procs = [
+        ctx.Process(
+            target=_client,
+            args=(port, run, i, per_client, batch, depth, users, items, start, results),
+        )
+        for i in range(clients)
+    ]
+    for p in procs:
+        p.start()
+    with Client("127.0.0.1", port) as admin:
+        before = admin.call("stats")
+        # Start the clock once every client has encoded its requests.
+        for _ in procs:
+            assert results.get(timeout=600)[0] == "ready"
+        t0 = time.perf_counter()
+        start.set()
+        done = [results.get(timeout=600) for _ in procs]
+        wall = time.perf_counter() - t0
+        after = admin.call("stats")
+    for p in procs:
+        p.join()
+    accepted = sum(a for _, _, a in done)
+    commits = after["commits"] - before["commits"]
+    committed = after["events_committed"] - before["events_committed"]
+    batches = after["batches_committed"] - before["batches_committed"]
+    return {
+        "clients": clients,
+        "events": accepted,
+        "seconds": round(wall, 3),
+        "events_per_s": round(accepted / wall),
+        "commits": commits,
+        "events_per_commit": round(committed / commits, 1) if commits else 0,
+        "batches_per_commit": round(batches / commits, 2) if commits else 0,
+        "log_seq_delta": after["log_seq"] - before["log_seq"],
+    }
+
+
+def main(args: argparse.Namespace) -> int:
+    clients = [int(c) for c in args.clients.split(",")]
+    depth = int(os.environ.get("MATCHLIGHT_BENCH_DEPTH", "2"))
+    with tempfile.TemporaryDirectory(prefix="matchlight-bench-") as tmp:
+        proc, port = start_server(Path(tmp) / "data")
+        try:
+            with Client("127.0.0.1", port) as c:
+                rng = random.Random(7)
+                for k in range(0, args.items, 5000):
+                    c.call(
+                        "upsert_items",
+                        {
+                            "items": [
+                                {
+                                    "id": f"i{i}",
+                                    "kind": "pro",
+                                    "terms": {
+                                        "category": f"cat{rng.randrange(40)}",
+                                        "city": f"city{rng.randrange(50)}",
+                                    },
+                                    "numbers": {"price": float(rng.randrange(20, 500))},
+                                }
+                                for i in range(k, min(k + 5000, args.items))
+                            ]
+                        },
+                    )
+            rows = []
+            for n in clients:
+                row = run_ingest(
+                    port, n, args.events, args.batch, depth, args.users, args.items, f"r{n}"
+                )
+                rows.append(row)
+                print(
+                    f"  {n} client(s): {row['events_per_s']:,} events/s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+    print(
+        f"\nmatchlight bench ingest — {args.events:,} events per run, {args.batch} per call, "
+        f"{depth} calls in flight per client, {args.users:,} users, {args.items:,} items, "
+        f"{os.cpu_count()} cores"
+    )
+    print(
+        f"{'clients':>8} {'events/s':>10} {'seconds':>8} {'commits':>8} {'events/commit':>14} "
+        f"{'calls/commit':>13}"
+    )
+    for r in rows:
+        print(
+            f"{r['clients']:>8} {r['events_per_s']:>10,} {r['seconds']:>8} {r['commits']:>8} "
+            f"{r['events_per_commit']:>14} {r['batches_per_commit']:>13}"
+        )
+    for r in rows:
+        if r["log_seq_delta"] != r["events"]:
+            print(
+                f"ERROR: {r['clients']} clients: log grew by {r['log_seq_delta']}, "
+                f"acknowledged {r['events']}",
+                file=sys.stderr,
+            )
+            return 1
+    if args.json:
+        Path(args.json).write_text(json.dumps({"ingest": rows}, indent=2))
+    return 0

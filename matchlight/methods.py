@@ -1,0 +1,136 @@
+"""The RPC methods of the public contract (DESIGN.md), over an actor system.
+
+Each method takes the raw ``params`` array, validates it, calls the actor
+system and returns the result map. Validation errors are ``bad_request``
+naming the field; unknown entities are ``not_found``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from actors import ActorSystem, ItemState, UserState, item, user
+from matchlight import validation
+from matchlight.errors import NotFound
+from matchlight.rpc import Handler, RpcServer
+
+
+def item_view(state: ItemState) -> dict[str, Any]:
+    """An item as the contract shows it (``get_item``)."""
+    return {
+        "id": state.id,
+        "kind": state.kind,
+        "terms": {field: list(values) for field, values in state.terms.items()},
+        "numbers": dict(state.numbers),
+        "counters": dict(state.counters),
+        "decayed": item.decayed_at(state, state.updated),
+        "active": state.active,
+        "exists": state.exists,
+        "version": state.seq,
+        "updated": state.updated,
+    }
+
+
+def user_view(state: UserState) -> dict[str, Any]:
+    """A user as the contract shows it (``get_user``); affinity as of their latest event."""
+    return {
+        "id": state.id,
+        "counters": dict(state.counters),
+        "recent": [{"item": r.item, "type": r.type, "ts": r.ts} for r in reversed(state.recent)],
+        "affinity": user.affinity_at(state, state.updated),
+        "seen": len(state.seen),
+        "version": state.seq,
+        "updated": state.updated,
+    }
+
+
+class Methods:
+    def __init__(self, system: ActorSystem, *, version: str, started: float) -> None:
+        self.system = system
+        self.version = version
+        self.started = started
+        self.rpc: RpcServer | None = None
+
+    def table(self) -> Mapping[str, Handler]:
+        return {
+            "health": self.health,
+            "ingest": self.ingest,
+            "upsert_items": self.upsert_items,
+            "remove_items": self.remove_items,
+            "get_item": self.get_item,
+            "get_user": self.get_user,
+            "stats": self.stats,
+        }
+
+    async def health(self, params: Any) -> dict[str, Any]:
+        validation.params_map(params)
+        return {"status": "ok", "version": self.version}
+
+    async def ingest(self, params: Any) -> dict[str, Any]:
+        commands = validation.events(validation.params_map(params))
+        result = await self.system.ingest(commands)
+        return {"accepted": result.accepted, "duplicates": result.duplicates, "seq": result.seq}
+
+    async def upsert_items(self, params: Any) -> dict[str, Any]:
+        commands = validation.items(validation.params_map(params), now=time.time())
+        result = await self.system.upsert_items(commands)
+        return {"accepted": result.accepted, "seq": result.seq}
+
+    async def remove_items(self, params: Any) -> dict[str, Any]:
+        commands = validation.removals(validation.params_map(params), now=time.time())
+        result = await self.system.remove_items(commands)
+        return {"removed": result.accepted, "seq": result.seq}
+
+    async def get_item(self, params: Any) -> dict[str, Any]:
+        p = validation.params_map(params)
+        item_id = validation.ident(validation.require(p, "id"), "id")
+        state = await self.system.get_item(item_id)
+        if not state.exists and not state.counters:
+            raise NotFound(f"no item {item_id!r}")
+        return item_view(state)
+
+    async def get_user(self, params: Any) -> dict[str, Any]:
+        p = validation.params_map(params)
+        user_id = validation.ident(validation.require(p, "id"), "id")
+        state = await self.system.get_user(user_id)
+        if state.seq == 0:
+            raise NotFound(f"no events for user {user_id!r}")
+        return user_view(state)
+
+    async def stats(self, params: Any) -> dict[str, Any]:
+        validation.params_map(params)
+        s = self.system.statistics()
+        out: dict[str, Any] = {
+            "version": self.version,
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "log_seq": s.store.last_seq,
+            "store_map_bytes": s.store.map_size,
+            "store_resizes": s.store.resizes,
+            "commits": s.writer.commits,
+            "events_committed": s.writer.events,
+            "batches_committed": s.writer.batches,
+            "commit_events_mean": round(s.writer.mean_group_events, 2),
+            "commit_events_max": s.writer.largest_group_events,
+            "commit_batches_mean": round(s.writer.batches / s.writer.commits, 2)
+            if s.writer.commits
+            else 0.0,
+        }
+        for runtime in (s.items, s.users):
+            prefix = f"{runtime.kind}_actors"
+            out[f"{prefix}_active"] = runtime.active
+            out[f"{prefix}_activations"] = runtime.activations
+            out[f"{prefix}_passivations"] = runtime.passivations
+            out[f"{prefix}_restarts"] = runtime.restarts
+        if self.rpc is not None:
+            st = self.rpc.stats
+            out.update(
+                connections_open=st.connections_open,
+                connections_total=st.connections_total,
+                requests=st.requests,
+                notifications=st.notifications,
+                request_errors=st.errors,
+                protocol_errors=st.protocol_errors,
+            )
+        return out

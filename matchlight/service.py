@@ -1,0 +1,108 @@
+"""``matchlight serve``: the event store, the actor system and the RPC listeners in one process.
+
+Startup prints one line ``matchlight listening on ADDRESS`` (with the real
+port when asked for port 0) once it accepts connections. SIGTERM or SIGINT
+stops it cleanly: listeners close, new requests get ``unavailable``,
+in-flight requests get ``drain_s`` seconds to finish, queued writes are
+committed, active actors are snapshotted, and the store is closed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import attrs
+import trio
+
+from actors import LmdbEventStore, SystemConfig, open_actor_system
+from matchlight.methods import Methods
+from matchlight.rpc import RpcServer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LISTEN = "127.0.0.1:7420"
+
+
+@attrs.frozen(kw_only=True)
+class ServeConfig:
+    data: Path
+    listen: str = DEFAULT_LISTEN
+    drain_s: float = 5.0
+    system: SystemConfig = attrs.field(factory=SystemConfig)
+
+
+def parse_listen(listen: str) -> tuple[str, str | int]:
+    """``HOST:PORT`` → ("tcp", host, port); ``unix:PATH`` → ("unix", path).
+
+    Raises:
+        ValueError: the address is not in either form.
+    """
+    if listen.startswith("unix:"):
+        path = listen[len("unix:") :]
+        if not path:
+            raise ValueError("unix: needs a socket path, e.g. unix:/run/matchlight.sock")
+        return path, -1
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"--listen must be HOST:PORT or unix:PATH, got {listen!r}")
+    return host.strip("[]"), int(port)
+
+
+async def _open_listeners(listen: str) -> tuple[list[trio.SocketListener], str]:
+    host, port = parse_listen(listen)
+    if port == -1:
+        path = str(host)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # a stale socket from a previous run
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        await sock.bind(path)
+        sock.listen(1024)
+        return [trio.SocketListener(sock)], f"unix:{path}"
+    listeners = await trio.open_tcp_listeners(int(port), host=str(host))
+    sockname = listeners[0].socket.getsockname()
+    return list(listeners), f"{sockname[0]}:{sockname[1]}"
+
+
+async def serve(config: ServeConfig) -> None:
+    """Run the server until SIGTERM/SIGINT. Never returns earlier unless startup fails."""
+    from matchlight import __version__
+
+    store = LmdbEventStore(config.data / "events")
+    try:
+        async with open_actor_system(store, config.system) as system:
+            methods = Methods(system, version=__version__, started=time.monotonic())
+            rpc = RpcServer(methods.table())
+            methods.rpc = rpc
+            listeners, address = await _open_listeners(config.listen)
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async with trio.open_nursery() as connections:
+                    async with trio.open_nursery() as acceptors:
+                        await acceptors.start(
+                            partial(
+                                trio.serve_listeners,
+                                rpc.serve_stream,
+                                listeners,
+                                handler_nursery=connections,
+                            )
+                        )
+                        print(f"matchlight listening on {address}", flush=True)
+                        log.info("serving %s from %s", address, config.data)
+                        async for signum in signals:
+                            log.info("received %s; shutting down", signal.Signals(signum).name)
+                            break
+                        acceptors.cancel_scope.cancel()
+                    rpc.start_draining()
+                    with trio.move_on_after(config.drain_s):
+                        await rpc.wait_idle()
+                    connections.cancel_scope.cancel()
+    finally:
+        store.close()
+    print("matchlight stopped", file=sys.stderr, flush=True)
