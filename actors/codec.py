@@ -12,6 +12,7 @@ own fields; the same upcasting rule applies.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -228,7 +229,7 @@ def decode_state(data: bytes) -> ItemState | UserState:
                 recent=[Recent(i, t, ts) for i, t, ts in record["recent"]],
                 affinity=record["affinity"],
                 landmark=record["landmark"],
-                seen=record["seen"],
+                seen=OrderedDict(record["seen"]),
                 updated=record["updated"],
             )
     except KeyError as exc:

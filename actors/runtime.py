@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, Protocol, TypeAlias, TypeVar
 
@@ -71,7 +72,7 @@ class RuntimeConfig:
     shards: int = 4
     mailbox_size: int = 1024
     passivate_after_s: float = 300.0
-    max_active_per_shard: int = 250_000
+    max_active_per_shard: int = 100_000
     snapshot_every: int = 100
     sweep_every_s: float = 1.0
 
@@ -107,7 +108,9 @@ class _Envelope:
 class _Shard:
     send: trio.MemorySendChannel[_Envelope]
     receive: trio.MemoryReceiveChannel[_Envelope]
-    entities: dict[str, _Activation] = attrs.field(factory=dict)
+    #: Least recently used first. An OrderedDict because taking the oldest
+    #: out of a plain dict scans past every earlier deletion.
+    entities: OrderedDict[str, _Activation] = attrs.field(factory=OrderedDict)
 
 
 class ActorRuntime(Generic[S]):
@@ -270,11 +273,14 @@ class ActorRuntime(Generic[S]):
         snapshot_every = self.config.snapshot_every
         for entity_id, message in envelope.items:
             try:
-                activation = entities.pop(entity_id, None)
+                activation = entities.get(entity_id)
                 if activation is None:
                     recovered, replayed = self.behavior.recover(entity_id)
                     activation = _Activation(state=recovered, last_active=now, unsaved=replayed)
                     self._activations += 1
+                    entities[entity_id] = activation
+                else:
+                    entities.move_to_end(entity_id)
                 state, reply, applied = receive(activation.state, message)
             except Exception as exc:
                 self._restarts += 1
@@ -284,11 +290,11 @@ class ActorRuntime(Generic[S]):
                     entity_id,
                     type(message).__name__,
                 )
+                entities.pop(entity_id, None)  # restarted from durable state next time
                 replies.append(ActorError(f"{self.kind} {entity_id!r} failed: {exc!r}"))
                 continue
             activation.state = state
             activation.last_active = now
-            entities[entity_id] = activation  # re-inserted: most recently used last
             if applied:
                 activation.unsaved += applied
                 if activation.unsaved >= snapshot_every:
@@ -296,7 +302,7 @@ class ActorRuntime(Generic[S]):
                     activation.unsaved = 0
             replies.append(reply)
         while len(entities) > self.config.max_active_per_shard:
-            self._passivate(shard, next(iter(entities)))
+            self._passivate(shard, next(iter(entities)))  # O(1) on an OrderedDict
         if envelope.reply_to is not None:
             # BrokenResourceError: the asker gave up (its deadline passed).
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):

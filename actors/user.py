@@ -14,6 +14,7 @@ No Trio, no I/O: :mod:`actors.user_actor` moves messages and persists.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Final, NamedTuple
 
@@ -62,7 +63,9 @@ class UserState:
     affinity: dict[str, float] = attrs.field(factory=dict)
     landmark: float = 0.0
     #: item -> latest event type, least recently touched first, at most ``SEEN_MAX``.
-    seen: dict[str, str] = attrs.field(factory=dict)
+    #: An OrderedDict: evicting the oldest from a plain dict scans past every
+    #: earlier deletion, which made heavy users' events ten times slower.
+    seen: OrderedDict[str, str] = attrs.field(factory=OrderedDict)
     updated: float = 0.0
 
 
@@ -78,7 +81,7 @@ def copy(state: UserState) -> UserState:
         counters=dict(state.counters),
         recent=list(state.recent),
         affinity=dict(state.affinity),
-        seen=dict(state.seen),
+        seen=OrderedDict(state.seen),
         landmark=state.landmark,
         updated=state.updated,
     )
@@ -103,10 +106,13 @@ def apply(state: UserState, stored: StoredEvent) -> None:
     if len(recent) > RECENT_MAX:
         del recent[0]
     seen = state.seen
-    seen.pop(event.item, None)
-    seen[event.item] = event.type
-    if len(seen) > SEEN_MAX:
-        del seen[next(iter(seen))]
+    if event.item in seen:
+        seen.move_to_end(event.item)
+        seen[event.item] = event.type
+    else:
+        seen[event.item] = event.type
+        if len(seen) > SEEN_MAX:
+            seen.popitem(last=False)
     weight = event.weight * TYPE_WEIGHTS.get(event.type, OTHER_TYPE_WEIGHT)
     if weight and event.item_terms:
         affinity = state.affinity

@@ -67,6 +67,7 @@ class _Pending:
 
 @attrs.frozen(kw_only=True)
 class WriterStatistics:
+    #: Commits that carried at least one batch (snapshot-only commits excluded).
     commits: int
     events: int
     batches: int
@@ -216,7 +217,8 @@ class StoreWriter:
                 stored.extend(result.stored)
         completion = await self._dispatch(stored) if self._dispatch and stored else None
         events = len(stored)
-        self._commits += 1
+        if group:  # snapshot-only commits are not counted: they carry no batches
+            self._commits += 1
         self._events += events
         self._batches += len(group)
         self._largest = max(self._largest, events)

@@ -1,4 +1,4 @@
-"""``matchlight bench ingest``: durable, acknowledged ingest throughput over RPC.
+"""``matchlight bench ingest``: durable, acknowledged ingest throughput over RPC, with peers.
 
 It starts a real ``matchlight serve`` on a temporary data dir, loads a catalogue,
 then for each client count runs that many separate client *processes*, each
@@ -7,6 +7,13 @@ requests in flight (pipelining). An event counts once the server acknowledged
 it, which it does only after the LMDB commit (with fsync) and after the actors
 applied it. Clients encode their requests before the clock starts so the
 figure measures the server, not the load generator.
+
+For scale, the same run measures two storage-only peers in-process on the
+same disk: LMDB with one synced commit per event (what durability costs
+without group commit) and SQLite in WAL mode with ``synchronous=FULL``, one
+transaction per 1,000-event batch, inserting into an indexed events table.
+They only store bytes; Matchlight's figure includes validation, the actors'
+state updates and the RPC round trip.
 """
 
 from __future__ import annotations
@@ -160,6 +167,63 @@ def run_ingest(
     }
 
 
+def _peer_events(n: int) -> list[tuple[str, str, str, str, float, bytes]]:
+    rng = random.Random(3)
+    return [
+        (
+            f"p-{i}",
+            rng.choice(EVENT_TYPES),
+            f"u{rng.randrange(100_000)}",
+            f"i{rng.randrange(20_000)}",
+            1_700_000_000.0 + i,
+            msgpack.packb({"props": {}}),
+        )
+        for i in range(n)
+    ]
+
+
+def peer_lmdb_commit_per_event(tmp: Path, n: int = 2_000) -> float:
+    """Events/s storing each event in its own synced LMDB transaction."""
+    import lmdb
+
+    env = lmdb.open(str(tmp / "peer-lmdb"), map_size=1 << 30, sync=True)
+    events = _peer_events(n)
+    t0 = time.perf_counter()
+    for e in events:
+        with env.begin(write=True) as txn:
+            txn.put(e[0].encode(), msgpack.packb(e))
+    rate = n / (time.perf_counter() - t0)
+    env.close()
+    return rate
+
+
+def peer_sqlite(tmp: Path, n: int = 50_000, batch: int = 1000) -> float:
+    """Events/s storing batches in SQLite (WAL, synchronous=FULL, indexed by user and item)."""
+    import sqlite3
+
+    db = sqlite3.connect(tmp / "peer.sqlite", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute(
+        "CREATE TABLE events (seq INTEGER PRIMARY KEY, id TEXT UNIQUE, type TEXT, user TEXT,"
+        " item TEXT, ts REAL, props BLOB)"
+    )
+    db.execute("CREATE INDEX events_user ON events (user, seq)")
+    db.execute("CREATE INDEX events_item ON events (item, seq)")
+    events = _peer_events(n)
+    t0 = time.perf_counter()
+    for k in range(0, n, batch):
+        db.execute("BEGIN")
+        db.executemany(
+            "INSERT OR IGNORE INTO events (id, type, user, item, ts, props) VALUES (?,?,?,?,?,?)",
+            events[k : k + batch],
+        )
+        db.execute("COMMIT")
+    rate = n / (time.perf_counter() - t0)
+    db.close()
+    return rate
+
+
 def main(args: argparse.Namespace) -> int:
     clients = [int(c) for c in args.clients.split(",")]
     depth = int(os.environ.get("MATCHLIGHT_BENCH_DEPTH", "2"))
@@ -200,6 +264,11 @@ def main(args: argparse.Namespace) -> int:
         finally:
             proc.terminate()
             proc.wait(timeout=60)
+        print("  peers: LMDB commit per event, SQLite batches", file=sys.stderr, flush=True)
+        peers = {
+            "lmdb_commit_per_event": round(peer_lmdb_commit_per_event(Path(tmp))),
+            "sqlite_wal_full_batch_1000": round(peer_sqlite(Path(tmp))),
+        }
     print(
         f"\nmatchlight bench ingest — {args.events:,} events per run, {args.batch} per call, "
         f"{depth} calls in flight per client, {args.users:,} users, {args.items:,} items, "
@@ -214,6 +283,14 @@ def main(args: argparse.Namespace) -> int:
             f"{r['clients']:>8} {r['events_per_s']:>10,} {r['seconds']:>8} {r['commits']:>8} "
             f"{r['events_per_commit']:>14} {r['batches_per_commit']:>13}"
         )
+    best = max(r["events_per_s"] for r in rows)
+    print("\nstorage-only peers on the same disk, same run (no validation, no actors, no RPC):")
+    print(f"{'peer':>40} {'events/s':>10} {'Matchlight best / peer':>24}")
+    for name, label in (
+        ("lmdb_commit_per_event", "LMDB, one synced commit per event"),
+        ("sqlite_wal_full_batch_1000", "SQLite WAL sync=FULL, 1,000 per txn"),
+    ):
+        print(f"{label:>40} {peers[name]:>10,} {best / peers[name]:>23.2f}x")
     for r in rows:
         if r["log_seq_delta"] != r["events"]:
             print(
@@ -223,5 +300,5 @@ def main(args: argparse.Namespace) -> int:
             )
             return 1
     if args.json:
-        Path(args.json).write_text(json.dumps({"ingest": rows}, indent=2))
+        Path(args.json).write_text(json.dumps({"ingest": rows, "peers": peers}, indent=2))
     return 0

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import trio
 
-from actors import RuntimeConfig, SystemConfig
+from actors import RuntimeConfig, StoreError, SystemConfig
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -30,8 +30,26 @@ def _serve(args: argparse.Namespace) -> int:
             )
         ),
     )
-    trio.run(serve, config)
+    try:
+        trio.run(serve, config)
+    except (OSError, StoreError) as exc:  # address in use, data dir unusable
+        print(f"matchlight serve: {exc}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -71,21 +89,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--snapshot-every",
-        type=int,
+        type=_positive_int,
         default=100,
         metavar="N",
         help="snapshot an actor's state every N events (default 100)",
     )
     serve.add_argument(
         "--passivate-after",
-        type=float,
+        type=_positive_float,
         default=300.0,
         metavar="SECONDS",
         help="drop an idle actor from memory after this long (default 300)",
     )
     serve.add_argument(
         "--drain",
-        type=float,
+        type=_positive_float,
         default=5.0,
         metavar="SECONDS",
         help="on SIGTERM, let in-flight requests finish for this long (default 5)",
@@ -106,18 +124,20 @@ def build_parser() -> argparse.ArgumentParser:
         "size the server achieved.",
     )
     ingest.add_argument(
-        "--events", type=int, default=200_000, help="events per run (default 200000)"
+        "--events", type=_positive_int, default=200_000, help="events per run (default 200000)"
     )
     ingest.add_argument(
-        "--batch", type=int, default=1000, help="events per ingest call (default 1000)"
+        "--batch", type=_positive_int, default=1000, help="events per ingest call (default 1000)"
     )
     ingest.add_argument(
         "--clients", default="1,4", help="comma-separated client process counts (default 1,4)"
     )
     ingest.add_argument(
-        "--users", type=int, default=100_000, help="distinct users (default 100000)"
+        "--users", type=_positive_int, default=100_000, help="distinct users (default 100000)"
     )
-    ingest.add_argument("--items", type=int, default=20_000, help="distinct items (default 20000)")
+    ingest.add_argument(
+        "--items", type=_positive_int, default=20_000, help="distinct items (default 20000)"
+    )
     ingest.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ingest.set_defaults(func=_bench)
 

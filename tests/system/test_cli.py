@@ -1,0 +1,93 @@
+"""The command line as a user meets it: startup errors, the demo and the ingest benchmark."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.system.conftest import REPO_ROOT, ServerProcess, server_env
+
+pytestmark = pytest.mark.system
+
+
+def run_cli(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "matchlight.cli", "--log-level", "WARNING", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=server_env(),
+        cwd=REPO_ROOT.parent,
+        check=False,
+    )
+
+
+def test_serve_on_a_busy_address_exits_1_with_a_clear_message(server: ServerProcess) -> None:
+    result = run_cli(
+        "serve",
+        "--data",
+        str(server.data.parent / "other"),
+        "--listen",
+        f"127.0.0.1:{server.port}",
+        timeout=30,
+    )
+
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{server.port}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_rejects_bad_arguments_before_starting(tmp_path: Path) -> None:
+    bad_listen = run_cli("serve", "--data", str(tmp_path), "--listen", "nowhere", timeout=30)
+    bad_snapshots = run_cli("serve", "--data", str(tmp_path), "--snapshot-every", "0", timeout=30)
+
+    assert bad_listen.returncode == 2
+    assert "HOST:PORT or unix:PATH" in bad_listen.stderr
+    assert bad_snapshots.returncode == 2
+    assert "--snapshot-every" in bad_snapshots.stderr
+    assert not (tmp_path / "events").exists()
+
+
+def test_demo_shows_that_acknowledged_events_survive_kill_9() -> None:
+    result = run_cli("demo", timeout=300)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "state after restart identical: True" in result.stdout
+    assert "50,000 of 50,000 recognised as duplicates" in result.stdout
+
+
+def test_ingest_benchmark_accounts_for_every_acknowledged_event(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = run_cli(
+        "bench",
+        "ingest",
+        "--events",
+        "4000",
+        "--batch",
+        "500",
+        "--clients",
+        "1,2",
+        "--users",
+        "300",
+        "--items",
+        "200",
+        "--json",
+        str(out),
+        timeout=300,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(out.read_text())
+    assert [row["clients"] for row in report["ingest"]] == [1, 2]
+    for row in report["ingest"]:
+        assert row["events"] == 4000
+        assert row["log_seq_delta"] == 4000
+        assert row["commits"] >= 1
+        # events_per_commit is rounded to one decimal
+        assert row["events_per_commit"] * row["commits"] == pytest.approx(4000, abs=row["commits"])
+    assert set(report["peers"]) == {"lmdb_commit_per_event", "sqlite_wal_full_batch_1000"}
+    assert "events/commit" in result.stdout
