@@ -18,7 +18,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from actors.codec import decode_state, encode_state
 from actors.events import StoredEvent
-from actors.messages import GetState
+from actors.messages import ApplyEvents, GetState
 from actors.runtime import Outcome
 from actors.store import EventStore, Snapshot
 
@@ -61,6 +61,13 @@ class EventSourcedBehavior(Generic[S]):
         return state, len(tail)
 
     def receive(self, state: S, message: Any) -> Outcome[S]:
+        if type(message) is ApplyEvents:
+            apply, applied = self._apply, 0
+            for stored in message[0]:
+                if stored[0] > state.seq:  # stored.seq, without the property lookup
+                    apply(state, stored)
+                    applied += 1
+            return (state, None, applied)
         if type(message) is StoredEvent:
             if message[0] <= state.seq:  # message.seq, without the property lookup
                 return (state, None, 0)

@@ -31,6 +31,7 @@ from actors import (
     user,
 )
 from actors.item_actor import item_actor
+from actors.messages import ApplyEvents
 from actors.user_actor import user_actor
 
 TYPES = ["view", "click", "like", "save", "hire", "dismiss", "accept", "decline", "custom"]
@@ -198,6 +199,9 @@ def test_replay_equals_fold_of_evolve_before_and_after_restart(
                 for stored in reopened.read_stream(kind, entity_id):
                     recovered, _, applied = behavior.receive(recovered, stored)
                     assert applied == 0
+                stream = reopened.read_stream(kind, entity_id)
+                recovered, _, applied = behavior.receive(recovered, ApplyEvents(stream))
+                assert applied == 0
                 assert recovered == state
             # An entity with no events recovers to its initial state.
             assert item_actor(reopened).recover("never") == (item.initial("never"), 0)
