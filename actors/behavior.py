@@ -51,8 +51,16 @@ class EventSourcedBehavior(Generic[S]):
         self._decide = decide
         self._commands = commands
 
-    def recover(self, entity_id: str) -> tuple[S, int]:
-        snapshot, tail = self._store.load_entity(self.kind, entity_id)
+    def recover(self, entity_id: str, first_message: Any = None) -> tuple[S, int]:
+        # Activated to apply committed events: read the stream only up to just
+        # before them; the message brings those events itself, already decoded.
+        # (For a new entity that is most of its stream.)
+        until = None
+        if type(first_message) is ApplyEvents and first_message.events:
+            until = first_message.events[0][0] - 1
+        elif type(first_message) is StoredEvent:
+            until = first_message[0] - 1
+        snapshot, tail = self._store.load_entity(self.kind, entity_id, until)
         state: S = (
             self._initial(entity_id) if snapshot is None else decode_state(snapshot.data)  # type: ignore[assignment]
         )

@@ -105,9 +105,12 @@ class MemoryEventStore(CommitMixin):
         self._check_open()
         return self._snapshots.get((kind, entity_id))
 
-    def load_entity(self, kind: str, entity_id: str) -> tuple[Snapshot | None, list[StoredEvent]]:
+    def load_entity(
+        self, kind: str, entity_id: str, until: int | None = None
+    ) -> tuple[Snapshot | None, list[StoredEvent]]:
         snapshot = self.load_snapshot(kind, entity_id)
-        return snapshot, self.read_stream(kind, entity_id, after=snapshot.seq if snapshot else 0)
+        after = snapshot.seq if snapshot else 0
+        return snapshot, self.read_stream(kind, entity_id, after=after, until=until)
 
     def iter_snapshots(self, kind: str) -> Iterator[Snapshot]:
         self._check_open()

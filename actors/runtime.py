@@ -53,9 +53,13 @@ class Behavior(Protocol[S]):
 
     kind: str
 
-    def recover(self, entity_id: str) -> tuple[S, int]:
+    def recover(self, entity_id: str, first_message: Any = None) -> tuple[S, int]:
         """The entity's state rebuilt from durable storage, and how many events were
-        replayed on top of its snapshot (they count towards the next snapshot)."""
+        replayed on top of its snapshot (they count towards the next snapshot).
+
+        ``first_message`` is the message that activates the entity; a behaviour
+        may use it to skip reading what that message brings anyway.
+        """
         ...
 
     def receive(self, state: S, message: Any) -> Outcome[S]:
@@ -293,7 +297,7 @@ class ActorRuntime(Generic[S]):
             try:
                 activation = entities.get(entity_id)
                 if activation is None:
-                    recovered, replayed = self.behavior.recover(entity_id)
+                    recovered, replayed = self.behavior.recover(entity_id, message)
                     activation = _Activation(state=recovered, last_active=now, unsaved=replayed)
                     self._activations += 1
                     entities[entity_id] = activation

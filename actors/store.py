@@ -169,8 +169,11 @@ class EventStore(Protocol):
 
     def load_snapshot(self, kind: str, entity_id: str) -> Snapshot | None: ...
 
-    def load_entity(self, kind: str, entity_id: str) -> tuple[Snapshot | None, list[StoredEvent]]:
-        """An entity's latest snapshot and the events after it, read consistently."""
+    def load_entity(
+        self, kind: str, entity_id: str, until: int | None = None
+    ) -> tuple[Snapshot | None, list[StoredEvent]]:
+        """An entity's latest snapshot and the events after it (up to ``until``), read
+        consistently. The snapshot may cover more than ``until``."""
         ...
 
     def iter_snapshots(self, kind: str) -> Iterator[Snapshot]: ...
@@ -448,7 +451,9 @@ class LmdbEventStore(CommitMixin):
             out.append(StoredEvent(seq, decode_event(_bytes(get_event(seq_key, db=self._events)))))
         return out
 
-    def load_entity(self, kind: str, entity_id: str) -> tuple[Snapshot | None, list[StoredEvent]]:
+    def load_entity(
+        self, kind: str, entity_id: str, until: int | None = None
+    ) -> tuple[Snapshot | None, list[StoredEvent]]:
         key = _entity_prefix(kind, entity_id)
         with self._lock, self._read_txn() as txn:
             raw = txn.get(key, db=self._snapshots)
@@ -460,7 +465,10 @@ class LmdbEventStore(CommitMixin):
                     seq=_SEQ.unpack_from(raw)[0],
                     data=_bytes(raw[_SEQ.size :]),
                 )
-            return snapshot, self._stream_in(txn, key, snapshot.seq if snapshot else 0, None)
+            after = snapshot.seq if snapshot else 0
+            if until is not None and until <= after:
+                return snapshot, []
+            return snapshot, self._stream_in(txn, key, after, until)
 
     def load_snapshot(self, kind: str, entity_id: str) -> Snapshot | None:
         with self._lock, self._read_txn() as txn:

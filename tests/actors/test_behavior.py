@@ -40,3 +40,34 @@ def test_get_state_answers_a_copy_that_later_events_do_not_change() -> None:
 
     assert snapshot.counters == {"like": 1}
     assert state.counters == {"like": 2}
+
+
+def test_activation_by_committed_events_reads_only_what_came_before_them() -> None:
+    """Recovery for an ApplyEvents stops before its events; applying them completes the state."""
+    store = MemoryEventStore()
+    store.append([like(n) for n in range(1, 6)])  # seq 1..5 for u1
+    behavior = user_actor(store)
+    delivered = ApplyEvents(store.read_stream("user", "u1", after=3))  # seq 4, 5
+
+    state, replayed = behavior.recover("u1", delivered)
+    assert (state.seq, replayed) == (3, 3)
+
+    state, _, applied = behavior.receive(state, delivered)
+    assert applied == 2
+    assert state == behavior.recover("u1")[0]
+
+
+def test_activation_after_a_snapshot_newer_than_the_delivery_skips_covered_events() -> None:
+    store = MemoryEventStore()
+    store.append([like(n) for n in range(1, 6)])
+    behavior = user_actor(store)
+    full, _ = behavior.recover("u1")
+    store.commit([], [behavior.snapshot(full)])  # covers seq 5
+    late = ApplyEvents(store.read_stream("user", "u1", after=2))  # seq 3..5, delivered late
+
+    state, replayed = behavior.recover("u1", late)
+    state, _, applied = behavior.receive(state, late)
+
+    assert replayed == 0
+    assert applied == 0
+    assert state == full

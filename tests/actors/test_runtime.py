@@ -75,7 +75,7 @@ class Counters:
         self.recovered: Counter[str] = Counter()
         self.received: list[tuple[str, Any]] = []
 
-    def recover(self, entity_id: str) -> tuple[Tally, int]:
+    def recover(self, entity_id: str, first_message: Any = None) -> tuple[Tally, int]:
         self.recovered[entity_id] += 1
         return self.durable.get(entity_id, Tally(id=entity_id)), self.tail.get(entity_id, 0)
 
@@ -469,11 +469,11 @@ async def test_failing_recovery_is_supervised_like_a_failing_message(
     calls = Counter[str]()
     original = h.behavior.recover
 
-    def flaky(entity_id: str) -> tuple[Tally, int]:
+    def flaky(entity_id: str, first_message: Any = None) -> tuple[Tally, int]:
         calls[entity_id] += 1
         if calls[entity_id] == 1:
             raise OSError("disk hiccup")
-        return original(entity_id)
+        return original(entity_id, first_message)
 
     h.behavior.recover = flaky  # type: ignore[method-assign]
     with trio.fail_after(5):

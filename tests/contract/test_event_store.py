@@ -673,6 +673,19 @@ def test_load_entity_with_snapshot_at_the_head_has_no_tail(store: actors.EventSt
     assert tail == []
 
 
+def test_load_entity_until_stops_the_tail_there(store: actors.EventStore) -> None:
+    store.append(mixed_log())
+    store.commit([], [Snapshot(kind=ITEM, entity_id="i1", seq=6, data=b"as of 6")])
+
+    _, up_to_8 = store.load_entity(ITEM, "i1", until=8)
+    loaded, before_snapshot = store.load_entity(ITEM, "i1", until=4)
+
+    assert up_to_8 == store.read_stream(ITEM, "i1", after=6, until=8)
+    assert loaded is not None
+    assert loaded.seq == 6  # the snapshot may cover more than `until`
+    assert before_snapshot == []
+
+
 # -- map growth (LMDB) -------------------------------------------------------------------
 
 
