@@ -23,6 +23,7 @@ import json
 import multiprocessing as mp
 import os
 import random
+import socket
 import subprocess
 import sys
 import tempfile
@@ -98,7 +99,9 @@ def _client(
             for i in range(b, min(b + batch, events))
         ]
         payloads.append((len(evs), evs))
-    sock = Client("127.0.0.1", port)
+    # A raw socket rather than Client: the loop below keeps `depth` calls in flight.
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     packed = [
         msgpack.packb([0, k + 1, "ingest", [{"events": evs}]])
         for k, (_, evs) in enumerate(payloads)
@@ -108,12 +111,14 @@ def _client(
     start.wait()
     t0 = time.perf_counter()
     sent = acked = accepted = 0
-    raw = sock._sock  # the benchmark drives the socket directly to pipeline `depth` requests
     while acked < len(packed):
         while sent < len(packed) and sent - acked < depth:
-            raw.sendall(packed[sent])
+            sock.sendall(packed[sent])
             sent += 1
-        unpacker.feed(raw.recv(1 << 16))
+        data = sock.recv(1 << 16)
+        if not data:
+            raise RuntimeError("the server closed the connection")
+        unpacker.feed(data)
         for _, _, error, result in unpacker:
             if error is not None:
                 raise RuntimeError(f"ingest failed: {error}")
@@ -226,7 +231,7 @@ def peer_sqlite(tmp: Path, n: int = 50_000, batch: int = 1000) -> float:
 
 def main(args: argparse.Namespace) -> int:
     clients = [int(c) for c in args.clients.split(",")]
-    depth = int(os.environ.get("MATCHLIGHT_BENCH_DEPTH", "2"))
+    depth = args.depth
     with tempfile.TemporaryDirectory(prefix="matchlight-bench-") as tmp:
         proc, port = start_server(Path(tmp) / "data")
         try:
@@ -251,9 +256,10 @@ def main(args: argparse.Namespace) -> int:
                         },
                     )
             rows = []
-            for n in clients:
+            for run, n in enumerate(clients):
+                # Ids unique per run, so repeating a client count still sends new events.
                 row = run_ingest(
-                    port, n, args.events, args.batch, depth, args.users, args.items, f"r{n}"
+                    port, n, args.events, args.batch, depth, args.users, args.items, f"r{run}"
                 )
                 rows.append(row)
                 print(

@@ -138,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument(
         "--items", type=_positive_int, default=20_000, help="distinct items (default 20000)"
     )
+    ingest.add_argument(
+        "--depth",
+        type=_positive_int,
+        default=2,
+        help="ingest calls each client keeps in flight (default 2)",
+    )
     ingest.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ingest.set_defaults(func=_bench)
 
