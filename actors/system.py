@@ -70,7 +70,6 @@ class ActorSystem:
         save = self.writer.save_snapshot_nowait
         self.items = ActorRuntime(item_actor(store), save_snapshot=save, config=self.config.runtime)
         self.users = ActorRuntime(user_actor(store), save_snapshot=save, config=self.config.runtime)
-        self._runtimes = {self.items.kind: self.items, self.users.kind: self.users}
 
     # -- writes ---------------------------------------------------------------
 
