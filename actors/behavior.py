@@ -1,10 +1,10 @@
 """Event-sourced behaviour shared by the user and item actors.
 
 An event-sourced actor's state is a fold of its stream: :meth:`recover` loads
-the latest snapshot and applies the events after it. A delivered
-:class:`~actors.events.StoredEvent` is applied unless the state's ``seq``
-already covers it, which makes delivery idempotent and lets a recovery race
-a queued delivery safely. ``GetState`` answers a copy of the state, and a
+the latest snapshot and applies the events after it. Each event delivered in
+an ``ApplyEvents`` is applied unless the state's ``seq`` already covers it,
+which makes delivery idempotent and lets a recovery race a queued delivery
+safely. ``GetState`` answers a copy of the state, and a
 command is answered with the events the pure ``decide`` makes of it.
 
 The state object belongs to the actor's activation and is updated in place
@@ -57,9 +57,7 @@ class EventSourcedBehavior(Generic[S]):
         # (For a new entity that is most of its stream.)
         until = None
         if type(first_message) is ApplyEvents and first_message.events:
-            until = first_message.events[0][0] - 1
-        elif type(first_message) is StoredEvent:
-            until = first_message[0] - 1
+            until = first_message.events[0].seq - 1
         snapshot, tail = self._store.load_entity(self.kind, entity_id, until)
         state: S = (
             self._initial(entity_id) if snapshot is None else decode_state(snapshot.data)  # type: ignore[assignment]
@@ -71,16 +69,11 @@ class EventSourcedBehavior(Generic[S]):
     def receive(self, state: S, message: Any) -> Outcome[S]:
         if type(message) is ApplyEvents:
             apply, applied = self._apply, 0
-            for stored in message[0]:
-                if stored[0] > state.seq:  # stored.seq, without the property lookup
+            for stored in message.events:
+                if stored.seq > state.seq:
                     apply(state, stored)
                     applied += 1
             return (state, None, applied)
-        if type(message) is StoredEvent:
-            if message[0] <= state.seq:  # message.seq, without the property lookup
-                return (state, None, 0)
-            self._apply(state, message)
-            return (state, None, 1)
         if type(message) in self._commands and self._decide is not None:
             return (state, self._decide(state, message), 0)
         if type(message) is GetState:

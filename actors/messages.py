@@ -2,9 +2,8 @@
 
 Besides :class:`GetState`, an event-sourced actor accepts:
 
-- :class:`ApplyEvents` (or a single :class:`~actors.events.StoredEvent`):
-  events of its stream, committed to the log, in ``seq`` order; each is applied
-  unless the state already covers its ``seq``;
+- :class:`ApplyEvents`: events of its stream, committed to the log, in ``seq``
+  order; each is applied unless the state already covers its ``seq``;
 - a command of its kind (e.g. :class:`~actors.item.UpsertItem`): the reply is
   the tuple of events ``decide`` makes of it; nothing is stored or applied.
 """

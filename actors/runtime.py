@@ -151,7 +151,7 @@ class ActorRuntime(Generic[S]):
         Python's string hash is cached on the string and randomised per
         process, which is fine: shards are an in-memory arrangement only.
         """
-        return hash(entity_id) % self._nshards  # ask_many inlines this
+        return hash(entity_id) % self._nshards
 
     async def _send(self, shard: int, envelope: _Envelope) -> None:
         if self._closed:
@@ -182,17 +182,24 @@ class ActorRuntime(Generic[S]):
         except trio.WouldBlock:
             raise MailboxFullError(f"{self.kind} mailbox full") from None
 
+    def _positions_by_shard(self, items: Sequence[tuple[str, Any]]) -> dict[int, list[int]]:
+        """Positions of ``(entity_id, message)`` pairs, grouped by the entity's shard, in order."""
+        nshards = self._nshards  # shard_of, inlined: this runs per event
+        positions: dict[int, list[int]] = {}
+        for i, item in enumerate(items):
+            shard = hash(item[0]) % nshards
+            if shard in positions:
+                positions[shard].append(i)
+            else:
+                positions[shard] = [i]
+        return positions
+
     def split(self, items: Sequence[tuple[str, Any]]) -> dict[int, list[tuple[str, Any]]]:
         """``(entity_id, message)`` pairs grouped by shard (order kept), for :meth:`tell_shards`."""
-        nshards = self._nshards
-        by_shard: dict[int, list[tuple[str, Any]]] = {}
-        for item in items:
-            shard = hash(item[0]) % nshards
-            if shard in by_shard:
-                by_shard[shard].append(item)
-            else:
-                by_shard[shard] = [item]
-        return by_shard
+        return {
+            shard: [items[i] for i in positions]
+            for shard, positions in self._positions_by_shard(items).items()
+        }
 
     async def tell_shards(
         self, by_shard: dict[int, list[tuple[str, Any]]], completion: Completion
@@ -223,17 +230,8 @@ class ActorRuntime(Generic[S]):
         """
         if not items:
             return []
-        nshards = self._nshards
-        slots: dict[int, list[int]] = {}
-        by_shard: dict[int, list[tuple[str, Any]]] = {}
-        for i, item in enumerate(items):
-            shard = hash(item[0]) % nshards
-            if shard in by_shard:
-                by_shard[shard].append(item)
-                slots[shard].append(i)
-            else:
-                by_shard[shard] = [item]
-                slots[shard] = [i]
+        slots = self._positions_by_shard(items)
+        by_shard = {shard: [items[i] for i in positions] for shard, positions in slots.items()}
         send, receive = trio.open_memory_channel[tuple[int, list[Any]]](len(by_shard))
         replies: list[Any] = [None] * len(items)
         async with receive:

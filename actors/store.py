@@ -234,17 +234,21 @@ class LmdbEventStore(CommitMixin):
     """
 
     def __init__(self, path: str | os.PathLike[str], *, map_size: int = 8 << 20) -> None:
+        """Open or create the store. Raises :class:`StoreError` if the directory is unusable."""
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._env = lmdb.open(
-            str(self.path),
-            map_size=map_size,
-            max_dbs=8,
-            sync=True,
-            metasync=True,
-            readahead=False,
-            meminit=False,
-        )
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._env = lmdb.open(
+                str(self.path),
+                map_size=map_size,
+                max_dbs=8,
+                sync=True,
+                metasync=True,
+                readahead=False,
+                meminit=False,
+            )
+        except (OSError, lmdb.Error) as exc:
+            raise StoreError(f"cannot open the event store in {self.path}: {exc}") from exc
         self._events = self._env.open_db(b"events")
         self._ids = self._env.open_db(b"ids")
         self._streams = self._env.open_db(b"streams", dupsort=True, dupfixed=True)

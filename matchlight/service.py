@@ -21,10 +21,9 @@ from functools import partial
 from pathlib import Path
 
 import attrs
-import lmdb
 import trio
 
-from actors import LmdbEventStore, StoreError, SystemConfig, open_actor_system
+from actors import LmdbEventStore, SystemConfig, open_actor_system
 from matchlight.methods import Methods
 from matchlight.rpc import RpcServer
 
@@ -76,18 +75,6 @@ async def _open_listeners(listen: str) -> tuple[list[trio.SocketListener], str]:
     return list(listeners), f"{sockname[0]}:{sockname[1]}"
 
 
-def open_store(data: Path) -> LmdbEventStore:
-    """Open (or create) the event store under ``data``.
-
-    Raises:
-        StoreError: the directory cannot be created or the store cannot be opened.
-    """
-    try:
-        return LmdbEventStore(data / "events")
-    except (OSError, lmdb.Error) as exc:
-        raise StoreError(f"cannot open the event store in {data}: {exc}") from exc
-
-
 def tune_gc() -> None:
     """Make the cyclic garbage collector cheap for a heap of many long-lived actor states.
 
@@ -107,7 +94,7 @@ async def serve(config: ServeConfig) -> None:
     tune_gc()
     # Bind first: a busy address fails fast, before the store is opened.
     listeners, address = await _open_listeners(config.listen)
-    store = open_store(config.data)
+    store = LmdbEventStore(config.data / "events")  # StoreError if unusable
     try:
         async with open_actor_system(store, config.system) as system:
             methods = Methods(system, version=__version__, started=time.monotonic())

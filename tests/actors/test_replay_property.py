@@ -197,7 +197,7 @@ def test_replay_equals_fold_of_evolve_before_and_after_restart(
                 assert replayed == len(tail)
                 # Redelivering the stream to the recovered actor changes nothing.
                 for stored in reopened.read_stream(kind, entity_id):
-                    recovered, _, applied = behavior.receive(recovered, stored)
+                    recovered, _, applied = behavior.receive(recovered, ApplyEvents([stored]))
                     assert applied == 0
                 stream = reopened.read_stream(kind, entity_id)
                 recovered, _, applied = behavior.receive(recovered, ApplyEvents(stream))
