@@ -4,7 +4,9 @@ An event-sourced actor's state is a fold of its stream: :meth:`recover` loads
 the latest snapshot and applies the events after it. Each event delivered in
 an ``ApplyEvents`` is applied unless the state's ``seq`` already covers it,
 which makes delivery idempotent and lets a recovery race a queued delivery
-safely. ``GetState`` answers a copy of the state, and a
+safely. After applying a delivery it calls ``on_applied`` with the new
+state (the item actor keeps the search index current that way, before the
+writer answers the caller). ``GetState`` answers a copy of the state, and a
 command is answered with the events the pure ``decide`` makes of it.
 
 The state object belongs to the actor's activation and is updated in place
@@ -42,6 +44,7 @@ class EventSourcedBehavior(Generic[S]):
         copy: Callable[[S], S],
         decide: Callable[[S, Any], tuple[Any, ...]] | None = None,
         commands: tuple[type, ...] = (),
+        on_applied: Callable[[S], None] | None = None,
     ) -> None:
         self.kind = kind
         self._store = store
@@ -50,6 +53,7 @@ class EventSourcedBehavior(Generic[S]):
         self._copy = copy
         self._decide = decide
         self._commands = commands
+        self._on_applied = on_applied
 
     def recover(self, entity_id: str, first_message: Any = None) -> tuple[S, int]:
         # Activated to apply committed events: read the stream only up to just
@@ -73,6 +77,8 @@ class EventSourcedBehavior(Generic[S]):
                 if stored.seq > state.seq:
                     apply(state, stored)
                     applied += 1
+            if applied and self._on_applied is not None:
+                self._on_applied(state)
             return (state, None, applied)
         if type(message) in self._commands and self._decide is not None:
             return (state, self._decide(state, message), 0)

@@ -194,6 +194,32 @@ def encode_state(state: ItemState | UserState) -> bytes:
     )
 
 
+def decode_item_record(data: bytes) -> dict[str, Any]:
+    """An item snapshot's fields as a map, arrays as tuples: the fast path of an index rebuild.
+
+    The same fields :func:`decode_state` makes an :class:`ItemState` of, without building one.
+
+    Raises:
+        CodecError: not an item snapshot, or corrupt bytes.
+    """
+    try:
+        kind, version, record = msgpack.unpackb(
+            data, raw=False, strict_map_key=False, use_list=False
+        )
+    except (
+        TypeError,
+        ValueError,
+        msgpack.ExtraData,
+        msgpack.FormatError,
+        msgpack.StackError,
+    ) as exc:
+        raise CodecError(f"malformed snapshot: {exc}") from exc
+    if kind != "item":
+        raise CodecError(f"expected an item snapshot, got {kind!r}")
+    upcast: dict[str, Any] = _upcast("item-snapshot", version, record, ITEM_SNAPSHOT_VERSION)
+    return upcast
+
+
 def decode_state(data: bytes) -> ItemState | UserState:
     """Decode snapshot bytes to the actor state they were made from.
 

@@ -17,6 +17,7 @@ from actors.store import (
     PreparedBatch,
     Snapshot,
     StoreStatistics,
+    StreamInfo,
     Written,
 )
 
@@ -116,6 +117,12 @@ class MemoryEventStore(CommitMixin):
         self._check_open()
         for key in sorted(k for k in self._snapshots if k[0] == kind):
             yield self._snapshots[key]
+
+    def iter_streams(self, kind: str) -> Iterator[StreamInfo]:
+        self._check_open()
+        for (stream_kind, entity_id), seqs in list(self._streams.items()):
+            if stream_kind == kind:
+                yield StreamInfo(entity_id, seqs[0], seqs[-1])
 
     def statistics(self) -> StoreStatistics:
         return StoreStatistics(

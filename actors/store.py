@@ -27,7 +27,7 @@ import struct
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final, NamedTuple, Protocol
 
 import attrs
 import lmdb
@@ -64,6 +64,14 @@ class Snapshot:
     entity_id: str
     seq: int
     data: bytes
+
+
+class StreamInfo(NamedTuple):
+    """One entity stream: its id and the ``seq`` of its first and latest events."""
+
+    entity_id: str
+    first_seq: int
+    last_seq: int
 
 
 @attrs.frozen(kw_only=True)
@@ -177,6 +185,10 @@ class EventStore(Protocol):
         ...
 
     def iter_snapshots(self, kind: str) -> Iterator[Snapshot]: ...
+
+    def iter_streams(self, kind: str) -> Iterator[StreamInfo]:
+        """Every stream of entities of ``kind`` (each entity once), in no promised order."""
+        ...
 
     def statistics(self) -> StoreStatistics: ...
 
@@ -514,6 +526,31 @@ class LmdbEventStore(CommitMixin):
                 return
             yield from page
             # The smallest key after the page's last one.
+            start = _entity_prefix(kind, page[-1].entity_id) + b"\x00"
+
+    def iter_streams(self, kind: str) -> Iterator[StreamInfo]:
+        kind_byte = _KIND_BYTE[kind]
+        start = kind_byte
+        while True:
+            page: list[StreamInfo] = []
+            with self._lock, self._read_txn() as txn:
+                cursor = txn.cursor(db=self._streams)
+                found = cursor.set_range(start)
+                while found:
+                    key = _bytes(cursor.key())
+                    if not key.startswith(kind_byte):
+                        break
+                    (first,) = _SEQ.unpack(cursor.value())  # duplicates sort ascending
+                    cursor.last_dup()
+                    (last,) = _SEQ.unpack(cursor.value())
+                    (length,) = _LEN.unpack_from(key, 1)
+                    page.append(StreamInfo(key[3 : 3 + length].decode(), first, last))
+                    if len(page) >= 10_000:
+                        break
+                    found = cursor.next_nodup()
+            if not page:
+                return
+            yield from page
             start = _entity_prefix(kind, page[-1].entity_id) + b"\x00"
 
     def statistics(self) -> StoreStatistics:

@@ -24,12 +24,14 @@ from actors.errors import ActorError, AskTimeoutError
 from actors.events import Event, InteractionRecorded, StoredEvent
 from actors.item import ItemState, RecordInteraction, RemoveItem, UpsertItem
 from actors.item_actor import item_actor
+from actors.item_index import new_index, rebuild_index
 from actors.messages import ApplyEvents, GetState
 from actors.runtime import ActorRuntime, RuntimeConfig, RuntimeStatistics
 from actors.store import EventStore, StoreStatistics
 from actors.user import UserState
 from actors.user_actor import user_actor
 from actors.writer import Completion, StoreWriter, WriterStatistics
+from index import Index, IndexStatistics, Query, SearchResult, Sort
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +61,23 @@ class SystemStatistics:
     writer: WriterStatistics
     items: RuntimeStatistics
     users: RuntimeStatistics
+    index: IndexStatistics
 
 
 class ActorSystem:
-    def __init__(self, store: EventStore, config: SystemConfig | None = None) -> None:
+    def __init__(
+        self, store: EventStore, config: SystemConfig | None = None, *, index: Index | None = None
+    ) -> None:
         self.store = store
         self.config = config or SystemConfig()
+        #: Searchable items, kept current by the item actors (see actors.item_index).
+        self.index = new_index() if index is None else index
         self.writer = StoreWriter(store, max_group_events=self.config.max_group_events)
         self.writer.set_dispatch(self._dispatch)
         save = self.writer.save_snapshot_nowait
-        self.items = ActorRuntime(item_actor(store), save_snapshot=save, config=self.config.runtime)
+        self.items = ActorRuntime(
+            item_actor(store, self.index), save_snapshot=save, config=self.config.runtime
+        )
         self.users = ActorRuntime(user_actor(store), save_snapshot=save, config=self.config.runtime)
 
     # -- writes ---------------------------------------------------------------
@@ -130,6 +139,11 @@ class ActorSystem:
                 by_item[event.item] = [entry]
             else:
                 events.append(entry)
+        # Internal index ids in log order of each item's first event, whatever
+        # order the item shards apply in: a rebuilt index numbers them the same.
+        reserve = self.index.reserve
+        for item_id in by_item:
+            reserve(item_id)
         to_users = self.users.split(
             [(user_id, ApplyEvents(events)) for user_id, events in by_user.items()]
         )
@@ -172,12 +186,21 @@ class ActorSystem:
         state: T = reply
         return state
 
+    def search(self, query: Query, *, limit: int, sort: Sort | None = None) -> SearchResult:
+        """Searchable items matching ``query``: the first ``limit`` and the total. Not a checkpoint.
+
+        Raises:
+            QueryError: the query or sort names a field the index does not have.
+        """
+        return self.index.search(query, limit=limit, sort=sort)
+
     def statistics(self) -> SystemStatistics:
         return SystemStatistics(
             store=self.store.statistics(),
             writer=self.writer.statistics(),
             items=self.items.statistics(),
             users=self.users.statistics(),
+            index=self.index.statistics(),
         )
 
 
@@ -187,11 +210,14 @@ async def open_actor_system(
 ) -> AsyncIterator[ActorSystem]:
     """Run an actor system over ``store`` for the duration of the block.
 
+    It first rebuilds the item index from the store (snapshots plus tails).
+
     On exit (normal or not) it stops taking writes, commits what is queued,
     passivates every active actor (snapshotting those that changed) and
     writes those snapshots. The store itself stays open; its owner closes it.
     """
-    system = ActorSystem(store, config)
+    index = await trio.to_thread.run_sync(rebuild_index, store)
+    system = ActorSystem(store, config, index=index)
     async with trio.open_nursery() as nursery:
         await nursery.start(system.items.run)
         await nursery.start(system.users.run)

@@ -1,0 +1,44 @@
+"""The incremental inverted index: term postings, numeric ranges and geo over roaring bitmaps.
+
+A pure library (no Trio, no I/O). The actor system keeps one :class:`Index`
+current from item state changes; ``search`` and the ranker query it in-process.
+"""
+
+from index.errors import QueryError, SearchError
+from index.geo import distance_km
+from index.inverted import KIND_FIELD, Document, Index, IndexStatistics, SearchResult
+from index.query import (
+    EVERYTHING,
+    AllOf,
+    AnyOf,
+    Near,
+    Not,
+    Query,
+    Range,
+    Sort,
+    Term,
+    parse,
+    parse_sort,
+)
+
+__all__ = [
+    "EVERYTHING",
+    "KIND_FIELD",
+    "AllOf",
+    "AnyOf",
+    "Document",
+    "Index",
+    "IndexStatistics",
+    "Near",
+    "Not",
+    "Query",
+    "QueryError",
+    "Range",
+    "SearchError",
+    "SearchResult",
+    "Sort",
+    "Term",
+    "distance_km",
+    "parse",
+    "parse_sort",
+]

@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from actors import ActorSystem, ItemState, UserState, item, user
+from index import QueryError
 from matchlight import validation
-from matchlight.errors import NotFound
+from matchlight.errors import BadRequest, NotFound
 from matchlight.rpc import Handler, RpcServer
 
 
@@ -61,6 +62,7 @@ class Methods:
             "remove_items": self.remove_items,
             "get_item": self.get_item,
             "get_user": self.get_user,
+            "search": self.search,
             "stats": self.stats,
         }
 
@@ -99,6 +101,14 @@ class Methods:
             raise NotFound(f"no events for user {user_id!r}")
         return user_view(state)
 
+    async def search(self, params: Any) -> dict[str, Any]:
+        query, limit, sort = validation.search(validation.params_map(params))
+        try:
+            result = self.system.search(query, limit=limit, sort=sort)
+        except QueryError as exc:  # an unknown field
+            raise BadRequest(str(exc)) from None
+        return {"items": result.ids, "total": result.total}
+
     async def stats(self, params: Any) -> dict[str, Any]:
         validation.params_map(params)
         s = self.system.statistics()
@@ -123,6 +133,14 @@ class Methods:
             out[f"{prefix}_activations"] = runtime.activations
             out[f"{prefix}_passivations"] = runtime.passivations
             out[f"{prefix}_restarts"] = runtime.restarts
+        out.update(
+            index_items=s.index.items,
+            index_ids=s.index.ids,
+            index_term_fields=s.index.term_fields,
+            index_postings=s.index.postings,
+            index_numeric_fields=s.index.numeric_fields,
+            index_geo_fields=s.index.geo_fields,
+        )
         if self.rpc is not None:
             st = self.rpc.stats
             out.update(

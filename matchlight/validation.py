@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from actors import MAX_KEY_BYTES, RecordInteraction, RemoveItem, UpsertItem
+from index import Query, QueryError, Sort, parse_sort
+from index import parse as parse_query
 from matchlight.errors import BadRequest
 
 MAX_BATCH: Final = 100_000
@@ -233,15 +235,48 @@ def _terms(raw: Any, path: str) -> dict[str, tuple[str, ...] | None] | None:
     return out
 
 
+# A geo field F is the pair of numbers "F.lat" and "F.lon" (see index.inverted).
+_COORDINATE_LIMITS: Final = {".lat": 90.0, ".lon": 180.0}
+
+
 def _numbers(raw: Any, path: str) -> dict[str, float | None] | None:
     if raw is None:
         return None
     if type(raw) is not dict:
         raise BadRequest(f"{path}: expected a map of field to number")
-    return {
-        _field_name(key, path): None if value is None else number(value, f"{path}.{key}")
-        for key, value in raw.items()
-    }
+    out: dict[str, float | None] = {}
+    for key, value in raw.items():
+        field = _field_name(key, path)
+        out[field] = None if value is None else number(value, f"{path}.{key}")
+        limit = _COORDINATE_LIMITS.get(field[-4:])
+        if limit is not None and value is not None and not -limit <= value <= limit:
+            raise BadRequest(f"{path}.{key}: a coordinate must be within ±{limit:g}, got {value}")
+    return out
+
+
+# -- search -----------------------------------------------------------------------
+
+MAX_SEARCH_LIMIT: Final = 10_000
+DEFAULT_SEARCH_LIMIT: Final = 100
+_SEARCH_FIELDS: Final = frozenset({"filter", "limit", "sort", "_trace"})
+
+
+def search(params: Mapping[str, Any]) -> tuple[Query, int, Sort | None]:
+    """``search`` params → (query, limit, sort). Fields are checked by the index itself."""
+    unknown = params.keys() - _SEARCH_FIELDS
+    if unknown:
+        raise BadRequest(f"unknown field {sorted(unknown)[0]!r} (filter, limit, sort)")
+    raw_limit = params.get("limit", DEFAULT_SEARCH_LIMIT)
+    if type(raw_limit) is not int or not 1 <= raw_limit <= MAX_SEARCH_LIMIT:
+        raise BadRequest(
+            f"limit: expected an integer from 1 to {MAX_SEARCH_LIMIT}, got {raw_limit!r}"
+        )
+    try:
+        query = parse_query(require(params, "filter"))
+        sort = None if params.get("sort") is None else parse_sort(params["sort"])
+    except QueryError as exc:
+        raise BadRequest(str(exc)) from None
+    return query, raw_limit, sort
 
 
 def removals(params: Mapping[str, Any], *, now: float) -> list[RemoveItem]:

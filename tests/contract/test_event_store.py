@@ -35,6 +35,7 @@ from actors import (
 from actors import item as item_domain
 from actors import user as user_domain
 from actors.codec import decode_state, encode_state
+from actors.store import StreamInfo
 
 SMALL_MAP = 64 * 1024
 BAD_IDS = pytest.mark.parametrize(
@@ -532,6 +533,40 @@ def test_iter_snapshots_of_a_kind_without_snapshots_is_empty(store: actors.Event
     store.commit([], [Snapshot(kind=USER, entity_id="u1", seq=1, data=b"")])
 
     assert list(store.iter_snapshots(ITEM)) == []
+
+
+# -- stream listing ----------------------------------------------------------------------
+
+
+def test_iter_streams_lists_each_entity_once_with_its_first_and_latest_seq(
+    store: actors.EventStore,
+) -> None:
+    store.append(mixed_log())
+
+    items = sorted(store.iter_streams(ITEM))
+    users = sorted(store.iter_streams(USER))
+
+    assert items == [StreamInfo("i1", 1, 9), StreamInfo("i2", 3, 10)]
+    assert users == [StreamInfo("u1", 2, 9), StreamInfo("u2", 3, 10)]
+
+
+@pytest.mark.parametrize("count", [10_000, 10_003])
+def test_iter_streams_pages_through_many_entities(store: actors.EventStore, count: int) -> None:
+    """Listing crosses page boundaries without losing, repeating or leaking into other kinds."""
+    store.append([upsert(f"e{n}", item=f"item-{n}") for n in range(count)])
+    store.append([interaction("last", user="a-user", item="item-0")])
+
+    found = list(itertools.islice(store.iter_streams(ITEM), count + 1))
+
+    assert len(found) == count
+    by_id = {info.entity_id: info for info in found}
+    assert by_id["item-0"] == StreamInfo("item-0", 1, count + 1)
+    assert by_id[f"item-{count - 1}"] == StreamInfo(f"item-{count - 1}", count, count)
+    assert list(store.iter_streams(USER)) == [StreamInfo("a-user", count + 1, count + 1)]
+
+
+def test_iter_streams_of_an_empty_store_is_empty(store: actors.EventStore) -> None:
+    assert list(store.iter_streams(ITEM)) == []
 
 
 # -- snapshot + tail recovery ----------------------------------------------------------

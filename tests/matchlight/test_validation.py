@@ -9,12 +9,14 @@ be reported at its own path whatever the rest of the batch looks like.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import index
 from actors import MAX_KEY_BYTES, RecordInteraction, RemoveItem, UpsertItem
 from matchlight import validation
 from matchlight.errors import BadRequest
@@ -279,3 +281,61 @@ def test_removals_become_remove_commands() -> None:
     assert rejection(validation.removals, {"ids": "a"}, now=5.0).startswith(
         "ids: expected an array"
     )
+
+
+# -- geo coordinates and search params ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("numbers", "path"),
+    [
+        ({"loc.lat": 90.5}, "items[0].numbers.loc.lat"),
+        ({"loc.lon": -180.01}, "items[0].numbers.loc.lon"),
+        ({"home.lat": -1e6}, "items[0].numbers.home.lat"),
+    ],
+)
+def test_coordinates_out_of_range_are_rejected_at_their_path(
+    numbers: dict[str, float], path: str
+) -> None:
+    with pytest.raises(BadRequest, match=re.escape(f"{path}: a coordinate must be within")):
+        validation.items({"items": [{"id": "i", "numbers": numbers}]}, now=1.0)
+
+
+def test_coordinates_at_the_limits_and_unrelated_numbers_are_accepted() -> None:
+    numbers = {"loc.lat": -90, "loc.lon": 180.0, "latitude": 500.0, "loc.lat.x": 1e9}
+
+    (command,) = validation.items({"items": [{"id": "i", "numbers": numbers}]}, now=1.0)
+
+    assert command.numbers == numbers
+
+
+def test_search_params_become_query_limit_and_sort() -> None:
+    query, limit, sort = validation.search(
+        {"filter": {"term": ["city", "austin"]}, "limit": 7, "sort": ["price", "asc"]}
+    )
+
+    assert query == index.Term("city", "austin")
+    assert limit == 7
+    assert sort == index.Sort("price", descending=False)
+    assert validation.search({"filter": {"all": []}})[1:] == (validation.DEFAULT_SEARCH_LIMIT, None)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"filter": {"all": []}, "limit": 0}, "limit: expected an integer from 1 to 10000"),
+        ({"filter": {"all": []}, "limit": 10_001}, "limit: expected an integer"),
+        ({"filter": {"all": []}, "limit": 5.0}, "limit: expected an integer"),
+        ({"filter": {"all": []}, "limit": True}, "limit: expected an integer"),
+        ({"filter": {"all": []}, "sort": 3}, "sort: expected a field name"),
+        ({"filter": {"all": []}, "sort": ["price", "up"]}, 'sort[1]: expected "desc" or "asc"'),
+        ({"filter": {"any": [{"term": ["a", 1]}]}}, "filter.any[0].term[1]: expected a string"),
+        ({"filter": {"all": []}, "page": 2}, "unknown field 'page'"),
+        ({}, "missing field 'filter'"),
+    ],
+)
+def test_bad_search_params_name_the_fault(params: dict[str, Any], message: str) -> None:
+    with pytest.raises(BadRequest) as caught:
+        validation.search(params)
+
+    assert message in str(caught.value)

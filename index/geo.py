@@ -1,0 +1,235 @@
+"""A geo field: one point (lat, lon) per item, a grid of roaring bitmaps for ``near``.
+
+Points are filed into cells of a latitude/longitude grid at several sizes
+(8° down to 1/32°, about 3.5 km). A ``near`` query picks the finest grid on
+which the circle's bounding box spans at most :data:`MAX_CELLS` cells, takes
+the cells wholly inside the circle as they are and checks the points of the
+cells on its edge one by one (vectorised great-circle distance). A cell is
+"wholly inside" only by a conservative bound (the triangle inequality through
+the cell's centre, with a margin), so the exact check decides every doubtful
+point and the result equals a brute-force distance filter. Within an ``all``,
+cells are intersected with what the other parts matched before any point is
+checked.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+from pyroaring import BitMap
+
+from index.numeric import group_by_key, ids_of, to_bitmap
+
+EARTH_RADIUS_KM: Final = 6371.0088
+KM_PER_DEGREE: Final = math.pi * EARTH_RADIUS_KM / 180.0
+#: Cell sizes in degrees, coarse to fine.
+CELL_DEGREES: Final = (8.0, 2.0, 0.5, 0.125, 0.03125)
+MAX_CELLS: Final = 64
+#: Up to this many candidates, check their distances directly.
+DIRECT_CHECK: Final = 256
+
+
+def distance_km(
+    lat: float, lon: float, lats: npt.NDArray[np.float64], lons: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """Great-circle (haversine) distances from one point to many, in km."""
+    phi1 = math.radians(lat)
+    phi2 = np.radians(lats)
+    half_dphi = (phi2 - phi1) / 2.0
+    half_dlambda = np.radians(lons - lon) / 2.0
+    h = np.sin(half_dphi) ** 2 + math.cos(phi1) * np.cos(phi2) * np.sin(half_dlambda) ** 2
+    distances: npt.NDArray[np.float64] = (
+        2.0 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.minimum(h, 1.0)))
+    )
+    return distances
+
+
+def _columns(size: float) -> int:
+    return round(360.0 / size)
+
+
+def _cell(size: float, lat: float, lon: float) -> tuple[int, int]:
+    """(row, column) of a point; longitude wraps, so 180° is in the column of -180°."""
+    return math.floor((lat + 90.0) / size), math.floor((lon + 180.0) / size) % _columns(size)
+
+
+class GeoField:
+    """One geo field's points and grid. Not thread-safe; no I/O."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.lats: npt.NDArray[np.float64] = np.full(1024, np.nan)
+        self.lons: npt.NDArray[np.float64] = np.full(1024, np.nan)
+        self.present = BitMap()
+        # One grid per cell size: (row, column) -> items in that cell.
+        self._grids: list[dict[tuple[int, int], BitMap]] = [{} for _ in CELL_DEGREES]
+
+    def __len__(self) -> int:
+        return len(self.present)
+
+    def get(self, doc: int) -> tuple[float, float] | None:
+        if doc in self.present:
+            return float(self.lats[doc]), float(self.lons[doc])
+        return None
+
+    # -- maintenance -----------------------------------------------------------
+
+    def load(
+        self,
+        docs: npt.NDArray[np.uint32],
+        lats: npt.NDArray[np.float64],
+        lons: npt.NDArray[np.float64],
+    ) -> None:
+        """Place many items that have no point yet at once (a bulk :meth:`set`)."""
+        if not len(docs):
+            return
+        if self.present.intersection_cardinality(to_bitmap(docs)):
+            raise ValueError(f"geo field {self.name!r}: load() of items that already have a point")
+        top = int(docs.max())
+        if top >= len(self.lats):
+            capacity = max(top + 1, 2 * len(self.lats))
+            for name in ("lats", "lons"):
+                grown = np.full(capacity, np.nan)
+                old = getattr(self, name)
+                grown[: len(old)] = old
+                setattr(self, name, grown)
+        self.lats[docs], self.lons[docs] = lats, lons
+        for size, grid in zip(CELL_DEGREES, self._grids, strict=True):
+            # The same arithmetic as _cell, elementwise, so cells agree exactly.
+            span = _columns(size)
+            rows = np.floor((lats + 90.0) / size).astype(np.int64)
+            columns = np.floor((lons + 180.0) / size).astype(np.int64) % span
+            for key, bitmap in group_by_key(rows * span + columns, docs):
+                cell = (key // span, key % span)
+                bucket = grid.get(cell)
+                if bucket is None:
+                    grid[cell] = bitmap
+                else:
+                    bucket |= bitmap
+        self.present |= to_bitmap(docs)
+
+    def set(self, doc: int, lat: float, lon: float) -> None:
+        """Place ``doc`` at (lat, lon); degrees, lat in [-90, 90], lon in [-180, 180]."""
+        if doc >= len(self.lats):
+            capacity = max(doc + 1, 2 * len(self.lats))
+            for name in ("lats", "lons"):
+                grown = np.full(capacity, np.nan)
+                old = getattr(self, name)
+                grown[: len(old)] = old
+                setattr(self, name, grown)
+        if doc in self.present:
+            if self.lats[doc] == lat and self.lons[doc] == lon:
+                return
+            self.unset(doc)
+        for size, grid in zip(CELL_DEGREES, self._grids, strict=True):
+            cell = _cell(size, lat, lon)
+            bucket = grid.get(cell)
+            if bucket is None:
+                bucket = grid[cell] = BitMap()
+            bucket.add(doc)
+        self.lats[doc], self.lons[doc] = lat, lon
+        self.present.add(doc)
+
+    def unset(self, doc: int) -> None:
+        if doc not in self.present:
+            return
+        lat, lon = float(self.lats[doc]), float(self.lons[doc])
+        for size, grid in zip(CELL_DEGREES, self._grids, strict=True):
+            cell = _cell(size, lat, lon)
+            bucket = grid[cell]
+            bucket.discard(doc)
+            if not bucket:
+                del grid[cell]
+        self.lats[doc] = self.lons[doc] = np.nan
+        self.present.discard(doc)
+
+    # -- queries -----------------------------------------------------------------
+
+    def keep(self, candidates: BitMap, lat: float, lon: float, km: float) -> BitMap:
+        """The items of ``candidates`` within ``km`` of (lat, lon)."""
+        if len(candidates) <= DIRECT_CHECK:
+            return self._check(candidates & self.present, lat, lon, km)
+        return self._near(lat, lon, km, candidates)
+
+    def select(self, lat: float, lon: float, km: float) -> BitMap:
+        """Every item within ``km`` of (lat, lon)."""
+        return self._near(lat, lon, km, None)
+
+    def _near(self, lat: float, lon: float, km: float, within: BitMap | None) -> BitMap:
+        dlat = km / KM_PER_DEGREE
+        # Half the circle's east-west span is at most dlat / cos(its most poleward latitude).
+        poleward = abs(lat) + dlat
+        dlon = dlat / math.cos(math.radians(poleward)) if poleward < 89.0 else 360.0
+        if dlon >= 180.0:  # near a pole, or a huge circle: check every point
+            docs = self.present if within is None else self.present & within
+            return self._check(docs, lat, lon, km)
+        level = 0
+        for level_index, size in enumerate(CELL_DEGREES):
+            rows = math.floor((lat + dlat + 90.0) / size) - math.floor((lat - dlat + 90.0) / size)
+            columns = math.floor((lon + dlon + 180.0) / size) - math.floor(
+                (lon - dlon + 180.0) / size
+            )
+            if (rows + 1) * (columns + 1) > MAX_CELLS:
+                break
+            level = level_index
+        size, grid = CELL_DEGREES[level], self._grids[level]
+        columns_total = _columns(size)
+        # Unwrapped columns (they may run past either end); each is taken modulo the total.
+        col_lo = math.floor((lon - dlon + 180.0) / size)
+        col_hi = math.floor((lon + dlon + 180.0) / size)
+        cells: list[BitMap] = []
+        rows_of: list[int] = []
+        columns_of: list[int] = []
+        for row in range(
+            math.floor((lat - dlat + 90.0) / size), math.floor((lat + dlat + 90.0) / size) + 1
+        ):
+            for column in range(col_lo, col_hi + 1):
+                bucket = grid.get((row, column % columns_total))
+                if bucket is not None:
+                    cells.append(bucket)
+                    rows_of.append(row)
+                    columns_of.append(column % columns_total)
+        if not cells:
+            return BitMap()
+        # A cell lies wholly inside if its centre is within km of the point by
+        # more than the cell's reach: the distance from its centre to its corner
+        # nearer the equator, its farthest point for cells this small.
+        centre_lats = (np.array(rows_of) + 0.5) * size - 90.0
+        centre_lons = (np.array(columns_of) + 0.5) * size - 180.0
+        gaps = distance_km(lat, lon, centre_lats, centre_lons)
+        inside_mask = (gaps + self._reach(level, rows_of) < km).tolist()
+        inside = [cell for cell, wholly in zip(cells, inside_mask, strict=True) if wholly]
+        edge = [cell for cell, wholly in zip(cells, inside_mask, strict=True) if not wholly]
+        found = BitMap.union(*inside) if inside else BitMap()
+        if within is not None:
+            found &= within
+        if edge:
+            doubtful = BitMap.union(*edge)
+            if within is not None:
+                doubtful &= within
+            found |= self._check(doubtful, lat, lon, km)
+        return found
+
+    @staticmethod
+    @functools.cache
+    def _row_reach(level: int, row: int) -> float:
+        """How far (km, with a safety margin) any point of a cell in this row is from its centre."""
+        size = CELL_DEGREES[level]
+        centre_lat = (row + 0.5) * size - 90.0
+        corner_lat = centre_lat - math.copysign(size / 2.0, centre_lat)
+        reach = distance_km(centre_lat, 0.0, np.array([corner_lat]), np.array([size / 2.0]))[0]
+        return float(reach) * (1.0 + 1e-6) + 1e-9
+
+    def _reach(self, level: int, rows: list[int]) -> npt.NDArray[np.float64]:
+        return np.array([self._row_reach(level, row) for row in rows])
+
+    def _check(self, docs: BitMap, lat: float, lon: float, km: float) -> BitMap:
+        ids = ids_of(docs)
+        if not len(ids):
+            return BitMap()
+        distances = distance_km(lat, lon, self.lats[ids], self.lons[ids])
+        return to_bitmap(ids[distances <= km])
