@@ -59,21 +59,19 @@ def rebuild_index(store: EventStore) -> Index:
     """
     started = time.perf_counter()
     index = new_index()
-    streams = sorted(store.iter_streams(item.KIND), key=lambda info: info.first_seq)
+    streams = sorted(store.iter_streams(item.KIND, snapshots=True), key=lambda s: s.first_seq)
     for info in streams:
         index.reserve(info.entity_id)
-    snapshots = {snap.entity_id: snap for snap in store.iter_snapshots(item.KIND)}
     replayed = 0
     searchable: list[Document] = []
-    for info in streams:
-        snapshot = snapshots.pop(info.entity_id, None)
-        if snapshot is not None and snapshot.seq >= info.last_seq:
+    for entity_id, _, last_seq, snapshot in streams:
+        if snapshot is not None and snapshot.seq >= last_seq:
             # The common case after a clean shutdown: the snapshot is the state.
             record = decode_item_record(snapshot.data)
             if record["exists"] and record["active"]:
                 searchable.append(
                     Document(
-                        info.entity_id,
+                        entity_id,
                         record["kind"],
                         record["terms"],
                         record["numbers"],
@@ -81,12 +79,12 @@ def rebuild_index(store: EventStore) -> Index:
                     )
                 )
             continue
-        state = item.initial(info.entity_id)
+        state = item.initial(entity_id)
         if snapshot is not None:
             decoded = decode_state(snapshot.data)
             assert isinstance(decoded, ItemState)
             state = decoded
-        tail = store.read_stream(item.KIND, info.entity_id, after=state.seq)
+        tail = store.read_stream(item.KIND, entity_id, after=state.seq)
         for stored in tail:
             item.apply(state, stored)
         replayed += len(tail)

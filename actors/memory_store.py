@@ -118,11 +118,12 @@ class MemoryEventStore(CommitMixin):
         for key in sorted(k for k in self._snapshots if k[0] == kind):
             yield self._snapshots[key]
 
-    def iter_streams(self, kind: str) -> Iterator[StreamInfo]:
+    def iter_streams(self, kind: str, *, snapshots: bool = False) -> Iterator[StreamInfo]:
         self._check_open()
         for (stream_kind, entity_id), seqs in list(self._streams.items()):
             if stream_kind == kind:
-                yield StreamInfo(entity_id, seqs[0], seqs[-1])
+                snapshot = self._snapshots.get((kind, entity_id)) if snapshots else None
+                yield StreamInfo(entity_id, seqs[0], seqs[-1], snapshot)
 
     def statistics(self) -> StoreStatistics:
         return StoreStatistics(

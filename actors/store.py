@@ -56,8 +56,8 @@ class AppendResult:
     seq: int
 
 
-@attrs.frozen(kw_only=True)
-class Snapshot:
+# A NamedTuple rather than attrs: a startup rebuild reads one per item.
+class Snapshot(NamedTuple):
     """An actor's encoded state covering its stream up to and including ``seq``."""
 
     kind: str
@@ -67,11 +67,13 @@ class Snapshot:
 
 
 class StreamInfo(NamedTuple):
-    """One entity stream: its id and the ``seq`` of its first and latest events."""
+    """One entity stream: its id, the ``seq`` of its first and latest events, its snapshot."""
 
     entity_id: str
     first_seq: int
     last_seq: int
+    #: The entity's latest snapshot, when asked for (``iter_streams(…, snapshots=True)``).
+    snapshot: Snapshot | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -186,8 +188,9 @@ class EventStore(Protocol):
 
     def iter_snapshots(self, kind: str) -> Iterator[Snapshot]: ...
 
-    def iter_streams(self, kind: str) -> Iterator[StreamInfo]:
-        """Every stream of entities of ``kind`` (each entity once), in no promised order."""
+    def iter_streams(self, kind: str, *, snapshots: bool = False) -> Iterator[StreamInfo]:
+        """Every stream of entities of ``kind`` (each entity once), in no promised order,
+        with each entity's latest snapshot if ``snapshots`` (one pass: what a rebuild reads)."""
         ...
 
     def statistics(self) -> StoreStatistics: ...
@@ -528,13 +531,14 @@ class LmdbEventStore(CommitMixin):
             # The smallest key after the page's last one.
             start = _entity_prefix(kind, page[-1].entity_id) + b"\x00"
 
-    def iter_streams(self, kind: str) -> Iterator[StreamInfo]:
+    def iter_streams(self, kind: str, *, snapshots: bool = False) -> Iterator[StreamInfo]:
         kind_byte = _KIND_BYTE[kind]
         start = kind_byte
         while True:
             page: list[StreamInfo] = []
             with self._lock, self._read_txn() as txn:
                 cursor = txn.cursor(db=self._streams)
+                get = txn.get
                 found = cursor.set_range(start)
                 while found:
                     key = _bytes(cursor.key())
@@ -544,7 +548,15 @@ class LmdbEventStore(CommitMixin):
                     cursor.last_dup()
                     (last,) = _SEQ.unpack(cursor.value())
                     (length,) = _LEN.unpack_from(key, 1)
-                    page.append(StreamInfo(key[3 : 3 + length].decode(), first, last))
+                    entity_id = key[3 : 3 + length].decode()
+                    snapshot = None
+                    if snapshots:
+                        raw = get(key, db=self._snapshots)
+                        if raw is not None:
+                            snapshot = Snapshot(
+                                kind, entity_id, _SEQ.unpack_from(raw)[0], _bytes(raw[_SEQ.size :])
+                            )
+                    page.append(StreamInfo(entity_id, first, last, snapshot))
                     if len(page) >= 10_000:
                         break
                     found = cursor.next_nodup()

@@ -210,18 +210,34 @@ class Index:
         """
         if self.live:
             raise ValueError("load() needs an index without searchable items")
+        # Check before changing anything, so a refused load leaves the index as it was.
+        documents = list(documents)
+        seen: set[str] = set()
+        for document in documents:
+            if document[0] in seen:
+                raise ValueError(f"load() got {document[0]!r} twice")
+            seen.add(document[0])
         postings: dict[str, dict[str, list[int]]] = {}
+        kinds: dict[str, list[int]] = {}
         numeric: dict[str, tuple[list[int], list[float]]] = {}
         refs: dict[str, int] = {}
-        reserve, docs = self.reserve, self._docs
+        internal, external, docs = self._internal, self._external, self._docs
         loaded: list[int] = []
         # The hot loop of a startup rebuild: plain dict and list operations only.
         for item_id, kind, terms, numbers, counters in documents:
-            doc = reserve(item_id)
-            if docs[doc] is not None or (loaded and loaded[-1] == doc):
-                raise ValueError(f"load() got {item_id!r} twice")
+            doc = internal.get(item_id)
+            if doc is None:
+                doc = internal[item_id] = len(external)
+                external.append(item_id)
+                docs.append(None)
+            docs[doc] = _Doc(kind, terms, dict(numbers), dict(counters))
+            loaded.append(doc)
             if kind is not None:
-                postings.setdefault(KIND_FIELD, {}).setdefault(kind, []).append(doc)
+                ids = kinds.get(kind)
+                if ids is None:
+                    kinds[kind] = [doc]
+                else:
+                    ids.append(doc)
             for field, values in terms.items():
                 by_value = postings.get(field)
                 if by_value is None:
@@ -248,8 +264,11 @@ class Index:
                     column = numeric[name] = ([], [])
                 column[0].append(doc)
                 column[1].append(number)
-            docs[doc] = _Doc(kind, terms, dict(numbers), dict(counters))
-            loaded.append(doc)
+        if kinds:
+            by_kind = postings.setdefault(KIND_FIELD, {})
+            for kind, ids in kinds.items():
+                # A term field "kind" and the item kind share postings; ids stay sorted below.
+                by_kind.setdefault(kind, []).extend(ids)
         self.live = BitMap(array.array("I", loaded))
         for name, (lat_ids, lats) in list(numeric.items()):
             if not name.endswith(_LAT) or name == _LAT:
@@ -439,7 +458,10 @@ class Index:
 
         Raises:
             QueryError: the query or sort names an unknown field.
+            ValueError: ``limit`` is negative.
         """
+        if limit < 0:
+            raise ValueError(f"limit must not be negative, got {limit}")
         self.check(query, sort)
         matches = self._eval(query, self.live)
         if sort is not None:

@@ -58,6 +58,12 @@ def _bench(args: argparse.Namespace) -> int:
     return bench.main(args)
 
 
+def _bench_index(args: argparse.Namespace) -> int:
+    from matchlight import bench_index
+
+    return bench_index.main(args)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from matchlight import demo
 
@@ -113,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser(
         "bench",
         help="run benchmarks",
-        description="Benchmarks that start a real server and load it from client processes.",
+        description="Benchmarks: `ingest` loads a real server from client processes; `index` "
+        "times in-process retrieval against SQLite, Tantivy and PostgreSQL, and the item "
+        "index's rebuild from an LMDB event store at startup.",
     )
     bench_sub = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
     ingest = bench_sub.add_parser(
@@ -146,6 +154,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ingest.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ingest.set_defaults(func=_bench)
+    index = bench_sub.add_parser(
+        "index",
+        help="filtered retrieval latency vs SQLite, Tantivy and PostgreSQL, same results",
+        description="Load the same synthetic catalogue into Matchlight's index, SQLite, Tantivy "
+        "and (given a server) PostgreSQL, check that every engine returns the same results for "
+        "six query classes, and print p50/p99 latency per class, the cost of a visible update "
+        "and the ratios to each peer.",
+    )
+    index.add_argument(
+        "--items", type=_positive_int, default=100_000, help="catalogue size (default 100000)"
+    )
+    index.add_argument(
+        "--queries",
+        type=_positive_int,
+        default=300,
+        help="random query instances per class (default 300)",
+    )
+    index.add_argument(
+        "--updates",
+        type=_positive_int,
+        default=1000,
+        help="like-counter updates timed per engine, and again batched (default 1000)",
+    )
+    index.add_argument("--seed", type=int, default=1, help="catalogue and query seed (default 1)")
+    index.add_argument(
+        "--rebuild-items",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="items in the LMDB event store whose startup index rebuild is timed first "
+        "(default 100000; 0 skips it)",
+    )
+    index.add_argument(
+        "--postgres",
+        metavar="DSN",
+        help="PostgreSQL to compare with (default: $MATCHLIGHT_BENCH_POSTGRES; skipped if unset "
+        "or unreachable)",
+    )
+    index.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    index.set_defaults(func=_bench_index)
 
     demo = sub.add_parser(
         "demo",

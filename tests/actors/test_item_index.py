@@ -87,7 +87,7 @@ def interaction(draw: st.DrawFn) -> RecordInteraction:
         id=_event_id(),
         type=draw(st.sampled_from(TYPES)),
         user=draw(st.sampled_from(USERS)),
-        item=draw(st.sampled_from(ITEMS + ["never-upserted"])),
+        item=draw(st.sampled_from([*ITEMS, "never-upserted"])),
         ts=draw(st.floats(min_value=1.0, max_value=1e6)),
     )
 
@@ -162,11 +162,13 @@ def test_index_kept_by_the_actors_equals_the_index_rebuilt_from_the_store(
 async def test_an_acknowledged_like_is_searchable_by_the_very_next_query() -> None:
     async with open_actor_system(MemoryEventStore()) as system:
         await system.upsert_items(
-            [UpsertItem(event_id="up", item="pro-1", ts=1.0, kind="pro", terms={"city": ("austin",)})]
+            [
+                UpsertItem(
+                    event_id="up", item="pro-1", ts=1.0, kind="pro", terms={"city": ("austin",)}
+                )
+            ]
         )
-        fifty_likes = parse(
-            {"all": [{"term": ["city", "austin"]}, {"range": ["like", 50, None]}]}
-        )
+        fifty_likes = parse({"all": [{"term": ["city", "austin"]}, {"range": ["like", 50, None]}]})
         for n in range(50):
             assert system.search(fifty_likes, limit=10).total == 0
             await system.ingest(

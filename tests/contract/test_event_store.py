@@ -565,6 +565,17 @@ def test_iter_streams_pages_through_many_entities(store: actors.EventStore, coun
     assert list(store.iter_streams(USER)) == [StreamInfo("a-user", count + 1, count + 1)]
 
 
+def test_iter_streams_can_bring_each_entitys_latest_snapshot(store: actors.EventStore) -> None:
+    store.append(mixed_log())
+    snap = Snapshot(kind=ITEM, entity_id="i2", seq=5, data=b"state")
+    store.commit([], [snap, Snapshot(kind=USER, entity_id="i1", seq=9, data=b"a user")])
+
+    items = sorted(store.iter_streams(ITEM, snapshots=True))
+
+    assert items == [StreamInfo("i1", 1, 9, None), StreamInfo("i2", 3, 10, snap)]
+    assert all(info.snapshot is None for info in store.iter_streams(ITEM))
+
+
 def test_iter_streams_of_an_empty_store_is_empty(store: actors.EventStore) -> None:
     assert list(store.iter_streams(ITEM)) == []
 
