@@ -23,7 +23,7 @@ from actors.codec import decode_item_record, decode_state
 from actors.item import ItemState
 from actors.store import EventStore
 from actors.user import TYPE_WEIGHTS
-from index import Document, Index
+from index import DocumentFields, Index
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +63,14 @@ def rebuild_index(store: EventStore) -> Index:
     for info in streams:
         index.reserve(info.entity_id)
     replayed = 0
-    searchable: list[Document] = []
+    searchable: list[DocumentFields] = []
     for entity_id, _, last_seq, snapshot in streams:
         if snapshot is not None and snapshot.seq >= last_seq:
             # The common case after a clean shutdown: the snapshot is the state.
             record = decode_item_record(snapshot.data)
             if record["exists"] and record["active"]:
                 searchable.append(
-                    Document(
+                    (
                         entity_id,
                         record["kind"],
                         record["terms"],
@@ -89,10 +89,9 @@ def rebuild_index(store: EventStore) -> Index:
             item.apply(state, stored)
         replayed += len(tail)
         if state.exists and state.active:
-            searchable.append(
-                Document(state.id, state.kind, state.terms, state.numbers, state.counters)
-            )
-    index.load(searchable)
+            searchable.append((state.id, state.kind, state.terms, state.numbers, state.counters))
+    # The maps come from decoding or from states nothing else holds: the index may keep them.
+    index.load(searchable, owned=True)
     log.info(
         "item index rebuilt: %d searchable of %d items (%d events replayed) in %.2f s",
         len(index),

@@ -532,38 +532,45 @@ class LmdbEventStore(CommitMixin):
             start = _entity_prefix(kind, page[-1].entity_id) + b"\x00"
 
     def iter_streams(self, kind: str, *, snapshots: bool = False) -> Iterator[StreamInfo]:
-        kind_byte = _KIND_BYTE[kind]
-        start = kind_byte
-        while True:
-            page: list[StreamInfo] = []
-            with self._lock, self._read_txn() as txn:
-                cursor = txn.cursor(db=self._streams)
-                get = txn.get
-                found = cursor.set_range(start)
-                while found:
-                    key = _bytes(cursor.key())
-                    if not key.startswith(kind_byte):
+        # Three walks driven by LMDB's own iterators (a rebuild reads every item):
+        # first duplicates forwards, last duplicates backwards, snapshots forwards.
+        prefix = _KIND_BYTE[kind]
+        after = bytes([prefix[0] + 1])
+        with self._lock, self._read_txn() as txn:
+            cursor = txn.cursor(db=self._streams)
+            firsts: list[tuple[bytes, bytes]] = []
+            # Read transactions use buffers=False: keys and values are bytes.
+            pairs: Iterator[tuple[bytes, bytes]]
+            if cursor.set_range(prefix):
+                pairs = cursor.iternext_nodup(keys=True, values=True)  # type: ignore[assignment]
+                for key, value in pairs:
+                    if not key.startswith(prefix):
                         break
-                    (first,) = _SEQ.unpack(cursor.value())  # duplicates sort ascending
-                    cursor.last_dup()
-                    (last,) = _SEQ.unpack(cursor.value())
-                    (length,) = _LEN.unpack_from(key, 1)
-                    entity_id = key[3 : 3 + length].decode()
-                    snapshot = None
-                    if snapshots:
-                        raw = get(key, db=self._snapshots)
-                        if raw is not None:
-                            snapshot = Snapshot(
-                                kind, entity_id, _SEQ.unpack_from(raw)[0], _bytes(raw[_SEQ.size :])
-                            )
-                    page.append(StreamInfo(entity_id, first, last, snapshot))
-                    if len(page) >= 10_000:
+                    firsts.append((key, value))
+            lasts: dict[bytes, bytes] = {}
+            if firsts and (cursor.prev() if cursor.set_range(after) else cursor.last()):
+                pairs = cursor.iterprev_nodup(keys=True, values=True)  # type: ignore[assignment]
+                for key, value in pairs:
+                    if not key.startswith(prefix):
                         break
-                    found = cursor.next_nodup()
-            if not page:
-                return
-            yield from page
-            start = _entity_prefix(kind, page[-1].entity_id) + b"\x00"
+                    lasts[key] = value
+            raw_snapshots: dict[bytes, bytes] = {}
+            if snapshots and firsts:
+                snapshot_cursor = txn.cursor(db=self._snapshots)
+                if snapshot_cursor.set_range(prefix):
+                    pairs = snapshot_cursor.iternext(keys=True, values=True)  # type: ignore[assignment]
+                    for key, value in pairs:
+                        if not key.startswith(prefix):
+                            break
+                        raw_snapshots[key] = value
+        unpack_seq = _SEQ.unpack_from
+        for key, first in firsts:
+            entity_id = key[3:].decode()
+            snapshot = None
+            raw = raw_snapshots.get(key)
+            if raw is not None:
+                snapshot = Snapshot(kind, entity_id, unpack_seq(raw)[0], raw[_SEQ.size :])
+            yield StreamInfo(entity_id, unpack_seq(first)[0], unpack_seq(lasts[key])[0], snapshot)
 
     def statistics(self) -> StoreStatistics:
         return StoreStatistics(

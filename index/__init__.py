@@ -6,7 +6,14 @@ current from item state changes; ``search`` and the ranker query it in-process.
 
 from index.errors import QueryError, SearchError
 from index.geo import distance_km
-from index.inverted import KIND_FIELD, Document, Index, IndexStatistics, SearchResult
+from index.inverted import (
+    KIND_FIELD,
+    Document,
+    DocumentFields,
+    Index,
+    IndexStatistics,
+    SearchResult,
+)
 from index.query import (
     EVERYTHING,
     AllOf,
@@ -27,6 +34,7 @@ __all__ = [
     "AllOf",
     "AnyOf",
     "Document",
+    "DocumentFields",
     "Index",
     "IndexStatistics",
     "Near",

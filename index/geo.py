@@ -1,7 +1,7 @@
 """A geo field: one point (lat, lon) per item, a grid of roaring bitmaps for ``near``.
 
 Points are filed into cells of a latitude/longitude grid at several sizes
-(8° down to 1/32°, about 3.5 km). A ``near`` query picks the finest grid on
+(8° down to 1/8°, about 14 km). A ``near`` query picks the finest grid on
 which the circle's bounding box spans at most :data:`MAX_CELLS` cells, takes
 the cells wholly inside the circle as they are and checks the points of the
 cells on its edge one by one (vectorised great-circle distance). A cell is
@@ -27,7 +27,7 @@ from index.numeric import group_by_key, ids_of, to_bitmap
 EARTH_RADIUS_KM: Final = 6371.0088
 KM_PER_DEGREE: Final = math.pi * EARTH_RADIUS_KM / 180.0
 #: Cell sizes in degrees, coarse to fine.
-CELL_DEGREES: Final = (8.0, 2.0, 0.5, 0.125, 0.03125)
+CELL_DEGREES: Final = (8.0, 2.0, 0.5, 0.125)
 MAX_CELLS: Final = 64
 #: Up to this many candidates, check their distances directly.
 DIRECT_CHECK: Final = 256
