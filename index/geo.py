@@ -181,29 +181,30 @@ class GeoField:
         # Unwrapped columns (they may run past either end); each is taken modulo the total.
         col_lo = math.floor((lon - dlon + 180.0) / size)
         col_hi = math.floor((lon + dlon + 180.0) / size)
-        cells: list[BitMap] = []
-        rows_of: list[int] = []
-        columns_of: list[int] = []
+        # A cell lies wholly inside if its centre is within km of the point by
+        # more than the cell's reach: the distance from its centre to its corner
+        # nearer the equator, its farthest point for cells this small. (Scalar
+        # math: for a few dozen cells numpy's per-call cost is the larger part.)
+        phi = math.radians(lat)
+        cos_phi = math.cos(phi)
+        inside: list[BitMap] = []
+        edge: list[BitMap] = []
         for row in range(
             math.floor((lat - dlat + 90.0) / size), math.floor((lat + dlat + 90.0) / size) + 1
         ):
+            centre_phi = math.radians((row + 0.5) * size - 90.0)
+            north_south = math.sin((centre_phi - phi) / 2.0) ** 2
+            east_west = cos_phi * math.cos(centre_phi)
+            reach = self._row_reach(level, row)
             for column in range(col_lo, col_hi + 1):
-                bucket = grid.get((row, column % columns_total))
-                if bucket is not None:
-                    cells.append(bucket)
-                    rows_of.append(row)
-                    columns_of.append(column % columns_total)
-        if not cells:
-            return BitMap()
-        # A cell lies wholly inside if its centre is within km of the point by
-        # more than the cell's reach: the distance from its centre to its corner
-        # nearer the equator, its farthest point for cells this small.
-        centre_lats = (np.array(rows_of) + 0.5) * size - 90.0
-        centre_lons = (np.array(columns_of) + 0.5) * size - 180.0
-        gaps = distance_km(lat, lon, centre_lats, centre_lons)
-        inside_mask = (gaps + self._reach(level, rows_of) < km).tolist()
-        inside = [cell for cell, wholly in zip(cells, inside_mask, strict=True) if wholly]
-        edge = [cell for cell, wholly in zip(cells, inside_mask, strict=True) if not wholly]
+                wrapped = column % columns_total
+                bucket = grid.get((row, wrapped))
+                if bucket is None:
+                    continue
+                half_dlambda = math.radians((wrapped + 0.5) * size - 180.0 - lon) / 2.0
+                h = min(1.0, north_south + east_west * math.sin(half_dlambda) ** 2)
+                gap = 2.0 * EARTH_RADIUS_KM * math.asin(math.sqrt(h))
+                (inside if gap + reach < km else edge).append(bucket)
         found = BitMap.union(*inside) if inside else BitMap()
         if within is not None:
             found &= within
@@ -223,9 +224,6 @@ class GeoField:
         corner_lat = centre_lat - math.copysign(size / 2.0, centre_lat)
         reach = distance_km(centre_lat, 0.0, np.array([corner_lat]), np.array([size / 2.0]))[0]
         return float(reach) * (1.0 + 1e-6) + 1e-9
-
-    def _reach(self, level: int, rows: list[int]) -> npt.NDArray[np.float64]:
-        return np.array([self._row_reach(level, row) for row in rows])
 
     def _check(self, docs: BitMap, lat: float, lon: float, km: float) -> BitMap:
         ids = ids_of(docs)
