@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint bench-ingest clean
+.PHONY: test demo lint bench-ingest bench-index clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ lint: $(STAMP)
 
 bench-ingest: $(STAMP)
 	$(BIN)/matchlight bench ingest
+
+bench-index: $(STAMP)
+	$(BIN)/matchlight bench index
 
 clean:
 	rm -rf $(VENV) build *.egg-info
