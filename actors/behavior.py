@@ -68,6 +68,9 @@ class EventSourcedBehavior(Generic[S]):
         )
         for stored in tail:
             self._apply(state, stored)
+        if tail and self._on_applied is not None:
+            # Usually a no-op for the index; after a supervised restart it catches up.
+            self._on_applied(state)
         return state, len(tail)
 
     def receive(self, state: S, message: Any) -> Outcome[S]:

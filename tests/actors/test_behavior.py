@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from actors import InteractionRecorded, MemoryEventStore, StoredEvent, item, user
+from actors import InteractionRecorded, ItemUpserted, MemoryEventStore, StoredEvent, item, user
 from actors.item_actor import item_actor
+from actors.item_index import new_index
 from actors.messages import ApplyEvents, GetState
 from actors.user_actor import user_actor
+from index import parse
 
 
 def like(n: int, user_id: str = "u1", item_id: str = "i1") -> InteractionRecorded:
@@ -71,3 +73,25 @@ def test_activation_after_a_snapshot_newer_than_the_delivery_skips_covered_event
     assert replayed == 0
     assert applied == 0
     assert state == full
+
+
+def test_the_item_index_hears_of_every_applied_delivery_and_of_replayed_recoveries() -> None:
+    """An item actor recovered from the log (say after a supervised failure) re-indexes the item."""
+    store = MemoryEventStore()
+    store.append([ItemUpserted(id="up", item="i1", ts=1.0, kind="pro", active=True)])
+    store.append([like(n) for n in range(2, 5)])  # seq 2..4 on item i1
+    index = new_index()
+    behavior = item_actor(store, index)
+
+    state, replayed = behavior.recover("i1")
+
+    assert replayed == 4
+    assert index.search(parse({"range": ["like", 3, 3]}), limit=5).ids == ["i1"]
+
+    behavior.receive(state, ApplyEvents([StoredEvent(5, like(5))]))
+    assert index.search(parse({"range": ["like", 4, None]}), limit=5).ids == ["i1"]
+
+    # A delivery the state already covers changes nothing and tells the index nothing.
+    index.discard("i1")
+    behavior.receive(state, ApplyEvents([StoredEvent(5, like(5))]))
+    assert "i1" not in index

@@ -167,3 +167,23 @@ def test_search_reports_the_total_beyond_the_limit(shared_server: ServerProcess)
     result = search(client, {"filter": {"term": ["kind", "pro"]}, "limit": 3})
 
     assert result == {"items": ["pro-0", "pro-1", "pro-2"], "total": 60}
+
+
+def test_an_empty_catalogue_answers_everything_with_nothing(server: ServerProcess) -> None:
+    client = server.client()
+
+    assert search(client, {"filter": {"all": []}}) == {"items": [], "total": 0}
+    # Counters of the standard event types are fields even before any event.
+    assert search(client, {"filter": {"range": ["like", 1, None]}}) == {"items": [], "total": 0}
+    assert client.call("stats")["index_items"] == 0
+
+
+def test_stats_report_the_index(shared_server: ServerProcess) -> None:
+    client = shared_server.client()
+    client.call("upsert_items", {"items": catalogue()})
+
+    stats = client.call("stats")
+
+    assert stats["index_items"] == 60
+    assert stats["index_geo_fields"] == 1
+    assert stats["index_term_fields"] == 3  # topic, city, kind
