@@ -473,6 +473,12 @@ class Index:
         if limit < 0:
             raise ValueError(f"limit must not be negative, got {limit}")
         self.check(query, sort)
+        if sort is not None and type(query) is Range and query.field == sort.field:
+            # "price in [a, b], most expensive first": walk that field's buckets only.
+            top, total = self._numeric[sort.field].range_top(
+                query.lo, query.hi, self.live, limit, descending=sort.descending
+            )
+            return SearchResult(ids=self.external(top), total=total)
         matches = self._eval(query, self.live)
         if sort is not None:
             docs: Iterable[int] = self._numeric[sort.field].order(

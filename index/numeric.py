@@ -292,6 +292,54 @@ class NumericField:
             out.extend(valueless[: limit - len(out)])  # no value: last, in id order
         return out
 
+    def range_top(
+        self,
+        lo: float | None,
+        hi: float | None,
+        universe: BitMap,
+        limit: int,
+        *,
+        descending: bool,
+    ) -> tuple[list[int], int]:
+        """A range sorted by its own field: (the first ``limit`` in value order, the total).
+
+        The same as ``order(select(lo, hi, universe), …)`` with the count, for
+        a ``universe`` that holds every item with a value (the whole index),
+        without building the matches: the total comes from bucket sizes and
+        only the buckets the top ``limit`` come from are sorted.
+        """
+        start, stop = self._span(lo, hi)
+        keys, buckets = self._keys, self._buckets
+        # The range's buckets by key; the two edge buckets checked value by value.
+        parts: dict[int, BitMap] = {}
+        total = 0
+        for position in range(start, stop):
+            bucket = buckets[keys[position]]
+            edge = (lo is not None and position == start) or (
+                hi is not None and position == stop - 1
+            )
+            part = self._check(bucket, lo, hi) if edge else bucket
+            parts[keys[position]] = part
+            total += len(part)
+        if self._default_matches(lo, hi):
+            valueless = universe - self.present
+            if valueless:
+                total += len(valueless)
+                assert self.default is not None
+                default_key = bucket_key(self.default)
+                parts[default_key] = (
+                    parts[default_key] | valueless if default_key in parts else valueless
+                )
+        out: list[int] = []
+        if limit > 0:
+            for key in sorted(parts, reverse=descending):
+                part = parts[key]
+                if part:
+                    out.extend(self._sorted(part, limit - len(out), descending))
+                    if len(out) >= limit:
+                        break
+        return out, total
+
     def _sorted(self, docs: BitMap, limit: int, descending: bool) -> list[int]:
         """``docs`` sorted by (value, id), NaN (no value) last; at most ``limit`` of them."""
         ids = ids_of(docs)
