@@ -7,10 +7,13 @@ below 32 get a bucket each. Bucket keys sort like the values, which gives:
 
 - ``select(lo, hi)``: the union of the buckets strictly inside the range,
   plus the two boundary buckets checked value by value;
-- ``keep(candidates, lo, hi)``: for a small candidate set, a direct check
-  against the value array (no bitmap unions at all);
+- ``keep(candidates, lo, hi)``: within an ``all``, a direct check of the
+  candidates against the value array, or ``select`` and an intersection,
+  whichever a measured cost model says is cheaper;
 - ``order(matches, …)``: the matches sorted by value, walking buckets from
-  the top (or bottom) and sorting only the buckets it needs.
+  the top (or bottom) and sorting only the buckets it needs;
+- ``range_top(lo, hi, …)``: a range sorted by its own field, counted from
+  bucket sizes without building the matches at all.
 
 A field may have a *default*: the value of every item that has none (item
 counters default to 0, so ``like <= 10`` matches items never liked). The
