@@ -14,8 +14,11 @@ indexes are equal (``tests/actors/test_item_index.py`` checks it).
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import time
+from collections.abc import Iterator
 from typing import Final
 
 from actors import item
@@ -50,13 +53,40 @@ def index_item(index: Index, state: ItemState) -> None:
         index.discard(state.id)
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector (process-wide) for the block.
+
+    A rebuild allocates a million or so acyclic, long-lived objects; with the
+    collector running, its passes walk them again and again as they age through
+    the generations (measured on 100,000 items: 1.8 to 2.8 s with it, 1.3 to 1.7 s
+    without).
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def rebuild_index(store: EventStore) -> Index:
     """The item index of everything in ``store`` (blocking: run it on a worker thread).
+
+    Pauses the cyclic garbage collector while it runs (see :func:`_collector_paused`);
+    meant for startup, when nothing else is running.
 
     Raises:
         StoreError: the store cannot be read.
         CodecError: a snapshot or event cannot be decoded.
     """
+    with _collector_paused():
+        return _rebuild(store)
+
+
+def _rebuild(store: EventStore) -> Index:
     started = time.perf_counter()
     index = new_index()
     streams = sorted(store.iter_streams(item.KIND, snapshots=True), key=lambda s: s.first_seq)

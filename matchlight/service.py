@@ -97,6 +97,7 @@ async def serve(config: ServeConfig) -> None:
     store = LmdbEventStore(config.data / "events")  # StoreError if unusable
     try:
         async with open_actor_system(store, config.system) as system:
+            gc.freeze()  # the rebuilt index lives as long as the server: keep it out of GC passes
             methods = Methods(system, version=__version__, started=time.monotonic())
             rpc = RpcServer(methods.table())
             methods.rpc = rpc

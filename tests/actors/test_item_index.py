@@ -7,6 +7,7 @@ store (and over the store while still open), field by field and query by query.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import tempfile
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from actors import (
     RecordInteraction,
     RemoveItem,
     RuntimeConfig,
+    StoreError,
     SystemConfig,
     UpsertItem,
     open_actor_system,
@@ -245,3 +247,25 @@ def test_rebuild_reads_snapshots_and_replays_only_their_tails(
     assert rebuilt.search(top, limit=10, sort=Sort("like")) == live.search(
         top, limit=10, sort=Sort("like")
     )
+
+
+def test_rebuild_pauses_the_garbage_collector_and_restores_it_even_on_failure() -> None:
+    seen: list[bool] = []
+
+    class Failing(MemoryEventStore):
+        def iter_streams(self, kind: str, *, snapshots: bool = False) -> Any:
+            seen.append(gc.isenabled())
+            raise StoreError("disk gone")
+
+    assert gc.isenabled()
+    with pytest.raises(StoreError):
+        rebuild_index(Failing())
+    assert seen == [False]
+    assert gc.isenabled()
+
+    gc.disable()
+    try:
+        rebuild_index(MemoryEventStore())
+        assert not gc.isenabled()  # a collector the caller turned off stays off
+    finally:
+        gc.enable()
