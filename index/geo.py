@@ -94,12 +94,7 @@ class GeoField:
             raise ValueError(f"geo field {self.name!r}: load() of items that already have a point")
         top = int(docs.max())
         if top >= len(self.lats):
-            capacity = max(top + 1, 2 * len(self.lats))
-            for name in ("lats", "lons"):
-                grown = np.full(capacity, np.nan)
-                old = getattr(self, name)
-                grown[: len(old)] = old
-                setattr(self, name, grown)
+            self._grow(top + 1)
         self.lats[docs], self.lons[docs] = lats, lons
         for size, grid in zip(CELL_DEGREES, self._grids, strict=True):
             # The same arithmetic as _cell, elementwise, so cells agree exactly.
@@ -115,15 +110,17 @@ class GeoField:
                     bucket |= bitmap
         self.present |= to_bitmap(docs)
 
+    def _grow(self, size: int) -> None:
+        """Make room for ids below ``size`` (amortised: at least doubles)."""
+        capacity = max(size, 2 * len(self.lats))
+        lats, lons = np.full(capacity, np.nan), np.full(capacity, np.nan)
+        lats[: len(self.lats)], lons[: len(self.lons)] = self.lats, self.lons
+        self.lats, self.lons = lats, lons
+
     def set(self, doc: int, lat: float, lon: float) -> None:
         """Place ``doc`` at (lat, lon); degrees, lat in [-90, 90], lon in [-180, 180]."""
         if doc >= len(self.lats):
-            capacity = max(doc + 1, 2 * len(self.lats))
-            for name in ("lats", "lons"):
-                grown = np.full(capacity, np.nan)
-                old = getattr(self, name)
-                grown[: len(old)] = old
-                setattr(self, name, grown)
+            self._grow(doc + 1)
         if doc in self.present:
             if self.lats[doc] == lat and self.lons[doc] == lon:
                 return

@@ -360,7 +360,8 @@ class Index:
     ) -> None:
         before = {**old.counters, **old.numbers}
         after = {**counters, **numbers}
-        for name in before.keys() - after.keys():
+        gone = before.keys() - after.keys()
+        for name in gone:
             self._numeric[name].unset(doc)
         for name, value in after.items():
             if before.get(name) != value:
@@ -377,7 +378,7 @@ class Index:
         for name in now - was:
             self._counter_refs[name] = self._counter_refs.get(name, 0) + 1
             self._set_counter_default(name)
-        for name in before.keys() - after.keys():
+        for name in gone:
             field = self._numeric.get(name)
             if field is not None:
                 self._drop_if_unused(name, field)

@@ -72,6 +72,7 @@ from matchlight.bench_workload import (
     Runner,
     make_cases,
     make_catalogue,
+    note,
 )
 
 TARGET: Final = 10.0
@@ -83,10 +84,6 @@ LABELS: Final = {
     "tantivy": "Tantivy",
     "postgres": "PostgreSQL",
 }
-
-
-def _note(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # -- engines ----------------------------------------------------------------------------------
@@ -280,11 +277,11 @@ class _Built:
 
 
 def _build(name: str, make: Callable[[], Engine]) -> _Built:
-    _note(f"bench index: building {LABELS[name]}…")
+    note(f"bench index: building {LABELS[name]}…")
     t0 = time.perf_counter()
     engine = make()
     seconds = time.perf_counter() - t0
-    _note(f"bench index: {LABELS[name]} built in {seconds:.1f} s")
+    note(f"bench index: {LABELS[name]} built in {seconds:.1f} s")
     return _Built(engine=engine, seconds=seconds)
 
 
@@ -380,7 +377,7 @@ def run(args: argparse.Namespace, stack: ExitStack) -> dict[str, Any]:
         rebuild = bench_rebuild.measure(
             args.rebuild_items, args.seed, lambda cat: MatchlightEngine(cat).index
         )
-    _note(f"bench index: generating {args.items:,} items (seed {args.seed})…")
+    note(f"bench index: generating {args.items:,} items (seed {args.seed})…")
     cat = make_catalogue(args.items, args.seed)
     cases = make_cases(cat, args.queries, args.seed)
     tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="matchlight-bench-index-")))
@@ -412,17 +409,17 @@ def run(args: argparse.Namespace, stack: ExitStack) -> dict[str, Any]:
             conn.close()
             skipped["postgres"] = f"cannot load the table: {str(exc).strip() or type(exc).__name__}"
     for name, reason in skipped.items():
-        _note(f"bench index: {LABELS[name]} skipped: {reason}")
+        note(f"bench index: {LABELS[name]} skipped: {reason}")
     engines = [b.engine for b in built.values()]
     matchlight = built["matchlight"].engine
     assert isinstance(matchlight, MatchlightEngine)
 
-    _note("bench index: checking that every engine returns the same results (warm-up)…")
+    note("bench index: checking that every engine returns the same results (warm-up)…")
     checked, comparisons = check(engines, cases)
 
     classes: dict[str, Any] = {}
     for kind, kind_cases in cases.items():
-        _note(f"bench index: timing {kind}…")
+        note(f"bench index: timing {kind}…")
         row: dict[str, Any] = {
             "description": CLASSES[kind],
             "median_total": int(np.median([matchlight.runner(kind)(c)[0] for c in kind_cases])),
@@ -437,7 +434,7 @@ def run(args: argparse.Namespace, stack: ExitStack) -> dict[str, Any]:
         }
         classes[kind] = row
 
-    _note(f"bench index: {args.updates:,} visible updates per engine…")
+    note(f"bench index: {args.updates:,} visible updates per engine…")
     rng = random.Random(f"updates-{args.seed}")
     each_changes = plan_updates(cat, args.updates, rng)
     each = {e.name: _summary(time_updates(e, each_changes)) for e in engines}
@@ -480,13 +477,6 @@ def run(args: argparse.Namespace, stack: ExitStack) -> dict[str, Any]:
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.rebuild_items < 0:
-        got = args.rebuild_items
-        print(
-            f"matchlight bench index: --rebuild-items: must be at least 0, got {got}",
-            file=sys.stderr,
-        )
-        return 2
     if not args.postgres:
         args.postgres = os.environ.get(POSTGRES_ENV) or None
     with ExitStack() as stack:

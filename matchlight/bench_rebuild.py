@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import gc
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -52,6 +51,7 @@ from matchlight.bench_workload import (
     Result,
     make_cases,
     make_catalogue,
+    note,
 )
 
 #: Like events written per item at most (see the module docstring).
@@ -71,14 +71,10 @@ TARGET_ITEMS: Final = 100_000
 CLOCK: Final = 1_700_000_000.0
 
 
-def _note(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def _progress(before: int, done: int, total: int, what: str) -> None:
     """Note ``done`` of ``total`` when going from ``before`` to it passes a fifth of the way."""
     if before * 5 // total != done * 5 // total:
-        _note(f"bench index: rebuild store: {done:,} / {total:,} {what}")
+        note(f"bench index: rebuild store: {done:,} / {total:,} {what}")
 
 
 async def _load(cat: Catalogue, store: LmdbEventStore) -> int:
@@ -117,7 +113,7 @@ async def _load(cat: Catalogue, store: LmdbEventStore) -> int:
                 ]
             )
             _progress(start, start + len(batch), len(likes), "like events recorded")
-        _note("bench index: rebuild store: passivating the actors (writes their snapshots)…")
+        note("bench index: rebuild store: passivating the actors (writes their snapshots)…")
     return len(likes)
 
 
@@ -177,7 +173,7 @@ def measure(items: int, seed: int, reference: Callable[[Catalogue], Index]) -> d
     Raises:
         BenchError: the rebuilt index differs from the reference.
     """
-    _note(f"bench index: rebuild: generating {items:,} items (seed {seed})…")
+    note(f"bench index: rebuild: generating {items:,} items (seed {seed})…")
     full = make_catalogue(items, seed)
     cat = attrs.evolve(full, likes=[min(likes, LIKE_CAP) for likes in full.likes])
     del full
@@ -191,7 +187,7 @@ def measure(items: int, seed: int, reference: Callable[[Catalogue], Index]) -> d
             store.close()
         load_s = time.perf_counter() - t0
         store_bytes = _size(path)
-        _note(f"bench index: rebuild store written in {load_s:.1f} s; timing {RUNS} rebuilds…")
+        note(f"bench index: rebuild store written in {load_s:.1f} s; timing {RUNS} rebuilds…")
         store = LmdbEventStore(path)
         try:
             runs: list[float] = []

@@ -23,6 +23,7 @@ import itertools
 import json
 import math
 import random
+import sys
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -50,6 +51,11 @@ CLASSES: Final = {
 
 Result = tuple[int, list[str]]
 Runner = Callable[["Case"], Result]
+
+
+def note(message: str) -> None:
+    """Progress on stderr (stdout carries the report)."""
+    print(message, file=sys.stderr, flush=True)
 
 
 class BenchError(Exception):

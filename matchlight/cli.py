@@ -45,6 +45,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -160,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Load the same synthetic catalogue into Matchlight's index, SQLite, Tantivy "
         "and (given a server) PostgreSQL, check that every engine returns the same results for "
         "six query classes, and print p50/p99 latency per class, the cost of a visible update "
-        "and the ratios to each peer.",
+        "and the ratios to each peer; first, time the index's startup rebuild from an LMDB "
+        "event store written through the actor system.",
     )
     index.add_argument(
         "--items", type=_positive_int, default=100_000, help="catalogue size (default 100000)"
@@ -180,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--seed", type=int, default=1, help="catalogue and query seed (default 1)")
     index.add_argument(
         "--rebuild-items",
-        type=int,
+        type=_non_negative_int,
         default=100_000,
         metavar="N",
         help="items in the LMDB event store whose startup index rebuild is timed first "
