@@ -22,6 +22,7 @@ from actors.events import (
     streams_of,
 )
 from actors.item import ItemState, RecordInteraction, RemoveItem, UpsertItem
+from actors.item_index import ItemSignals
 from actors.memory_store import MemoryEventStore
 from actors.runtime import ActorRuntime, Behavior, Outcome, RuntimeConfig
 from actors.store import MAX_KEY_BYTES, AppendResult, EventStore, LmdbEventStore, Snapshot
@@ -44,6 +45,7 @@ __all__ = [
     "EventStore",
     "InteractionRecorded",
     "ItemRemoved",
+    "ItemSignals",
     "ItemState",
     "ItemUpserted",
     "LmdbEventStore",

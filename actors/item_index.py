@@ -17,11 +17,15 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Final
 
-from actors import item
+import numpy as np
+import numpy.typing as npt
+
+from actors import decay, item
 from actors.codec import decode_item_record, decode_state
 from actors.item import ItemState
 from actors.store import EventStore
@@ -34,13 +38,98 @@ log = logging.getLogger(__name__)
 COUNTER_FIELDS: Final = tuple(TYPE_WEIGHTS)
 
 
+#: How much one interaction of a type adds to an item's popularity (negative types add nothing).
+POPULARITY_WEIGHTS: Final = {t: max(w, 0.0) for t, w in TYPE_WEIGHTS.items()}
+
+
 def new_index() -> Index:
     """An empty item index with the standard counter fields."""
     return Index(counter_fields=COUNTER_FIELDS)
 
 
-def index_item(index: Index, state: ItemState) -> None:
-    """Bring ``index`` up to date with one item's current state."""
+def popularity_mass(decayed: Mapping[str, float]) -> float:
+    """An item's time-decayed popularity as a mass against its landmark (see :mod:`actors.decay`).
+
+    Interaction types outside the standard ones count as views.
+    """
+    weights, other = POPULARITY_WEIGHTS, POPULARITY_WEIGHTS["view"]
+    return sum(weights.get(t, other) * mass for t, mass in decayed.items())
+
+
+class ItemSignals:
+    """Per-item numbers the ranker reads in bulk, by the index's internal ids.
+
+    A projection of item state kept alongside the index (by :func:`index_item`
+    and :func:`rebuild_index`): every item's time-decayed popularity and the
+    time of its latest interaction. Popularity is kept as a mass against one
+    landmark shared by all items (``landmark``), so comparing two items'
+    masses compares their popularity at any moment, and the value at a time
+    is one scalar factor away (:meth:`popularity`). ``clock`` is the latest
+    interaction time seen: the ranker's "now", which follows the event stream
+    (clients stamp events; a replay runs in the past). Not thread-safe:
+    written by the item actors and read by the ranker on the Trio thread.
+    """
+
+    def __init__(self, half_life: float = decay.DEFAULT_HALF_LIFE_S) -> None:
+        self.half_life = half_life
+        self.mass: npt.NDArray[np.float64] = np.zeros(1024)
+        self.updated: npt.NDArray[np.float64] = np.zeros(1024)
+        self.landmark: float | None = None
+        self.clock = 0.0
+
+    def set(self, doc: int, mass: float, landmark: float, updated: float) -> None:
+        """Record an item's popularity ``mass`` (against its ``landmark``) and last interaction."""
+        if doc >= len(self.mass):
+            self._grow(doc + 1)
+        if self.landmark is None:
+            self.landmark = landmark
+        elif decay.needs_rescale(landmark, self.landmark, self.half_life):
+            self.mass *= math.exp2((self.landmark - landmark) / self.half_life)
+            self.landmark = landmark
+        self.mass[doc] = mass * math.exp2((landmark - self.landmark) / self.half_life)
+        self.updated[doc] = updated
+        if updated > self.clock:
+            self.clock = updated
+
+    def clear(self, doc: int) -> None:
+        """Forget an item's popularity and last interaction."""
+        if doc < len(self.mass):
+            self.mass[doc] = 0.0
+            self.updated[doc] = 0.0
+
+    def _grow(self, size: int) -> None:
+        size = max(size, 2 * len(self.mass))
+        for name in ("mass", "updated"):
+            old = getattr(self, name)
+            grown = np.zeros(size)
+            grown[: len(old)] = old
+            setattr(self, name, grown)
+
+    def masses(self, docs: npt.NDArray[np.uint32]) -> npt.NDArray[np.float64]:
+        """Each item's popularity mass: ordered like popularity at any one time."""
+        inside = np.minimum(docs, len(self.mass) - 1)
+        return np.where(docs < len(self.mass), self.mass[inside], 0.0)
+
+    def popularity(self, docs: npt.NDArray[np.uint32], now: float) -> npt.NDArray[np.float64]:
+        """Each item's decayed popularity as of ``now``."""
+        if self.landmark is None:
+            return np.zeros(len(docs))
+        return self.masses(docs) * math.exp2((self.landmark - now) / self.half_life)
+
+    def last_interaction(self, docs: npt.NDArray[np.uint32]) -> npt.NDArray[np.float64]:
+        """Each item's latest interaction time, 0 if none."""
+        inside = np.minimum(docs, len(self.updated) - 1)
+        return np.where(docs < len(self.updated), self.updated[inside], 0.0)
+
+
+def index_item(index: Index, state: ItemState, signals: ItemSignals | None = None) -> None:
+    """Bring ``index`` (and ``signals``) up to date with one item's current state."""
+    if signals is not None:
+        doc = index.reserve(state.id)
+        if state.decayed:
+            signals.set(doc, popularity_mass(state.decayed), state.landmark, state.updated)
+        else:
+            signals.clear(doc)  # removed: its interactions are gone with it
     if state.exists and state.active:
         index.put(
             state.id,
@@ -72,8 +161,10 @@ def _collector_paused() -> Iterator[None]:
         gc.enable()
 
 
-def rebuild_index(store: EventStore) -> Index:
+def rebuild_index(store: EventStore, signals: ItemSignals | None = None) -> Index:
     """The item index of everything in ``store`` (blocking: run it on a worker thread).
+
+    Also fills ``signals``, if given (a new :class:`ItemSignals`).
 
     Pauses the cyclic garbage collector while it runs (see :func:`_collector_paused`);
     meant for startup, when nothing else is running.
@@ -83,10 +174,10 @@ def rebuild_index(store: EventStore) -> Index:
         CodecError: a snapshot or event cannot be decoded.
     """
     with _collector_paused():
-        return _rebuild(store)
+        return _rebuild(store, ItemSignals() if signals is None else signals)
 
 
-def _rebuild(store: EventStore) -> Index:
+def _rebuild(store: EventStore, signals: ItemSignals) -> Index:
     started = time.perf_counter()
     index = new_index()
     streams = sorted(store.iter_streams(item.KIND, snapshots=True), key=lambda s: s.first_seq)
@@ -98,6 +189,13 @@ def _rebuild(store: EventStore) -> Index:
         if snapshot is not None and snapshot.seq >= last_seq:
             # The common case after a clean shutdown: the snapshot is the state.
             record = decode_item_record(snapshot.data)
+            if record["decayed"]:
+                signals.set(
+                    index.doc_of(entity_id),  # type: ignore[arg-type]
+                    popularity_mass(record["decayed"]),
+                    record["landmark"],
+                    record["updated"],
+                )
             if record["exists"] and record["active"]:
                 searchable.append(
                     (
@@ -118,6 +216,13 @@ def _rebuild(store: EventStore) -> Index:
         for stored in tail:
             item.apply(state, stored)
         replayed += len(tail)
+        if state.decayed:
+            signals.set(
+                index.reserve(state.id),
+                popularity_mass(state.decayed),
+                state.landmark,
+                state.updated,
+            )
         if state.exists and state.active:
             searchable.append((state.id, state.kind, state.terms, state.numbers, state.counters))
     # The maps come from decoding or from states nothing else holds: the index may keep them.

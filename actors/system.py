@@ -24,7 +24,7 @@ from actors.errors import ActorError, AskTimeoutError
 from actors.events import Event, InteractionRecorded, StoredEvent
 from actors.item import ItemState, RecordInteraction, RemoveItem, UpsertItem
 from actors.item_actor import item_actor
-from actors.item_index import new_index, rebuild_index
+from actors.item_index import ItemSignals, new_index, rebuild_index
 from actors.messages import ApplyEvents, GetState
 from actors.runtime import ActorRuntime, RuntimeConfig, RuntimeStatistics
 from actors.store import EventStore, StoreStatistics
@@ -66,17 +66,26 @@ class SystemStatistics:
 
 class ActorSystem:
     def __init__(
-        self, store: EventStore, config: SystemConfig | None = None, *, index: Index | None = None
+        self,
+        store: EventStore,
+        config: SystemConfig | None = None,
+        *,
+        index: Index | None = None,
+        signals: ItemSignals | None = None,
     ) -> None:
         self.store = store
         self.config = config or SystemConfig()
         #: Searchable items, kept current by the item actors (see actors.item_index).
         self.index = new_index() if index is None else index
+        #: Per-item popularity and recency by internal id, kept like the index.
+        self.signals = ItemSignals() if signals is None else signals
         self.writer = StoreWriter(store, max_group_events=self.config.max_group_events)
         self.writer.set_dispatch(self._dispatch)
         save = self.writer.save_snapshot_nowait
         self.items = ActorRuntime(
-            item_actor(store, self.index), save_snapshot=save, config=self.config.runtime
+            item_actor(store, self.index, self.signals),
+            save_snapshot=save,
+            config=self.config.runtime,
         )
         self.users = ActorRuntime(user_actor(store), save_snapshot=save, config=self.config.runtime)
 
@@ -178,6 +187,15 @@ class ActorSystem:
         state: UserState = await self._ask(self.users, user_id)
         return state
 
+    async def get_users(self, user_ids: Sequence[str]) -> list[UserState]:
+        """Several users' current states in one round trip through the user shards."""
+        with self._deadline("user"):
+            replies = await self.users.ask_many([(u, GetState()) for u in user_ids])
+        for reply in replies:
+            if isinstance(reply, ActorError):
+                raise reply
+        return replies
+
     async def _ask(self, runtime: ActorRuntime[T], entity_id: str) -> T:
         with self._deadline(runtime.kind):
             reply = await runtime.ask(entity_id, GetState())
@@ -216,8 +234,9 @@ async def open_actor_system(
     passivates every active actor (snapshotting those that changed) and
     writes those snapshots. The store itself stays open; its owner closes it.
     """
-    index = await trio.to_thread.run_sync(rebuild_index, store)
-    system = ActorSystem(store, config, index=index)
+    signals = ItemSignals()
+    index = await trio.to_thread.run_sync(rebuild_index, store, signals)
+    system = ActorSystem(store, config, index=index, signals=signals)
     async with trio.open_nursery() as nursery:
         await nursery.start(system.items.run)
         await nursery.start(system.users.run)

@@ -37,6 +37,7 @@ from typing import Final, NamedTuple
 
 import attrs
 import numpy as np
+import numpy.typing as npt
 from pyroaring import BitMap
 
 from index.errors import QueryError
@@ -61,6 +62,8 @@ class _Doc(NamedTuple):
 
 
 _EMPTY: Final = _Doc(None, {}, {}, {})
+_NOTHING: Final = BitMap()
+_NO_POSTINGS: Final[dict[str, BitMap]] = {}
 
 
 #: A :class:`Document` or a plain tuple of its fields (cheaper to make by the 100,000).
@@ -455,14 +458,17 @@ class Index:
                 f"cannot sort by {sort.field!r}: not a numeric field ({_known(self._numeric)})"
             )
 
-    def match(self, query: Query) -> BitMap:
-        """The internal ids of every searchable item matching ``query`` (a new bitmap).
+    def match(self, query: Query, within: BitMap | None = None) -> BitMap:
+        """The internal ids of searchable items matching ``query`` (a new bitmap).
+
+        With ``within``, only those of its items (cheaper than intersecting afterwards).
 
         Raises:
             QueryError: the query names an unknown field.
         """
         self.check(query)
-        return BitMap(self._eval(query, self.live))
+        scope = self.live if within is None else within & self.live
+        return BitMap(self._eval(query, scope))
 
     def search(self, query: Query, *, limit: int, sort: Sort | None = None) -> SearchResult:
         """The first ``limit`` matches (by ``sort``, else first seen first) and the total.
@@ -536,6 +542,41 @@ class Index:
         if kind is Range or kind is Near:
             return 1e13  # checked against what the narrow parts left
         return 1e14  # Not: subtract from what is left
+
+    # -- per-item reads (for the ranker) -------------------------------------------
+
+    def term_postings(self, field: str, value: str) -> BitMap:
+        """The searchable items with ``value`` under term field ``field`` (empty if none).
+
+        The index's own bitmap: do not mutate it.
+        """
+        postings = self._terms.get(field, _NO_POSTINGS).get(value)
+        return _NOTHING if postings is None else postings
+
+    def document(self, doc: int) -> tuple[str | None, Terms] | None:
+        """The kind and terms of a searchable item by internal id, ``None`` if not searchable."""
+        if doc >= len(self._docs):
+            return None
+        entry = self._docs[doc]
+        return None if entry is None else (entry.kind, entry.terms)
+
+    def values(self, field: str, docs: npt.NDArray[np.uint32]) -> npt.NDArray[np.float64]:
+        """The value of numeric field ``field`` for each of ``docs``.
+
+        Items without a value get the field's default (0 for counters), else NaN;
+        an unknown field gives all NaN, or all 0 for a standard counter.
+        """
+        numeric = self._numeric.get(field)
+        if numeric is None:
+            fill = 0.0 if field in self._standard_counters else np.nan
+            return np.full(len(docs), fill)
+        stored = numeric.values
+        out = np.full(len(docs), np.nan)
+        inside = docs < len(stored)
+        out[inside] = stored[docs[inside]]
+        if numeric.default is not None:
+            out[np.isnan(out)] = numeric.default
+        return out
 
     # -- inspection -------------------------------------------------------------------
 

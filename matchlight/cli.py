@@ -14,16 +14,21 @@ from actors import RuntimeConfig, StoreError, SystemConfig
 
 def _serve(args: argparse.Namespace) -> int:
     from matchlight.service import ServeConfig, parse_listen, serve
+    from ranker import ConfigError, RankerError, Surfaces, load_surfaces
 
     try:
         parse_listen(args.listen)
-    except ValueError as exc:
+        surfaces = Surfaces() if args.config is None else load_surfaces(args.config)
+    except (ValueError, ConfigError) as exc:
         print(f"matchlight serve: {exc}", file=sys.stderr)
         return 2
     config = ServeConfig(
         data=Path(args.data),
         listen=args.listen,
         drain_s=args.drain,
+        surfaces=surfaces,
+        model_poll_s=args.model_poll,
+        decision_retention=args.decision_retention,
         system=SystemConfig(
             runtime=RuntimeConfig(
                 snapshot_every=args.snapshot_every, passivate_after_s=args.passivate_after
@@ -32,9 +37,33 @@ def _serve(args: argparse.Namespace) -> int:
     )
     try:
         trio.run(serve, config)
-    except (OSError, StoreError) as exc:  # address in use, data dir unusable
+    except (OSError, StoreError, RankerError) as exc:  # address in use, data dir unusable
         print(f"matchlight serve: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from ranker import ModelError, TrainingConfig, train
+
+    config = TrainingConfig(
+        components=args.components, epochs=args.epochs, seed=args.seed, threads=args.threads
+    )
+
+    def progress(message: str) -> None:
+        print(f"matchlight train: {message}", file=sys.stderr, flush=True)
+
+    try:
+        model = train(Path(args.data), config, progress=progress)
+    except (StoreError, ModelError) as exc:
+        print(f"matchlight train: {exc}", file=sys.stderr)
+        return 1
+    facts = model.facts
+    print(
+        f"model {model.version}: {facts['users']} users, {facts['items']} items, "
+        f"{facts['pairs']} pairs, fitted in {facts['fit_s']} s "
+        f"(written to {Path(args.data) / 'models' / model.version})"
+    )
     return 0
 
 
@@ -69,6 +98,19 @@ def _bench_index(args: argparse.Namespace) -> int:
     from matchlight import bench_index
 
     return bench_index.main(args)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from matchlight import replay
+
+    return replay.main(args)
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {text}")
+    return value
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -121,7 +163,51 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="on SIGTERM, let in-flight requests finish for this long (default 5)",
     )
+    serve.add_argument(
+        "--config",
+        metavar="FILE",
+        help="surfaces TOML file: retrieval, blend, rules, diversity, exploration per product "
+        "surface (default: only the built-in 'default' surface)",
+    )
+    serve.add_argument(
+        "--model-poll",
+        type=_positive_float,
+        default=2.0,
+        metavar="SECONDS",
+        help="how often to look for a model written by `matchlight train` (default 2)",
+    )
+    serve.add_argument(
+        "--decision-retention",
+        type=_positive_int,
+        default=1_000_000,
+        metavar="N",
+        help="recommend decisions kept in DIR/decisions; older ones are deleted (default 1000000)",
+    )
     serve.set_defaults(func=_serve)
+
+    train = sub.add_parser(
+        "train",
+        help="fit a LightFM model on the event log",
+        description="Read the event log in DIR (also while a server runs on it), fit a LightFM "
+        "hybrid model (item terms and user tastes as features; event types weighted), and "
+        "write it as DIR/models/VERSION. A server on DIR swaps it in within --model-poll "
+        "seconds without dropping requests.",
+    )
+    train.add_argument("--data", required=True, metavar="DIR", help="data directory")
+    train.add_argument(
+        "--epochs", type=_positive_int, default=30, help="training epochs (default 30)"
+    )
+    train.add_argument(
+        "--components",
+        type=_positive_int,
+        default=32,
+        help="embedding dimensions (default 32)",
+    )
+    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    train.add_argument(
+        "--threads", type=_positive_int, default=2, help="training threads (default 2)"
+    )
+    train.set_defaults(func=_train)
 
     bench = sub.add_parser(
         "bench",
@@ -202,6 +288,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     index.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     index.set_defaults(func=_bench_index)
+
+    replay = sub.add_parser(
+        "replay",
+        help="real time vs nightly batch on a stream replayed in time order",
+        description="Prequential evaluation in-process: train on the first part of the log, "
+        "then for each positive event on an item new to the user ask for top-k first and "
+        "ingest the event after. Compares the real-time ranker with the same model's lists "
+        "frozen at the cut (a nightly batch) and a frozen popularity list; prints hit rate and "
+        "NDCG overall and by user activity.",
+    )
+    replay.add_argument(
+        "--dataset", default="synthetic", help="dataset: synthetic (default synthetic)"
+    )
+    replay.add_argument(
+        "--consumers", type=_positive_int, default=3000, help="synthetic consumers (default 3000)"
+    )
+    replay.add_argument(
+        "--pros", type=_positive_int, default=1500, help="synthetic pros (default 1500)"
+    )
+    replay.add_argument("--seed", type=int, default=7, help="data and training seed (default 7)")
+    replay.add_argument(
+        "--cut",
+        type=_share,
+        default=0.7,
+        help="share of events (in time order) used for training (default 0.7)",
+    )
+    replay.add_argument("--k", type=_positive_int, default=10, help="list length (default 10)")
+    replay.add_argument(
+        "--epochs", type=_positive_int, default=30, help="training epochs (default 30)"
+    )
+    replay.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=1,
+        help="training threads (default 1: more is faster but not reproducible)",
+    )
+    replay.add_argument(
+        "--max-requests", type=_positive_int, help="stop after this many evaluated requests"
+    )
+    replay.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    replay.set_defaults(func=_replay)
 
     demo = sub.add_parser(
         "demo",

@@ -16,6 +16,7 @@ from index import QueryError
 from matchlight import validation
 from matchlight.errors import BadRequest, NotFound
 from matchlight.rpc import Handler, RpcServer
+from ranker import RankerActor, RequestError
 
 
 def item_view(state: ItemState) -> dict[str, Any]:
@@ -48,8 +49,11 @@ def user_view(state: UserState) -> dict[str, Any]:
 
 
 class Methods:
-    def __init__(self, system: ActorSystem, *, version: str, started: float) -> None:
+    def __init__(
+        self, system: ActorSystem, ranker: RankerActor, *, version: str, started: float
+    ) -> None:
         self.system = system
+        self.ranker = ranker
         self.version = version
         self.started = started
         self.rpc: RpcServer | None = None
@@ -63,6 +67,7 @@ class Methods:
             "get_item": self.get_item,
             "get_user": self.get_user,
             "search": self.search,
+            "recommend": self.recommend,
             "stats": self.stats,
         }
 
@@ -109,6 +114,23 @@ class Methods:
             raise BadRequest(str(exc)) from None
         return {"items": result.ids, "total": result.total}
 
+    async def recommend(self, params: Any) -> dict[str, Any]:
+        request = validation.recommend(validation.params_map(params))
+        try:
+            result = await self.ranker.recommend(request)
+        except RequestError as exc:
+            raise BadRequest(str(exc)) from None
+        return {
+            "items": result.items,
+            "source": result.source,
+            "model": result.model,
+            "request_id": result.request_id,
+            "ranker": result.ranker,
+            "surface": result.surface,
+            "matched": result.matched,
+            "candidates": result.candidates,
+        }
+
     async def stats(self, params: Any) -> dict[str, Any]:
         validation.params_map(params)
         s = self.system.statistics()
@@ -140,6 +162,15 @@ class Methods:
             index_postings=s.index.postings,
             index_numeric_fields=s.index.numeric_fields,
             index_geo_fields=s.index.geo_fields,
+        )
+        r = self.ranker.statistics()
+        out.update(
+            recommend_requests=r.requests,
+            model=r.model,
+            model_swaps=r.model_swaps,
+            model_failures=r.model_failures,
+            decisions_written=r.decisions_written,
+            decisions_kept=r.decisions_kept,
         )
         if self.rpc is not None:
             st = self.rpc.stats

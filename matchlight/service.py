@@ -26,6 +26,7 @@ import trio
 from actors import LmdbEventStore, SystemConfig, open_actor_system
 from matchlight.methods import Methods
 from matchlight.rpc import RpcServer
+from ranker import DecisionLog, Surfaces, open_ranker
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,11 @@ class ServeConfig:
     listen: str = DEFAULT_LISTEN
     drain_s: float = 5.0
     system: SystemConfig = attrs.field(factory=SystemConfig)
+    surfaces: Surfaces = attrs.field(factory=Surfaces)
+    #: How often to look for a new model artifact, seconds.
+    model_poll_s: float = 2.0
+    #: Decision records kept (the oldest are deleted beyond this).
+    decision_retention: int = 1_000_000
 
 
 def parse_listen(listen: str) -> tuple[str, str | int]:
@@ -95,10 +101,20 @@ async def serve(config: ServeConfig) -> None:
     # Bind first: a busy address fails fast, before the store is opened.
     listeners, address = await _open_listeners(config.listen)
     store = LmdbEventStore(config.data / "events")  # StoreError if unusable
+    decisions = DecisionLog(config.data / "decisions", retention=config.decision_retention)
     try:
-        async with open_actor_system(store, config.system) as system:
+        async with (
+            open_actor_system(store, config.system) as system,
+            open_ranker(
+                system,
+                config.surfaces,
+                data_dir=config.data,
+                decisions=decisions,
+                poll_s=config.model_poll_s,
+            ) as ranker,
+        ):
             gc.freeze()  # the rebuilt index lives as long as the server: keep it out of GC passes
-            methods = Methods(system, version=__version__, started=time.monotonic())
+            methods = Methods(system, ranker, version=__version__, started=time.monotonic())
             rpc = RpcServer(methods.table())
             methods.rpc = rpc
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -123,5 +139,6 @@ async def serve(config: ServeConfig) -> None:
                         await rpc.wait_idle()
                     connections.cancel_scope.cancel()
     finally:
+        decisions.close()
         store.close()
     print("matchlight stopped", file=sys.stderr, flush=True)

@@ -19,6 +19,7 @@ from actors import MAX_KEY_BYTES, RecordInteraction, RemoveItem, UpsertItem
 from index import Query, QueryError, Sort, parse_sort
 from index import parse as parse_query
 from matchlight.errors import BadRequest
+from ranker import DEFAULT_SURFACE, RecommendRequest
 
 MAX_BATCH: Final = 100_000
 MAX_TYPE_LEN: Final = 64
@@ -288,3 +289,49 @@ def removals(params: Mapping[str, Any], *, now: float) -> list[RemoveItem]:
         RemoveItem(event_id=f"item-remove/{uuid.uuid4().hex}", item=item_id, ts=now)
         for item_id in dict.fromkeys(ids)
     ]
+
+
+MAX_K: Final = 1000
+MAX_CONTEXT_KEYS: Final = 64
+_RECOMMEND_FIELDS: Final = frozenset(
+    {"user", "surface", "k", "context", "filter", "explain", "_trace"}
+)
+
+
+def recommend(params: Mapping[str, Any]) -> RecommendRequest:
+    """``recommend`` params → a request. The filter's fields are checked by the ranker."""
+    unknown = params.keys() - _RECOMMEND_FIELDS
+    if unknown:
+        raise BadRequest(
+            f"unknown field {sorted(unknown)[0]!r} (user, surface, k, context, filter, explain)"
+        )
+    user = ident(require(params, "user"), "user")
+    surface = params.get("surface", DEFAULT_SURFACE)
+    if surface is None:
+        surface = DEFAULT_SURFACE
+    surface = ident(surface, "surface")
+    k = params.get("k")
+    if k is not None and (type(k) is not int or not 1 <= k <= MAX_K):
+        raise BadRequest(f"k: expected an integer from 1 to {MAX_K}, got {_describe(k)}")
+    context = params.get("context") or {}
+    if not isinstance(context, dict) or not _str_keys(context):
+        raise BadRequest(f"context: expected a map with string keys, got {_describe(context)}")
+    if len(context) > MAX_CONTEXT_KEYS:
+        raise BadRequest(f"context: at most {MAX_CONTEXT_KEYS} keys, got {len(context)}")
+    for key, value in context.items():
+        if value is not None and not isinstance(value, str | int | float):
+            raise BadRequest(
+                f"context.{key}: expected a string or a number, got {_describe(value)}"
+            )
+    explain = params.get("explain", False)
+    if type(explain) is not bool:
+        raise BadRequest(f"explain: expected true or false, got {_describe(explain)}")
+    query = None
+    if params.get("filter") is not None:
+        try:
+            query = parse_query(params["filter"])
+        except QueryError as exc:
+            raise BadRequest(str(exc)) from None
+    return RecommendRequest(
+        user=user, surface=surface, k=k, context=context, filter=query, explain=explain
+    )

@@ -1,0 +1,58 @@
+"""The ranker: ``recommend`` from live state, LightFM with fold-in, and surface policies."""
+
+from ranker.actor import (
+    RankerActor,
+    RankerStatistics,
+    Recommendation,
+    RecommendRequest,
+    open_ranker,
+)
+from ranker.decisions import DecisionLog, DecisionStatistics
+from ranker.errors import ConfigError, ModelError, RankerError, RequestError
+from ranker.model import Model, current_version, load_model, save_model
+from ranker.policy import (
+    DEFAULT_SURFACE,
+    Blend,
+    Diversity,
+    Exploration,
+    Reciprocal,
+    Rule,
+    Surface,
+    Surfaces,
+    load_surfaces,
+    parse_surfaces,
+)
+from ranker.train import TrainingConfig, TrainingData, fit, read_log, train
+
+__all__ = [
+    "DEFAULT_SURFACE",
+    "Blend",
+    "ConfigError",
+    "DecisionLog",
+    "DecisionStatistics",
+    "Diversity",
+    "Exploration",
+    "Model",
+    "ModelError",
+    "RankerActor",
+    "RankerError",
+    "RankerStatistics",
+    "Reciprocal",
+    "RecommendRequest",
+    "Recommendation",
+    "RequestError",
+    "Rule",
+    "Surface",
+    "Surfaces",
+    "TrainingConfig",
+    "TrainingData",
+    "current_version",
+    "fit",
+    "load_model",
+    "load_surfaces",
+    "open_ranker",
+    "parse_surfaces",
+    "read_log",
+    "save_model",
+    "train",
+]

@@ -1,0 +1,589 @@
+"""RankerActor: answers ``recommend`` from live state, the current model and the surface policies.
+
+It owns the model being served (hot-swapped when ``matchlight train``
+writes a new artifact) and the decision log writer. Requests run
+concurrently on their callers' tasks: each asks the user's actor for the
+live state (one round trip), then runs the pure stages of
+:mod:`ranker.stages` on the index and item signals (no awaits), and hands
+the decision to the log writer through a bounded channel.
+
+Per request: fill the surface's retrieval template from the request's
+context and the user's favourite terms, AND the request's ``filter`` and
+the surface's filter rules → retrieve up to ``candidates`` items, without
+those the user already interacted with (or only dismissed ones, if the
+surface allows repeats) → score (LightFM with the user folded in from live
+state, blended with popularity, recency and affinity; a heuristic blend
+while no model exists) → boost/bury rules → two-sided willingness on a
+reciprocal surface → diversity → exploration → the top ``k``.
+
+Use :func:`open_ranker`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+import zlib
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+import numpy as np
+import numpy.typing as npt
+import trio
+from pyroaring import BitMap
+
+from actors import ActorSystem, UserState, decay, user
+from index import EVERYTHING, AllOf, Index, Query, QueryError
+from ranker import stages
+from ranker.decisions import DecisionLog
+from ranker.errors import ModelError, RequestError
+from ranker.model import Model, current_version, load_model
+from ranker.policy import Surface, Surfaces
+from ranker.template import fill
+
+log = logging.getLogger(__name__)
+
+DEFAULT_POLL_S: Final = 2.0
+#: Decisions waiting for the writer; a full queue makes requests wait (backpressure).
+DECISION_QUEUE: Final = 10_000
+DECISION_BATCH: Final = 4096
+#: On a reciprocal surface, suppliers' willingness is computed for this many times k.
+RECIPROCAL_DEPTH: Final = 10
+DISMISS: Final = "dismiss"
+
+
+@attrs.frozen(kw_only=True)
+class RecommendRequest:
+    user: str
+    surface: str = "default"
+    #: Items wanted; ``None`` for the surface's default.
+    k: int | None = None
+    context: Mapping[str, Any] = attrs.field(factory=dict)
+    filter: Query | None = None
+    explain: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class Recommendation:
+    #: ``{"id", "score"}`` per item, best first, plus ``"reasons"`` when explained.
+    items: list[dict[str, Any]]
+    source: str
+    #: The model version used, ``None`` for the heuristic ranker.
+    model: str | None
+    ranker: str
+    #: The policy that served (``default`` for an unknown surface).
+    surface: str
+    request_id: str
+    #: Items matching the retrieval query (not already seen), and how many were scored.
+    matched: int
+    candidates: int
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class ServingModel:
+    """A model and its item representations, aligned with the index's internal ids."""
+
+    model: Model
+    vectors: npt.NDArray[np.float32]
+    biases: npt.NDArray[np.float32]
+    #: Which rows are computed; others are filled on first use.
+    ready: npt.NDArray[np.bool_]
+
+
+@attrs.frozen(kw_only=True)
+class RankerStatistics:
+    requests: int
+    model: str | None
+    model_swaps: int
+    model_failures: int
+    decisions_written: int
+    decisions_kept: int
+
+
+def serving_model(model: Model, index: Index, count: int) -> ServingModel:
+    """Item representations for the first ``count`` internal ids. Blocking (a worker thread).
+
+    Reads the index from another thread: documents are immutable once put,
+    and the list slots read are replaced atomically.
+    """
+    capacity = max(count, 1024)
+    vectors = np.zeros((capacity, model.components), dtype=np.float32)
+    biases = np.zeros(capacity, dtype=np.float32)
+    ready = np.zeros(capacity, dtype=bool)
+    serving = ServingModel(model=model, vectors=vectors, biases=biases, ready=ready)
+    _fill_rows(serving, index, range(count))
+    return serving
+
+
+def _fill_rows(serving: ServingModel, index: Index, docs: Any) -> None:
+    model = serving.model
+    for doc in docs:
+        document = index.document(doc)
+        if document is None:
+            continue  # not searchable now: filled when it is a candidate
+        kind, terms = document
+        (item_id,) = index.external([doc])
+        vector, bias = model.item_representation(item_id, kind, terms)
+        serving.vectors[doc] = vector
+        serving.biases[doc] = bias
+        serving.ready[doc] = True
+
+
+def _grown(serving: ServingModel, size: int) -> ServingModel:
+    capacity = max(size, 2 * len(serving.ready))
+    vectors = np.zeros((capacity, serving.model.components), dtype=np.float32)
+    biases = np.zeros(capacity, dtype=np.float32)
+    ready = np.zeros(capacity, dtype=bool)
+    n = len(serving.ready)
+    vectors[:n], biases[:n], ready[:n] = serving.vectors, serving.biases, serving.ready
+    return ServingModel(model=serving.model, vectors=vectors, biases=biases, ready=ready)
+
+
+class RankerActor:
+    def __init__(
+        self,
+        system: ActorSystem,
+        surfaces: Surfaces | None = None,
+        *,
+        data_dir: Path | None = None,
+        decisions: DecisionLog | None = None,
+        poll_s: float = DEFAULT_POLL_S,
+    ) -> None:
+        self.system = system
+        self.surfaces = surfaces or Surfaces()
+        self.data_dir = data_dir
+        self.decisions = decisions
+        self.poll_s = poll_s
+        self._serving: ServingModel | None = None
+        self._failed_versions: set[str] = set()
+        self._send, self._receive = trio.open_memory_channel[dict[str, Any]](DECISION_QUEUE)
+        self._drained = trio.Event()
+        self._requests = 0
+        self._swaps = 0
+        self._failures = 0
+
+    # -- the model ----------------------------------------------------------------
+
+    @property
+    def model(self) -> Model | None:
+        return None if self._serving is None else self._serving.model
+
+    async def use_model(self, model: Model) -> None:
+        """Serve ``model`` from now on. A checkpoint (item vectors are built on a worker thread)."""
+        index = self.system.index
+        count = index.statistics().ids
+        serving = await trio.to_thread.run_sync(serving_model, model, index, count)
+        self._serving = serving  # one assignment: a request sees the old or the new model
+        self._swaps += 1
+        log.info("serving model %s", model.version)
+
+    async def reload_model(self) -> bool:
+        """Swap in the data dir's current model if it is new. A checkpoint.
+
+        Returns whether a new model is now served. A model that fails to load
+        is logged and skipped (the previous one keeps serving) until a newer
+        version appears.
+        """
+        if self.data_dir is None:
+            return False
+        version = await trio.to_thread.run_sync(current_version, self.data_dir)
+        if version is None or version in self._failed_versions:
+            return False
+        if self._serving is not None and self._serving.model.version == version:
+            return False
+        try:
+            model = await trio.to_thread.run_sync(load_model, self.data_dir, version)
+        except ModelError as exc:
+            self._failed_versions.add(version)
+            self._failures += 1
+            log.error("cannot load model %s; keeping the previous one: %s", version, exc)
+            return False
+        await self.use_model(model)
+        return True
+
+    # -- running --------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Load the current model, then watch for new ones and write decisions until closed."""
+        await self.reload_model()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._write_decisions)
+            watcher = trio.CancelScope()
+            nursery.start_soon(self._watch_models, watcher)
+            task_status.started()
+            # _write_decisions returns once aclose() closed the channel and it drained.
+            await self._drained.wait()
+            watcher.cancel()
+
+    async def _watch_models(self, scope: trio.CancelScope) -> None:
+        with scope:
+            while True:
+                await trio.sleep(self.poll_s)
+                await self.reload_model()
+
+    async def _write_decisions(self) -> None:
+        try:
+            async with self._receive:
+                async for first in self._receive:
+                    batch = [first]
+                    while len(batch) < DECISION_BATCH:
+                        try:
+                            batch.append(self._receive.receive_nowait())
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                    if self.decisions is not None:
+                        try:
+                            await trio.to_thread.run_sync(self.decisions.write, batch)
+                        except Exception:
+                            log.exception("lost %d decision records", len(batch))
+        finally:
+            self._drained.set()
+
+    async def aclose(self) -> None:
+        """Stop taking decisions; :meth:`run` returns once the queued ones are written."""
+        await self._send.aclose()
+
+    # -- recommend ------------------------------------------------------------------
+
+    async def recommend(self, request: RecommendRequest) -> Recommendation:
+        """Rank items for ``request``. A checkpoint (asks the user's actor).
+
+        Raises:
+            RequestError: the request's filter names an unknown field, or a
+                context value does not fit the surface's template.
+        """
+        started = time.perf_counter()
+        request_id = uuid.uuid4().hex
+        policy = self.surfaces.get(request.surface)
+        k = request.k or policy.k
+        system, index, signals = self.system, self.system.index, self.system.signals
+        state = await system.get_user(request.user)
+        serving = self._serving
+        now = max(signals.clock, state.updated)
+        affinity = user.affinity_at(state, now)
+        favourites = _favourites(affinity)
+
+        query = self._query(policy, request, favourites)
+        exclude = self._excluded(index, state, policy)
+        try:
+            docs, matched = stages.retrieve(
+                index,
+                signals,
+                query,
+                limit=policy.candidates,
+                exclude=exclude,
+                favourite_terms=[(f, v) for f, v, _ in favourites],
+            )
+        except QueryError as exc:
+            # The surface's own template or rules name a field no item has (yet).
+            log.warning("surface %s: %s; nothing to recommend", policy.name, exc)
+            docs, matched = np.empty(0, np.uint32), 0
+
+        model_scores = None
+        if serving is not None and len(docs):
+            serving = self._ensure_rows(serving, index, docs)
+            u, _ = serving.model.user_representation(request.user, affinity)
+            model_scores = (serving.vectors[docs] @ u + serving.biases[docs]).astype(np.float64)
+        blend = policy.blend if serving is not None else policy.blend.heuristic()
+        scored = stages.score(
+            docs,
+            blend,
+            model_scores=model_scores,
+            popularity=signals.popularity(docs, now),
+            last_interaction=signals.last_interaction(docs),
+            affinity=stages.affinity_part(index, docs, favourites),
+            now=now,
+        )
+        score = scored.score.copy()
+        rules = self._rules(policy, request)
+        try:
+            effects = stages.apply_rules(index, docs, score, rules)
+        except QueryError as exc:
+            log.warning("surface %s: a rule %s; rules skipped", policy.name, exc)
+            effects = {}
+
+        two_sided: dict[int, tuple[float, float]] = {}
+        if policy.reciprocal is not None and len(docs):
+            score, two_sided = await self._reciprocal(policy, request, docs, score, now)
+
+        order = stages.ranked(docs, score)
+        exploit_k = k - min(int(policy.exploration.share * k + 0.5), k)
+        chosen, notes = stages.select(
+            order,
+            exploit_k if policy.exploration.share else k,
+            policy.diversity,
+            _values_of(index, docs, policy.diversity.field),
+            score=score,
+            embeddings=None if serving is None else serving.vectors[docs],
+        )
+        successes = trials = np.zeros(len(docs))
+        if policy.exploration.share:
+            successes = sum(
+                (index.values(t, docs) for t in stages.SUCCESS_TYPES), np.zeros(len(docs))
+            )
+            trials = index.values(stages.TRIAL_TYPE, docs)
+        explored = stages.explore(
+            order,
+            chosen,
+            k,
+            policy.exploration,
+            successes,
+            trials,
+            np.random.default_rng(
+                [policy.exploration.seed, _crc(request.user), state.seq, _crc(policy.name)]
+            ),
+        )
+        ids = index.external(docs[explored.positions].tolist()) if explored.positions else []
+        items = []
+        for item_id, p in zip(ids, explored.positions, strict=True):
+            entry: dict[str, Any] = {"id": item_id, "score": round(float(score[p]), 6)}
+            if request.explain:
+                entry["reasons"] = self._reasons(
+                    index, docs, p, scored, favourites, effects, notes, explored, two_sided
+                )
+            items.append(entry)
+        self._requests += 1
+        model_version = None if serving is None else serving.model.version
+        result = Recommendation(
+            items=items,
+            source="realtime",
+            model=model_version,
+            ranker="heuristic" if serving is None else "lightfm",
+            surface=policy.name,
+            request_id=request_id,
+            matched=matched,
+            candidates=len(docs),
+        )
+        await self._send.send(
+            {
+                "request_id": request_id,
+                "ts": time.time(),
+                "surface": policy.name,
+                "requested_surface": request.surface,
+                "user": request.user,
+                "items": ids,
+                "scores": [item["score"] for item in items],
+                "propensities": [explored.propensity[p] for p in explored.positions],
+                "model": model_version,
+                "source": "realtime",
+                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+            }
+        )
+        return result
+
+    def _query(
+        self,
+        policy: Surface,
+        request: RecommendRequest,
+        favourites: Sequence[tuple[str, str, float]],
+    ) -> Query:
+        top_values: dict[str, list[str]] = {}
+        for field, value, _ in favourites:
+            values = top_values.setdefault(field, [])
+            if len(values) < 3:
+                values.append(value)
+        parts = [fill(policy.retrieval, request.context, top_values, "retrieval")]
+        for rule in policy.rules:
+            if rule.action == "filter":
+                parts.append(fill(rule.query, request.context, top_values, rule.name))
+        if request.filter is not None:
+            try:
+                self.system.index.check(request.filter)
+            except QueryError as exc:
+                raise RequestError(f"filter: {exc}") from None
+            parts.append(request.filter)
+        parts = [p for p in parts if p != EVERYTHING]
+        if not parts:
+            return EVERYTHING
+        return parts[0] if len(parts) == 1 else AllOf(tuple(parts))
+
+    def _rules(
+        self, policy: Surface, request: RecommendRequest
+    ) -> list[tuple[str, str, Query, float]]:
+        return [
+            (rule.name, rule.action, fill(rule.query, request.context, {}, rule.name), rule.weight)
+            for rule in policy.rules
+            if rule.action != "filter"
+        ]
+
+    @staticmethod
+    def _excluded(index: Index, state: UserState, policy: Surface) -> BitMap:
+        out = BitMap()
+        doc_of = index.doc_of
+        for item_id, last_type in state.seen.items():
+            if policy.allow_repeats and last_type != DISMISS:
+                continue
+            doc = doc_of(item_id)
+            if doc is not None:
+                out.add(doc)
+        return out
+
+    def _ensure_rows(
+        self, serving: ServingModel, index: Index, docs: npt.NDArray[np.uint32]
+    ) -> ServingModel:
+        """Fill representations of candidates not computed yet (items new since the model)."""
+        top = int(docs[-1])
+        if top >= len(serving.ready):
+            serving = _grown(serving, top + 1)
+            if self._serving is not None and self._serving.model is serving.model:
+                self._serving = serving
+        missing = docs[~serving.ready[docs]]
+        if len(missing):
+            _fill_rows(serving, index, missing.tolist())
+        return serving
+
+    async def _reciprocal(
+        self,
+        policy: Surface,
+        request: RecommendRequest,
+        docs: npt.NDArray[np.uint32],
+        score: npt.NDArray[np.float64],
+        now: float,
+    ) -> tuple[npt.NDArray[np.float64], dict[int, tuple[float, float]]]:
+        """Replace the best candidates' scores by the harmonic mean of interest and willingness."""
+        assert policy.reciprocal is not None
+        job = request.context.get(policy.reciprocal.job)
+        if not isinstance(job, str) or not job:
+            raise RequestError(
+                f"surface {policy.name!r} is two-sided: context.{policy.reciprocal.job} must "
+                "name the job item"
+            )
+        job_state = await self.system.get_item(job)
+        job_terms = [
+            user.term_key(field, value)
+            for field, values in job_state.terms.items()
+            for value in values
+        ]
+        k = RECIPROCAL_DEPTH * max(policy.k, 10)
+        top = stages.ranked(docs, score)[:k]
+        interest = stages.interest(score[top])
+        suppliers = await self.system.get_users(index_ids(self.system.index, docs[top]))
+        affinities = [_affinity_of(s, job_terms, now) for s in suppliers]
+        willing = stages.willingness(affinities, job_terms, policy.reciprocal)
+        combined = stages.harmonic_mean(interest, willing)
+        # Candidates beyond the considered ones rank below every considered one.
+        out = np.full(len(docs), -1.0)
+        out[top] = combined
+        details = {
+            int(p): (float(i), float(w)) for p, i, w in zip(top, interest, willing, strict=True)
+        }
+        return out, details
+
+    def _reasons(
+        self,
+        index: Index,
+        docs: npt.NDArray[np.uint32],
+        p: int,
+        scored: stages.Scored,
+        favourites: Sequence[tuple[str, str, float]],
+        effects: Mapping[int, list[str]],
+        notes: Mapping[int, str],
+        explored: stages.Explored,
+        two_sided: Mapping[int, tuple[float, float]],
+    ) -> dict[str, Any]:
+        document = index.document(int(docs[p]))
+        terms = {} if document is None else document[1]
+        liked = {(f, v) for f, v, _ in favourites}
+        reasons: dict[str, Any] = {
+            "parts": {name: round(float(part[p]), 4) for name, part in scored.parts.items()},
+            "matched": sorted(
+                f"{field}={value}"
+                for field, values in terms.items()
+                for value in values
+                if (field, value) in liked
+            ),
+            "rules": list(effects.get(p, [])),
+        }
+        if p in notes:
+            reasons["diversity"] = notes[p]
+        if p in explored.draws:
+            reasons["exploration"] = {
+                "slot": "explore",
+                "draw": round(explored.draws[p], 4),
+                "propensity": explored.propensity[p],
+            }
+        else:
+            reasons["exploration"] = {"slot": "exploit", "propensity": 1.0}
+        if p in two_sided:
+            interest, willing = two_sided[p]
+            reasons["reciprocal"] = {
+                "interest": round(interest, 4),
+                "willingness": round(willing, 4),
+            }
+        return reasons
+
+    def statistics(self) -> RankerStatistics:
+        written = kept = 0
+        if self.decisions is not None:
+            s = self.decisions.statistics()
+            written, kept = s.written, s.kept
+        return RankerStatistics(
+            requests=self._requests,
+            model=None if self._serving is None else self._serving.model.version,
+            model_swaps=self._swaps,
+            model_failures=self._failures,
+            decisions_written=written,
+            decisions_kept=kept,
+        )
+
+
+def index_ids(index: Index, docs: npt.NDArray[np.uint32]) -> list[str]:
+    return index.external(docs.tolist())
+
+
+def _favourites(affinity: Mapping[str, float]) -> list[tuple[str, str, float]]:
+    """The user's strongest positive terms as ``(field, value, affinity)``, strongest first."""
+    out = []
+    for key, value in affinity.items():  # strongest (by magnitude) first
+        if value > 0:
+            field, _, term = key.partition("=")
+            out.append((field, term, value))
+            if len(out) == stages.AFFINITY_TERMS:
+                break
+    return out
+
+
+def _affinity_of(state: UserState, terms: Sequence[str], now: float) -> dict[str, float]:
+    masses = state.affinity
+    return {t: decay.value_at(masses[t], state.landmark, now) for t in terms if t in masses}
+
+
+def _values_of(index: Index, docs: npt.NDArray[np.uint32], field: str | None) -> Any:
+    def values_of(p: int) -> Sequence[str]:
+        if field is None:
+            return ()
+        document = index.document(int(docs[p]))
+        return () if document is None else tuple(document[1].get(field, ()))
+
+    return values_of
+
+
+def _crc(text: str) -> int:
+    return zlib.crc32(text.encode())
+
+
+@asynccontextmanager
+async def open_ranker(
+    system: ActorSystem,
+    surfaces: Surfaces | None = None,
+    *,
+    data_dir: Path | None = None,
+    decisions: DecisionLog | None = None,
+    poll_s: float = DEFAULT_POLL_S,
+) -> AsyncIterator[RankerActor]:
+    """Run a ranker over ``system`` for the block: current model loaded, watcher and log running.
+
+    On exit the queued decisions are written before it returns.
+    """
+    ranker = RankerActor(system, surfaces, data_dir=data_dir, decisions=decisions, poll_s=poll_s)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ranker.run)
+        try:
+            yield ranker
+        finally:
+            with trio.CancelScope(shield=True):
+                await ranker.aclose()

@@ -1,0 +1,130 @@
+"""The decision log: every ``recommend`` response, durably, with bounded retention.
+
+A record holds the request id, time, surface, user, the served items with
+their scores and propensities, the model version, the source and the
+latency, so responses can be audited and compared later (the exploration
+propensities make off-policy evaluation possible). Records live in their own
+LMDB environment (``DATA/decisions``), apart from the event log: they are
+observations of the service, not facts of the domain.
+
+:class:`DecisionLog` is the blocking store (group commit: many records per
+transaction, synced); :meth:`ranker.actor.RankerActor.run` feeds it from a
+bounded channel on a worker thread, so requests never wait for a disk.
+Keys are a big-endian sequence number; when more than ``retention``
+records are kept, the oldest are deleted in the same transaction.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+import lmdb
+import msgpack
+
+from ranker.errors import RankerError
+
+DEFAULT_RETENTION: Final = 1_000_000
+_SEQ: Final = struct.Struct(">Q")
+
+
+@attrs.frozen(kw_only=True)
+class DecisionStatistics:
+    written: int
+    kept: int
+    trimmed: int
+    last_seq: int
+
+
+class DecisionLog:
+    """Decision records in an LMDB environment at ``path`` (created if missing)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        retention: int = DEFAULT_RETENTION,
+        map_size: int = 64 << 20,
+    ) -> None:
+        if retention < 1:
+            raise ValueError("retention must be at least 1")
+        self.path = Path(path)
+        self.retention = retention
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._env = lmdb.open(str(self.path), map_size=map_size, max_dbs=1, sync=True)
+        except (OSError, lmdb.Error) as exc:
+            raise RankerError(f"cannot open the decision log in {self.path}: {exc}") from exc
+        self._db = self._env.open_db(b"decisions")
+        self._lock = threading.Lock()
+        self._written = 0
+        self._trimmed = 0
+        with self._env.begin(db=self._db) as txn:
+            cursor = txn.cursor()
+            self._last = _SEQ.unpack(cursor.key())[0] if cursor.last() else 0
+            self._kept = txn.stat(self._db)["entries"]
+
+    def write(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Append records (and trim past retention) in one synced transaction. Blocking.
+
+        Each record gets ``seq``. The map doubles when full.
+
+        Raises:
+            RankerError: the records cannot be written (nothing is).
+        """
+        if not records:
+            return
+        with self._lock:
+            while True:
+                try:
+                    self._write(records)
+                    return
+                except lmdb.MapFullError:
+                    self._env.set_mapsize(self._env.info()["map_size"] * 2)
+                except lmdb.Error as exc:
+                    raise RankerError(f"cannot write decisions: {exc}") from exc
+
+    def _write(self, records: Sequence[Mapping[str, Any]]) -> None:
+        seq, kept, trimmed = self._last, self._kept, 0
+        with self._env.begin(write=True, db=self._db) as txn:
+            for record in records:
+                seq += 1
+                txn.put(_SEQ.pack(seq), msgpack.packb({**record, "seq": seq}), append=True)
+            kept += len(records)
+            if kept > self.retention:
+                cursor = txn.cursor()
+                cursor.first()
+                while kept > self.retention and cursor.delete():
+                    kept -= 1
+                    trimmed += 1
+        self._last, self._kept = seq, kept
+        self._written += len(records)
+        self._trimmed += trimmed
+
+    def read(self, *, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        """Records with ``seq`` above ``after``, oldest first, at most ``limit``."""
+        return list(self._iter(after, limit))
+
+    def _iter(self, after: int, limit: int) -> Iterator[dict[str, Any]]:
+        with self._env.begin(db=self._db, buffers=False) as txn:
+            cursor = txn.cursor()
+            if not cursor.set_range(_SEQ.pack(after + 1)):
+                return
+            for n, value in enumerate(cursor.iternext(keys=False, values=True)):
+                if n >= limit:
+                    return
+                yield msgpack.unpackb(value, raw=False)
+
+    def statistics(self) -> DecisionStatistics:
+        return DecisionStatistics(
+            written=self._written, kept=self._kept, trimmed=self._trimmed, last_seq=self._last
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            self._env.close()

@@ -1,0 +1,256 @@
+"""The LightFM model facade: features, artifacts on disk, and live representations.
+
+A model is a LightFM hybrid model (Kula, 2015): a user and an item are each
+the sum of the embeddings of their *features*, and a score is the dot
+product plus both biases. Features here are
+
+- items: the item's identity (``item:ID``) if it existed at training time,
+  its terms (``t:FIELD=VALUE``) and its kind (``kind:KIND``);
+- users: the user's identity (``user:ID``) if they existed at training time,
+  and the terms they like most (``a:FIELD=VALUE``, weighted by their
+  positive time-decayed affinity).
+
+Each feature row is normalised to sum to 1, at training and at serving
+alike (:func:`item_features`, :func:`user_features`). Live fold-in follows:
+at request time a user is represented from their *current* affinity, so an
+event from a second ago moves the representation, and a user who arrived
+after training is represented by their features alone; an item added after
+training is represented by its term features (cold start).
+
+An artifact is a directory ``models/VERSION/`` holding ``model.npz`` (the
+feature embeddings and biases) and ``meta.json`` (vocabularies and training
+facts); ``models/CURRENT`` names the version to serve. Writing is atomic
+(temporary directory, rename, then replace ``CURRENT``), so a reader sees a
+whole artifact or the previous one. No pickles: loading runs no code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+import numpy as np
+import numpy.typing as npt
+
+from ranker.errors import ModelError
+
+ARTIFACT_FORMAT: Final = 1
+MODELS_DIR: Final = "models"
+CURRENT: Final = "CURRENT"
+#: A user is described by at most this many of their favourite terms.
+USER_TERMS: Final = 16
+
+Vector = npt.NDArray[np.float32]
+Matrix = npt.NDArray[np.float32]
+
+
+def item_feature_names(
+    item_id: str | None, kind: str | None, terms: Mapping[str, Iterable[str]]
+) -> list[str]:
+    """An item's feature names: identity (if given), kind, terms."""
+    names = [] if item_id is None else [f"item:{item_id}"]
+    if kind is not None:
+        names.append(f"kind:{kind}")
+    names.extend(f"t:{field}={value}" for field, values in terms.items() for value in values)
+    return names
+
+
+def user_feature_weights(user_id: str | None, affinity: Mapping[str, float]) -> dict[str, float]:
+    """A user's feature names and weights (before normalisation).
+
+    ``affinity`` maps ``field=value`` to the user's decayed affinity; the
+    :data:`USER_TERMS` strongest positive ones count, weighted relative to the
+    strongest. The identity, if given, weighs 1.
+    """
+    weights = {} if user_id is None else {f"user:{user_id}": 1.0}
+    positive = sorted(((v, k) for k, v in affinity.items() if v > 0), reverse=True)[:USER_TERMS]
+    if positive:
+        top = positive[0][0]
+        for value, key in positive:
+            weights[f"a:{key}"] = value / top
+    return weights
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class Model:
+    """A trained model's feature embeddings and biases, with their vocabularies."""
+
+    version: str
+    #: The last log sequence number the training data included.
+    trained_seq: int
+    item_vocab: Mapping[str, int]
+    item_embeddings: Matrix
+    item_biases: Vector
+    user_vocab: Mapping[str, int]
+    user_embeddings: Matrix
+    user_biases: Vector
+    facts: Mapping[str, Any] = attrs.field(factory=dict)
+
+    @property
+    def components(self) -> int:
+        return int(self.item_embeddings.shape[1])
+
+    def knows_user(self, user_id: str) -> bool:
+        return f"user:{user_id}" in self.user_vocab
+
+    def knows_item(self, item_id: str) -> bool:
+        return f"item:{item_id}" in self.item_vocab
+
+    def item_representation(
+        self, item_id: str, kind: str | None, terms: Mapping[str, Iterable[str]]
+    ) -> tuple[Vector, float]:
+        """An item's embedding and bias: identity (if trained) plus its known features."""
+        trained = item_id if self.knows_item(item_id) else None
+        names = item_feature_names(trained, kind, terms)
+        return _represent(
+            dict.fromkeys(names, 1.0), self.item_vocab, self.item_embeddings, self.item_biases
+        )
+
+    def user_representation(
+        self, user_id: str, affinity: Mapping[str, float]
+    ) -> tuple[Vector, float]:
+        """A user's embedding and bias from their live affinity (and identity, if trained)."""
+        trained = user_id if self.knows_user(user_id) else None
+        return _represent(
+            user_feature_weights(trained, affinity),
+            self.user_vocab,
+            self.user_embeddings,
+            self.user_biases,
+        )
+
+
+def _represent(
+    weights: Mapping[str, float], vocab: Mapping[str, int], embeddings: Matrix, biases: Vector
+) -> tuple[Vector, float]:
+    ids, values = [], []
+    for name, weight in weights.items():
+        index = vocab.get(name)
+        if index is not None:
+            ids.append(index)
+            values.append(weight)
+    if not ids:
+        return np.zeros(embeddings.shape[1], dtype=np.float32), 0.0
+    w = np.asarray(values, dtype=np.float32)
+    w /= w.sum()
+    return w @ embeddings[ids], float(w @ biases[ids])
+
+
+# -- artifacts ------------------------------------------------------------------------
+
+
+def models_dir(data: str | os.PathLike[str]) -> Path:
+    return Path(data) / MODELS_DIR
+
+
+def current_version(data: str | os.PathLike[str]) -> str | None:
+    """The version ``models/CURRENT`` names, or ``None`` if no model was written yet."""
+    try:
+        version = (models_dir(data) / CURRENT).read_text().strip()
+    except FileNotFoundError:
+        return None
+    return version or None
+
+
+def save_model(data: str | os.PathLike[str], model: Model) -> Path:
+    """Write ``model`` as ``models/VERSION`` and make it current. Atomic.
+
+    Raises:
+        ModelError: the version exists already or the files cannot be written.
+    """
+    root = models_dir(data)
+    final = root / model.version
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if final.exists():
+            raise ModelError(f"model version {model.version!r} exists already in {root}")
+        staging = Path(tempfile.mkdtemp(prefix=f".{model.version}.", dir=root))
+        np.savez(
+            staging / "model.npz",
+            item_embeddings=model.item_embeddings,
+            item_biases=model.item_biases,
+            user_embeddings=model.user_embeddings,
+            user_biases=model.user_biases,
+        )
+        meta = {
+            "format": ARTIFACT_FORMAT,
+            "version": model.version,
+            "trained_seq": model.trained_seq,
+            "item_features": _by_index(model.item_vocab),
+            "user_features": _by_index(model.user_vocab),
+            "facts": dict(model.facts),
+        }
+        (staging / "meta.json").write_text(json.dumps(meta))
+        _fsync_dir_files(staging)
+        os.rename(staging, final)
+        pointer = root / f".{CURRENT}.tmp"
+        pointer.write_text(model.version + "\n")
+        os.replace(pointer, root / CURRENT)
+        _fsync(root)
+    except OSError as exc:
+        raise ModelError(f"cannot write model {model.version!r} under {root}: {exc}") from exc
+    return final
+
+
+def load_model(data: str | os.PathLike[str], version: str | None = None) -> Model:
+    """Read a model artifact (the current one unless ``version`` is given).
+
+    Raises:
+        ModelError: no such model, or its files are incomplete or inconsistent.
+    """
+    version = version or current_version(data)
+    if version is None:
+        raise ModelError(f"no model in {models_dir(data)} (run `matchlight train`)")
+    where = models_dir(data) / version
+    try:
+        meta = json.loads((where / "meta.json").read_text())
+        with np.load(where / "model.npz") as arrays:
+            loaded = {name: arrays[name] for name in arrays.files}
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"cannot read model {version!r} in {where}: {exc}") from exc
+    if meta.get("format") != ARTIFACT_FORMAT:
+        raise ModelError(f"model {version!r} has format {meta.get('format')!r}, not 1")
+    try:
+        model = Model(
+            version=meta["version"],
+            trained_seq=int(meta["trained_seq"]),
+            item_vocab={name: i for i, name in enumerate(meta["item_features"])},
+            item_embeddings=loaded["item_embeddings"].astype(np.float32),
+            item_biases=loaded["item_biases"].astype(np.float32),
+            user_vocab={name: i for i, name in enumerate(meta["user_features"])},
+            user_embeddings=loaded["user_embeddings"].astype(np.float32),
+            user_biases=loaded["user_biases"].astype(np.float32),
+            facts=meta.get("facts", {}),
+        )
+    except KeyError as exc:
+        raise ModelError(f"model {version!r} lacks {exc}") from exc
+    if len(model.item_vocab) != len(model.item_embeddings) or len(model.user_vocab) != len(
+        model.user_embeddings
+    ):
+        raise ModelError(f"model {version!r}: vocabularies and embeddings differ in size")
+    return model
+
+
+def _by_index(vocab: Mapping[str, int]) -> Sequence[str]:
+    names = [""] * len(vocab)
+    for name, i in vocab.items():
+        names[i] = name
+    return names
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir_files(directory: Path) -> None:
+    for child in directory.iterdir():
+        _fsync(child)
+    _fsync(directory)
