@@ -113,6 +113,12 @@ def _share(text: str) -> float:
     return value
 
 
+def _bench_recommend(args: argparse.Namespace) -> int:
+    from matchlight import bench_recommend
+
+    return bench_recommend.main(args)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from matchlight import demo
 
@@ -329,6 +335,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     replay.set_defaults(func=_replay)
+
+    recommend = bench_sub.add_parser(
+        "recommend",
+        help="in-process recommend latency over a 100,000-item catalogue",
+        description="Load a synthetic catalogue and interaction history into the in-process "
+        "engine, train a LightFM model, and print recommend latency percentiles for the "
+        "heuristic ranker, the model on the default surface and a configured surface, next to "
+        "scoring the whole catalogue with the same model.",
+    )
+    recommend.add_argument(
+        "--items", type=_positive_int, default=100_000, help="catalogue size (default 100000)"
+    )
+    recommend.add_argument(
+        "--users", type=_positive_int, default=20_000, help="users with history (default 20000)"
+    )
+    recommend.add_argument(
+        "--events", type=_positive_int, default=200_000, help="history events (default 200000)"
+    )
+    recommend.add_argument(
+        "--requests",
+        type=_positive_int,
+        default=2000,
+        help="timed requests per case (default 2000)",
+    )
+    recommend.add_argument(
+        "--epochs", type=_positive_int, default=5, help="training epochs (default 5)"
+    )
+    recommend.add_argument("--seed", type=int, default=1, help="data seed (default 1)")
+    recommend.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    recommend.set_defaults(func=_bench_recommend)
 
     demo = sub.add_parser(
         "demo",

@@ -43,7 +43,7 @@ from ranker.decisions import DecisionLog
 from ranker.errors import ModelError, RequestError
 from ranker.model import Model, current_version, load_model
 from ranker.policy import Surface, Surfaces
-from ranker.template import fill
+from ranker.template import TOP_VALUES, fill
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,8 @@ DECISION_BATCH: Final = 4096
 #: On a reciprocal surface, suppliers' willingness is computed for this many times k.
 RECIPROCAL_DEPTH: Final = 10
 DISMISS: Final = "dismiss"
+#: The generator passed to explore() on surfaces without exploration (it draws nothing then).
+_NEVER_DRAWN: Final = np.random.default_rng(0)
 
 
 @attrs.frozen(kw_only=True)
@@ -162,6 +164,7 @@ class RankerActor:
         self._failed_versions: set[str] = set()
         self._send, self._receive = trio.open_memory_channel[dict[str, Any]](DECISION_QUEUE)
         self._drained = trio.Event()
+        self._popular = stages.PopularTiers()
         self._requests = 0
         self._swaps = 0
         self._failures = 0
@@ -267,7 +270,8 @@ class RankerActor:
         affinity = user.affinity_at(state, now)
         favourites = _favourites(affinity)
 
-        query = self._query(policy, request, favourites)
+        top_values = _top_values(favourites)
+        query = self._query(policy, request, top_values)
         exclude = self._excluded(index, state, policy)
         try:
             docs, matched = stages.retrieve(
@@ -277,6 +281,7 @@ class RankerActor:
                 limit=policy.candidates,
                 exclude=exclude,
                 favourite_terms=[(f, v) for f, v, _ in favourites],
+                popular=self._popular.get(index, signals, time.monotonic()),
             )
         except QueryError as exc:
             # The surface's own template or rules name a field no item has (yet).
@@ -299,7 +304,7 @@ class RankerActor:
             now=now,
         )
         score = scored.score.copy()
-        rules = self._rules(policy, request)
+        rules = self._rules(policy, request, top_values)
         try:
             effects = stages.apply_rules(index, docs, score, rules)
         except QueryError as exc:
@@ -318,7 +323,9 @@ class RankerActor:
             policy.diversity,
             _values_of(index, docs, policy.diversity.field),
             score=score,
-            embeddings=None if serving is None else serving.vectors[docs],
+            embeddings=None
+            if serving is None or not policy.diversity.mmr
+            else serving.vectors[docs],
         )
         successes = trials = np.zeros(len(docs))
         if policy.exploration.share:
@@ -333,9 +340,12 @@ class RankerActor:
             policy.exploration,
             successes,
             trials,
+            # Seeded by the user's state: the same request on the same state explores alike.
             np.random.default_rng(
                 [policy.exploration.seed, _crc(request.user), state.seq, _crc(policy.name)]
-            ),
+            )
+            if policy.exploration.share
+            else _NEVER_DRAWN,  # making a seeded generator costs more than the rest of explore
         )
         ids = index.external(docs[explored.positions].tolist()) if explored.positions else []
         items = []
@@ -376,16 +386,8 @@ class RankerActor:
         return result
 
     def _query(
-        self,
-        policy: Surface,
-        request: RecommendRequest,
-        favourites: Sequence[tuple[str, str, float]],
+        self, policy: Surface, request: RecommendRequest, top_values: Mapping[str, list[str]]
     ) -> Query:
-        top_values: dict[str, list[str]] = {}
-        for field, value, _ in favourites:
-            values = top_values.setdefault(field, [])
-            if len(values) < 3:
-                values.append(value)
         parts = [fill(policy.retrieval, request.context, top_values, "retrieval")]
         for rule in policy.rules:
             if rule.action == "filter":
@@ -401,14 +403,18 @@ class RankerActor:
             return EVERYTHING
         return parts[0] if len(parts) == 1 else AllOf(tuple(parts))
 
+    @staticmethod
     def _rules(
-        self, policy: Surface, request: RecommendRequest
+        policy: Surface, request: RecommendRequest, top_values: Mapping[str, list[str]]
     ) -> list[tuple[str, str, Query, float]]:
-        return [
-            (rule.name, rule.action, fill(rule.query, request.context, {}, rule.name), rule.weight)
-            for rule in policy.rules
-            if rule.action != "filter"
-        ]
+        """The boost and bury rules, filled; one whose placeholders are all unfilled is skipped."""
+        rules: list[tuple[str, str, Query, float]] = []
+        for rule in policy.rules:
+            if rule.action != "filter":
+                query = fill(rule.query, request.context, top_values, rule.name)
+                if query != EVERYTHING:
+                    rules.append((rule.name, rule.action, query, rule.weight))
+        return rules
 
     @staticmethod
     def _excluded(index: Index, state: UserState, policy: Surface) -> BitMap:
@@ -533,6 +539,16 @@ class RankerActor:
 
 def index_ids(index: Index, docs: npt.NDArray[np.uint32]) -> list[str]:
     return index.external(docs.tolist())
+
+
+def _top_values(favourites: Sequence[tuple[str, str, float]]) -> dict[str, list[str]]:
+    """Per term field, the user's favourite values (for ``$user.top.FIELD``), best first."""
+    top: dict[str, list[str]] = {}
+    for field, value, _ in favourites:
+        values = top.setdefault(field, [])
+        if len(values) < TOP_VALUES:
+            values.append(value)
+    return top
 
 
 def _favourites(affinity: Mapping[str, float]) -> list[tuple[str, str, float]]:

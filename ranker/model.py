@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -208,10 +209,13 @@ def load_model(data: str | os.PathLike[str], version: str | None = None) -> Mode
     where = models_dir(data) / version
     try:
         meta = json.loads((where / "meta.json").read_text())
-        with np.load(where / "model.npz") as arrays:
+        # Opened here so a corrupt archive's file is closed too (np.load leaks it).
+        with open(where / "model.npz", "rb") as f, np.load(f) as arrays:
             loaded = {name: arrays[name] for name in arrays.files}
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise ModelError(f"cannot read model {version!r} in {where}: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise ModelError(f"model {version!r}: meta.json is not an object")
     if meta.get("format") != ARTIFACT_FORMAT:
         raise ModelError(f"model {version!r} has format {meta.get('format')!r}, not 1")
     try:
@@ -228,6 +232,8 @@ def load_model(data: str | os.PathLike[str], version: str | None = None) -> Mode
         )
     except KeyError as exc:
         raise ModelError(f"model {version!r} lacks {exc}") from exc
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ModelError(f"model {version!r}: malformed meta.json: {exc}") from exc
     if len(model.item_vocab) != len(model.item_embeddings) or len(model.user_vocab) != len(
         model.user_embeddings
     ):

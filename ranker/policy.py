@@ -11,7 +11,8 @@ given to ``matchlight serve --config FILE`` and kept apart from the engine::
                           { term = ["city", "$context.city"] } ] }
     allow_repeats = false       # show items the user already interacted with?
 
-    [surfaces.home.blend]       # score = sum of weight * standardised part
+    [surfaces.home.blend]       # score = sum of weight * standardised part;
+                                # weights left out of a blend table are 0
     model = 1.0
     popularity = 0.2
     recency = 0.0
@@ -103,7 +104,7 @@ class Exploration:
     share: float = 0.0
     seed: int = 0
     #: Explored items are drawn from this many next-best candidates.
-    pool: int = 256
+    pool: int = 128
 
 
 @attrs.frozen(kw_only=True)
@@ -284,7 +285,7 @@ def _exploration(raw: Any, path: str) -> Exploration:
     return Exploration(
         share=_number(table.get("share", 0.0), f"{path}.share", low=0.0, high=1.0),
         seed=_int(table.get("seed", 0), f"{path}.seed", 0, 2**63 - 1),
-        pool=_int(table.get("pool", 256), f"{path}.pool", 1, 10_000),
+        pool=_int(table.get("pool", 128), f"{path}.pool", 1, 10_000),
     )
 
 

@@ -33,13 +33,13 @@ NEWEST_SHARE: Final = 0.25
 #: Share retrieved through the user's favourite terms.
 PERSONAL_SHARE: Final = 0.25
 #: How many of the user's favourite terms feed retrieval and the affinity part.
-AFFINITY_TERMS: Final = 32
+AFFINITY_TERMS: Final = 16
 #: Recency: an item's latest interaction loses half its weight in this time.
 RECENCY_HALF_LIFE_S: Final = 24 * 3600.0
 #: Counters that count as a success for Thompson sampling, and as trials.
 SUCCESS_TYPES: Final = ("click", "like", "save", "hire", "accept")
 TRIAL_TYPE: Final = "view"
-PROPENSITY_DRAWS: Final = 64
+PROPENSITY_DRAWS: Final = 32
 
 
 def to_docs(bitmap: BitMap) -> Docs:
@@ -57,12 +57,16 @@ def retrieve(
     limit: int,
     exclude: BitMap,
     favourite_terms: Sequence[tuple[str, str]] = (),
+    popular: Sequence[BitMap] = (),
 ) -> tuple[Docs, int]:
     """Up to ``limit`` candidates matching ``query``, not in ``exclude``; and how many matched.
 
     When more match than ``limit``, the candidates are the most popular
     matches, plus the newest (:data:`NEWEST_SHARE`) and the most popular of
     those carrying the user's favourite terms (:data:`PERSONAL_SHARE`).
+    ``popular`` are nested tiers of the most popular items (smallest first,
+    see :class:`PopularTiers`): the most popular matches are looked for in
+    the smallest tier holding enough of them, not among every match.
 
     Raises:
         QueryError: the query names a field the index does not have.
@@ -80,19 +84,54 @@ def retrieve(
     personal = int(limit * PERSONAL_SHARE)
     if personal and favourite_terms:
         mine = BitMap.union(*(index.term_postings(f, v) for f, v in favourite_terms)) & matches
-        chosen |= _most_popular(signals, mine - chosen, personal)
-    chosen |= _most_popular(signals, matches - chosen, limit - len(chosen))
+        chosen |= _most_popular(signals, mine - chosen, personal, popular)
+    chosen |= _most_popular(signals, matches - chosen, limit - len(chosen), popular)
     return to_docs(chosen), total
 
 
-def _most_popular(signals: ItemSignals, pool: BitMap, n: int) -> BitMap:
+def _most_popular(
+    signals: ItemSignals, pool: BitMap, n: int, tiers: Sequence[BitMap] = ()
+) -> BitMap:
     if n <= 0 or not pool:
         return BitMap()
-    docs = to_docs(pool)
-    if len(docs) <= n:
+    if len(pool) <= n:
         return pool
+    for tier in tiers:
+        if pool.intersection_cardinality(tier) >= n:
+            pool = pool & tier
+            break
+    docs = to_docs(pool)
     top = np.argpartition(-signals.masses(docs), n - 1)[:n]
     return BitMap(docs[top])
+
+
+class PopularTiers:
+    """Nested sets of the most popular searchable items, recomputed at most every ``max_age_s``.
+
+    The most popular matches of a broad query are almost always among the
+    most popular items overall; looking there first saves ranking every
+    match. The tiers may be up to ``max_age_s`` old (popularity moves
+    slowly); within a tier, candidates are still ranked by current popularity.
+    """
+
+    def __init__(self, sizes: Sequence[int] = (4096, 32768), max_age_s: float = 5.0) -> None:
+        self.sizes = tuple(sorted(sizes))
+        self.max_age_s = max_age_s
+        self._tiers: list[BitMap] = []
+        self._at = -math.inf
+
+    def get(self, index: Index, signals: ItemSignals, now: float) -> list[BitMap]:
+        """The tiers as of ``now`` (a monotonic clock), recomputed if older than ``max_age_s``."""
+        if now - self._at > self.max_age_s:
+            live = to_docs(index.live)
+            negated = -signals.masses(live)
+            self._tiers = [
+                BitMap(live[np.argpartition(negated, size - 1)[:size]])
+                for size in self.sizes
+                if size < len(live)
+            ]
+            self._at = now
+        return self._tiers
 
 
 # -- scoring --------------------------------------------------------------------------
@@ -261,8 +300,8 @@ def select(
     With ``diversity.mmr`` and ``embeddings`` (aligned with positions),
     candidates are picked by maximal marginal relevance among the best
     ``10 * k``: ``(1 - mmr) * relevance - mmr * max cosine similarity`` to
-    those already picked. Returns the chosen positions and, per skipped
-    position, why.
+    those already picked. Returns the chosen positions and notes per
+    position: why it was skipped, or how similar an MMR pick was to earlier ones.
     """
     notes: dict[int, str] = {}
     cap, field = diversity.max_per_value, diversity.field
@@ -284,6 +323,8 @@ def select(
                 counts[v] = counts.get(v, 0) + 1
 
     chosen: list[int] = []
+    if k <= 0:
+        return chosen, notes
     if diversity.mmr > 0 and embeddings is not None and len(order):
         pool = order[: 10 * k]
         vectors = embeddings[pool].astype(np.float64)
@@ -339,7 +380,7 @@ def explore(
     trials: Floats,
     rng: np.random.Generator,
 ) -> Explored:
-    """Give ``round(share * k)`` slots to Thompson sampling on item counters.
+    """Give ``share * k`` slots (rounded half up) to Thompson sampling on item counters.
 
     Each candidate among the next :attr:`~Exploration.pool` best not already
     exploited draws a success rate from ``Beta(1 + successes, 1 + failures)``
@@ -349,10 +390,11 @@ def explore(
     it would have been explored too.
     """
     slots = min(int(policy.share * k + 0.5), k)
-    taken = set(exploit)
     pool = np.empty(0, dtype=np.intp)
     if slots:
-        pool = np.array([p for p in order.tolist() if p not in taken][: policy.pool], dtype=np.intp)
+        taken = np.zeros(len(order), dtype=bool)
+        taken[exploit] = True
+        pool = order[~taken[order]][: policy.pool]
     if slots == 0 or len(pool) == 0:
         positions = exploit[:k]
         return Explored(positions=positions, propensity=dict.fromkeys(positions, 1.0), draws={})

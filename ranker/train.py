@@ -121,7 +121,10 @@ def fit(
     if not positive:
         raise ModelError("nothing to learn: the log has no positive interaction")
     user_ids = sorted({u for u, _ in positive})
-    item_ids = sorted(i for i, s in data.items.items() if s.exists or s.counters)
+    # Items liked and later removed keep their pairs (the user did like them).
+    item_ids = sorted(
+        {i for i, s in data.items.items() if s.exists or s.counters} | {i for _, i in positive}
+    )
     user_row = {u: n for n, u in enumerate(user_ids)}
     item_row = {i: n for n, i in enumerate(item_ids)}
 

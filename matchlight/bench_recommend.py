@@ -1,0 +1,189 @@
+"""``matchlight bench recommend``: in-process ``recommend`` latency over a 100,000-item catalogue.
+
+The engine (actor system, index, ranker) runs in this process over an
+in-memory event store: the benchmark times the ranker, not the disk.
+It loads the retrieval benchmark's synthetic catalogue, ingests a history
+of users who favour a few topics, trains a LightFM model on it, then
+times ``recommend`` for a mix of users with history and new users on
+
+- ``heuristic``: the default surface before any model exists;
+- ``model``: the default surface with the model (1,000 of 100,000 items scored);
+- ``surface``: a configured surface: city from the request context, a boost
+  rule, at most 3 per topic, 10% exploration;
+
+and, as the peer measured in the same run, scoring the whole catalogue with
+the same model (a numpy dot over every item's embedding, then the top k):
+what a system without retrieval does for each request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from typing import Any, Final
+
+import numpy as np
+import trio
+
+from actors import MemoryEventStore, RecordInteraction, UpsertItem, open_actor_system
+from matchlight.bench_workload import make_catalogue, note
+from matchlight.service import tune_gc
+from ranker import RecommendRequest, TrainingConfig, fit, open_ranker, parse_surfaces, read_log
+from ranker.actor import serving_model
+
+SURFACES: Final = {
+    "surfaces": {
+        "local": {
+            "k": 10,
+            "retrieval": {"term": ["city", "$context.city"]},
+            "blend": {"model": 1.0, "popularity": 0.2, "affinity": 0.3},
+            "rules": [{"action": "boost", "query": {"range": ["like", 5, None]}, "weight": 0.3}],
+            "diversity": {"field": "topic", "max_per_value": 3},
+            "exploration": {"share": 0.1, "seed": 1},
+        }
+    }
+}
+TYPES: Final = ("view", "view", "view", "click", "like", "like", "save", "hire", "dismiss")
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    ms = np.array(samples) * 1000.0
+    return {
+        "p50_ms": round(float(np.percentile(ms, 50)), 3),
+        "p99_ms": round(float(np.percentile(ms, 99)), 3),
+        "p999_ms": round(float(np.percentile(ms, 99.9)), 3),
+        "mean_ms": round(float(ms.mean()), 3),
+    }
+
+
+async def _run(args: argparse.Namespace) -> dict[str, Any]:
+    rng = random.Random(args.seed)
+    cat = make_catalogue(args.items, args.seed)
+    store = MemoryEventStore()
+    results: dict[str, Any] = {"items": args.items, "users": args.users, "events": args.events}
+    async with open_actor_system(store) as system:
+        started = time.perf_counter()
+        for lo in range(0, len(cat), 5000):
+            await system.upsert_items(
+                [
+                    UpsertItem(
+                        event_id=f"bench-item-{i}",
+                        item=cat.names[i],
+                        ts=1.0,
+                        kind="pro",
+                        terms=cat.terms(i),
+                        numbers=cat.numbers(i),
+                    )
+                    for i in range(lo, min(lo + 5000, len(cat)))
+                ]
+            )
+        by_topic: dict[str, list[int]] = {}
+        for i, topic in enumerate(cat.topics):
+            by_topic.setdefault(topic, []).append(i)
+        topics = sorted(by_topic)
+        tastes = [rng.sample(topics, 2) for _ in range(args.users)]
+        events = []
+        for n in range(args.events):
+            u = int(rng.paretovariate(1.0)) % args.users
+            pool = by_topic[rng.choice(tastes[u])]
+            item = pool[min(int(rng.expovariate(1.0 / 30.0)), len(pool) - 1)]
+            events.append(
+                RecordInteraction(
+                    id=f"bench-ev-{n}",
+                    type=rng.choice(TYPES),
+                    user=f"user-{u}",
+                    item=cat.names[item],
+                    ts=1.7e9 + n,
+                )
+            )
+        for lo in range(0, len(events), 10_000):
+            await system.ingest(events[lo : lo + 10_000])
+        note(
+            f"loaded {args.items:,} items and {args.events:,} events "
+            f"in {time.perf_counter() - started:.1f} s; timing the heuristic ranker"
+        )
+        tune_gc()  # as `matchlight serve` does once its state is loaded
+        known = sorted({e.user for e in events})
+        people = [rng.choice(known) if rng.random() < 0.8 else f"new-{n}" for n in range(10_000)]
+        cities = sorted(set(cat.cities))
+
+        async with open_ranker(system, parse_surfaces(SURFACES)) as ranker:
+
+            async def time_requests(surface: str, count: int) -> dict[str, Any]:
+                samples = []
+                candidates = 0
+                for n in range(count + count // 10):  # the first tenth warms up
+                    request = RecommendRequest(
+                        user=people[n % len(people)],
+                        surface=surface,
+                        k=10,
+                        context={"city": rng.choice(cities)},
+                    )
+                    t0 = time.perf_counter()
+                    result = await ranker.recommend(request)
+                    if n >= count // 10:
+                        samples.append(time.perf_counter() - t0)
+                        candidates += result.candidates
+                return _percentiles(samples) | {"candidates_mean": round(candidates / count)}
+
+            results["heuristic"] = await time_requests("default", args.requests)
+            note("training a model")
+            t0 = time.perf_counter()
+            data = await trio.to_thread.run_sync(read_log, store)
+            model = await trio.to_thread.run_sync(
+                lambda: fit(data, TrainingConfig(epochs=args.epochs, seed=args.seed), version="b")
+            )
+            results["train_s"] = round(time.perf_counter() - t0, 1)
+            await ranker.use_model(model)
+            note(f"trained in {results['train_s']} s; timing the model and the surface")
+            results["model"] = await time_requests("default", args.requests)
+            results["surface"] = await time_requests("local", args.requests)
+
+            # The peer: score every item with the same model, then take the top k.
+            serving = serving_model(model, system.index, len(cat))
+            vectors, biases = serving.vectors[: len(cat)], serving.biases[: len(cat)]
+            samples = []
+            for n in range(args.requests):
+                state = (await system.get_users([people[n % len(people)]]))[0]
+                t0 = time.perf_counter()
+                u, _ = model.user_representation(state.id, dict(state.affinity))
+                scores = vectors @ u + biases
+                top = np.argpartition(-scores, 10)[:10]
+                top[np.argsort(-scores[top])]
+                samples.append(time.perf_counter() - t0)
+            results["peer_full_scan"] = _percentiles(samples)
+    return results
+
+
+def main(args: argparse.Namespace) -> int:
+    results = trio.run(_run, args)
+    print(
+        f"recommend in-process: {args.items:,} items, {args.events:,} events, "
+        f"{args.users:,} users, k=10; {args.requests:,} requests per case"
+    )
+    header = f"{'case':<28} {'candidates':>10} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9}"
+    print(header)
+    print("-" * len(header))
+    for case, label in (
+        ("heuristic", "heuristic (no model)"),
+        ("model", "model, default surface"),
+        ("surface", "model, configured surface"),
+        ("peer_full_scan", "peer: score all items"),
+    ):
+        row = results[case]
+        print(
+            f"{label:<28} {row.get('candidates_mean', args.items):>10} "
+            f"{row['p50_ms']:>8.3f} {row['p99_ms']:>8.3f} {row['p999_ms']:>9.3f}"
+        )
+    peer = results["peer_full_scan"]["p50_ms"]
+    print(
+        f"p50 ratio, full-catalogue scoring / recommend (model): "
+        f"{peer / results['model']['p50_ms']:.2f}x "
+        "(the peer only scores; recommend also retrieves, blends, filters and logs)"
+    )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0

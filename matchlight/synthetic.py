@@ -1,0 +1,190 @@
+"""A synthetic home-services marketplace, deterministic by seed, in time order.
+
+Consumers browse and hire pros. What makes it look like real traffic:
+
+- a long tail: most consumers have a handful of events, a few have hundreds
+  (log-normal activity);
+- tastes: each consumer wants one to three service categories, mostly in
+  their own city, and has a style the pros they like share (a latent factor
+  that only co-occurrence reveals, not the pros' terms);
+- sessions: a consumer's events come in bursts about one need (a category),
+  so the last few events say a lot about the next;
+- drift: a third of consumers switch their main need halfway through;
+- growth: a fifth of the pros join during the period (upserted when they do);
+- quality: pros differ in how often they are chosen (Zipf-like).
+
+:func:`generate` returns the item upserts and interaction events merged in
+time order, as plain maps in the RPC contract's shape.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator
+from typing import Any, Final
+
+import attrs
+
+CATEGORIES: Final = (
+    "gardening",
+    "plumbing",
+    "electrical",
+    "cleaning",
+    "painting",
+    "moving",
+    "roofing",
+    "handyman",
+    "hvac",
+    "pest_control",
+    "flooring",
+    "locksmith",
+)
+CITIES: Final = ("austin", "denver", "boston", "seattle", "miami", "chicago")
+CITY_COORDS: Final = {
+    "austin": (30.27, -97.74),
+    "denver": (39.74, -104.99),
+    "boston": (42.36, -71.06),
+    "seattle": (47.61, -122.33),
+    "miami": (25.76, -80.19),
+    "chicago": (41.88, -87.63),
+}
+STYLES: Final = 6
+DAY: Final = 86_400.0
+#: Event types of a consumer looking at a pro, and how likely each is for a good match.
+TYPE_ODDS: Final = (("view", 0.55), ("click", 0.15), ("like", 0.14), ("save", 0.06), ("hire", 0.04))
+POSITIVE: Final = frozenset({"like", "save", "hire"})
+
+
+@attrs.frozen(kw_only=True)
+class MarketplaceConfig:
+    consumers: int = 3000
+    pros: int = 1500
+    days: float = 60.0
+    #: Mean and spread of log(events per consumer).
+    activity_mu: float = 1.6
+    activity_sigma: float = 1.1
+    max_events_per_consumer: int = 400
+    start_ts: float = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+    seed: int = 7
+
+
+@attrs.frozen(kw_only=True)
+class Marketplace:
+    """Item upserts and events in time order: ``("item", map)`` or ``("event", map)``."""
+
+    records: list[tuple[str, dict[str, Any]]]
+    config: MarketplaceConfig
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        return (r for kind, r in self.records if kind == "event")
+
+    def items(self) -> Iterator[dict[str, Any]]:
+        return (r for kind, r in self.records if kind == "item")
+
+
+@attrs.frozen
+class _Pro:
+    id: str
+    category: str
+    city: str
+    style: int
+    quality: float
+    joined: float
+
+
+def generate(config: MarketplaceConfig | None = None) -> Marketplace:
+    """The marketplace's records in time order. Deterministic for a config."""
+    config = config or MarketplaceConfig()
+    rng = random.Random(config.seed)
+    end = config.start_ts + config.days * DAY
+    pros = []
+    for n in range(config.pros):
+        joins_later = rng.random() < 0.2
+        pros.append(
+            _Pro(
+                id=f"pro-{n}",
+                category=rng.choice(CATEGORIES),
+                city=rng.choice(CITIES),
+                style=rng.randrange(STYLES),
+                quality=1.0 / (1 + rng.paretovariate(1.5)),
+                joined=rng.uniform(config.start_ts, end) if joins_later else config.start_ts,
+            )
+        )
+    by_need: dict[tuple[str, str], list[_Pro]] = {}
+    for pro in pros:
+        by_need.setdefault((pro.category, pro.city), []).append(pro)
+    records: list[tuple[float, int, str, dict[str, Any]]] = []
+    seq = 0
+    for pro in pros:
+        lat, lon = CITY_COORDS[pro.city]
+        records.append(
+            (
+                pro.joined,
+                seq,
+                "item",
+                {
+                    "id": pro.id,
+                    "kind": "pro",
+                    "terms": {"category": pro.category, "city": pro.city},
+                    "numbers": {
+                        "rate": float(rng.randrange(40, 200)),
+                        "loc.lat": lat + rng.uniform(-0.3, 0.3),
+                        "loc.lon": lon + rng.uniform(-0.3, 0.3),
+                    },
+                },
+            )
+        )
+        seq += 1
+    for c in range(config.consumers):
+        user = f"consumer-{c}"
+        city = rng.choice(CITIES)
+        style = rng.randrange(STYLES)
+        needs = rng.sample(CATEGORIES, rng.choice((1, 1, 2, 2, 3)))
+        drifted = rng.sample(CATEGORIES, 1)[0]
+        drifts = rng.random() < 0.33
+        count = min(
+            config.max_events_per_consumer,
+            max(1, int(math.exp(rng.gauss(config.activity_mu, config.activity_sigma)))),
+        )
+        t = rng.uniform(config.start_ts, end - DAY)
+        span = rng.uniform(0.5, 1.0) * (end - t)
+        step = span / count
+        need = rng.choice(needs)
+        for e in range(count):
+            if drifts and e == count // 2:
+                needs = [drifted]
+            if rng.random() < 0.25:  # a new session, maybe another need
+                need = rng.choice(needs)
+                t += rng.expovariate(1.0 / step) * 2
+            else:
+                t += rng.expovariate(1.0 / 120.0)  # seconds apart within a session
+            here = city if rng.random() < 0.85 else rng.choice(CITIES)
+            pool = [p for p in by_need.get((need, here), ()) if p.joined <= t]
+            if not pool:
+                continue
+            weights = [p.quality * (4.0 if p.style == style else 1.0) for p in pool]
+            pro = rng.choices(pool, weights=weights, k=1)[0]
+            kind = _event_type(rng, good=pro.style == style)
+            records.append(
+                (
+                    t,
+                    seq,
+                    "event",
+                    {"id": f"ev-{seq}", "type": kind, "user": user, "item": pro.id, "ts": t},
+                )
+            )
+            seq += 1
+    records.sort(key=lambda r: (r[0], r[1]))
+    return Marketplace(records=[(kind, body) for _, _, kind, body in records], config=config)
+
+
+def _event_type(rng: random.Random, *, good: bool) -> str:
+    if not good and rng.random() < 0.12:
+        return "dismiss"
+    roll = rng.random() * (1.0 if good else 0.8)  # poor matches rarely end in a like or hire
+    for kind, odds in TYPE_ODDS:
+        roll -= odds
+        if roll < 0:
+            return kind
+    return "view"
