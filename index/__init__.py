@@ -14,6 +14,7 @@ from index.inverted import (
     IndexStatistics,
     SearchResult,
 )
+from index.numeric import ids_of, to_bitmap
 from index.query import (
     EVERYTHING,
     AllOf,
@@ -47,6 +48,8 @@ __all__ = [
     "Sort",
     "Term",
     "distance_km",
+    "ids_of",
     "parse",
     "parse_sort",
+    "to_bitmap",
 ]

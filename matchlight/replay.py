@@ -5,8 +5,8 @@ The protocol (run in-process on the engine: actor system, index, ranker):
 1. Everything before the cut (``cut`` of the events, by time) is ingested
    and a LightFM model is trained on it.
 2. At the cut, as a nightly batch job would, two frozen baselines are made:
-   ``batch`` — the same model's top lists for every user known then, from
-   their state then; ``popularity`` — the most popular items then. Both
+   ``batch`` — the same ranker's and model's top lists for every user
+   known then, from their state then; ``popularity`` — the most popular items then. Both
    serve their list without the items the user has interacted with since
    (what a batch feed's client does), and a user the batch never saw gets
    the popularity list.
@@ -16,8 +16,10 @@ The protocol (run in-process on the engine: actor system, index, ranker):
    sees every event, positive or not, as it happens). A hit is the event's
    item in the list; NDCG@k credits it by rank (one relevant item).
 
-Results are reported overall and by the user's activity so far (events
-before the request: ``<10``, ``10-50``, ``>50``).
+Results are reported overall, by the user's activity so far (events
+before the request: ``<10``, ``10-50``, ``>50``), and by cohort: ``known``
+users had events before the cut, ``new`` ones arrived after it (the batch
+serves them the popularity list, as batch systems do).
 """
 
 from __future__ import annotations
@@ -34,12 +36,13 @@ import trio
 from actors import ActorSystem, MemoryEventStore, open_actor_system, user
 from matchlight import validation
 from matchlight.synthetic import POSITIVE
-from ranker import RecommendRequest, TrainingConfig, fit, open_ranker, read_log
-from ranker.actor import serving_model
+from ranker import RankerActor, RecommendRequest, TrainingConfig, fit, open_ranker, read_log
 from ranker.stages import to_docs
 
 SYSTEMS: Final = ("realtime", "batch", "popularity")
 BUCKETS: Final = ("<10", "10-50", ">50")
+#: Users the nightly batch knew (they had events before the cut), and those it did not.
+COHORTS: Final = ("known", "new")
 BATCH_DEPTH: Final = 60
 INGEST_CHUNK: Final = 2000
 
@@ -124,11 +127,11 @@ async def replay(
             lambda: fit(data, config.training, version="replay-cut")
         )
         say(f"trained in {time.monotonic() - started:.1f} s; precomputing the batch lists")
-        batch_lists, popular = await _nightly(system, model, config.k)
-        tallies = {s: {b: _Tally() for b in ("all", *BUCKETS)} for s in SYSTEMS}
+        tallies = {s: {b: _Tally() for b in ("all", *BUCKETS, *COHORTS)} for s in SYSTEMS}
         latencies: list[float] = []
         async with open_ranker(system) as ranker:
             await ranker.use_model(model)
+            batch_lists, popular = await _nightly(system, ranker)
             evaluated, last_report = 0, time.monotonic()
             for kind, body in records[position:]:
                 if kind == "item":
@@ -138,6 +141,7 @@ async def replay(
                 mine = seen.setdefault(who, set())
                 if body["type"] in POSITIVE and item not in mine:
                     bucket = bucket_of(activity.get(who, 0))
+                    cohort = "known" if who in batch_lists else "new"
                     t0 = time.perf_counter()
                     got = await ranker.recommend(RecommendRequest(user=who, k=config.k))
                     latencies.append(time.perf_counter() - t0)
@@ -150,6 +154,7 @@ async def replay(
                         rank = served.index(item) if item in served else None
                         tallies[name]["all"].add(rank)
                         tallies[name][bucket].add(rank)
+                        tallies[name][cohort].add(rank)
                     evaluated += 1
                     if config.max_requests is not None and evaluated >= config.max_requests:
                         break
@@ -163,6 +168,7 @@ async def replay(
     for name in SYSTEMS:
         entry = tallies[name]["all"].summary(config.k)
         entry["by_activity"] = {b: tallies[name][b].summary(config.k) for b in BUCKETS}
+        entry["by_cohort"] = {c: tallies[name][c].summary(config.k) for c in COHORTS}
         out[name] = entry
     if latencies:
         ms = np.array(latencies) * 1000
@@ -200,41 +206,39 @@ async def _upsert(system: ActorSystem, body: Mapping[str, Any]) -> None:
 
 
 async def _nightly(
-    system: ActorSystem, model: Any, k: int
+    system: ActorSystem, ranker: RankerActor
 ) -> tuple[dict[str, list[str]], list[str]]:
-    """What a nightly job makes at the cut: per-user top lists, and the popularity list."""
+    """What a nightly job makes at the cut: per-user top lists, and the popularity list.
+
+    The per-user lists come from the same ranker and model as the real-time
+    path, asked once per user at the cut: only freshness differs.
+    """
     index, signals = system.index, system.signals
     live = to_docs(index.live)
     masses = signals.masses(live)
     popular = index.external(live[np.argsort(-masses, kind="stable")][: BATCH_DEPTH * 4].tolist())
-    serving = await trio.to_thread.run_sync(serving_model, model, index, index.statistics().ids)
-    vectors, biases = serving.vectors[live], serving.biases[live]
-    now = signals.clock
     lists: dict[str, list[str]] = {}
-    user_ids = sorted({u for u, _ in read_log_users(system)})
-    for start in range(0, len(user_ids), 512):
-        states = await system.get_users(user_ids[start : start + 512])
-        for state in states:
-            u, _ = model.user_representation(state.id, user.affinity_at(state, now))
-            scores = vectors @ u + biases
-            top = np.argsort(-scores, kind="stable")[: BATCH_DEPTH + len(state.seen)]
-            ranked = [i for i in index.external(live[top].tolist()) if i not in state.seen]
-            lists[state.id] = ranked[:BATCH_DEPTH]
+    for info in system.store.iter_streams(user.KIND):
+        answer = await ranker.recommend(RecommendRequest(user=info.entity_id, k=BATCH_DEPTH))
+        lists[info.entity_id] = [entry["id"] for entry in answer.items]
     return lists, popular
 
 
-def read_log_users(system: ActorSystem) -> list[tuple[str, int]]:
-    """Every user with events in the store, with their stream's last sequence number."""
-    return [(s.entity_id, s.last_seq) for s in system.store.iter_streams(user.KIND)]
-
-
 def format_table(results: Mapping[str, Any], k: int) -> str:
-    """The comparison as a terminal table: hit rate and NDCG overall and per activity bucket."""
-    header = f"{'system':<11} {'bucket':<7} {'requests':>8} {f'hit@{k}':>8} {f'ndcg@{k}':>8}"
+    """The comparison as a terminal table: hit rate and NDCG overall, by activity and cohort.
+
+    Activity is the user's events before the request; ``known``/``new`` is
+    whether the user had events before the cut (the batch knew them).
+    """
+    header = f"{'system':<11} {'users':<7} {'requests':>8} {f'hit@{k}':>8} {f'ndcg@{k}':>8}"
     lines = [header, "-" * len(header)]
     for name in SYSTEMS:
         entry = results[name]
-        rows = [("all", entry), *((b, entry["by_activity"][b]) for b in BUCKETS)]
+        rows = [
+            ("all", entry),
+            *((b, entry["by_activity"][b]) for b in BUCKETS),
+            *((c, entry["by_cohort"][c]) for c in COHORTS),
+        ]
         for bucket, row in rows:
             lines.append(
                 f"{name:<11} {bucket:<7} {row['requests']:>8} "

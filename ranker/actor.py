@@ -22,6 +22,7 @@ Use :func:`open_ranker`.
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 import zlib
@@ -54,6 +55,10 @@ DECISION_BATCH: Final = 4096
 #: On a reciprocal surface, suppliers' willingness is computed for this many times k.
 RECIPROCAL_DEPTH: Final = 10
 DISMISS: Final = "dismiss"
+#: Weight of the recently interacted items' embeddings in the live user vector (0: off).
+RECENT_ITEMS_WEIGHT: Final = 1.0
+#: A recent interaction loses half its weight in the user vector in this time.
+RECENT_HALF_LIFE_S: Final = 3600.0
 #: The generator passed to explore() on surfaces without exploration (it draws nothing then).
 _NEVER_DRAWN: Final = np.random.default_rng(0)
 
@@ -291,16 +296,17 @@ class RankerActor:
         model_scores = None
         if serving is not None and len(docs):
             serving = self._ensure_rows(serving, index, docs)
-            u, _ = serving.model.user_representation(request.user, affinity)
+            u = self._user_vector(serving, index, request.user, state, affinity, now)
             model_scores = (serving.vectors[docs] @ u + serving.biases[docs]).astype(np.float64)
         blend = policy.blend if serving is not None else policy.blend.heuristic()
+        unused = np.zeros(len(docs))  # parts the blend gives no weight are not computed
         scored = stages.score(
             docs,
             blend,
             model_scores=model_scores,
-            popularity=signals.popularity(docs, now),
-            last_interaction=signals.last_interaction(docs),
-            affinity=stages.affinity_part(index, docs, favourites),
+            popularity=signals.popularity(docs, now) if blend.popularity else unused,
+            last_interaction=signals.last_interaction(docs) if blend.recency else unused,
+            affinity=stages.affinity_part(index, docs, favourites) if blend.affinity else unused,
             now=now,
         )
         score = scored.score.copy()
@@ -415,6 +421,45 @@ class RankerActor:
                 if query != EVERYTHING:
                     rules.append((rule.name, rule.action, query, rule.weight))
         return rules
+
+    def _user_vector(
+        self,
+        serving: ServingModel,
+        index: Index,
+        user_id: str,
+        state: UserState,
+        affinity: Mapping[str, float],
+        now: float,
+    ) -> npt.NDArray[np.float32]:
+        """The user folded in from live state: features, plus the items just interacted with.
+
+        The LightFM representation from the user's identity (if trained) and
+        current favourite terms, plus ``RECENT_ITEMS_WEIGHT`` times the
+        recency-weighted mean embedding of their latest interactions (negative
+        for dismissals), scaled to the same length.
+        """
+        u, _ = serving.model.user_representation(user_id, affinity)
+        if not RECENT_ITEMS_WEIGHT or not state.recent:
+            return u
+        docs, weights = [], []
+        for recent in state.recent:
+            doc = index.doc_of(recent.item)
+            weight = user.TYPE_WEIGHTS.get(recent.type, user.OTHER_TYPE_WEIGHT)
+            if doc is not None and weight:
+                docs.append(doc)
+                weights.append(weight * math.exp2(-max(now - recent.ts, 0.0) / RECENT_HALF_LIFE_S))
+        if not docs:
+            return u
+        rows = np.asarray(docs, dtype=np.uint32)
+        serving = self._ensure_rows(serving, index, np.unique(rows))
+        w = np.asarray(weights, dtype=np.float32)
+        q = (w @ serving.vectors[rows]) / max(float(np.abs(w).sum()), 1e-12)
+        q_norm, u_norm = float(np.linalg.norm(q)), float(np.linalg.norm(u))
+        if q_norm == 0.0:
+            return u
+        scale = RECENT_ITEMS_WEIGHT * (u_norm / q_norm if u_norm > 0 else 1.0)
+        folded: npt.NDArray[np.float32] = u + (scale * q).astype(np.float32)
+        return folded
 
     @staticmethod
     def _excluded(index: Index, state: UserState, policy: Surface) -> BitMap:

@@ -104,7 +104,7 @@ class Exploration:
     share: float = 0.0
     seed: int = 0
     #: Explored items are drawn from this many next-best candidates.
-    pool: int = 128
+    pool: int = 64
 
 
 @attrs.frozen(kw_only=True)
@@ -285,7 +285,7 @@ def _exploration(raw: Any, path: str) -> Exploration:
     return Exploration(
         share=_number(table.get("share", 0.0), f"{path}.share", low=0.0, high=1.0),
         seed=_int(table.get("seed", 0), f"{path}.seed", 0, 2**63 - 1),
-        pool=_int(table.get("pool", 128), f"{path}.pool", 1, 10_000),
+        pool=_int(table.get("pool", 64), f"{path}.pool", 1, 10_000),
     )
 
 

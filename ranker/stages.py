@@ -22,7 +22,7 @@ import numpy.typing as npt
 from pyroaring import BitMap
 
 from actors import ItemSignals
-from index import Index, Query
+from index import Index, Query, to_bitmap
 from ranker.policy import Blend, Diversity, Exploration, Reciprocal
 
 Docs = npt.NDArray[np.uint32]
@@ -102,7 +102,7 @@ def _most_popular(
             break
     docs = to_docs(pool)
     top = np.argpartition(-signals.masses(docs), n - 1)[:n]
-    return BitMap(docs[top])
+    return to_bitmap(docs[top])
 
 
 class PopularTiers:
@@ -126,7 +126,7 @@ class PopularTiers:
             live = to_docs(index.live)
             negated = -signals.masses(live)
             self._tiers = [
-                BitMap(live[np.argpartition(negated, size - 1)[:size]])
+                to_bitmap(live[np.argpartition(negated, size - 1)[:size]])
                 for size in self.sizes
                 if size < len(live)
             ]
@@ -162,7 +162,7 @@ def affinity_part(index: Index, docs: Docs, affinity: Sequence[tuple[str, str, f
     out = np.zeros(len(docs))
     if not len(docs) or not affinity:
         return out
-    within = BitMap(docs)
+    within = to_bitmap(docs)
     for field, value, weight in affinity:
         hits = index.term_postings(field, value) & within
         if hits:
@@ -222,7 +222,7 @@ def apply_rules(
     effects: dict[int, list[str]] = {}
     if not len(docs) or not rules:
         return effects
-    within = BitMap(docs)
+    within = to_bitmap(docs)
     for name, action, query, weight in rules:
         hits = index.match(query, within)
         if not hits:
@@ -402,9 +402,10 @@ def explore(
     keep = exploit[: k - slots]
     a = 1.0 + successes[pool]
     b = 1.0 + np.maximum(trials[pool] - successes[pool], 0.0)
-    draws = rng.beta(a, b)
+    # Row 0 decides; the other rows estimate how often each item would have been explored.
+    sampled = rng.beta(a, b, size=(PROPENSITY_DRAWS + 1, len(pool)))
+    draws, resampled = sampled[0], sampled[1:]
     picked = np.argsort(-draws, kind="stable")[:slots]
-    resampled = rng.beta(a, b, size=(PROPENSITY_DRAWS, len(pool)))
     winners = np.argpartition(-resampled, slots - 1, axis=1)[:, :slots]
     counts = np.bincount(winners.ravel(), minlength=len(pool))
     positions = list(keep)

@@ -57,6 +57,11 @@ def test_the_real_time_ranker_beats_the_nightly_batch_and_popularity() -> None:
     assert batch > popular
     light = {s: results[s]["by_activity"]["<10"]["hit_rate@10"] for s in ("realtime", "batch")}
     assert light["realtime"] > 1.3 * light["batch"]
+    # Users who arrived after the nightly run gain the most: the batch has no list for them.
+    new = {s: results[s]["by_cohort"]["new"]["hit_rate@10"] for s in ("realtime", "batch")}
+    known = {s: results[s]["by_cohort"]["known"]["hit_rate@10"] for s in ("realtime", "batch")}
+    assert known["realtime"] > known["batch"]
+    assert new["realtime"] - new["batch"] > known["realtime"] - known["batch"]
     table = format_table(results, 10)
     assert "realtime" in table
     assert "<10" in table
