@@ -171,6 +171,7 @@ class Methods:
             model_failures=r.model_failures,
             decisions_written=r.decisions_written,
             decisions_kept=r.decisions_kept,
+            decisions_lost=r.decisions_lost,
         )
         if self.rpc is not None:
             st = self.rpc.stats

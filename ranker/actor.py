@@ -109,6 +109,8 @@ class RankerStatistics:
     model_failures: int
     decisions_written: int
     decisions_kept: int
+    #: Decisions that could not be written (a failing disk, or shutdown).
+    decisions_lost: int
 
 
 def serving_model(model: Model, index: Index, count: int) -> ServingModel:
@@ -173,6 +175,7 @@ class RankerActor:
         self._requests = 0
         self._swaps = 0
         self._failures = 0
+        self._decisions_lost = 0
 
     # -- the model ----------------------------------------------------------------
 
@@ -231,7 +234,10 @@ class RankerActor:
         with scope:
             while True:
                 await trio.sleep(self.poll_s)
-                await self.reload_model()
+                try:
+                    await self.reload_model()
+                except Exception:  # e.g. an unreadable models dir: keep serving, retry later
+                    log.exception("looking for a new model failed; the current one keeps serving")
 
     async def _write_decisions(self) -> None:
         try:
@@ -247,6 +253,7 @@ class RankerActor:
                         try:
                             await trio.to_thread.run_sync(self.decisions.write, batch)
                         except Exception:
+                            self._decisions_lost += len(batch)
                             log.exception("lost %d decision records", len(batch))
         finally:
             self._drained.set()
@@ -374,7 +381,7 @@ class RankerActor:
             matched=matched,
             candidates=len(docs),
         )
-        await self._send.send(
+        await self._record(
             {
                 "request_id": request_id,
                 "ts": time.time(),
@@ -390,6 +397,14 @@ class RankerActor:
             }
         )
         return result
+
+    async def _record(self, decision: dict[str, Any]) -> None:
+        """Queue a decision for the log (waits while the queue is full: backpressure)."""
+        try:
+            await self._send.send(decision)
+        except trio.ClosedResourceError:  # a request finishing while the ranker shuts down
+            self._decisions_lost += 1
+            log.warning("decision %s not recorded: the ranker is closing", decision["request_id"])
 
     def _query(
         self, policy: Surface, request: RecommendRequest, top_values: Mapping[str, list[str]]
@@ -579,6 +594,7 @@ class RankerActor:
             model_failures=self._failures,
             decisions_written=written,
             decisions_kept=kept,
+            decisions_lost=self._decisions_lost,
         )
 
 

@@ -44,6 +44,44 @@ def test_standardise_gives_zeros_when_all_candidates_are_equal() -> None:
     np.testing.assert_array_equal(stages.standardise(np.full(4, 7.5)), np.zeros(4))
 
 
+def test_standardise_clips_an_outlier_so_it_cannot_drown_the_other_parts() -> None:
+    values = np.array([0.0] * 99 + [1000.0])  # one item far more popular than the rest
+
+    out = stages.standardise(values)
+
+    assert stages.CLIP_Z < out[-1] < stages.CLIP_Z + 0.01  # its z-score is 9.95
+    assert out[0] == pytest.approx(-0.1005, abs=1e-3)  # the unclipped z-score of the rest
+
+
+def test_standardise_keeps_the_order_beyond_the_clip() -> None:
+    values = np.array([0.0] * 98 + [500.0, 1000.0])
+
+    out = stages.standardise(values)
+
+    assert out[-1] > out[-2] > stages.CLIP_Z
+
+
+def test_a_taste_outranks_the_single_runaway_best_seller() -> None:
+    docs = np.arange(100, dtype=np.uint32)
+    popularity = np.full(100, 5.0)
+    popularity[0] = 1e6  # unclipped, its popularity would score about 9.9 deviations
+    popularity[1] = 50.0
+    affinity = np.zeros(100)
+    affinity[1:11] = 1.0  # a tenth of the candidates carry the user's favourite term
+
+    scored = stages.score(
+        docs,
+        Blend(model=0.0, popularity=1.0, affinity=1.0),
+        model_scores=None,
+        popularity=popularity,
+        last_interaction=np.zeros(100),
+        affinity=affinity,
+        now=0.0,
+    )
+
+    assert int(np.argmax(scored.score)) == 1
+
+
 def test_standardise_of_no_candidates_is_empty() -> None:
     assert len(stages.standardise(np.empty(0))) == 0
 
