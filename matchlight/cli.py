@@ -370,7 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="a one-minute tour on a temporary data dir",
         description="Start the engine on a temporary data dir, ingest a synthetic marketplace, "
-        "kill it, restart it, and show that the state survived.",
+        "kill it, restart it, and show that the state survived; then show a newcomer's likes "
+        "changing their very next recommendation, and a model trained beside the server "
+        "being swapped in.",
     )
     demo.set_defaults(func=_demo)
     return parser
