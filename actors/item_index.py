@@ -91,11 +91,16 @@ class ItemSignals:
         if updated > self.clock:
             self.clock = updated
 
-    def clear(self, doc: int) -> None:
-        """Forget an item's popularity and last interaction."""
+    def clear(self, doc: int, updated: float) -> None:
+        """Forget an item's popularity and last interaction (it was removed at ``updated``).
+
+        The clock still moves to ``updated``: it is the latest interaction on any item.
+        """
         if doc < len(self.mass):
             self.mass[doc] = 0.0
             self.updated[doc] = 0.0
+        if updated > self.clock:
+            self.clock = updated
 
     def _grow(self, size: int) -> None:
         size = max(size, 2 * len(self.mass))
@@ -129,7 +134,7 @@ def index_item(index: Index, state: ItemState, signals: ItemSignals | None = Non
         if state.decayed:
             signals.set(doc, popularity_mass(state.decayed), state.landmark, state.updated)
         else:
-            signals.clear(doc)  # removed: its interactions are gone with it
+            signals.clear(doc, state.updated)  # removed: its interactions are gone with it
     if state.exists and state.active:
         index.put(
             state.id,
@@ -189,13 +194,14 @@ def _rebuild(store: EventStore, signals: ItemSignals) -> Index:
         if snapshot is not None and snapshot.seq >= last_seq:
             # The common case after a clean shutdown: the snapshot is the state.
             record = decode_item_record(snapshot.data)
+            doc = index.doc_of(entity_id)
+            assert doc is not None  # reserved above
             if record["decayed"]:
                 signals.set(
-                    index.doc_of(entity_id),  # type: ignore[arg-type]
-                    popularity_mass(record["decayed"]),
-                    record["landmark"],
-                    record["updated"],
+                    doc, popularity_mass(record["decayed"]), record["landmark"], record["updated"]
                 )
+            else:
+                signals.clear(doc, record["updated"])
             if record["exists"] and record["active"]:
                 searchable.append(
                     (
@@ -216,13 +222,11 @@ def _rebuild(store: EventStore, signals: ItemSignals) -> Index:
         for stored in tail:
             item.apply(state, stored)
         replayed += len(tail)
+        doc = index.reserve(state.id)
         if state.decayed:
-            signals.set(
-                index.reserve(state.id),
-                popularity_mass(state.decayed),
-                state.landmark,
-                state.updated,
-            )
+            signals.set(doc, popularity_mass(state.decayed), state.landmark, state.updated)
+        else:
+            signals.clear(doc, state.updated)
         if state.exists and state.active:
             searchable.append((state.id, state.kind, state.terms, state.numbers, state.counters))
     # The maps come from decoding or from states nothing else holds: the index may keep them.

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
@@ -31,7 +32,7 @@ from actors import (
     UpsertItem,
     open_actor_system,
 )
-from actors.item_index import COUNTER_FIELDS, rebuild_index
+from actors.item_index import COUNTER_FIELDS, ItemSignals, rebuild_index
 from index import Index, QueryError, Sort, parse
 
 ITEMS = [f"i{n}" for n in range(6)]
@@ -135,6 +136,15 @@ def assert_same_index(live: Index, rebuilt: Index) -> None:
             assert outcome(live, query, sort) == outcome(rebuilt, query, sort), (query, sort)
 
 
+def assert_same_signals(live: ItemSignals, rebuilt: ItemSignals, index: Index) -> None:
+    """Popularity at any time and last interactions agree (landmarks may differ)."""
+    docs = np.arange(index.statistics().ids, dtype=np.uint32)
+    assert rebuilt.clock == live.clock
+    now = live.clock + 3600.0
+    np.testing.assert_allclose(rebuilt.popularity(docs, now), live.popularity(docs, now), rtol=1e-9)
+    np.testing.assert_array_equal(rebuilt.last_interaction(docs), live.last_interaction(docs))
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batches=commands, snapshot_every=st.sampled_from([1, 3, 1000]))
 def test_index_kept_by_the_actors_equals_the_index_rebuilt_from_the_store(
@@ -144,19 +154,23 @@ def test_index_kept_by_the_actors_equals_the_index_rebuilt_from_the_store(
         config = SystemConfig(runtime=RuntimeConfig(snapshot_every=snapshot_every))
         store = LmdbEventStore(Path(tmp) / "db")
 
-        async def run() -> Index:
+        async def run() -> tuple[Index, ItemSignals]:
             async with open_actor_system(store, config) as system:
                 for batch in batches:
                     await _write(system, batch)
                 # Rebuilding while the system runs (tails after the snapshots) agrees too.
-                assert_same_index(system.index, rebuild_index(store))
-                return system.index
+                signals = ItemSignals()
+                assert_same_index(system.index, rebuild_index(store, signals))
+                assert_same_signals(system.signals, signals, system.index)
+                return system.index, system.signals
 
-        live = trio.run(run)
+        live, live_signals = trio.run(run)
         store.close()
         reopened = LmdbEventStore(Path(tmp) / "db")
         try:
-            assert_same_index(live, rebuild_index(reopened))
+            signals = ItemSignals()
+            assert_same_index(live, rebuild_index(reopened, signals))
+            assert_same_signals(live_signals, signals, live)
         finally:
             reopened.close()
 
