@@ -96,6 +96,10 @@ def _recommend_tour(c: Client, data: Path, catalogue: list[dict[str, Any]]) -> b
         time.sleep(0.2)
         answer = c.call("recommend", {"user": "newcomer", "k": 5})
     print(f"   model {answer['model']}: {_categories(c, answer)}")
+    print(
+        "   (this stream's events are random, so the model has no tastes to learn here; "
+        "`matchlight replay` measures it on a marketplace that has them)"
+    )
     return answer["model"] is not None and shifted.count("plumbing") >= 3
 
 
