@@ -161,6 +161,20 @@ class ActorRuntime(Generic[S]):
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise SystemClosedError(f"{self.kind} actors are shutting down") from None
 
+    # -- reading without a message ----------------------------------------------
+
+    def peek(self, entity_id: str) -> S | None:
+        """The live state of an active entity, read past its mailbox; ``None`` if not active.
+
+        For hot read paths that must not queue behind writes (the ranker). The
+        state is the entity's own and is changed in place by its shard: read
+        it only, and only until your next checkpoint. It reflects every
+        message handled so far (so every acknowledged write), not those still
+        queued. Not a checkpoint.
+        """
+        activation = self._shards[hash(entity_id) % self._nshards].entities.get(entity_id)
+        return None if activation is None else activation.state
+
     # -- tell / ask -----------------------------------------------------------
 
     async def tell(self, entity_id: str, message: Any) -> None:

@@ -187,6 +187,19 @@ class ActorSystem:
         state: UserState = await self._ask(self.users, user_id)
         return state
 
+    async def get_user_view(self, user_id: str) -> UserState:
+        """The user's state for a read that ends before the caller's next checkpoint.
+
+        The live state of an active user, read without queueing behind writes
+        in the user's mailbox (see :meth:`ActorRuntime.peek`): do not change it,
+        and do not keep it across an ``await``. An inactive user is asked for
+        (and activated), as :meth:`get_user` does. A checkpoint only then.
+        """
+        state = self.users.peek(user_id)
+        if state is None:
+            state = await self.get_user(user_id)
+        return state
+
     async def get_users(self, user_ids: Sequence[str]) -> list[UserState]:
         """Several users' current states in one round trip through the user shards."""
         with self._deadline("user"):

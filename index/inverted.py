@@ -134,6 +134,8 @@ class Index:
         self._terms: dict[str, dict[str, BitMap]] = {}
         self._numeric: dict[str, NumericField] = {}
         self._geo: dict[str, GeoField] = {}
+        #: Per internal id: how many times its kind or terms changed since this index began.
+        self._term_versions = np.zeros(1024, dtype=np.uint32)
         self._standard_counters = frozenset(counter_fields)
         # field -> searchable items whose value of it is a counter (see _set_counter_default)
         self._counter_refs: dict[str, int] = {}
@@ -343,6 +345,11 @@ class Index:
         self.live.discard(doc)
 
     def _update_terms(self, doc: int, old: set[tuple[str, str]], new: set[tuple[str, str]]) -> None:
+        if doc >= len(self._term_versions):
+            grown = np.zeros(max(doc + 1, 2 * len(self._term_versions)), dtype=np.uint32)
+            grown[: len(self._term_versions)] = self._term_versions
+            self._term_versions = grown
+        self._term_versions[doc] += 1
         for field, value in old - new:
             postings = self._terms[field]
             bitmap = postings[value]
@@ -559,6 +566,19 @@ class Index:
             return None
         entry = self._docs[doc]
         return None if entry is None else (entry.kind, entry.terms)
+
+    def term_versions(self, docs: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
+        """For each item, a number that changes whenever its kind or terms change.
+
+        Lets a reader cache something derived from an item's terms (the
+        ranker's item vectors) and see cheaply which entries went stale. It
+        may also move when they did not (a put with a new but equal terms
+        mapping): a reader then recomputes for nothing. Items loaded in bulk
+        start at 0.
+        """
+        versions = self._term_versions
+        inside = docs < len(versions)
+        return np.where(inside, versions[np.where(inside, docs, 0)], 0).astype(np.uint32)
 
     def values(self, field: str, docs: npt.NDArray[np.uint32]) -> npt.NDArray[np.float64]:
         """The value of numeric field ``field`` for each of ``docs``.

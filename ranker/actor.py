@@ -2,8 +2,10 @@
 
 It owns the model being served (hot-swapped when ``matchlight train``
 writes a new artifact) and the decision log writer. Requests run
-concurrently on their callers' tasks: each asks the user's actor for the
-live state (one round trip), then runs the pure stages of
+concurrently on their callers' tasks: each reads the user's live state
+(straight from an active UserActor, past its mailbox, so reads never queue
+behind writes; otherwise one round trip that activates it), then runs the
+pure stages of
 :mod:`ranker.stages` on the index and item signals (no awaits), and hands
 the decision to the log writer through a bounded channel.
 
@@ -99,6 +101,8 @@ class ServingModel:
     biases: npt.NDArray[np.float32]
     #: Which rows are computed; others are filled on first use.
     ready: npt.NDArray[np.bool_]
+    #: The index's term version of each row when it was computed (stale when it differs).
+    versions: npt.NDArray[np.uint32]
 
 
 @attrs.frozen(kw_only=True)
@@ -123,14 +127,20 @@ def serving_model(model: Model, index: Index, count: int) -> ServingModel:
     vectors = np.zeros((capacity, model.components), dtype=np.float32)
     biases = np.zeros(capacity, dtype=np.float32)
     ready = np.zeros(capacity, dtype=bool)
-    serving = ServingModel(model=model, vectors=vectors, biases=biases, ready=ready)
-    _fill_rows(serving, index, range(count))
+    versions = np.zeros(capacity, dtype=np.uint32)
+    serving = ServingModel(
+        model=model, vectors=vectors, biases=biases, ready=ready, versions=versions
+    )
+    _fill_rows(serving, index, np.arange(count, dtype=np.uint32))
     return serving
 
 
-def _fill_rows(serving: ServingModel, index: Index, docs: Any) -> None:
+def _fill_rows(serving: ServingModel, index: Index, docs: npt.NDArray[np.uint32]) -> None:
+    """Compute the rows of ``docs`` from the items' current kind and terms."""
     model = serving.model
-    for doc in docs:
+    # Versions first: a change while computing leaves an older version, so the row is redone.
+    serving.versions[docs] = index.term_versions(docs)
+    for doc in docs.tolist():
         document = index.document(doc)
         if document is None:
             continue  # not searchable now: filled when it is a candidate
@@ -147,9 +157,13 @@ def _grown(serving: ServingModel, size: int) -> ServingModel:
     vectors = np.zeros((capacity, serving.model.components), dtype=np.float32)
     biases = np.zeros(capacity, dtype=np.float32)
     ready = np.zeros(capacity, dtype=bool)
+    versions = np.zeros(capacity, dtype=np.uint32)
     n = len(serving.ready)
     vectors[:n], biases[:n], ready[:n] = serving.vectors, serving.biases, serving.ready
-    return ServingModel(model=serving.model, vectors=vectors, biases=biases, ready=ready)
+    versions[:n] = serving.versions
+    return ServingModel(
+        model=serving.model, vectors=vectors, biases=biases, ready=ready, versions=versions
+    )
 
 
 class RankerActor:
@@ -276,7 +290,10 @@ class RankerActor:
         policy = self.surfaces.get(request.surface)
         k = request.k or policy.k
         system, index, signals = self.system, self.system.index, self.system.signals
-        state = await system.get_user(request.user)
+        # The live state, read only until the next checkpoint (see get_user_view):
+        # everything taken from it is taken before the first await below.
+        state = await system.get_user_view(request.user)
+        state_seq = state.seq
         serving = self._serving
         now = max(signals.clock, state.updated)
         affinity = user.affinity_at(state, now)
@@ -355,7 +372,7 @@ class RankerActor:
             trials,
             # Seeded by the user's state: the same request on the same state explores alike.
             np.random.default_rng(
-                [policy.exploration.seed, _crc(request.user), state.seq, _crc(policy.name)]
+                [policy.exploration.seed, _crc(request.user), state_seq, _crc(policy.name)]
             )
             if policy.exploration.share
             else _NEVER_DRAWN,  # making a seeded generator costs more than the rest of explore
@@ -491,15 +508,16 @@ class RankerActor:
     def _ensure_rows(
         self, serving: ServingModel, index: Index, docs: npt.NDArray[np.uint32]
     ) -> ServingModel:
-        """Fill representations of candidates not computed yet (items new since the model)."""
+        """Compute the rows of candidates that are new since the model or whose terms changed."""
         top = int(docs[-1])
         if top >= len(serving.ready):
             serving = _grown(serving, top + 1)
             if self._serving is not None and self._serving.model is serving.model:
                 self._serving = serving
-        missing = docs[~serving.ready[docs]]
+        # Rows never computed, or computed before the item's terms last changed.
+        missing = docs[~serving.ready[docs] | (serving.versions[docs] != index.term_versions(docs))]
         if len(missing):
-            _fill_rows(serving, index, missing.tolist())
+            _fill_rows(serving, index, missing)
         return serving
 
     async def _reciprocal(

@@ -13,7 +13,7 @@ the stages in order:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 import attrs
@@ -197,26 +197,29 @@ def score(
     affinity: Floats,
     now: float,
 ) -> Scored:
-    """Blend the parts: each is standardised over the candidates, then weighted."""
-    raw: dict[str, tuple[float, Floats]] = {
-        "popularity": (blend.popularity, np.log1p(np.maximum(popularity, 0.0))),
+    """Blend the parts: each is standardised over the candidates, then weighted.
+
+    Parts without weight (and the model part without model scores) are left out.
+    """
+    raw: dict[str, tuple[float, Callable[[], Floats]]] = {
+        "popularity": (blend.popularity, lambda: np.log1p(np.maximum(popularity, 0.0))),
         "recency": (
             blend.recency,
-            np.where(
+            lambda: np.where(
                 last_interaction > 0,
                 np.exp2(-np.maximum(now - last_interaction, 0.0) / RECENCY_HALF_LIFE_S),
                 0.0,
             ),
         ),
-        "affinity": (blend.affinity, affinity),
+        "affinity": (blend.affinity, lambda: affinity),
     }
     if model_scores is not None:
-        raw["model"] = (blend.model, model_scores)
+        raw["model"] = (blend.model, lambda: model_scores)
     total = np.zeros(len(docs))
     parts = {}
     for name, (weight, values) in raw.items():
         if weight:
-            part = weight * standardise(values.astype(np.float64))
+            part = weight * standardise(values().astype(np.float64, copy=False))
             parts[name] = part
             total += part
     return Scored(docs=docs, score=total, parts=parts)

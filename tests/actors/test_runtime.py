@@ -147,6 +147,24 @@ async def test_entity_is_recovered_once_on_its_first_message() -> None:
             assert stats.kind == "counter"
 
 
+async def test_peek_reads_an_active_entity_without_a_message_and_never_activates() -> None:
+    with trio.fail_after(5):
+        async with running(shards=2) as h:
+            h.behavior.durable["a"] = Tally(id="a", total=40, seq=3)
+
+            assert h.runtime.peek("a") is None  # not active: peek does not recover it
+            assert h.behavior.recovered == {}
+            await h.runtime.ask("a", Add(2))
+            received = len(h.behavior.received)
+
+            peeked = h.runtime.peek("a")
+
+            assert peeked == Tally(id="a", total=42, seq=4)
+            assert len(h.behavior.received) == received  # no message was handled for it
+            await h.runtime.ask("a", Add(1))
+            assert h.runtime.peek("a") == Tally(id="a", total=43, seq=5)
+
+
 async def test_messages_to_one_entity_are_handled_in_order() -> None:
     with trio.fail_after(5):
         async with running(shards=3) as h:

@@ -169,6 +169,26 @@ def test_a_discarded_item_never_matches_and_keeps_its_slot() -> None:
     assert ids(index, {"term": ["kind", "pro"]}) == ["a", "b", "c", "d"]
 
 
+def test_an_items_term_version_moves_when_its_terms_or_kind_change_and_only_then() -> None:
+    index = Index(counter_fields=COUNTERS)
+    a_terms = {"city": ["austin"]}
+    put(index, "a", kind="pro", terms=a_terms)
+    put(index, "b", kind="pro", terms={"city": ["boston"]})
+    docs = np.array([index.doc_of("a"), index.doc_of("b"), 5000], dtype=np.uint32)
+    start = index.term_versions(docs)
+
+    # The ingest path: the same terms mapping, a counter bump. Not a term change.
+    put(index, "a", kind="pro", terms=a_terms, counters={"like": 3})
+    assert list(index.term_versions(docs)) == list(start)
+
+    put(index, "a", kind="pro", terms={"city": ["denver"]})
+    put(index, "b", kind="crew", terms={"city": ["boston"]})
+    moved = index.term_versions(docs)
+    assert moved[0] != start[0]
+    assert moved[1] != start[1]
+    assert moved[2] == 0  # an id never seen
+
+
 def test_discarding_an_unknown_or_already_discarded_item_does_nothing() -> None:
     index = Index()
     index.discard("never-seen")

@@ -316,6 +316,31 @@ async def test_a_newcomers_likes_move_the_heuristic_ranking_on_the_very_next_req
     assert sum(category_of(i) == "plumbing" for i in after) >= 7, after
 
 
+async def test_an_item_whose_terms_change_under_a_model_is_scored_from_its_new_terms() -> None:
+    async with open_actor_system(MemoryEventStore()) as system:
+        await sticky_catalogue(system)
+        async with open_ranker(system, poll_s=NO_POLL) as actor:
+            await actor.use_model(await fitted(system, "terms", epochs=10))
+            # Added after training: only its terms represent it. It starts as a painter.
+            await system.upsert_items([upsert("newpro", "painting")])
+            await system.ingest(
+                [event(20_000 + n, "like", "fan", f"plumbing-{n * 7:03d}") for n in range(4)]
+            )
+            request = RecommendRequest(user="fan", k=20)
+            assert "newpro" not in {e["id"] for e in (await actor.recommend(request)).items}
+
+            # It changes trade (a fresh event id: upsert() would repeat the first one's).
+            await system.upsert_items(
+                [
+                    UpsertItem(
+                        event_id="retrade", item="newpro", ts=2.0, terms={"category": ("plumbing",)}
+                    )
+                ]
+            )
+
+            assert "newpro" in {e["id"] for e in (await actor.recommend(request)).items}
+
+
 # -- hot swap -------------------------------------------------------------------------
 
 
