@@ -13,20 +13,54 @@ from actors import RuntimeConfig, StoreError, SystemConfig
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from matchlight.service import ServeConfig, parse_listen, serve
+    import ssl
+
+    from matchlight.auth import TokensError, load_tokens
+    from matchlight.rpc import Limits
+    from matchlight.service import ServeConfig, is_loopback, parse_listen, serve, tls_context
     from ranker import ConfigError, RankerError, Surfaces, load_surfaces
 
     try:
         parse_listen(args.listen)
         surfaces = Surfaces() if args.config is None else load_surfaces(args.config)
-    except (ValueError, ConfigError) as exc:
+        tokens = None if args.tokens is None else load_tokens(args.tokens)
+    except (ValueError, ConfigError, TokensError) as exc:
         print(f"matchlight serve: {exc}", file=sys.stderr)
         return 2
+    if tokens is None and not is_loopback(args.listen) and not args.allow_unauthenticated:
+        print(
+            f"matchlight serve: refusing to listen on {args.listen} without --tokens: anyone "
+            "who can reach that address could read, write and delete everything. Give "
+            "--tokens FILE (one 'ROLE TOKEN' per line), listen on 127.0.0.1 or a unix: "
+            "socket, or pass --allow-unauthenticated if the network itself is trusted.",
+            file=sys.stderr,
+        )
+        return 2
+    if (args.tls_cert is None) != (args.tls_key is None):
+        print("matchlight serve: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    tls = None
+    if args.tls_cert is not None:
+        try:
+            tls = tls_context(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            print(
+                f"matchlight serve: cannot load the TLS certificate and key: {exc}", file=sys.stderr
+            )
+            return 2
     config = ServeConfig(
         data=Path(args.data),
         listen=args.listen,
         drain_s=args.drain,
         surfaces=surfaces,
+        tokens=tokens,
+        tls=tls,
+        limits=Limits(
+            max_connections=args.max_connections,
+            max_in_flight_total=args.max_in_flight,
+            idle_timeout_s=args.idle_timeout,
+            message_timeout_s=args.message_timeout,
+        ),
         model_poll_s=args.model_poll,
         decision_retention=args.decision_retention,
         system=SystemConfig(
@@ -169,6 +203,48 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="on SIGTERM, let in-flight requests finish for this long (default 5)",
     )
+    serve.add_argument(
+        "--tokens",
+        metavar="FILE",
+        help="require authentication: one 'ROLE TOKEN' per line, roles read (search, "
+        "recommend, get_*), ingest (read + ingest, upsert_items, remove_items) and admin "
+        "(everything); without it every caller may call everything",
+    )
+    serve.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="listen beyond loopback without --tokens (refused otherwise)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=1024,
+        metavar="N",
+        help="open connections at most; more are closed at once (default 1024)",
+    )
+    serve.add_argument(
+        "--max-in-flight",
+        type=_positive_int,
+        default=4096,
+        metavar="N",
+        help="requests handled at once in total; more are answered 'overloaded' (default 4096)",
+    )
+    serve.add_argument(
+        "--idle-timeout",
+        type=_positive_float,
+        default=300.0,
+        metavar="SECONDS",
+        help="close a connection idle this long with nothing in flight (default 300)",
+    )
+    serve.add_argument(
+        "--message-timeout",
+        type=_positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="close a connection whose message is still incomplete after this long (default 30)",
+    )
+    serve.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this PEM certificate")
+    serve.add_argument("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert")
     serve.add_argument(
         "--config",
         metavar="FILE",

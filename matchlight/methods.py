@@ -182,5 +182,10 @@ class Methods:
                 notifications=st.notifications,
                 request_errors=st.errors,
                 protocol_errors=st.protocol_errors,
+                connections_refused=st.connections_refused,
+                connections_timed_out=st.connections_timed_out,
+                overloaded=st.overloaded,
+                unauthorized=st.unauthorized,
+                forbidden=st.forbidden,
             )
         return out

@@ -11,21 +11,25 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import ipaddress
 import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 import time
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import attrs
 import trio
 
 from actors import LmdbEventStore, SystemConfig, open_actor_system
+from matchlight.auth import Tokens
 from matchlight.methods import Methods
-from matchlight.rpc import RpcServer
+from matchlight.rpc import Limits, RpcServer
 from ranker import DecisionLog, Surfaces, open_ranker
 
 log = logging.getLogger(__name__)
@@ -44,6 +48,37 @@ class ServeConfig:
     model_poll_s: float = 2.0
     #: Decision records kept (the oldest are deleted beyond this).
     decision_retention: int = 1_000_000
+    #: Who may call what; ``None``: everyone may call everything.
+    tokens: Tokens | None = None
+    #: Serve TLS with this context (certificate and key loaded).
+    tls: ssl.SSLContext | None = None
+    limits: Limits = attrs.field(factory=Limits)
+
+
+def is_loopback(listen: str) -> bool:
+    """Whether ``listen`` (``HOST:PORT`` or ``unix:PATH``) is reachable from this machine only."""
+    host, port = parse_listen(listen)
+    if port == -1:
+        return True  # a Unix socket: file permissions decide
+    if str(host) == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(str(host)).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """A server TLS context (TLS 1.2 or newer) from PEM certificate and key files.
+
+    Raises:
+        OSError: a file cannot be read.
+        ssl.SSLError: they are not a matching certificate and key.
+    """
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    return context
 
 
 def parse_listen(listen: str) -> tuple[str, str | int]:
@@ -64,6 +99,7 @@ def parse_listen(listen: str) -> tuple[str, str | int]:
 
 
 async def _open_listeners(listen: str) -> tuple[list[trio.SocketListener], str]:
+    """Bind ``listen``; the listeners and the address as bound (the real port for port 0)."""
     host, port = parse_listen(listen)
     if port == -1:
         path = str(host)
@@ -115,21 +151,35 @@ async def serve(config: ServeConfig) -> None:
         ):
             gc.freeze()  # the rebuilt index lives as long as the server: keep it out of GC passes
             methods = Methods(system, ranker, version=__version__, started=time.monotonic())
-            rpc = RpcServer(methods.table())
+            rpc = RpcServer(methods.table(), config.limits, tokens=config.tokens)
             methods.rpc = rpc
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async with trio.open_nursery() as connections:
                     async with trio.open_nursery() as acceptors:
+                        serving: list[Any] = list(listeners)
+                        if config.tls is not None:
+                            serving = [
+                                trio.SSLListener(listener, config.tls, https_compatible=False)
+                                for listener in listeners
+                            ]
                         await acceptors.start(
                             partial(
                                 trio.serve_listeners,
                                 rpc.serve_stream,
-                                listeners,
+                                serving,
                                 handler_nursery=connections,
                             )
                         )
                         print(f"matchlight listening on {address}", flush=True)
-                        log.info("serving %s from %s", address, config.data)
+                        log.info(
+                            "serving %s from %s (%s, %s)",
+                            address,
+                            config.data,
+                            "TLS" if config.tls is not None else "no TLS",
+                            f"{len(config.tokens)} tokens"
+                            if config.tokens is not None
+                            else "no tokens: every caller may call everything",
+                        )
                         async for signum in signals:
                             log.info("received %s; shutting down", signal.Signals(signum).name)
                             break
