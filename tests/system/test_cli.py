@@ -91,3 +91,36 @@ def test_ingest_benchmark_accounts_for_every_acknowledged_event(tmp_path: Path) 
         assert row["events_per_commit"] * row["commits"] == pytest.approx(4000, abs=row["commits"])
     assert set(report["peers"]) == {"lmdb_commit_per_event", "sqlite_wal_full_batch_1000"}
     assert "events/commit" in result.stdout
+
+
+def test_json_logs_are_one_object_per_line(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "matchlight.cli",
+            "--log-format",
+            "json",
+            "serve",
+            "--data",
+            str(tmp_path / "d"),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=server_env(),
+        cwd=REPO_ROOT,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("matchlight listening on")
+    finally:
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=30)
+    records = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    assert any("serving 127.0.0.1:" in r["message"] for r in records)
+    for record in records:
+        assert {"ts", "level", "logger", "message"} <= record.keys()
+        assert record["ts"].endswith("Z")

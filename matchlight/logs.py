@@ -1,0 +1,56 @@
+"""Logging setup: readable lines for a terminal, or one JSON object per line for collectors.
+
+``matchlight --log-format json ...`` writes records like
+``{"ts": "2026-11-28T21:47:00.123Z", "level": "INFO", "logger": "matchlight.service",
+"message": "...", "trace_id": "..."}``; an exception adds ``"exc"``. The trace
+and span ids of the current OpenTelemetry span, when there is one, let a log
+line be found from its trace.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Final
+
+from opentelemetry import trace
+
+FORMATS: Final = ("text", "json")
+TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            out["trace_id"] = f"{context.trace_id:032x}"
+            out["span_id"] = f"{context.span_id:016x}"
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def configure(level: str, fmt: str = "text") -> None:
+    """Log to stderr at ``level`` in ``fmt`` (``text`` or ``json``).
+
+    Raises:
+        ValueError: an unknown level or format.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown log format {fmt!r} (text or json)")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
