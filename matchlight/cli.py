@@ -9,6 +9,7 @@ from pathlib import Path
 import trio
 
 from actors import RuntimeConfig, StoreError, SystemConfig
+from matchlight import health_check
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -375,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     index.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     index.set_defaults(func=_bench_index)
+
+    health_check.add_parser(sub)
 
     replay = sub.add_parser(
         "replay",
