@@ -19,6 +19,7 @@ from typing import TypeVar
 
 import attrs
 import trio
+from opentelemetry import trace
 
 from actors.errors import ActorError, AskTimeoutError
 from actors.events import Event, InteractionRecorded, StoredEvent
@@ -34,6 +35,8 @@ from actors.writer import Completion, StoreWriter, WriterStatistics
 from index import Index, IndexStatistics, Query, SearchResult, Sort
 
 log = logging.getLogger(__name__)
+#: The process's OpenTelemetry tracer (a no-op until the server sets a provider).
+_TRACER = trace.get_tracer("matchlight.actors")
 
 T = TypeVar("T")
 
@@ -94,7 +97,10 @@ class ActorSystem:
     async def _decide(
         self, commands: Sequence[RecordInteraction | UpsertItem | RemoveItem]
     ) -> list[Event]:
-        with self._deadline("item"):
+        with (
+            _TRACER.start_as_current_span("actors.decide", attributes={"commands": len(commands)}),
+            self._deadline("item"),
+        ):
             replies = await self.items.ask_many([(c.item, c) for c in commands])
         events: list[Event] = []
         for reply in replies:
@@ -104,7 +110,9 @@ class ActorSystem:
         return events
 
     async def _append(self, events: Sequence[Event]) -> WriteResult:
-        result = await self.writer.append(events)
+        # Waits for the group commit (fsync) and for the actors to apply and index the events.
+        with _TRACER.start_as_current_span("store.commit", attributes={"events": len(events)}):
+            result = await self.writer.append(events)
         return WriteResult(
             accepted=len(result.stored), duplicates=len(result.duplicates), seq=result.seq
         )

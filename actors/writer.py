@@ -22,15 +22,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Final
 
 import attrs
 import trio
+from opentelemetry import metrics
 
 from actors.errors import StoreError, SystemClosedError
 from actors.events import Event, StoredEvent
 from actors.store import AppendResult, EventStore, PreparedBatch, Snapshot, Written, to_result
 
 log = logging.getLogger(__name__)
+#: Events per group commit (the process's OpenTelemetry meter; a no-op until one is set).
+_COMMIT_EVENTS: Final = metrics.get_meter("matchlight.actors").create_histogram(
+    "matchlight.store.commit.events", unit="{event}", description="Events per group commit"
+)
 
 
 @attrs.define(eq=False)
@@ -219,6 +225,7 @@ class StoreWriter:
         events = len(stored)
         if group:  # snapshot-only commits are not counted: they carry no batches
             self._commits += 1
+            _COMMIT_EVENTS.record(events)
         self._events += events
         self._batches += len(group)
         self._largest = max(self._largest, events)

@@ -15,9 +15,13 @@ from matchlight import health_check
 def _serve(args: argparse.Namespace) -> int:
     import ssl
 
+    from opentelemetry import metrics as otel_metrics
+    from opentelemetry import trace as otel_trace
+
     from matchlight.auth import TokensError, load_tokens
     from matchlight.rpc import Limits
     from matchlight.service import ServeConfig, is_loopback, parse_listen, serve, tls_context
+    from matchlight.telemetry import configure as configure_telemetry
     from ranker import ConfigError, RankerError, Surfaces, load_surfaces
 
     try:
@@ -39,6 +43,11 @@ def _serve(args: argparse.Namespace) -> int:
     if (args.tls_cert is None) != (args.tls_key is None):
         print("matchlight serve: --tls-cert and --tls-key go together", file=sys.stderr)
         return 2
+    try:
+        telemetry = configure_telemetry()  # from the OTEL_* environment
+    except ValueError as exc:
+        print(f"matchlight serve: {exc}", file=sys.stderr)
+        return 2
     tls = None
     if args.tls_cert is not None:
         try:
@@ -55,6 +64,7 @@ def _serve(args: argparse.Namespace) -> int:
         surfaces=surfaces,
         tokens=tokens,
         tls=tls,
+        telemetry=telemetry,
         limits=Limits(
             max_connections=args.max_connections,
             max_in_flight_total=args.max_in_flight,
@@ -69,11 +79,17 @@ def _serve(args: argparse.Namespace) -> int:
             )
         ),
     )
+    # The process-wide providers: the actors' and the ranker's child spans and metrics
+    # go through the OpenTelemetry API to the same pipeline as the server spans.
+    otel_trace.set_tracer_provider(telemetry.tracer_provider)
+    otel_metrics.set_meter_provider(telemetry.meter_provider)
     try:
         trio.run(serve, config)
     except (OSError, StoreError, RankerError) as exc:  # address in use, data dir unusable
         print(f"matchlight serve: {exc}", file=sys.stderr)
         return 1
+    finally:
+        telemetry.shutdown()  # flush what is still batched
     return 0
 
 

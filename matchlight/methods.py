@@ -16,6 +16,7 @@ from index import QueryError
 from matchlight import validation
 from matchlight.errors import BadRequest, NotFound
 from matchlight.rpc import Handler, RpcServer
+from matchlight.telemetry import NOOP
 from ranker import RankerActor, RequestError
 
 
@@ -54,6 +55,7 @@ class Methods:
     ) -> None:
         self.system = system
         self.ranker = ranker
+        self.telemetry = NOOP
         self.version = version
         self.started = started
         self.rpc: RpcServer | None = None
@@ -77,7 +79,11 @@ class Methods:
 
     async def ingest(self, params: Any) -> dict[str, Any]:
         commands = validation.events(validation.params_map(params))
+        started = time.perf_counter()
         result = await self.system.ingest(commands)
+        # Accepted → durable, applied and indexed: what a client waits for visibility.
+        self.telemetry.visible_lag.record((time.perf_counter() - started) * 1000)
+        self.telemetry.events_ingested.add(result.accepted)
         return {"accepted": result.accepted, "duplicates": result.duplicates, "seq": result.seq}
 
     async def upsert_items(self, params: Any) -> dict[str, Any]:

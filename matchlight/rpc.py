@@ -47,6 +47,7 @@ from matchlight.errors import (
     BadRequest,
     RpcError,
 )
+from matchlight.telemetry import NOOP, OTHER_METHOD, Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +122,12 @@ class RpcServer:
         limits: Limits | None = None,
         *,
         tokens: auth.Tokens | None = None,
+        telemetry: Telemetry = NOOP,
     ) -> None:
         self.methods = methods
         self.limits = limits or Limits()
         self.tokens = tokens
+        self.telemetry = telemetry
         self.stats = RpcStatistics()
         self._draining = False
         self._in_flight = 0
@@ -275,6 +278,12 @@ class RpcServer:
             self._idle.set()
 
     async def _call(self, method: Any, params: Any, session: Session) -> Mapping[str, Any]:
+        """Handle one call inside its SERVER span (a child of the caller's ``_trace``, if any)."""
+        known = type(method) is str and (method in self.methods or method == "auth")
+        with self.telemetry.server_span(method if known else OTHER_METHOD, params):
+            return await self._dispatch(method, params, session)
+
+    async def _dispatch(self, method: Any, params: Any, session: Session) -> Mapping[str, Any]:
         if self._draining:
             raise RpcError(UNAVAILABLE, "the server is shutting down")
         if type(method) is not str:

@@ -30,6 +30,7 @@ from actors import LmdbEventStore, SystemConfig, open_actor_system
 from matchlight.auth import Tokens
 from matchlight.methods import Methods
 from matchlight.rpc import Limits, RpcServer
+from matchlight.telemetry import NOOP, Telemetry
 from ranker import DecisionLog, Surfaces, open_ranker
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ class ServeConfig:
     #: Serve TLS with this context (certificate and key loaded).
     tls: ssl.SSLContext | None = None
     limits: Limits = attrs.field(factory=Limits)
+    #: Tracing and metrics (from the OTEL_* environment by default).
+    telemetry: Telemetry = NOOP
 
 
 def is_loopback(listen: str) -> bool:
@@ -151,7 +154,10 @@ async def serve(config: ServeConfig) -> None:
         ):
             gc.freeze()  # the rebuilt index lives as long as the server: keep it out of GC passes
             methods = Methods(system, ranker, version=__version__, started=time.monotonic())
-            rpc = RpcServer(methods.table(), config.limits, tokens=config.tokens)
+            methods.telemetry = config.telemetry
+            rpc = RpcServer(
+                methods.table(), config.limits, tokens=config.tokens, telemetry=config.telemetry
+            )
             methods.rpc = rpc
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async with trio.open_nursery() as connections:

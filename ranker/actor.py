@@ -37,6 +37,7 @@ import attrs
 import numpy as np
 import numpy.typing as npt
 import trio
+from opentelemetry import trace
 from pyroaring import BitMap
 
 from actors import ActorSystem, UserState, decay, user
@@ -49,6 +50,8 @@ from ranker.policy import Surface, Surfaces
 from ranker.template import TOP_VALUES, fill
 
 log = logging.getLogger(__name__)
+#: The process's OpenTelemetry tracer (a no-op until the server sets a provider).
+_TRACER = trace.get_tracer("matchlight.ranker")
 
 DEFAULT_POLL_S: Final = 2.0
 #: Decisions waiting for the writer; a full queue makes requests wait (backpressure).
@@ -303,80 +306,85 @@ class RankerActor:
         query = self._query(policy, request, top_values)
         exclude = self._excluded(index, state, policy)
         try:
-            docs, matched = stages.retrieve(
-                index,
-                signals,
-                query,
-                limit=policy.candidates,
-                exclude=exclude,
-                favourite_terms=[(f, v) for f, v, _ in favourites],
-                popular=self._popular.get(index, signals, time.monotonic()),
-            )
+            with _TRACER.start_as_current_span("index.query"):
+                docs, matched = stages.retrieve(
+                    index,
+                    signals,
+                    query,
+                    limit=policy.candidates,
+                    exclude=exclude,
+                    favourite_terms=[(f, v) for f, v, _ in favourites],
+                    popular=self._popular.get(index, signals, time.monotonic()),
+                )
         except QueryError as exc:
             # The surface's own template or rules name a field no item has (yet).
             log.warning("surface %s: %s; nothing to recommend", policy.name, exc)
             docs, matched = np.empty(0, np.uint32), 0
 
-        model_scores = None
-        if serving is not None and len(docs):
-            serving = self._ensure_rows(serving, index, docs)
-            u = self._user_vector(serving, index, request.user, state, affinity, now)
-            model_scores = (serving.vectors[docs] @ u + serving.biases[docs]).astype(np.float64)
-        blend = policy.blend if serving is not None else policy.blend.heuristic()
-        unused = np.zeros(len(docs))  # parts the blend gives no weight are not computed
-        scored = stages.score(
-            docs,
-            blend,
-            model_scores=model_scores,
-            popularity=signals.popularity(docs, now) if blend.popularity else unused,
-            last_interaction=signals.last_interaction(docs) if blend.recency else unused,
-            affinity=stages.affinity_part(index, docs, favourites) if blend.affinity else unused,
-            now=now,
-        )
-        score = scored.score.copy()
-        rules = self._rules(policy, request, top_values)
-        try:
-            effects = stages.apply_rules(index, docs, score, rules)
-        except QueryError as exc:
-            log.warning("surface %s: a rule %s; rules skipped", policy.name, exc)
-            effects = {}
+        with _TRACER.start_as_current_span("ranker.score"):
+            model_scores = None
+            if serving is not None and len(docs):
+                serving = self._ensure_rows(serving, index, docs)
+                u = self._user_vector(serving, index, request.user, state, affinity, now)
+                model_scores = (serving.vectors[docs] @ u + serving.biases[docs]).astype(np.float64)
+            blend = policy.blend if serving is not None else policy.blend.heuristic()
+            unused = np.zeros(len(docs))  # parts the blend gives no weight are not computed
+            scored = stages.score(
+                docs,
+                blend,
+                model_scores=model_scores,
+                popularity=signals.popularity(docs, now) if blend.popularity else unused,
+                last_interaction=signals.last_interaction(docs) if blend.recency else unused,
+                affinity=stages.affinity_part(index, docs, favourites)
+                if blend.affinity
+                else unused,
+                now=now,
+            )
+            score = scored.score.copy()
+            rules = self._rules(policy, request, top_values)
+            try:
+                effects = stages.apply_rules(index, docs, score, rules)
+            except QueryError as exc:
+                log.warning("surface %s: a rule %s; rules skipped", policy.name, exc)
+                effects = {}
 
         two_sided: dict[int, tuple[float, float]] = {}
         if policy.reciprocal is not None and len(docs):
             score, two_sided = await self._reciprocal(policy, request, docs, score, now)
 
-        order = stages.ranked(docs, score)
-        exploit_k = k - min(int(policy.exploration.share * k + 0.5), k)
-        chosen, notes = stages.select(
-            order,
-            exploit_k if policy.exploration.share else k,
-            policy.diversity,
-            _values_of(index, docs, policy.diversity.field),
-            score=score,
-            embeddings=None
-            if serving is None or not policy.diversity.mmr
-            else serving.vectors[docs],
-        )
-        successes = trials = np.zeros(len(docs))
-        if policy.exploration.share:
-            successes = sum(
-                (index.values(t, docs) for t in stages.SUCCESS_TYPES), np.zeros(len(docs))
+        with _TRACER.start_as_current_span("ranker.rerank"):
+            order = stages.ranked(docs, score)
+            exploit_k = k - min(int(policy.exploration.share * k + 0.5), k)
+            chosen, notes = stages.select(
+                order,
+                exploit_k if policy.exploration.share else k,
+                policy.diversity,
+                _values_of(index, docs, policy.diversity.field),
+                score=score,
+                embeddings=None
+                if serving is None or not policy.diversity.mmr
+                else serving.vectors[docs],
             )
-            trials = index.values(stages.TRIAL_TYPE, docs)
-        explored = stages.explore(
-            order,
-            chosen,
-            k,
-            policy.exploration,
-            successes,
-            trials,
-            # Seeded by the user's state: the same request on the same state explores alike.
-            np.random.default_rng(
-                [policy.exploration.seed, _crc(request.user), state_seq, _crc(policy.name)]
+            successes = trials = np.zeros(len(docs))
+            if policy.exploration.share:
+                successes = sum(
+                    (index.values(t, docs) for t in stages.SUCCESS_TYPES), np.zeros(len(docs))
+                )
+                trials = index.values(stages.TRIAL_TYPE, docs)
+            explored = stages.explore(
+                order,
+                chosen,
+                k,
+                policy.exploration,
+                successes,
+                trials,
+                # Seeded by the user's state: the same request on the same state explores alike.
+                np.random.default_rng(
+                    [policy.exploration.seed, _crc(request.user), state_seq, _crc(policy.name)]
+                )
+                if policy.exploration.share
+                else _NEVER_DRAWN,  # making a seeded generator costs more than the rest of explore
             )
-            if policy.exploration.share
-            else _NEVER_DRAWN,  # making a seeded generator costs more than the rest of explore
-        )
         ids = index.external(docs[explored.positions].tolist()) if explored.positions else []
         items = []
         for item_id, p in zip(ids, explored.positions, strict=True):

@@ -1,0 +1,142 @@
+"""OpenTelemetry in the real server: `OTEL_TRACES_EXPORTER=console` prints its spans, named
+for `OTEL_SERVICE_NAME`; a caller's traceparent is the parent of the server span, and the
+actor, store, index, scoring and re-ranking spans are children of that.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+
+from tests.system.conftest import REPO_ROOT, server_env
+
+pytestmark = pytest.mark.system
+
+CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+CALLER_SPAN = "00f067aa0ba902b7"
+
+
+def spans_in(text: str) -> list[dict[str, Any]]:
+    """The JSON objects the console exporter printed (one per span, each over many lines)."""
+    decoder = json.JSONDecoder()
+    spans, at = [], text.find("{")
+    while at != -1:
+        obj, end = decoder.raw_decode(text, at)
+        if isinstance(obj, dict) and "context" in obj:
+            spans.append(obj)
+        at = text.find("{", end)
+    return spans
+
+
+def call(sock: Any, msgid: int, method: str, params: dict[str, Any]) -> Any:
+    sock.sendall(msgpack.packb([0, msgid, method, [params]]))
+    unpacker = msgpack.Unpacker(raw=False)
+    while True:
+        data = sock.recv(1 << 16)
+        assert data, "the server closed the connection"
+        unpacker.feed(data)
+        for message in unpacker:
+            assert message[1] == msgid
+            assert message[2] is None, message[2]
+            return message[3]
+
+
+def test_a_callers_traceparent_parents_the_server_span_and_its_children(tmp_path: Path) -> None:
+    import socket
+
+    env = server_env() | {"OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "ml-under-test"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "matchlight.cli",
+            "--log-level",
+            "WARNING",
+            "serve",
+            "--data",
+            str(tmp_path / "d"),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode()
+        assert line.startswith("matchlight listening on 127.0.0.1:"), line
+        port = int(line.rsplit(":", 1)[1])
+        trace = {"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01", "tracestate": "k=v"}
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+            item = {"id": "p1", "kind": "pro", "terms": {"city": "austin"}}
+            call(sock, 1, "upsert_items", {"items": [item], "_trace": trace})
+            event = {"id": "e1", "type": "like", "user": "u1", "item": "p1", "ts": 1.0}
+            call(sock, 2, "ingest", {"events": [event], "_trace": trace})
+            call(sock, 3, "recommend", {"user": "u2", "k": 3, "_trace": trace})
+            call(sock, 4, "health", {})  # no _trace: a root span of its own
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    spans = spans_in(out.decode())
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for span in spans:
+        by_name.setdefault(span["name"], []).append(span)
+        assert span["resource"]["attributes"]["service.name"] == "ml-under-test"
+
+    servers = [s for s in spans if s["kind"] == "SpanKind.SERVER"]
+    assert {s["name"] for s in servers} >= {
+        "matchlight/upsert_items",
+        "matchlight/ingest",
+        "matchlight/recommend",
+        "matchlight/health",
+    }
+    for server in servers:
+        assert server["attributes"]["rpc.method"] == server["name"].split("/")[1]
+        assert server["attributes"]["rpc.system"] == "msgpack_rpc"
+        if server["name"] == "matchlight/health":
+            assert server["parent_id"] is None
+            assert server["context"]["trace_id"] != f"0x{CALLER_TRACE}"
+        else:
+            assert server["context"]["trace_id"] == f"0x{CALLER_TRACE}"
+            assert server["parent_id"] == f"0x{CALLER_SPAN}"
+            assert "key=k, value=v" in server["context"]["trace_state"]
+
+    def parent_name(span: dict[str, Any]) -> str:
+        (parent,) = [s for s in spans if s["context"]["span_id"] == span["parent_id"]]
+        return str(parent["name"])
+
+    expected = {
+        "actors.decide": "matchlight/ingest",
+        "store.commit": "matchlight/ingest",
+        "index.query": "matchlight/recommend",
+        "ranker.score": "matchlight/recommend",
+        "ranker.rerank": "matchlight/recommend",
+    }
+    for child, parent in expected.items():
+        assert child in by_name, f"no {child} span among {sorted(by_name)}"
+        assert parent in {parent_name(span) for span in by_name[child]}, child
+
+
+def test_an_unknown_traces_exporter_stops_the_server_with_a_clear_message(tmp_path: Path) -> None:
+    env = dict(os.environ) | server_env() | {"OTEL_TRACES_EXPORTER": "zipkin-over-carrier-pigeon"}
+    result = subprocess.run(
+        [sys.executable, "-m", "matchlight.cli", "serve", "--data", str(tmp_path / "d")],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "OTEL_TRACES_EXPORTER" in result.stderr
