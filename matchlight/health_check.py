@@ -63,7 +63,8 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _fail(str(exc))
     try:
-        with Client(host, port, unix=unix, timeout=args.timeout) as client:
+        # One attempt: a probe that retries would take several timeouts to say "no".
+        with Client(host, port, unix=unix, timeout=args.timeout, retries=0) as client:
             if args.token is not None:
                 client.call("auth", {"token": args.token})
             result: Any = client.call("health")
