@@ -1,0 +1,91 @@
+"""The legacy adapter: migrate product surfaces one at a time from the old batch feed.
+
+Readers load the batch feed into LMDB (:mod:`legacy_adapter.feed`); the router
+serves each surface by its migration mode (:mod:`legacy_adapter.router`);
+comparison metrics and the shadow report judge the two paths
+(:mod:`legacy_adapter.metrics`, :mod:`legacy_adapter.report`).
+"""
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from legacy_adapter.errors import (
+    FeedError,
+    LegacyAdapterError,
+    MigrationError,
+    RealtimeUnavailable,
+)
+
+# The feed and the router pull in LMDB, the ranker and numpy: they are imported on
+# first use (PEP 562), so `matchlight health` and `shadow-report` start fast.
+if TYPE_CHECKING:
+    from legacy_adapter.feed import (
+        BadRecord,
+        FeedEntry,
+        FeedSource,
+        FeedStore,
+        LoadReport,
+        open_source,
+        watch_feed,
+    )
+    from legacy_adapter.router import (
+        DEFAULT_MODE,
+        MODES,
+        Migration,
+        Router,
+        RouterStatistics,
+        canary_bucket,
+        check_migration,
+        load_migration_config,
+        open_router,
+    )
+
+_LAZY: dict[str, str] = {
+    "BadRecord": "legacy_adapter.feed",
+    "FeedEntry": "legacy_adapter.feed",
+    "FeedSource": "legacy_adapter.feed",
+    "FeedStore": "legacy_adapter.feed",
+    "LoadReport": "legacy_adapter.feed",
+    "open_source": "legacy_adapter.feed",
+    "watch_feed": "legacy_adapter.feed",
+    "DEFAULT_MODE": "legacy_adapter.router",
+    "MODES": "legacy_adapter.router",
+    "Migration": "legacy_adapter.router",
+    "Router": "legacy_adapter.router",
+    "RouterStatistics": "legacy_adapter.router",
+    "canary_bucket": "legacy_adapter.router",
+    "check_migration": "legacy_adapter.router",
+    "load_migration_config": "legacy_adapter.router",
+    "open_router": "legacy_adapter.router",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'legacy_adapter' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = [
+    "DEFAULT_MODE",
+    "MODES",
+    "BadRecord",
+    "FeedEntry",
+    "FeedError",
+    "FeedSource",
+    "FeedStore",
+    "LegacyAdapterError",
+    "LoadReport",
+    "Migration",
+    "MigrationError",
+    "RealtimeUnavailable",
+    "Router",
+    "RouterStatistics",
+    "canary_bucket",
+    "check_migration",
+    "load_migration_config",
+    "open_router",
+    "open_source",
+    "watch_feed",
+]

@@ -9,7 +9,7 @@ from pathlib import Path
 import trio
 
 from actors import RuntimeConfig, StoreError, SystemConfig
-from matchlight import health_check
+from matchlight import health_check, shadow_report
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -18,6 +18,7 @@ def _serve(args: argparse.Namespace) -> int:
     from opentelemetry import metrics as otel_metrics
     from opentelemetry import trace as otel_trace
 
+    from legacy_adapter import LegacyAdapterError, load_migration_config, open_source
     from matchlight.auth import TokensError, load_tokens
     from matchlight.rpc import Limits
     from matchlight.service import ServeConfig, is_loopback, parse_listen, serve, tls_context
@@ -27,8 +28,10 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         parse_listen(args.listen)
         surfaces = Surfaces() if args.config is None else load_surfaces(args.config)
+        migration = {} if args.config is None else load_migration_config(args.config)
         tokens = None if args.tokens is None else load_tokens(args.tokens)
-    except (ValueError, ConfigError, TokensError) as exc:
+        feed = None if args.legacy_feed is None else open_source(args.legacy_feed)
+    except (ValueError, ConfigError, TokensError, LegacyAdapterError) as exc:
         print(f"matchlight serve: {exc}", file=sys.stderr)
         return 2
     if tokens is None and not is_loopback(args.listen) and not args.allow_unauthenticated:
@@ -65,6 +68,10 @@ def _serve(args: argparse.Namespace) -> int:
         tokens=tokens,
         tls=tls,
         telemetry=telemetry,
+        legacy_feed=feed,
+        feed_poll_s=args.feed_poll,
+        migration=migration,
+        comparison_retention=args.comparison_retention,
         limits=Limits(
             max_connections=args.max_connections,
             max_in_flight_total=args.max_in_flight,
@@ -274,6 +281,28 @@ def build_parser() -> argparse.ArgumentParser:
         "surface (default: only the built-in 'default' surface)",
     )
     serve.add_argument(
+        "--legacy-feed",
+        metavar="PATH",
+        help="the old batch feed, to migrate surfaces from one at a time: a .jsonl or .csv "
+        "file, a directory of dated snapshots (the newest complete one wins; a NAME.done "
+        "file marks one complete), or sqlite:PATH?table=NAME. Loaded into DIR/legacy and "
+        "reloaded when a new snapshot appears; see set_migration",
+    )
+    serve.add_argument(
+        "--feed-poll",
+        type=_positive_float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how often to look for a new feed snapshot (default 5)",
+    )
+    serve.add_argument(
+        "--comparison-retention",
+        type=_positive_int,
+        default=1_000_000,
+        metavar="N",
+        help="shadow comparison and served records kept in DIR/comparisons (default 1000000)",
+    )
+    serve.add_argument(
         "--model-poll",
         type=_positive_float,
         default=2.0,
@@ -394,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     index.set_defaults(func=_bench_index)
 
     health_check.add_parser(sub)
+    shadow_report.add_parser(sub)
 
     replay = sub.add_parser(
         "replay",

@@ -13,8 +13,9 @@ from typing import Any
 
 from actors import ActorSystem, ItemState, UserState, item, user
 from index import QueryError
+from legacy_adapter import MigrationError, RealtimeUnavailable, Router
 from matchlight import validation
-from matchlight.errors import BadRequest, NotFound
+from matchlight.errors import UNAVAILABLE, BadRequest, NotFound, RpcError
 from matchlight.rpc import Handler, RpcServer
 from matchlight.telemetry import NOOP
 from ranker import RankerActor, RequestError
@@ -51,10 +52,18 @@ def user_view(state: UserState) -> dict[str, Any]:
 
 class Methods:
     def __init__(
-        self, system: ActorSystem, ranker: RankerActor, *, version: str, started: float
+        self,
+        system: ActorSystem,
+        ranker: RankerActor,
+        *,
+        router: Router | None = None,
+        version: str,
+        started: float,
     ) -> None:
         self.system = system
         self.ranker = ranker
+        #: Serves recommend by each surface's migration mode, when there is one.
+        self.router = router
         self.telemetry = NOOP
         self.version = version
         self.started = started
@@ -70,6 +79,7 @@ class Methods:
             "get_user": self.get_user,
             "search": self.search,
             "recommend": self.recommend,
+            "set_migration": self.set_migration,
             "stats": self.stats,
         }
 
@@ -123,9 +133,13 @@ class Methods:
     async def recommend(self, params: Any) -> dict[str, Any]:
         request = validation.recommend(validation.params_map(params))
         try:
+            if self.router is not None:
+                return await self.router.recommend(request)
             result = await self.ranker.recommend(request)
         except RequestError as exc:
             raise BadRequest(str(exc)) from None
+        except RealtimeUnavailable as exc:
+            raise RpcError(UNAVAILABLE, str(exc)) from None
         return {
             "items": result.items,
             "source": result.source,
@@ -136,6 +150,19 @@ class Methods:
             "matched": result.matched,
             "candidates": result.candidates,
         }
+
+    async def set_migration(self, params: Any) -> dict[str, Any]:
+        p = validation.params_map(params)
+        surface = validation.ident(validation.require(p, "surface"), "surface")
+        if self.router is None:
+            raise RpcError(UNAVAILABLE, "this server has no migration router")
+        try:
+            state = self.router.set_migration(
+                surface, {k: v for k, v in p.items() if k not in ("surface", "_trace")}
+            )
+        except MigrationError as exc:
+            raise BadRequest(str(exc)) from None
+        return state.view()
 
     async def stats(self, params: Any) -> dict[str, Any]:
         validation.params_map(params)
@@ -169,6 +196,21 @@ class Methods:
             index_numeric_fields=s.index.numeric_fields,
             index_geo_fields=s.index.geo_fields,
         )
+        if self.router is not None:
+            rs = self.router.statistics()
+            out.update(
+                migration=self.router.states(),
+                served_realtime=rs.served["realtime"],
+                served_legacy=rs.served["legacy"],
+                served_fallback=rs.served["fallback"],
+                shadows=rs.shadows,
+                shadows_skipped=rs.shadows_skipped,
+                comparisons_kept=rs.comparisons_kept,
+            )
+            if self.router.feed is not None:
+                out.update(
+                    feed_snapshot=self.router.feed.snapshot, feed_entries=self.router.feed.entries
+                )
         r = self.ranker.statistics()
         out.update(
             recommend_requests=r.requests,

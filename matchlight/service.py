@@ -27,6 +27,7 @@ import attrs
 import trio
 
 from actors import LmdbEventStore, SystemConfig, open_actor_system
+from legacy_adapter import FeedSource, FeedStore, open_router, watch_feed
 from matchlight.auth import Tokens
 from matchlight.methods import Methods
 from matchlight.rpc import Limits, RpcServer
@@ -56,6 +57,13 @@ class ServeConfig:
     limits: Limits = attrs.field(factory=Limits)
     #: Tracing and metrics (from the OTEL_* environment by default).
     telemetry: Telemetry = NOOP
+    #: The legacy batch feed (``--legacy-feed``), if any.
+    legacy_feed: FeedSource | None = None
+    feed_poll_s: float = 5.0
+    #: The ``[migration.SURFACE]`` entries of the config file.
+    migration: dict[str, dict[str, Any]] = attrs.field(factory=dict)
+    #: Comparison and served records kept for ``shadow-report``.
+    comparison_retention: int = 1_000_000
 
 
 def is_loopback(listen: str) -> bool:
@@ -141,6 +149,8 @@ async def serve(config: ServeConfig) -> None:
     listeners, address = await _open_listeners(config.listen)
     store = LmdbEventStore(config.data / "events")  # StoreError if unusable
     decisions = DecisionLog(config.data / "decisions", retention=config.decision_retention)
+    comparisons = DecisionLog(config.data / "comparisons", retention=config.comparison_retention)
+    feed = None if config.legacy_feed is None else FeedStore(config.data / "legacy")
     try:
         async with (
             open_actor_system(store, config.system) as system,
@@ -151,9 +161,24 @@ async def serve(config: ServeConfig) -> None:
                 decisions=decisions,
                 poll_s=config.model_poll_s,
             ) as ranker,
+            open_router(
+                ranker,
+                feed,
+                data_dir=config.data,
+                comparisons=comparisons,
+                config=config.migration,
+            ) as router,
+            trio.open_nursery() as background,
         ):
+            if feed is not None and config.legacy_feed is not None:
+                # The current snapshot is loaded (if new) before the server listens.
+                await background.start(
+                    partial(watch_feed, feed, config.legacy_feed, poll_s=config.feed_poll_s)
+                )
             gc.freeze()  # the rebuilt index lives as long as the server: keep it out of GC passes
-            methods = Methods(system, ranker, version=__version__, started=time.monotonic())
+            methods = Methods(
+                system, ranker, router=router, version=__version__, started=time.monotonic()
+            )
             methods.telemetry = config.telemetry
             rpc = RpcServer(
                 methods.table(), config.limits, tokens=config.tokens, telemetry=config.telemetry
@@ -194,7 +219,11 @@ async def serve(config: ServeConfig) -> None:
                     with trio.move_on_after(config.drain_s):
                         await rpc.wait_idle()
                     connections.cancel_scope.cancel()
+            background.cancel_scope.cancel()
     finally:
+        if feed is not None:
+            feed.close()
+        comparisons.close()
         decisions.close()
         store.close()
     print("matchlight stopped", file=sys.stderr, flush=True)

@@ -182,7 +182,8 @@ def parse_surfaces(raw: Mapping[str, Any]) -> Surfaces:
     Raises:
         ConfigError: naming the offending key.
     """
-    _keys(raw, "", {"surfaces"})
+    # "migration" belongs to the legacy adapter (legacy_adapter.router), not to the ranker.
+    _keys(raw, "", {"surfaces", "migration"})
     surfaces = _table(raw.get("surfaces", {}), "surfaces")
     policies = {name: _surface(name, value) for name, value in surfaces.items()}
     return Surfaces(policies)

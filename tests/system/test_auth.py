@@ -46,6 +46,7 @@ CALLS: dict[str, dict[str, Any]] = {
     "upsert_items": {"items": [{"id": "i2", "kind": "pro"}]},
     "remove_items": {"ids": ["i-never"]},
     "stats": {},
+    "set_migration": {"surface": "home", "mode": "shadow"},
 }
 
 

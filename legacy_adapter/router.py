@@ -1,0 +1,609 @@
+"""The per-surface migration router: legacy feed → shadow → canary → live.
+
+Each product surface moves on its own, by mode:
+
+- ``legacy``: serve the batch feed's list. A user absent from the feed is
+  served by the real-time path (and the answer says so).
+- ``shadow``: serve the feed; off the request path, with a deadline, also
+  compute the real-time answer and record both (a *comparison*).
+- ``canary``: a sticky share of users (``percent``; a stable hash of user and
+  surface, so raising the percent keeps everyone already moved) gets the
+  real-time answer; the others get the feed.
+- ``live``: everyone gets the real-time answer; with ``reverse_shadow`` the
+  feed is still read and compared.
+
+When the real-time path fails or misses its deadline in ``canary`` or ``live``,
+the feed's list is served instead (``source: "fallback"``) and why is
+recorded. Surfaces never configured are in :data:`DEFAULT_MODE`.
+
+Modes change through ``set_migration`` (RPC, admin role) or the ``[migration]``
+table of the surfaces config file; the state is persisted (``DATA/migration.json``)
+and survives restarts. A config entry is applied at startup when the surface
+has no state yet or the entry changed since it was last applied, so a change
+made over RPC stays until someone edits that surface's config entry.
+
+Every shadowed or reverse-shadowed request leaves a comparison record, and
+every request on a surface out of ``legacy`` a served record, in a
+:class:`~ranker.DecisionLog` at ``DATA/comparisons``: what ``matchlight
+shadow-report`` reads. The A/A noise floor compares a real-time answer with the
+same user's previous real-time answer on that surface (within
+``aa_window_s``): the variation of the real-time path itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+import trio
+from opentelemetry import trace
+
+from legacy_adapter.errors import MigrationError, RealtimeUnavailable
+from legacy_adapter.feed import FeedEntry, FeedStore
+from ranker import DecisionLog, RankerActor, Recommendation, RecommendRequest, RequestError
+
+log = logging.getLogger(__name__)
+
+MODES: Final = ("legacy", "shadow", "canary", "live")
+DEFAULT_MODE: Final = "legacy"
+STATE_FILE: Final = "migration.json"
+#: Shadow computations running at once; beyond it a request is not shadowed (and counted).
+MAX_SHADOWS: Final = 64
+#: Users whose latest real-time answer is remembered per surface, for the A/A noise floor.
+AA_MEMORY: Final = 100_000
+
+
+@attrs.frozen(kw_only=True)
+class Migration:
+    """One surface's migration state."""
+
+    surface: str
+    mode: str = DEFAULT_MODE
+    #: Share of users on the real-time path in ``canary``, 0 to 100.
+    percent: float = 0.0
+    #: In ``live``, keep reading the feed and record comparisons.
+    reverse_shadow: bool = False
+    #: The real-time path's deadline in ``shadow``, ``canary`` and ``live``.
+    deadline_ms: float = 50.0
+    #: Share of requests shadowed (or reverse-shadowed), 0 to 1: shadow work shares the
+    #: serving process's CPU, so a busy surface may compare a sample only.
+    shadow_share: float = 1.0
+    #: Where the state came from: ``default``, ``config`` or ``rpc``.
+    origin: str = "default"
+    updated: float = 0.0
+
+    def view(self) -> dict[str, Any]:
+        """The state as ``set_migration`` answers it."""
+        return {
+            "surface": self.surface,
+            "mode": self.mode,
+            "percent": self.percent,
+            "reverse_shadow": self.reverse_shadow,
+            "deadline_ms": self.deadline_ms,
+            "shadow_share": self.shadow_share,
+            "origin": self.origin,
+            "updated": self.updated,
+        }
+
+
+def load_migration_config(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """The ``[migration.SURFACE]`` tables of a surfaces config file (checked).
+
+    Raises:
+        MigrationError: the file cannot be read or an entry is invalid.
+    """
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise MigrationError(f"cannot read {path}: {exc}") from exc
+    entries = raw.get("migration", {})
+    if not isinstance(entries, dict):
+        raise MigrationError(f"{path}: migration: expected a table of surfaces")
+    out = {}
+    for surface, entry in entries.items():
+        if not isinstance(entry, dict):
+            raise MigrationError(f"{path}: migration.{surface}: expected a table")
+        check_migration(surface, entry, f"migration.{surface}")
+        out[surface] = dict(entry)
+    return out
+
+
+def check_migration(surface: str, raw: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """Validate a mode change (``set_migration`` params or a config entry); the fields to set.
+
+    Raises:
+        MigrationError: naming the field (``path.mode`` …).
+    """
+    unknown = sorted(set(raw) - set(_FIELDS))
+    if unknown:
+        raise MigrationError(f"{path}.{unknown[0]}: unknown field ({', '.join(_FIELDS)})")
+    mode = raw.get("mode")
+    if mode not in MODES:
+        raise MigrationError(f"{path}.mode: expected one of {', '.join(MODES)}, got {mode!r}")
+    out: dict[str, Any] = {"mode": mode}
+    if "percent" in raw:
+        percent = raw["percent"]
+        if isinstance(percent, bool) or not isinstance(percent, int | float):
+            raise MigrationError(f"{path}.percent: expected a number from 0 to 100")
+        if not 0.0 <= percent <= 100.0:
+            raise MigrationError(f"{path}.percent: must lie in [0, 100], got {percent}")
+        out["percent"] = float(percent)
+    elif mode == "canary":
+        raise MigrationError(f"{path}.percent: canary needs the share of users to move (0-100)")
+    if "reverse_shadow" in raw:
+        if not isinstance(raw["reverse_shadow"], bool):
+            raise MigrationError(f"{path}.reverse_shadow: expected true or false")
+        out["reverse_shadow"] = raw["reverse_shadow"]
+    if "deadline_ms" in raw:
+        deadline = raw["deadline_ms"]
+        if isinstance(deadline, bool) or not isinstance(deadline, int | float):
+            raise MigrationError(f"{path}.deadline_ms: expected a number of milliseconds")
+        if not 0.0 <= deadline <= 60_000.0 or math.isnan(deadline):
+            raise MigrationError(f"{path}.deadline_ms: must lie in [0, 60000], got {deadline}")
+        out["deadline_ms"] = float(deadline)
+    if "shadow_share" in raw:
+        share = raw["shadow_share"]
+        if isinstance(share, bool) or not isinstance(share, int | float):
+            raise MigrationError(f"{path}.shadow_share: expected a number from 0 to 1")
+        if not 0.0 <= share <= 1.0:
+            raise MigrationError(f"{path}.shadow_share: must lie in [0, 1], got {share}")
+        out["shadow_share"] = float(share)
+    if not surface:
+        raise MigrationError(f"{path}: a surface name is needed")
+    return out
+
+
+_FIELDS: Final = ("mode", "percent", "reverse_shadow", "deadline_ms", "shadow_share")
+
+
+def canary_bucket(user: str, surface: str) -> float:
+    """A user's stable position in [0, 100) on a surface: in the canary when below ``percent``.
+
+    A hash, not a random draw: the same user stays in (or out of) the canary
+    across requests, restarts and processes, and raising the percent only adds users.
+    """
+    digest = hashlib.blake2b(f"{surface}\0{user}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 * 100.0
+
+
+@attrs.frozen(kw_only=True)
+class RouterStatistics:
+    served: Mapping[str, int]
+    fallbacks: int
+    shadows: int
+    shadows_skipped: int
+    comparisons_kept: int
+
+
+class Router:
+    """Serves ``recommend`` by each surface's migration mode. Use :func:`open_router`."""
+
+    def __init__(
+        self,
+        ranker: RankerActor,
+        feed: FeedStore | None,
+        *,
+        data_dir: Path,
+        comparisons: DecisionLog | None,
+    ) -> None:
+        self.ranker = ranker
+        self.feed = feed
+        self.data_dir = data_dir
+        self.comparisons = comparisons
+        self._states: dict[str, Migration] = {}
+        self._config_applied: dict[str, dict[str, Any]] = {}
+        self._nursery: trio.Nursery | None = None
+        self._shadow_slots = trio.Semaphore(MAX_SHADOWS)
+        self._aa: OrderedDict[tuple[str, str], tuple[list[str], float, float]] = OrderedDict()
+        self._served: dict[str, int] = {"realtime": 0, "legacy": 0, "fallback": 0}
+        #: Records waiting for the writer (see _flush_forever).
+        self._pending: list[dict[str, Any]] = []
+        #: How old a user's previous real-time answer may be to count for the A/A noise floor.
+        self.aa_window_s = 3600.0
+        self._fallbacks = 0
+        self._shadows = 0
+        self._shadows_skipped = 0
+        self._load_state()
+
+    # -- state ----------------------------------------------------------------------
+
+    def migration(self, surface: str) -> Migration:
+        return self._states.get(surface) or Migration(surface=surface)
+
+    def states(self) -> dict[str, dict[str, Any]]:
+        return {name: state.view() for name, state in sorted(self._states.items())}
+
+    def set_migration(self, surface: str, raw: Mapping[str, Any], origin: str = "rpc") -> Migration:
+        """Change a surface's mode (validated), persist it, and return the new state.
+
+        Raises:
+            MigrationError: a field is wrong (nothing changes).
+        """
+        fields = check_migration(surface, raw, "set_migration" if origin == "rpc" else surface)
+        old = self.migration(surface)
+        percent = fields.get("percent", old.percent if fields["mode"] == "canary" else 0.0)
+        new = attrs.evolve(
+            old,
+            mode=fields["mode"],
+            percent=percent,
+            reverse_shadow=fields.get("reverse_shadow", old.reverse_shadow),
+            deadline_ms=fields.get("deadline_ms", old.deadline_ms),
+            shadow_share=fields.get("shadow_share", old.shadow_share),
+            origin=origin,
+            updated=time.time(),
+        )
+        self._states[surface] = new
+        self._save_state()
+        log.info("surface %s: migration %s", surface, new.view())
+        return new
+
+    def apply_config(self, entries: Mapping[str, Mapping[str, Any]]) -> None:
+        """Apply the config file's ``[migration.SURFACE]`` entries (see the module docstring).
+
+        Raises:
+            MigrationError: an entry is invalid.
+        """
+        for surface, entry in entries.items():
+            check_migration(surface, entry, f"migration.{surface}")
+        for surface, entry in entries.items():
+            entry = dict(entry)
+            if surface in self._states and self._config_applied.get(surface) == entry:
+                continue  # applied before: a later RPC change, if any, stands
+            self._config_applied[surface] = entry
+            self.set_migration(surface, entry, origin="config")
+
+    def _state_path(self) -> Path:
+        return self.data_dir / STATE_FILE
+
+    def _load_state(self) -> None:
+        try:
+            raw = json.loads(self._state_path().read_text())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            raise MigrationError(f"cannot read {self._state_path()}: {exc}") from exc
+        for surface, state in raw.get("surfaces", {}).items():
+            self._states[surface] = Migration(surface=surface, **state)
+        self._config_applied = raw.get("config_applied", {})
+
+    def _save_state(self) -> None:
+        path = self._state_path()
+        data = {
+            "surfaces": {
+                name: {k: v for k, v in state.view().items() if k != "surface"}
+                for name, state in self._states.items()
+            },
+            "config_applied": self._config_applied,
+        }
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    # -- serving --------------------------------------------------------------------
+
+    async def recommend(self, request: RecommendRequest) -> dict[str, Any]:
+        """Answer by the surface's mode. A checkpoint.
+
+        Raises:
+            RequestError: the request itself is invalid (whatever the mode).
+            RealtimeUnavailable: in ``canary``/``live`` the real-time path failed
+                and the feed has nothing for this user.
+        """
+        started = time.perf_counter()
+        state = self.migration(request.surface)
+        entry = None if self.feed is None else self.feed.get(request.surface, request.user)
+        if entry is not None and not entry.items:
+            entry = None  # an empty batch list is no answer: the real-time path serves
+        on_feed = state.mode == "legacy" or (
+            state.mode == "canary" and canary_bucket(request.user, request.surface) >= state.percent
+        )
+        if on_feed:
+            if entry is not None:
+                answer = self._legacy_answer(request, entry, state)
+                reason = None
+            else:
+                answer = await self._realtime(request)
+                reason = None
+                if self.feed is not None:  # without a feed there is nothing to miss
+                    answer["feed_missing"] = True
+                    reason = "absent from feed"
+            if state.mode != "legacy":
+                self._served_record(request, state, answer, reason, started)
+            return answer
+        if state.mode == "shadow":
+            if entry is not None:
+                answer = self._legacy_answer(request, entry, state)
+                if _sampled(state.shadow_share):
+                    self._shadow(request, entry, state, answer["request_id"])
+                self._served_record(request, state, answer, None, started)
+                return answer
+            answer = await self._realtime(request)
+            answer["feed_missing"] = True
+            realtime = _path(answer, started)
+            self._record_comparison(request, answer["request_id"], None, realtime, "shadow")
+            self._served_record(request, state, answer, "absent from feed", started)
+            return answer
+        # canary (this user is in it) or live: real time first, the feed if it fails.
+        realtime_answer, why = await self._realtime_within(request, state)
+        if realtime_answer is None:
+            self._fallbacks += 1
+            if entry is None:
+                raise RealtimeUnavailable(
+                    f"the real-time path failed ({why}) and the feed has no list for this user"
+                )
+            fallback = self._legacy_answer(request, entry, state, source="fallback")
+            fallback["fallback_reason"] = why
+            self._served_record(request, state, fallback, why, started)
+            return fallback
+        answer = realtime_answer
+        if (
+            state.mode == "live"
+            and state.reverse_shadow
+            and entry is not None
+            and _sampled(state.shadow_share)
+        ):
+            realtime = _path(answer, started)
+            self._record_comparison(
+                request, answer["request_id"], _feed_path(entry), realtime, "live"
+            )
+        if entry is None and self.feed is not None:
+            answer["feed_missing"] = True
+        self._served_record(request, state, answer, None, started)
+        return answer
+
+    async def _realtime(self, request: RecommendRequest) -> dict[str, Any]:
+        result = await self.ranker.recommend(request)
+        self._served["realtime"] += 1
+        return _answer(result)
+
+    async def _realtime_within(
+        self, request: RecommendRequest, state: Migration
+    ) -> tuple[dict[str, Any] | None, str]:
+        """The real-time answer, or ``None`` and why (an error or the deadline)."""
+        try:
+            with trio.move_on_after(state.deadline_ms / 1000.0) as scope:
+                return await self._realtime(request), ""
+        except RequestError:
+            raise  # the request is wrong: the feed would not make it right
+        except Exception as exc:
+            log.warning("surface %s: real-time path failed: %r", request.surface, exc)
+            return None, f"error: {type(exc).__name__}: {exc}"
+        assert scope.cancelled_caught
+        return None, f"deadline: no answer within {state.deadline_ms:g} ms"
+
+    def _legacy_answer(
+        self,
+        request: RecommendRequest,
+        entry: FeedEntry,
+        state: Migration,
+        source: str = "legacy",
+    ) -> dict[str, Any]:
+        k = request.k or self.ranker.surfaces.get(request.surface).k
+        items = []
+        for rank, item_id in enumerate(entry.items[:k]):
+            score = entry.scores[rank] if entry.scores is not None else 1.0 / (rank + 1)
+            items.append({"id": item_id, "score": round(float(score), 6)})
+        self._served[source] += 1
+        return {
+            "items": items,
+            "source": source,
+            "model": None,
+            "request_id": uuid.uuid4().hex,
+            "ranker": "legacy-feed",
+            "surface": request.surface,
+            "feed_snapshot": None if self.feed is None else self.feed.snapshot,
+            "migration": state.mode,
+        }
+
+    # -- shadow and records -----------------------------------------------------------
+
+    def _shadow(
+        self, request: RecommendRequest, entry: FeedEntry, state: Migration, request_id: str
+    ) -> None:
+        """Start the real-time answer off the request path (skipped when too many run)."""
+        if self._nursery is None:
+            return
+        try:
+            self._shadow_slots.acquire_nowait()
+        except trio.WouldBlock:
+            self._shadows_skipped += 1
+            return
+        self._shadows += 1
+        legacy = _feed_path(entry)
+        self._nursery.start_soon(self._run_shadow, request, state, request_id, legacy)
+
+    async def _run_shadow(
+        self,
+        request: RecommendRequest,
+        state: Migration,
+        request_id: str,
+        legacy: dict[str, Any],
+    ) -> None:
+        try:
+            started = time.perf_counter()
+            try:
+                with trio.move_on_after(state.deadline_ms / 1000.0) as scope:
+                    result = await self.ranker.recommend(request)
+                if scope.cancelled_caught:
+                    realtime = _failed(started, f"deadline: {state.deadline_ms:g} ms")
+                else:
+                    realtime = _path(_answer(result), started)
+            except Exception as exc:
+                realtime = _failed(started, f"error: {type(exc).__name__}: {exc}")
+            self._record_comparison(request, request_id, legacy, realtime, "shadow")
+        finally:
+            self._shadow_slots.release()
+
+    def _record_comparison(
+        self,
+        request: RecommendRequest,
+        request_id: str,
+        legacy: dict[str, Any] | None,
+        realtime: dict[str, Any],
+        mode: str,
+    ) -> None:
+        key = (request.surface, request.user)
+        now = time.time()
+        previous = self._aa.get(key)
+        aa = None
+        if previous is not None and now - previous[2] <= self.aa_window_s:
+            aa = {"items": previous[0], "latency_ms": previous[1], "error": None}
+        if realtime["error"] is None:
+            self._aa[key] = (realtime["items"], realtime["latency_ms"], now)
+            self._aa.move_to_end(key)
+            if len(self._aa) > AA_MEMORY:
+                self._aa.popitem(last=False)
+        context = trace.get_current_span().get_span_context()
+        self._log(
+            {
+                "kind": "comparison",
+                "ts": now,
+                "surface": request.surface,
+                "user": request.user,
+                "mode": mode,
+                "request_id": request_id,
+                "trace_id": f"{context.trace_id:032x}" if context.is_valid else None,
+                "k": request.k or self.ranker.surfaces.get(request.surface).k,
+                "legacy": legacy or {"items": [], "latency_ms": None, "error": "absent"},
+                "realtime": realtime,
+                "aa": aa,
+            }
+        )
+
+    def _served_record(
+        self,
+        request: RecommendRequest,
+        state: Migration,
+        answer: Mapping[str, Any],
+        reason: str | None,
+        started: float,
+    ) -> None:
+        self._log(
+            {
+                "kind": "served",
+                "ts": time.time(),
+                "surface": request.surface,
+                "user": request.user,
+                "mode": state.mode,
+                "request_id": answer["request_id"],
+                "source": answer["source"],
+                "reason": reason,
+                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+            }
+        )
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.comparisons is not None:
+            self._pending.append(record)
+
+    async def _flush_forever(self) -> None:
+        """Write queued records in groups on a worker thread, every 100 ms."""
+        while True:
+            await trio.sleep(0.1)
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write the queued records now. A checkpoint."""
+        if not self._pending or self.comparisons is None:
+            return
+        batch, self._pending = self._pending, []
+        try:
+            await trio.to_thread.run_sync(self.comparisons.write, batch)
+        except Exception:
+            log.exception("lost %d comparison records", len(batch))
+
+    def statistics(self) -> RouterStatistics:
+        kept = 0 if self.comparisons is None else self.comparisons.statistics().kept
+        return RouterStatistics(
+            served=dict(self._served),
+            fallbacks=self._fallbacks,
+            shadows=self._shadows,
+            shadows_skipped=self._shadows_skipped,
+            comparisons_kept=kept,
+        )
+
+
+def _sampled(share: float) -> bool:
+    return share >= 1.0 or random.random() < share
+
+
+def _answer(result: Recommendation) -> dict[str, Any]:
+    return {
+        "items": result.items,
+        "source": result.source,
+        "model": result.model,
+        "request_id": result.request_id,
+        "ranker": result.ranker,
+        "surface": result.surface,
+        "matched": result.matched,
+        "candidates": result.candidates,
+    }
+
+
+def _path(answer: Mapping[str, Any], started: float) -> dict[str, Any]:
+    return {
+        "items": [item["id"] for item in answer["items"]],
+        "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+        "error": None,
+    }
+
+
+def _failed(started: float, why: str) -> dict[str, Any]:
+    return {
+        "items": [],
+        "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+        "error": why,
+    }
+
+
+def _feed_path(entry: FeedEntry) -> dict[str, Any]:
+    return {"items": list(entry.items), "latency_ms": 0.0, "error": None}
+
+
+@asynccontextmanager
+async def open_router(
+    ranker: RankerActor,
+    feed: FeedStore | None,
+    *,
+    data_dir: Path,
+    comparisons: DecisionLog | None,
+    config: Mapping[str, Mapping[str, Any]] | None = None,
+) -> AsyncIterator[Router]:
+    """Run a router for the block: shadow tasks and the record writer run in its nursery.
+
+    On exit, running shadows are cancelled and queued records written.
+
+    Raises:
+        MigrationError: the persisted state or the config's entries are invalid.
+    """
+    router = Router(ranker, feed, data_dir=data_dir, comparisons=comparisons)
+    if config:
+        router.apply_config(config)
+    async with trio.open_nursery() as nursery:
+        router._nursery = nursery
+        nursery.start_soon(router._flush_forever)
+        try:
+            yield router
+        finally:
+            router._nursery = None
+            nursery.cancel_scope.cancel()
+    with trio.CancelScope(shield=True):
+        await router.flush()

@@ -1,0 +1,188 @@
+"""The migration router in-process: canary buckets, state persistence and config precedence,
+fallback when the real-time path fails, shadow sampling, and what each mode serves."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import trio
+import trio.testing
+
+from legacy_adapter import (
+    FeedEntry,
+    MigrationError,
+    RealtimeUnavailable,
+    Router,
+    canary_bucket,
+    check_migration,
+    load_migration_config,
+    open_router,
+)
+from ranker import Recommendation, RecommendRequest, RequestError, Surfaces
+
+
+class FakeFeed:
+    """A feed with one list per user on every surface (the FeedStore read API)."""
+
+    snapshot = "snap-test"
+    entries = 0
+
+    def __init__(self, users: set[str]) -> None:
+        self.users = users
+
+    def get(self, surface: str, user: str) -> FeedEntry | None:
+        if user not in self.users:
+            return None
+        return FeedEntry(items=("f1", "f2", "f3"), scores=None)
+
+
+@attrs.define
+class FakeRanker:
+    """Answers like a RankerActor; ``fail`` makes it raise, ``stall`` makes it miss deadlines."""
+
+    surfaces: Surfaces = attrs.field(factory=Surfaces)
+    fail: BaseException | None = None
+    stall: bool = False
+    calls: int = 0
+
+    async def recommend(self, request: RecommendRequest) -> Recommendation:
+        self.calls += 1
+        if self.stall:
+            await trio.sleep(10)
+        if self.fail is not None:
+            raise self.fail
+        return Recommendation(
+            items=[{"id": "r1", "score": 1.0}, {"id": "r2", "score": 0.5}],
+            source="realtime",
+            model=None,
+            ranker="heuristic",
+            surface="default",
+            request_id="rid",
+            matched=2,
+            candidates=2,
+        )
+
+
+def router(tmp_path: Path, ranker: FakeRanker | None = None, users: set[str] | None = None) -> Any:
+    return Router(
+        ranker or FakeRanker(),  # type: ignore[arg-type]
+        FakeFeed(users if users is not None else {"u1", "u2"}),  # type: ignore[arg-type]
+        data_dir=tmp_path,
+        comparisons=None,
+    )
+
+
+def req(user: str = "u1", surface: str = "home") -> RecommendRequest:
+    return RecommendRequest(user=user, surface=surface, k=2)
+
+
+def test_canary_buckets_are_stable_and_spread() -> None:
+    assert canary_bucket("u1", "home") == canary_bucket("u1", "home")
+    assert canary_bucket("u1", "home") != canary_bucket("u1", "jobs")
+    buckets = [canary_bucket(f"u{n}", "home") for n in range(10_000)]
+    assert all(0.0 <= b < 100.0 for b in buckets)
+    assert 2700 < sum(b < 30 for b in buckets) < 3300  # about 30% below 30
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"mode": "fast"}, "home.mode: expected one of"),
+        ({"mode": "canary"}, "home.percent: canary needs"),
+        ({"mode": "canary", "percent": -1}, "home.percent: must lie in [0, 100]"),
+        ({"mode": "live", "deadline_ms": 70_000}, "home.deadline_ms: must lie in"),
+        ({"mode": "shadow", "shadow_share": 2}, "home.shadow_share: must lie in [0, 1]"),
+        ({"mode": "live", "reverse_shadow": "yes"}, "home.reverse_shadow: expected true"),
+        ({"mode": "live", "speed": 1}, "home.speed: unknown field"),
+    ],
+)
+def test_bad_changes_name_the_field(raw: dict[str, Any], message: str) -> None:
+    with pytest.raises(MigrationError, match=re.escape(message)):
+        check_migration("home", raw, "home")
+
+
+def test_state_persists_and_a_config_entry_applies_only_when_it_changes(tmp_path: Path) -> None:
+    first = router(tmp_path)
+    first.apply_config({"home": {"mode": "canary", "percent": 20}})
+    assert first.migration("home").origin == "config"
+    first.set_migration("home", {"mode": "live"})
+
+    again = router(tmp_path)  # a restart: state from migration.json
+    again.apply_config({"home": {"mode": "canary", "percent": 20}})
+    assert again.migration("home").mode == "live"  # the RPC change stands
+    again.apply_config({"home": {"mode": "shadow"}})  # the config entry changed: it applies
+    assert again.migration("home").mode == "shadow"
+    assert json.loads((tmp_path / "migration.json").read_text())["surfaces"]["home"]["mode"] == (
+        "shadow"
+    )
+    assert again.migration("never-set").mode == "legacy"
+
+
+def test_a_migration_table_is_read_from_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "surfaces.toml"
+    config.write_text('[surfaces.home]\nk = 5\n[migration.home]\nmode = "live"\n')
+    assert load_migration_config(config) == {"home": {"mode": "live"}}
+    config.write_text('[migration.home]\nmode = "upside-down"\n')
+    with pytest.raises(MigrationError, match=r"migration\.home\.mode"):
+        load_migration_config(config)
+
+
+async def test_each_mode_serves_its_path(tmp_path: Path) -> None:
+    ranker = FakeRanker()
+    async with open_router(
+        ranker,  # type: ignore[arg-type]
+        FakeFeed({"u1"}),  # type: ignore[arg-type]
+        data_dir=tmp_path,
+        comparisons=None,
+    ) as r:
+        legacy = await r.recommend(req())
+        assert legacy["source"] == "legacy"
+        assert [i["id"] for i in legacy["items"]] == ["f1", "f2"]
+        missing = await r.recommend(req("nobody"))
+        assert (missing["source"], missing["feed_missing"]) == ("realtime", True)
+
+        r.set_migration("home", {"mode": "shadow"})
+        calls = ranker.calls
+        assert (await r.recommend(req()))["source"] == "legacy"
+        await trio.testing.wait_all_tasks_blocked()
+        assert ranker.calls == calls + 1  # the shadow ran off the request path
+
+        r.set_migration("home", {"mode": "shadow", "shadow_share": 0.0})
+        calls = ranker.calls
+        await r.recommend(req())
+        await trio.testing.wait_all_tasks_blocked()
+        assert ranker.calls == calls  # sampled out
+
+        r.set_migration("home", {"mode": "live"})
+        assert (await r.recommend(req()))["source"] == "realtime"
+
+
+async def test_live_falls_back_to_the_feed_on_errors_and_deadlines(tmp_path: Path) -> None:
+    ranker = FakeRanker(fail=RuntimeError("model exploded"))
+    async with open_router(
+        ranker,  # type: ignore[arg-type]
+        FakeFeed({"u1"}),  # type: ignore[arg-type]
+        data_dir=tmp_path,
+        comparisons=None,
+    ) as r:
+        r.set_migration("home", {"mode": "live", "deadline_ms": 20})
+        answer = await r.recommend(req())
+        assert answer["source"] == "fallback"
+        assert "model exploded" in answer["fallback_reason"]
+        with pytest.raises(RealtimeUnavailable):
+            await r.recommend(req("nobody"))  # nothing to fall back on
+
+        ranker.fail, ranker.stall = None, True
+        answer = await r.recommend(req())
+        assert answer["source"] == "fallback"
+        assert "deadline" in answer["fallback_reason"]
+
+        ranker.stall, ranker.fail = False, RequestError("filter: unknown field")
+        with pytest.raises(RequestError):  # a bad request is not a real-time failure
+            await r.recommend(req())
+        assert r.statistics().fallbacks == 3
