@@ -10,6 +10,8 @@ that ``set_migration`` refuses bad changes.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +21,7 @@ import pytest
 from legacy_adapter import canary_bucket
 from matchlight.errors import RpcError
 from ranker import DecisionLog
+from tests.system.conftest import REPO_ROOT, server_env
 
 if TYPE_CHECKING:
     from matchlight.client import Client
@@ -137,6 +140,36 @@ def test_a_surface_walks_from_legacy_to_live_while_another_stays_legacy(
     assert fallbacks
     assert all("deadline" in r["reason"] for r in fallbacks)
     assert {r["surface"] for r in records} == {"home"}  # jobs never left legacy
+
+    # The shadow report reads what the server recorded.
+    report_json, report_html = tmp_path / "report.json", tmp_path / "report.html"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "matchlight.cli",
+            "--log-level",
+            "WARNING",
+            "shadow-report",
+            "--data",
+            str(server.data),
+            "--json",
+            str(report_json),
+            "--html",
+            str(report_html),
+        ],
+        cwd=REPO_ROOT,
+        env=server_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "home" in result.stdout
+    report = json.loads(report_json.read_text())
+    assert "home" in json.dumps(report)
+    assert report_html.read_text().count("<svg") >= 4
 
 
 @pytest.mark.parametrize(
