@@ -19,15 +19,7 @@ from legacy_adapter.errors import (
 # The feed and the router pull in LMDB, the ranker and numpy: they are imported on
 # first use (PEP 562), so `matchlight health` and `shadow-report` start fast.
 if TYPE_CHECKING:
-    from legacy_adapter.feed import (
-        BadRecord,
-        FeedEntry,
-        FeedSource,
-        FeedStore,
-        LoadReport,
-        open_source,
-        watch_feed,
-    )
+    from legacy_adapter.feed import FeedStatistics, FeedStore, watch_feed
     from legacy_adapter.router import (
         DEFAULT_MODE,
         MODES,
@@ -39,14 +31,22 @@ if TYPE_CHECKING:
         load_migration_config,
         open_router,
     )
+    from legacy_adapter.sources import (
+        BadRecord,
+        FeedEntry,
+        FeedSource,
+        LoadReport,
+        open_source,
+    )
 
 _LAZY: dict[str, str] = {
-    "BadRecord": "legacy_adapter.feed",
-    "FeedEntry": "legacy_adapter.feed",
-    "FeedSource": "legacy_adapter.feed",
+    "BadRecord": "legacy_adapter.sources",
+    "FeedEntry": "legacy_adapter.sources",
+    "FeedSource": "legacy_adapter.sources",
     "FeedStore": "legacy_adapter.feed",
-    "LoadReport": "legacy_adapter.feed",
-    "open_source": "legacy_adapter.feed",
+    "FeedStatistics": "legacy_adapter.feed",
+    "LoadReport": "legacy_adapter.sources",
+    "open_source": "legacy_adapter.sources",
     "watch_feed": "legacy_adapter.feed",
     "DEFAULT_MODE": "legacy_adapter.router",
     "MODES": "legacy_adapter.router",
@@ -74,6 +74,7 @@ __all__ = [
     "FeedEntry",
     "FeedError",
     "FeedSource",
+    "FeedStatistics",
     "FeedStore",
     "LegacyAdapterError",
     "LoadReport",

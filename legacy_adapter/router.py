@@ -51,7 +51,8 @@ import trio
 from opentelemetry import trace
 
 from legacy_adapter.errors import MigrationError, RealtimeUnavailable
-from legacy_adapter.feed import FeedEntry, FeedStore
+from legacy_adapter.feed import FeedStore
+from legacy_adapter.sources import FeedEntry
 from ranker import DecisionLog, RankerActor, Recommendation, RecommendRequest, RequestError
 
 log = logging.getLogger(__name__)

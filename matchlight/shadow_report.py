@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any, Final
 import lmdb
 
 from legacy_adapter.metrics import DEFAULT_THRESHOLDS, Thresholds
-from legacy_adapter.report import build_report, format_table, render_html
+from legacy_adapter.report import build_report, format_table
+from legacy_adapter.report_html import render_html
 
 COMPARISONS: Final = "comparisons"
 _PAGE: Final = 5000

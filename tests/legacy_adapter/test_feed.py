@@ -28,16 +28,15 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from legacy_adapter import feed
+from legacy_adapter import feed, sources
 from legacy_adapter.errors import FeedError
-from legacy_adapter.feed import (
+from legacy_adapter.feed import FeedStore, watch_feed
+from legacy_adapter.sources import (
     BadRecord,
     FeedEntry,
-    FeedStore,
     LoadReport,
     Record,
     open_source,
-    watch_feed,
 )
 
 
@@ -126,7 +125,7 @@ def test_jsonl_bad_lines_are_counted_with_line_numbers_and_never_stop_the_load(
             entry("u", "home", ["a", True]),  # 8: a bool is no id
             entry("u", "home", ["a", "b"], [1.0]),  # 9: scores of another length
             '{"user": "u", "surface": "home", "items": ["a"], "scores": [NaN]}',  # 10
-            entry("u", "home", [str(i) for i in range(feed.MAX_ITEMS + 1)]),  # 11
+            entry("u", "home", [str(i) for i in range(sources.MAX_ITEMS + 1)]),  # 11
             entry(long_key, long_key, ["a"]),  # 12: key over 511 bytes
             b'{"user": "\xff", "surface": "home", "items": ["a"]}',  # 13: not UTF-8
             "",  # 14: blank lines are skipped, not counted
@@ -163,22 +162,22 @@ def test_jsonl_bad_lines_are_counted_with_line_numbers_and_never_stop_the_load(
 def test_jsonl_duplicate_user_last_line_wins_and_counts_once(
     tmp_path: Path, store: FeedStore
 ) -> None:
-    lines = [entry(f"u{n}", "home", [f"first{n}"]) for n in range(feed.BATCH + 5)]
+    lines = [entry(f"u{n}", "home", [f"first{n}"]) for n in range(sources.BATCH + 5)]
     lines += [entry("u3", "home", ["second"]), entry("u3", "home", ["third"], [0.1])]
-    lines.append(entry(f"u{feed.BATCH + 1}", "home", ["again"]))  # same batch as its first
+    lines.append(entry(f"u{sources.BATCH + 1}", "home", ["again"]))  # same batch as its first
     path = write_jsonl(tmp_path / "feed.jsonl", lines)
 
     report = store.load(open_source(str(path)))
 
     assert store.get("home", "u3") == FeedEntry(items=("third",), scores=(0.1,))
-    assert store.get("home", f"u{feed.BATCH + 1}") == FeedEntry(items=("again",))
-    assert (report.records, report.entries) == (feed.BATCH + 8, feed.BATCH + 5)
+    assert store.get("home", f"u{sources.BATCH + 1}") == FeedEntry(items=("again",))
+    assert (report.records, report.entries) == (sources.BATCH + 8, sources.BATCH + 5)
 
 
 def test_jsonl_line_over_the_length_limit_is_bad_and_skipped_whole(
     tmp_path: Path, store: FeedStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(feed, "MAX_LINE_BYTES", 64)
+    monkeypatch.setattr(sources, "MAX_LINE_BYTES", 64)
     path = write_jsonl(
         tmp_path / "feed.jsonl",
         [entry("u1", "home", ["x" * 200]), entry("u2", "home", ["a"])],
@@ -284,7 +283,7 @@ def test_csv_bad_rows_and_groups_are_counted_and_the_rest_loads(
 
 
 def test_csv_user_with_too_many_rows_is_one_bad_record(tmp_path: Path, store: FeedStore) -> None:
-    rows = [["big", "home", rank, f"i{rank}"] for rank in range(1, feed.MAX_ITEMS + 3)]
+    rows = [["big", "home", rank, f"i{rank}"] for rank in range(1, sources.MAX_ITEMS + 3)]
     path = write_csv(tmp_path / "feed.csv", [*rows, ["small", "home", 1, "a"]])
 
     report = store.load(open_source(str(path)))
@@ -354,7 +353,7 @@ def test_sqlite_table_without_score_column(tmp_path: Path, store: FeedStore) -> 
 
 
 def test_sqlite_user_with_too_many_rows_is_one_bad_record(tmp_path: Path, store: FeedStore) -> None:
-    rows = [("big", "s", rank, f"i{rank}") for rank in range(1, feed.MAX_ITEMS + 3)]
+    rows = [("big", "s", rank, f"i{rank}") for rank in range(1, sources.MAX_ITEMS + 3)]
     spec = make_db(tmp_path / "feed.db", [*rows, ("small", "s", 1, "a")], score=False)
 
     report = store.load(open_source(spec))
@@ -433,15 +432,15 @@ def test_directory_serves_the_newest_complete_snapshot(tmp_path: Path) -> None:
     write_csv(feeds / "2026-11-27.csv", [["u", "s", 1, "b"]])
     (feeds / "2026-11-29.txt").write_text("ignored: another extension")
     (feeds / ".2026-11-30.jsonl").write_text("ignored: hidden")
-    assert source.snapshot_id() == feed._file_id(feeds / "2026-11-27.csv")  # no .done anywhere
+    assert source.snapshot_id() == sources._file_id(feeds / "2026-11-27.csv")  # no .done anywhere
 
     (feeds / "2026-11-26.jsonl.done").touch()
-    assert source.snapshot_id() == feed._file_id(feeds / "2026-11-26.jsonl")  # 27 unfinished
+    assert source.snapshot_id() == sources._file_id(feeds / "2026-11-26.jsonl")  # 27 unfinished
 
     (feeds / "2026-11-27.csv.done").touch()
     write_jsonl(feeds / "2026-11-28.jsonl", [entry("u", "s", ["c"])])  # still being written
     newest = source.snapshot_id()
-    assert newest == feed._file_id(feeds / "2026-11-27.csv")
+    assert newest == sources._file_id(feeds / "2026-11-27.csv")
     assert newest is not None
     assert newest.startswith("2026-11-27.csv:")
 
@@ -551,9 +550,9 @@ def test_a_load_that_fails_midway_leaves_the_old_feed_serving(
     store.load(ListSource([("s", "u", ("old",), None)]))
     kept = snapshots(store)
     records: list[Record | BadRecord] = [
-        ("s", f"u{n}", ("new",), None) for n in range(3 * feed.BATCH)
+        ("s", f"u{n}", ("new",), None) for n in range(3 * sources.BATCH)
     ]
-    failing = ListSource(records, fail_after=2 * feed.BATCH + 7, error=error)
+    failing = ListSource(records, fail_after=2 * sources.BATCH + 7, error=error)
     failing.version = "v2"
 
     with pytest.raises(FeedError, match="failed"):
@@ -619,7 +618,7 @@ def test_only_the_first_examples_are_kept(store: FeedStore) -> None:
     report = store.load(ListSource(bad))
 
     assert report.bad == 50
-    assert [b.where for b in report.examples] == [str(n) for n in range(feed.MAX_EXAMPLES)]
+    assert [b.where for b in report.examples] == [str(n) for n in range(sources.MAX_EXAMPLES)]
 
 
 def test_the_map_grows_while_loading(
@@ -670,8 +669,8 @@ def test_an_unreadable_current_file_starts_empty(tmp_path: Path) -> None:
 
 def test_closing_stops_a_load_in_progress(store: FeedStore) -> None:
     def slow() -> Iterator[Record]:
-        for n in range(3 * feed.BATCH):
-            if n == feed.BATCH + 1:
+        for n in range(3 * sources.BATCH):
+            if n == sources.BATCH + 1:
                 # Wait until close() asked to stop (test-only peek at the store's flag).
                 assert store._closing.wait(10)
             yield ("s", f"u{n}", ("a",), None)

@@ -25,7 +25,8 @@ from legacy_adapter.metrics import (
     overlap_at_k,
     rbo,
 )
-from legacy_adapter.report import build_report, format_table, render_html
+from legacy_adapter.report import build_report, format_table
+from legacy_adapter.report_html import render_html
 from matchlight import shadow_report
 from ranker import DecisionLog
 
