@@ -11,7 +11,9 @@ Consumers browse and hire pros. What makes it look like real traffic:
   so the last few events say a lot about the next;
 - drift: a third of consumers switch their main need halfway through;
 - growth: a fifth of the pros join during the period (upserted when they do);
-- quality: pros differ in how often they are chosen (Zipf-like).
+- quality: pros differ in how often they are chosen (Zipf-like);
+- two sides: consumers post jobs, and the pros near each job accept the kinds
+  they do and decline the others (pros are users too, under their own id).
 
 :func:`generate` returns the item upserts and interaction events merged in
 time order, as plain maps in the RPC contract's shape.
@@ -60,6 +62,8 @@ POSITIVE: Final = frozenset({"like", "save", "hire"})
 class MarketplaceConfig:
     consumers: int = 3000
     pros: int = 1500
+    #: Jobs posted over the period; pros near each accept or decline it.
+    jobs: int = 800
     days: float = 60.0
     #: Mean and spread of log(events per consumer).
     activity_mu: float = 1.6
@@ -159,6 +163,8 @@ def generate(config: MarketplaceConfig | None = None) -> Marketplace:
                 t += rng.expovariate(1.0 / step) * 2
             else:
                 t += rng.expovariate(1.0 / 120.0)  # seconds apart within a session
+            if t > end:
+                break  # the period is over
             here = city if rng.random() < 0.85 else rng.choice(CITIES)
             pool = [p for p in by_need.get((need, here), ()) if p.joined <= t]
             if not pool:
@@ -175,8 +181,60 @@ def generate(config: MarketplaceConfig | None = None) -> Marketplace:
                 )
             )
             seq += 1
+    _jobs(config, pros, records, seq)
     records.sort(key=lambda r: (r[0], r[1]))
     return Marketplace(records=[(kind, body) for _, _, kind, body in records], config=config)
+
+
+def _jobs(
+    config: MarketplaceConfig,
+    pros: list[_Pro],
+    records: list[tuple[float, int, str, dict[str, Any]]],
+    seq: int,
+) -> None:
+    """Jobs posted over the period, and the pros who answer them.
+
+    A pro takes jobs of its own category and of one other it also does; it
+    declines the rest most of the time. Pros act as users under their own id
+    (``accept``/``decline`` events on job items): the two-sided surfaces learn
+    who is willing from them. Its own random stream, so the consumers' events
+    are the same whatever the number of jobs.
+    """
+    rng = random.Random(config.seed * 7919 + 1)
+    also = {pro.id: rng.choice(CATEGORIES) for pro in pros}
+    by_city: dict[str, list[_Pro]] = {}
+    for pro in pros:
+        by_city.setdefault(pro.city, []).append(pro)
+    end = config.start_ts + config.days * DAY
+    for j in range(config.jobs):
+        ts = rng.uniform(config.start_ts, end)
+        category, city = rng.choice(CATEGORIES), rng.choice(CITIES)
+        job = f"job-{j}"
+        records.append(
+            (
+                ts,
+                seq,
+                "item",
+                {"id": job, "kind": "job", "terms": {"category": category, "city": city}},
+            )
+        )
+        seq += 1
+        nearby = [p for p in by_city.get(city, ()) if p.joined <= ts]
+        for pro in rng.sample(nearby, min(len(nearby), 6)):
+            willing = category in (pro.category, also[pro.id])
+            kind = (
+                "accept" if (willing and rng.random() < 0.9) or rng.random() < 0.05 else "decline"
+            )
+            ts += rng.expovariate(1 / 600.0)
+            records.append(
+                (
+                    ts,
+                    seq,
+                    "event",
+                    {"id": f"ev-{seq}", "type": kind, "user": pro.id, "item": job, "ts": ts},
+                )
+            )
+            seq += 1
 
 
 def _event_type(rng: random.Random, *, good: bool) -> str:

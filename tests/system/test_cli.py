@@ -52,12 +52,20 @@ def test_serve_rejects_bad_arguments_before_starting(tmp_path: Path) -> None:
     assert not (tmp_path / "events").exists()
 
 
-def test_demo_shows_that_acknowledged_events_survive_kill_9() -> None:
-    result = run_cli("demo", timeout=300)
+def test_demo_compares_real_time_with_the_batch_and_survives_kill_9(tmp_path: Path) -> None:
+    report = tmp_path / "demo.html"
+    result = run_cli("demo", "--html", str(report), timeout=300)
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "state after restart identical: True" in result.stdout
-    assert "50,000 of 50,000 recognised as duplicates" in result.stdout
+    assert "real time beat the batch; every acknowledged event survived" in result.stdout
+    for row in ("realtime    all", "batch       all", "popularity  all", "realtime    new"):
+        assert row in result.stdout
+    assert "the resent event is a duplicate: True" in result.stdout
+    assert "two-sided" in result.stdout
+    assert "willingness" in result.stdout
+    text = report.read_text()
+    assert text.startswith("<!doctype html>")
+    assert text.count("<svg") == 18  # a bar per system (3) and user group (6)
 
 
 def test_ingest_benchmark_accounts_for_every_acknowledged_event(tmp_path: Path) -> None:
