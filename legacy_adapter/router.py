@@ -53,7 +53,7 @@ from opentelemetry import trace
 from legacy_adapter.errors import MigrationError, RealtimeUnavailable
 from legacy_adapter.feed import FeedStore
 from legacy_adapter.sources import FeedEntry
-from ranker import DecisionLog, RankerActor, Recommendation, RecommendRequest, RequestError
+from ranker import DecisionLog, RankerActor, RecommendRequest, RequestError
 
 log = logging.getLogger(__name__)
 
@@ -373,7 +373,7 @@ class Router:
     async def _realtime(self, request: RecommendRequest) -> dict[str, Any]:
         result = await self.ranker.recommend(request)
         self._served["realtime"] += 1
-        return _answer(result)
+        return result.view()
 
     async def _realtime_within(
         self, request: RecommendRequest, state: Migration
@@ -446,7 +446,7 @@ class Router:
                 if scope.cancelled_caught:
                     realtime = _failed(started, f"deadline: {state.deadline_ms:g} ms")
                 else:
-                    realtime = _path(_answer(result), started)
+                    realtime = _path(result.view(), started)
             except Exception as exc:
                 realtime = _failed(started, f"error: {type(exc).__name__}: {exc}")
             self._record_comparison(request, request_id, legacy, realtime, "shadow")
@@ -544,19 +544,6 @@ class Router:
 
 def _sampled(share: float) -> bool:
     return share >= 1.0 or random.random() < share
-
-
-def _answer(result: Recommendation) -> dict[str, Any]:
-    return {
-        "items": result.items,
-        "source": result.source,
-        "model": result.model,
-        "request_id": result.request_id,
-        "ranker": result.ranker,
-        "surface": result.surface,
-        "matched": result.matched,
-        "candidates": result.candidates,
-    }
 
 
 def _path(answer: Mapping[str, Any], started: float) -> dict[str, Any]:

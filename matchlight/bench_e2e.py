@@ -52,6 +52,7 @@ from typing import Any, Final
 
 import msgpack
 
+from matchlight.argtypes import positive_float, positive_int
 from matchlight.bench import start_server
 from matchlight.bench_workload import CITIES, TOPICS, note
 from matchlight.client import Client, RpcError
@@ -80,56 +81,42 @@ TARGETS: Final = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``matchlight bench`` (the end-to-end run)."""
     parser.add_argument(
-        "--items", type=_positive_int, default=100_000, help="catalogue size (default 100000)"
+        "--items", type=positive_int, default=100_000, help="catalogue size (default 100000)"
     )
     parser.add_argument(
-        "--users", type=_positive_int, default=50_000, help="distinct users (default 50000)"
+        "--users", type=positive_int, default=50_000, help="distinct users (default 50000)"
     )
     parser.add_argument(
         "--events",
-        type=_positive_int,
+        type=positive_int,
         default=1_000_000,
         help="events ingested in the sustained phase: the log the restart replays "
         "(default 1000000)",
     )
     parser.add_argument(
         "--recommend-seconds",
-        type=_positive_float,
+        type=positive_float,
         default=20.0,
         metavar="SECONDS",
         help="how long recommend is timed under concurrent ingest (default 20)",
     )
     parser.add_argument(
         "--ingest-clients",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         help="ingest client processes in the sustained phase (default 1)",
     )
     parser.add_argument(
         "--recommend-clients",
-        type=_positive_int,
+        type=positive_int,
         default=2,
         help="recommend client processes, one call in flight each (default 2)",
     )
     parser.add_argument(
-        "--batch", type=_positive_int, default=1000, help="events per ingest call (default 1000)"
+        "--batch", type=positive_int, default=1000, help="events per ingest call (default 1000)"
     )
     parser.add_argument("--seed", type=int, default=1, help="workload seed (default 1)")
     parser.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
-    return value
 
 
 # -- the workload (shared with the client processes) ------------------------------------------

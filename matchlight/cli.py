@@ -10,6 +10,7 @@ import trio
 
 from actors import RuntimeConfig, StoreError, SystemConfig
 from matchlight import health_check, shadow_report
+from matchlight.argtypes import non_negative_int, positive_float, positive_int
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -124,27 +125,6 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
-    return value
-
-
 def _bench(args: argparse.Namespace) -> int:
     from matchlight import bench
 
@@ -231,21 +211,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--snapshot-every",
-        type=_positive_int,
+        type=positive_int,
         default=100,
         metavar="N",
         help="snapshot an actor's state every N events (default 100)",
     )
     serve.add_argument(
         "--passivate-after",
-        type=_positive_float,
+        type=positive_float,
         default=300.0,
         metavar="SECONDS",
         help="drop an idle actor from memory after this long (default 300)",
     )
     serve.add_argument(
         "--drain",
-        type=_positive_float,
+        type=positive_float,
         default=5.0,
         metavar="SECONDS",
         help="on SIGTERM, let in-flight requests finish for this long (default 5)",
@@ -264,28 +244,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--max-connections",
-        type=_positive_int,
+        type=positive_int,
         default=1024,
         metavar="N",
         help="open connections at most; more are closed at once (default 1024)",
     )
     serve.add_argument(
         "--max-in-flight",
-        type=_positive_int,
+        type=positive_int,
         default=4096,
         metavar="N",
         help="requests handled at once in total; more are answered 'overloaded' (default 4096)",
     )
     serve.add_argument(
         "--idle-timeout",
-        type=_positive_float,
+        type=positive_float,
         default=300.0,
         metavar="SECONDS",
         help="close a connection idle this long with nothing in flight (default 300)",
     )
     serve.add_argument(
         "--message-timeout",
-        type=_positive_float,
+        type=positive_float,
         default=30.0,
         metavar="SECONDS",
         help="close a connection whose message is still incomplete after this long (default 30)",
@@ -308,28 +288,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--feed-poll",
-        type=_positive_float,
+        type=positive_float,
         default=5.0,
         metavar="SECONDS",
         help="how often to look for a new feed snapshot (default 5)",
     )
     serve.add_argument(
         "--comparison-retention",
-        type=_positive_int,
+        type=positive_int,
         default=1_000_000,
         metavar="N",
         help="shadow comparison and served records kept in DIR/comparisons (default 1000000)",
     )
     serve.add_argument(
         "--model-poll",
-        type=_positive_float,
+        type=positive_float,
         default=2.0,
         metavar="SECONDS",
         help="how often to look for a model written by `matchlight train` (default 2)",
     )
     serve.add_argument(
         "--decision-retention",
-        type=_positive_int,
+        type=positive_int,
         default=1_000_000,
         metavar="N",
         help="recommend decisions kept in DIR/decisions; older ones are deleted (default 1000000)",
@@ -346,17 +326,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--data", required=True, metavar="DIR", help="data directory")
     train.add_argument(
-        "--epochs", type=_positive_int, default=30, help="training epochs (default 30)"
+        "--epochs", type=positive_int, default=30, help="training epochs (default 30)"
     )
     train.add_argument(
         "--components",
-        type=_positive_int,
+        type=positive_int,
         default=32,
         help="embedding dimensions (default 32)",
     )
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     train.add_argument(
-        "--threads", type=_positive_int, default=2, help="training threads (default 2)"
+        "--threads", type=positive_int, default=2, help="training threads (default 2)"
     )
     train.set_defaults(func=_train)
 
@@ -381,23 +361,23 @@ def build_parser() -> argparse.ArgumentParser:
         "size the server achieved.",
     )
     ingest.add_argument(
-        "--events", type=_positive_int, default=200_000, help="events per run (default 200000)"
+        "--events", type=positive_int, default=200_000, help="events per run (default 200000)"
     )
     ingest.add_argument(
-        "--batch", type=_positive_int, default=1000, help="events per ingest call (default 1000)"
+        "--batch", type=positive_int, default=1000, help="events per ingest call (default 1000)"
     )
     ingest.add_argument(
         "--clients", default="1,4", help="comma-separated client process counts (default 1,4)"
     )
     ingest.add_argument(
-        "--users", type=_positive_int, default=100_000, help="distinct users (default 100000)"
+        "--users", type=positive_int, default=100_000, help="distinct users (default 100000)"
     )
     ingest.add_argument(
-        "--items", type=_positive_int, default=20_000, help="distinct items (default 20000)"
+        "--items", type=positive_int, default=20_000, help="distinct items (default 20000)"
     )
     ingest.add_argument(
         "--depth",
-        type=_positive_int,
+        type=positive_int,
         default=2,
         help="ingest calls each client keeps in flight (default 2)",
     )
@@ -413,24 +393,24 @@ def build_parser() -> argparse.ArgumentParser:
         "event store written through the actor system.",
     )
     index.add_argument(
-        "--items", type=_positive_int, default=100_000, help="catalogue size (default 100000)"
+        "--items", type=positive_int, default=100_000, help="catalogue size (default 100000)"
     )
     index.add_argument(
         "--queries",
-        type=_positive_int,
+        type=positive_int,
         default=300,
         help="random query instances per class (default 300)",
     )
     index.add_argument(
         "--updates",
-        type=_positive_int,
+        type=positive_int,
         default=1000,
         help="like-counter updates timed per engine, and again batched (default 1000)",
     )
     index.add_argument("--seed", type=int, default=1, help="catalogue and query seed (default 1)")
     index.add_argument(
         "--rebuild-items",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=100_000,
         metavar="N",
         help="items in the LMDB event store whose startup index rebuild is timed first "
@@ -467,10 +447,10 @@ def build_parser() -> argparse.ArgumentParser:
         "one); ratings >= 4 are likes, <= 2 dismissals, others views (default synthetic)",
     )
     replay.add_argument(
-        "--consumers", type=_positive_int, default=3000, help="synthetic consumers (default 3000)"
+        "--consumers", type=positive_int, default=3000, help="synthetic consumers (default 3000)"
     )
     replay.add_argument(
-        "--pros", type=_positive_int, default=1500, help="synthetic pros (default 1500)"
+        "--pros", type=positive_int, default=1500, help="synthetic pros (default 1500)"
     )
     replay.add_argument("--seed", type=int, default=7, help="data and training seed (default 7)")
     replay.add_argument(
@@ -479,18 +459,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.7,
         help="share of events (in time order) used for training (default 0.7)",
     )
-    replay.add_argument("--k", type=_positive_int, default=10, help="list length (default 10)")
+    replay.add_argument("--k", type=positive_int, default=10, help="list length (default 10)")
     replay.add_argument(
-        "--epochs", type=_positive_int, default=30, help="training epochs (default 30)"
+        "--epochs", type=positive_int, default=30, help="training epochs (default 30)"
     )
     replay.add_argument(
         "--threads",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         help="training threads (default 1: more is faster but not reproducible)",
     )
     replay.add_argument(
-        "--max-requests", type=_positive_int, help="stop after this many evaluated requests"
+        "--max-requests", type=positive_int, help="stop after this many evaluated requests"
     )
     replay.add_argument(
         "--batch-every",
@@ -518,22 +498,22 @@ def build_parser() -> argparse.ArgumentParser:
         "scoring the whole catalogue with the same model.",
     )
     recommend.add_argument(
-        "--items", type=_positive_int, default=100_000, help="catalogue size (default 100000)"
+        "--items", type=positive_int, default=100_000, help="catalogue size (default 100000)"
     )
     recommend.add_argument(
-        "--users", type=_positive_int, default=20_000, help="users with history (default 20000)"
+        "--users", type=positive_int, default=20_000, help="users with history (default 20000)"
     )
     recommend.add_argument(
-        "--events", type=_positive_int, default=200_000, help="history events (default 200000)"
+        "--events", type=positive_int, default=200_000, help="history events (default 200000)"
     )
     recommend.add_argument(
         "--requests",
-        type=_positive_int,
+        type=positive_int,
         default=2000,
         help="timed requests per case (default 2000)",
     )
     recommend.add_argument(
-        "--epochs", type=_positive_int, default=5, help="training epochs (default 5)"
+        "--epochs", type=positive_int, default=5, help="training epochs (default 5)"
     )
     recommend.add_argument("--seed", type=int, default=1, help="data seed (default 1)")
     recommend.add_argument("--json", metavar="FILE", help="also write the results as JSON")

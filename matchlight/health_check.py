@@ -13,10 +13,10 @@ that the token is accepted.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from typing import Any
 
+from matchlight.argtypes import positive_float
 from matchlight.client import Client
 from matchlight.errors import RpcError
 
@@ -43,7 +43,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     health.add_argument(
         "--timeout",
-        type=_positive_float,
+        type=positive_float,
         default=DEFAULT_TIMEOUT_S,
         metavar="SECONDS",
         help="give up on connecting, or on an answer, after this long (default 3)",
@@ -103,10 +103,3 @@ def parse_connect(address: str) -> tuple[str, int, str | None]:
 def _fail(message: str) -> int:
     print(f"{_PROG}: {message}", file=sys.stderr, flush=True)
     return 1
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a number greater than 0, got {text}")
-    return value

@@ -140,16 +140,7 @@ class Methods:
             raise BadRequest(str(exc)) from None
         except RealtimeUnavailable as exc:
             raise RpcError(UNAVAILABLE, str(exc)) from None
-        return {
-            "items": result.items,
-            "source": result.source,
-            "model": result.model,
-            "request_id": result.request_id,
-            "ranker": result.ranker,
-            "surface": result.surface,
-            "matched": result.matched,
-            "candidates": result.candidates,
-        }
+        return result.view()
 
     async def set_migration(self, params: Any) -> dict[str, Any]:
         p = validation.params_map(params)

@@ -28,6 +28,7 @@ import lmdb
 from legacy_adapter.metrics import DEFAULT_THRESHOLDS, Thresholds
 from legacy_adapter.report import build_report, format_table
 from legacy_adapter.report_html import render_html
+from matchlight.argtypes import fraction, non_negative_float, non_negative_int, positive_int
 
 COMPARISONS: Final = "comparisons"
 _PAGE: Final = 5000
@@ -65,34 +66,6 @@ def parse_since(text: str) -> float:
     return moment.timestamp()
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
-
-
-def _share(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0.0 or not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a number at least 0, got {text}")
-    return value
-
-
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``shadow-report`` subcommand to the ``matchlight`` command line."""
     t = DEFAULT_THRESHOLDS
@@ -117,7 +90,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     report.add_argument(
         "--k",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="compare the top N of each list (default: each record's own k)",
     )
@@ -125,35 +98,35 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     report.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     report.add_argument(
         "--min-requests",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=t.min_requests,
         metavar="N",
         help=f"fewer comparisons is 'not enough data' (default {t.min_requests})",
     )
     report.add_argument(
         "--max-error-rate",
-        type=_share,
+        type=fraction,
         default=t.max_error_rate,
         metavar="R",
         help=f"real-time errors per comparison, at most (default {t.max_error_rate:g})",
     )
     report.add_argument(
         "--max-fallback-rate",
-        type=_share,
+        type=fraction,
         default=t.max_fallback_rate,
         metavar="R",
         help=f"fallbacks per served request, at most (default {t.max_fallback_rate:g})",
     )
     report.add_argument(
         "--max-p99-ms",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=t.max_p99_ms,
         metavar="MS",
         help=f"real-time p99 latency, at most (default {t.max_p99_ms:g})",
     )
     report.add_argument(
         "--min-rbo-vs-noise",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=t.min_rbo_vs_noise,
         metavar="F",
         help="median RBO(real time, legacy) at least this fraction of the A/A noise-floor "
@@ -161,7 +134,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     report.add_argument(
         "--min-noise-samples",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=t.min_noise_samples,
         metavar="N",
         help=f"A/A pairs needed to judge RBO against the noise floor (default "

@@ -94,6 +94,19 @@ class Recommendation:
     matched: int
     candidates: int
 
+    def view(self) -> dict[str, Any]:
+        """The ``recommend`` result map of the contract (plus ranker, surface, counts)."""
+        return {
+            "items": self.items,
+            "source": self.source,
+            "model": self.model,
+            "request_id": self.request_id,
+            "ranker": self.ranker,
+            "surface": self.surface,
+            "matched": self.matched,
+            "candidates": self.candidates,
+        }
+
 
 @attrs.frozen(kw_only=True, eq=False)
 class ServingModel:

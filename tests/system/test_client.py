@@ -405,24 +405,6 @@ TOKENS = {
 
 
 @functools.cache
-def serve_help() -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "matchlight.cli", "serve", "--help"],
-        env=server_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    return done.stdout
-
-
-def require_serve_flags(*flags: str) -> None:
-    missing = [flag for flag in flags if flag not in serve_help()]
-    if missing:
-        pytest.skip(f"server lacks {' '.join(missing)}")
-
-
 def write_tokens(directory: Path) -> Path:
     path = directory / "tokens"
     path.write_text("".join(f"{role} {token}\n" for role, token in TOKENS.items()))
@@ -503,7 +485,6 @@ def _module_server(base: Path, *args: str) -> Iterator[ServerProcess]:
 @pytest.fixture(scope="module")
 def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A server with a tokens file of one token per role."""
-    require_serve_flags("--tokens")
     base = tmp_path_factory.mktemp("token-server")
     yield from _module_server(base, "--tokens", str(write_tokens(base)))
 
@@ -518,7 +499,6 @@ def tls_server(
     tmp_path_factory: pytest.TempPathFactory, certificate: tuple[Path, Path]
 ) -> Iterator[ServerProcess]:
     """A server with TLS (a self-signed certificate) and tokens."""
-    require_serve_flags("--tokens", "--tls-cert", "--tls-key")
     base = tmp_path_factory.mktemp("tls-server")
     cert, key = certificate
     yield from _module_server(
@@ -592,7 +572,6 @@ async def test_auth_async_client(token_server: ServerProcess) -> None:
 def test_auth_token_is_sent_again_after_a_restart(
     start_unix_server: StartUnixServer, tmp_path: Path
 ) -> None:
-    require_serve_flags("--tokens")
     server = start_unix_server("--tokens", str(write_tokens(tmp_path)))
     with Client(unix=server.path, token=TOKENS["ingest"], timeout=CALL_TIMEOUT_S) as c:
         c.call("upsert_items", {"items": [{"id": "cl-auth-restart"}]})
