@@ -10,6 +10,9 @@ the cell's centre, with a margin), so the exact check decides every doubtful
 point and the result equals a brute-force distance filter. Within an ``all``,
 cells are intersected with what the other parts matched before any point is
 checked.
+
+Coordinates are kept in two columns (:class:`~index.column.Column`), sparse
+while few items have a point, so a field costs memory in proportion to its points.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 from pyroaring import BitMap
 
+from index.column import Column
 from index.numeric import group_by_key, ids_of, to_bitmap
 
 EARTH_RADIUS_KM: Final = 6371.0088
@@ -65,8 +69,8 @@ class GeoField:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.lats: npt.NDArray[np.float64] = np.full(1024, np.nan)
-        self.lons: npt.NDArray[np.float64] = np.full(1024, np.nan)
+        self.lats = Column()
+        self.lons = Column()
         self.present = BitMap()
         # One grid per cell size: (row, column) -> items in that cell.
         self._grids: list[dict[tuple[int, int], BitMap]] = [{} for _ in CELL_DEGREES]
@@ -76,7 +80,7 @@ class GeoField:
 
     def get(self, doc: int) -> tuple[float, float] | None:
         if doc in self.present:
-            return float(self.lats[doc]), float(self.lons[doc])
+            return self.lats.get(doc), self.lons.get(doc)
         return None
 
     # -- maintenance -----------------------------------------------------------
@@ -92,10 +96,8 @@ class GeoField:
             return
         if self.present.intersection_cardinality(to_bitmap(docs)):
             raise ValueError(f"geo field {self.name!r}: load() of items that already have a point")
-        top = int(docs.max())
-        if top >= len(self.lats):
-            self._grow(top + 1)
-        self.lats[docs], self.lons[docs] = lats, lons
+        self.lats.load(docs, lats)
+        self.lons.load(docs, lons)
         for size, grid in zip(CELL_DEGREES, self._grids, strict=True):
             # The same arithmetic as _cell, elementwise, so cells agree exactly.
             span = _columns(size)
@@ -110,19 +112,10 @@ class GeoField:
                     bucket |= bitmap
         self.present |= to_bitmap(docs)
 
-    def _grow(self, size: int) -> None:
-        """Make room for ids below ``size`` (amortised: at least doubles)."""
-        capacity = max(size, 2 * len(self.lats))
-        lats, lons = np.full(capacity, np.nan), np.full(capacity, np.nan)
-        lats[: len(self.lats)], lons[: len(self.lons)] = self.lats, self.lons
-        self.lats, self.lons = lats, lons
-
     def set(self, doc: int, lat: float, lon: float) -> None:
         """Place ``doc`` at (lat, lon); degrees, lat in [-90, 90], lon in [-180, 180]."""
-        if doc >= len(self.lats):
-            self._grow(doc + 1)
         if doc in self.present:
-            if self.lats[doc] == lat and self.lons[doc] == lon:
+            if self.lats.get(doc) == lat and self.lons.get(doc) == lon:
                 return
             self.unset(doc)
         for size, grid in zip(CELL_DEGREES, self._grids, strict=True):
@@ -131,20 +124,22 @@ class GeoField:
             if bucket is None:
                 bucket = grid[cell] = BitMap()
             bucket.add(doc)
-        self.lats[doc], self.lons[doc] = lat, lon
+        self.lats.set(doc, lat)
+        self.lons.set(doc, lon)
         self.present.add(doc)
 
     def unset(self, doc: int) -> None:
         if doc not in self.present:
             return
-        lat, lon = float(self.lats[doc]), float(self.lons[doc])
+        lat, lon = self.lats.get(doc), self.lons.get(doc)
         for size, grid in zip(CELL_DEGREES, self._grids, strict=True):
             cell = _cell(size, lat, lon)
             bucket = grid[cell]
             bucket.discard(doc)
             if not bucket:
                 del grid[cell]
-        self.lats[doc] = self.lons[doc] = np.nan
+        self.lats.unset(doc)
+        self.lons.unset(doc)
         self.present.discard(doc)
 
     # -- queries -----------------------------------------------------------------
@@ -232,5 +227,7 @@ class GeoField:
         ids = ids_of(docs)
         if not len(ids):
             return BitMap()
-        distances = distance_km(lat, lon, self.lats[ids], self.lons[ids])
+        distances = distance_km(
+            lat, lon, self.lats.take(ids, ascending=True), self.lons.take(ids, ascending=True)
+        )
         return to_bitmap(ids[distances <= km])

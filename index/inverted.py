@@ -32,7 +32,7 @@ from __future__ import annotations
 import array
 import itertools
 import operator
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, KeysView, Mapping, Sequence
 from typing import Final, NamedTuple
 
 import attrs
@@ -313,22 +313,30 @@ class Index:
         lon_ids: list[int],
         lons: list[float],
     ) -> None:
-        """Load geo field ``field`` from its ``.lat`` and ``.lon`` columns (as _points does)."""
-        lat_of = np.full(len(self._external), np.nan)
-        lon_of = np.full(len(self._external), np.nan)
-        lat_of[lat_ids] = lats
-        lon_of[lon_ids] = lons
+        """Load geo field ``field`` from its ``.lat`` and ``.lon`` columns (as _points does).
+
+        Costs in proportion to the columns, not to the ids: a catalogue may have
+        many geo fields that few items have.
+        """
+        # Each item is in a column at most once: the items with both, ascending.
+        ids, at_lat, at_lon = np.intersect1d(
+            np.array(lat_ids, dtype=np.uint32),
+            np.array(lon_ids, dtype=np.uint32),
+            assume_unique=True,
+            return_indices=True,
+        )
+        lat_of = np.array(lats, dtype=float)[at_lat]
+        lon_of = np.array(lons, dtype=float)[at_lon]
         # Only `numbers` make points: drop values that came from a counter of that name.
         docs, lat_name, lon_name = self._docs, field + _LAT, field + _LON
-        for doc in lat_ids:
-            numbers = docs[doc].numbers  # type: ignore[union-attr]
-            if lat_name not in numbers or lon_name not in numbers:
-                lat_of[doc] = np.nan
         ok = (np.abs(lat_of) <= 90.0) & (np.abs(lon_of) <= 180.0)  # NaN fails both
-        ids = np.flatnonzero(ok).astype(np.uint32)
-        if len(ids):
+        for position, doc in enumerate(ids.tolist()):
+            numbers = docs[doc].numbers
+            if lat_name not in numbers or lon_name not in numbers:
+                ok[position] = False
+        if ok.any():
             self._geo[field] = geo = GeoField(field)
-            geo.load(ids, lat_of[ids], lon_of[ids])
+            geo.load(ids[ok], lat_of[ok], lon_of[ok])
 
     def discard(self, item_id: str) -> None:
         """Make ``item_id`` unsearchable (removed or inactive); its internal id stays."""
@@ -590,13 +598,7 @@ class Index:
         if numeric is None:
             fill = 0.0 if field in self._standard_counters else np.nan
             return np.full(len(docs), fill)
-        stored = numeric.values
-        out = np.full(len(docs), np.nan)
-        inside = docs < len(stored)
-        out[inside] = stored[docs[inside]]
-        if numeric.default is not None:
-            out[np.isnan(out)] = numeric.default
-        return out
+        return numeric.values_of(docs)
 
     # -- inspection -------------------------------------------------------------------
 
@@ -606,6 +608,10 @@ class Index:
             field: {value: self.external(bitmap) for value, bitmap in values.items()}
             for field, values in self._terms.items()
         }
+
+    def numeric_field_names(self) -> KeysView[str]:
+        """The numeric fields the index has now (a live view: do not keep it across changes)."""
+        return self._numeric.keys()
 
     def statistics(self) -> IndexStatistics:
         return IndexStatistics(

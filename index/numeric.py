@@ -15,6 +15,10 @@ below 32 get a bucket each. Bucket keys sort like the values, which gives:
 - ``range_top(lo, hi, …)``: a range sorted by its own field, counted from
   bucket sizes without building the matches at all.
 
+Values are kept in a :class:`~index.column.Column`: sparse while few items
+have one, so a field costs memory in proportion to its values, not to the
+catalogue.
+
 A field may have a *default*: the value of every item that has none (item
 counters default to 0, so ``like <= 10`` matches items never liked). The
 field only knows which items have a value; callers pass the universe.
@@ -34,6 +38,8 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 from pyroaring import BitMap
+
+from index.column import Column
 
 _PACK_D = struct.Struct("<d")
 _UNPACK_Q = struct.Struct("<Q")
@@ -100,7 +106,7 @@ class NumericField:
     def __init__(self, name: str, *, default: float | None = None) -> None:
         self.name = name
         self.default = default
-        self.values: npt.NDArray[np.float64] = np.full(1024, np.nan)
+        self.values = Column()
         #: Items that have a value (not counting the default).
         self.present = BitMap()
         self._buckets: dict[int, BitMap] = {}
@@ -110,11 +116,8 @@ class NumericField:
         return len(self.present)
 
     def get(self, doc: int) -> float | None:
-        if doc < len(self.values):
-            value = float(self.values[doc])
-            if not math.isnan(value):
-                return value
-        return None
+        value = self.values.get(doc)
+        return None if math.isnan(value) else value
 
     # -- maintenance -----------------------------------------------------------
 
@@ -124,10 +127,7 @@ class NumericField:
             return
         if self.present.intersection_cardinality(to_bitmap(docs)):
             raise ValueError(f"field {self.name!r}: load() of items that already have a value")
-        top = int(docs.max())
-        if top >= len(self.values):
-            self._grow(top + 1)
-        self.values[docs] = values
+        self.values.load(docs, values)
         for key, bitmap in group_by_key(bucket_keys(values), docs):
             bucket = self._buckets.get(key)
             if bucket is None:
@@ -137,25 +137,17 @@ class NumericField:
                 bucket |= bitmap
         self.present |= to_bitmap(docs)
 
-    def _grow(self, size: int) -> None:
-        """Make room for ids below ``size`` (amortised: at least doubles)."""
-        grown = np.full(max(size, 2 * len(self.values)), np.nan)
-        grown[: len(self.values)] = self.values
-        self.values = grown
-
     def set(self, doc: int, value: float) -> None:
         """Give ``doc`` the value ``value`` (finite)."""
-        if doc >= len(self.values):
-            self._grow(doc + 1)
         values = self.values
-        old = values[doc]
+        old = values.get(doc)
         if old == value:
             return
         new_key = bucket_key(value)
         if not math.isnan(old):
-            old_key = bucket_key(float(old))
+            old_key = bucket_key(old)
             if old_key == new_key:
-                values[doc] = value
+                values.set(doc, value)
                 return
             self._bucket_discard(old_key, doc)
         bucket = self._buckets.get(new_key)
@@ -163,15 +155,15 @@ class NumericField:
             bucket = self._buckets[new_key] = BitMap()
             bisect.insort(self._keys, new_key)
         bucket.add(doc)
-        values[doc] = value
+        values.set(doc, value)
         self.present.add(doc)
 
     def unset(self, doc: int) -> None:
         """Remove ``doc``'s value, if it has one."""
         if doc not in self.present:
             return
-        self._bucket_discard(bucket_key(float(self.values[doc])), doc)
-        self.values[doc] = np.nan
+        self._bucket_discard(bucket_key(self.values.get(doc)), doc)
+        self.values.unset(doc)
         self.present.discard(doc)
 
     def _bucket_discard(self, key: int, doc: int) -> None:
@@ -231,11 +223,10 @@ class NumericField:
         """The items of ``docs`` whose value (or default) lies in ``[lo, hi]``."""
         if len(docs) <= SMALL:
             # A few numpy calls cost more than looking at a handful of values.
-            values, default = self.values, self.default
-            capacity = len(values)
+            get, default = self.values.get, self.default
             kept = BitMap()
             for doc in docs:
-                value = float(values[doc]) if doc < capacity else math.nan
+                value = get(doc)
                 if value != value:  # NaN: no value
                     if default is None:
                         continue
@@ -255,11 +246,15 @@ class NumericField:
             mask = ~np.isnan(values)
         return to_bitmap(ids[mask])
 
+    def values_of(self, docs: npt.NDArray[np.uint32]) -> npt.NDArray[np.float64]:
+        """The value of each of ``docs`` (any order), the default where there is none, else NaN."""
+        return self._with_default(self.values.take(docs))
+
     def _values_of(self, ids: npt.NDArray[np.uint32]) -> npt.NDArray[np.float64]:
-        """Values of ``ids`` (ascending) with the default filled in (NaN where there is none)."""
-        if len(ids) and ids[-1] >= len(self.values):
-            self._grow(int(ids[-1]) + 1)
-        values = self.values[ids]
+        """:meth:`values_of` ``ids`` in ascending order (as from a bitmap)."""
+        return self._with_default(self.values.take(ids, ascending=True))
+
+    def _with_default(self, values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         if self.default is not None:
             values[np.isnan(values)] = self.default
         return values

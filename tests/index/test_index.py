@@ -796,6 +796,33 @@ def test_a_counted_numeric_field_orders_valueless_items_at_the_default() -> None
     assert field.order(BitMap(range(4)), 10, descending=True) == [1, 0, 3, 2]
 
 
+@pytest.mark.parametrize("padding", [0, 3_000])
+def test_values_reads_any_ids_in_any_order_with_the_default_where_missing(padding: int) -> None:
+    """With padding, the items sit at high ids that few have values for: sparse columns."""
+    index = Index(counter_fields=COUNTERS)
+    for n in range(padding):
+        index.reserve(f"pad{n}")
+    put(index, "a", numbers={"price": 5.0, "rare": -1.0}, counters={"like": 2})
+    put(index, "b", numbers={"price": 7.0}, counters={"share": 4})
+    index.reserve("c")  # seen, never searchable
+    a, b, c = (index.reserve(item) for item in "abc")
+    docs = np.array([c, b, a, 0, b, c + 10**6], dtype=np.uint32)
+    nan = math.nan
+    expected = {
+        "price": [nan, 7.0, 5.0, nan, 7.0, nan],
+        "rare": [nan, nan, -1.0, nan, nan, nan],
+        "like": [0.0, 0.0, 2.0, 0.0, 0.0, 0.0],
+        "share": [0.0, 4.0, 0.0, 0.0, 4.0, 0.0],  # counted by b: a counter field
+        "view": [0.0] * 6,  # a standard counter no item has
+        "nothing": [nan] * 6,
+    }
+    if padding == 0:
+        expected["price"][3], expected["rare"][3], expected["like"][3] = 5.0, -1.0, 2.0  # "a"
+    for field, values in expected.items():
+        assert np.array_equal(index.values(field, docs), values, equal_nan=True), field
+    assert index.values("price", np.array([], dtype=np.uint32)).tolist() == []
+
+
 # -- GeoField -------------------------------------------------------------------------------
 
 

@@ -8,12 +8,18 @@ reserved in first-seen order, then puts in any order), one rebuilt with
 :meth:`Index.load`, and :class:`~tests.index.brute.BruteIndex` answer every
 generated query alike: the same ids and total, or all a :class:`QueryError`.
 
+Another does the same over 400 reserved ids, putting and discarding runs of
+items at once, so that fields go from a few values at high ids (sparse
+columns) to many (dense) and back; see :mod:`index.column`.
+
 A last property does the same over ~6000 documents, where range filters, sorted
 top-k and ``near`` take the paths kept for many candidates (more than
-``DIRECT_CHECK_MAX`` for numbers; the geo threshold is lower)."""
+``DIRECT_CHECK_MAX`` for numbers; the geo threshold is lower), with some fields
+that only a few percent of the items have."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -143,7 +149,15 @@ class Reserve:
     item: str
 
 
-Op = Put | Recount | Discard | Reserve
+@attrs.frozen(kw_only=True)
+class Run:
+    """The same put (``None``: a discard) for each of a run of consecutive items."""
+
+    items: tuple[str, ...]
+    put: Put | None
+
+
+Op = Put | Recount | Discard | Reserve | Run
 
 
 def puts(items: Sequence[str]) -> st.SearchStrategy[Put]:
@@ -235,7 +249,12 @@ class Subject:
         self.last_put: dict[str, dict[str, Any]] = {}
 
     def apply(self, op: Op) -> None:
-        if isinstance(op, Reserve):
+        if isinstance(op, Run):
+            for item in op.items:
+                self.apply(
+                    Discard(item=item) if op.put is None else attrs.evolve(op.put, item=item)
+                )
+        elif isinstance(op, Reserve):
             self.index.reserve(op.item)
             self.brute.reserve(op.item)
         elif isinstance(op, Discard):
@@ -444,6 +463,59 @@ def test_every_prefix_of_a_history_agrees_with_brute_force(
             assert outcome(subject.index, search) == outcome(subject.brute, search)
 
 
+# -- fields crossing between sparse and dense ------------------------------------------------
+
+# With 400 ids, a field held by fewer than one item in 16 up to its highest id is
+# sparse: one value at a high id is, a run of 30 or more values is dense (RATIO).
+SPREAD = 400
+SPREAD_IDS = [f"s{n:03d}" for n in range(SPREAD)]
+
+
+@st.composite
+def runs(draw: st.DrawFn) -> Run:
+    start = draw(st.sampled_from([0, 5, 200, 330]) | st.integers(0, SPREAD - 1))
+    count = draw(st.sampled_from([3, 12, 30, 70]) | st.integers(1, 120))
+    put = draw(st.none() | puts(SPREAD_IDS[:1]))
+    return Run(items=tuple(SPREAD_IDS[start : start + count]), put=put)
+
+
+spread_operations = st.one_of(
+    runs(),
+    runs(),
+    operations(SPREAD_IDS[-30:]),  # single items at high ids: a few values make a sparse field
+    operations(SPREAD_IDS[:10]),
+)
+
+
+@settings(max_examples=80, deadline=None, database=None)
+@given(
+    counter_fields=counter_field_choices,
+    ops=st.lists(spread_operations, max_size=14),
+    queries=st.lists(searches, min_size=1, max_size=4),
+    data=st.data(),
+)
+def test_fields_crossing_between_sparse_and_dense_agree_with_brute_force(
+    counter_fields: tuple[str, ...], ops: list[Op], queries: list[Search], data: st.DataObject
+) -> None:
+    """Checked after every operation, as each may switch a field's columns either way."""
+    subject = Subject(counter_fields)
+    for item_id in SPREAD_IDS:
+        subject.apply(Reserve(item=item_id))
+    for op in ops:
+        subject.apply(op)
+        for search in queries:
+            assert outcome(subject.index, search) == outcome(subject.brute, search)
+    final = sorted(subject.brute.docs)
+    rebuilt = subject.rebuilt(counter_fields, data.draw(st.permutations(final), label="puts"))
+    loaded = subject.loaded(counter_fields, data.draw(st.permutations(final), label="loads"))
+
+    for index in (subject.index, rebuilt, loaded):
+        assert_same_structure(index, subject.brute)
+        assert_same_values(index, subject.brute)
+        for search in queries:
+            assert outcome(index, search) == outcome(subject.brute, search)
+
+
 # -- many documents: the paths for many candidates ------------------------------------------
 
 BULK = 6_000
@@ -474,6 +546,13 @@ def bulk_documents(seed: int) -> list[dict[str, Any]]:
                 lon = float(rng.choice([180.0, -180.0]))
             lat = min(90.0, float(lat + rng.uniform(-0.6, 0.6)))
             numbers_["loc.lat"], numbers_["loc.lon"] = lat, lon
+        # Fields that few items have: kept sparse (fewer than one item in RATIO).
+        if rng.random() < 0.02:
+            numbers_["rare"] = float(rng.choice(values) if rng.random() < 0.5 else rng.normal())
+        if rng.random() < 0.02:
+            lat, lon = BULK_CENTRES[rng.integers(len(BULK_CENTRES))]
+            numbers_["spot.lat"] = min(90.0, float(lat + rng.uniform(-0.6, 0.6)))
+            numbers_["spot.lon"] = math.remainder(float(lon + rng.uniform(-0.6, 0.6)), 360.0)
         counters_: dict[str, int] = {}
         if rng.random() < 0.6:
             counters_["like"] = int(rng.choice(COUNTS) if rng.random() < 0.5 else rng.poisson(40))
@@ -521,6 +600,14 @@ BULK_SEARCHES = [
     ({"all": []}, ["like", "desc"]),
     ({"all": []}, ["price", "asc"]),
     ({"not": {"term": ["skills", "a"]}}, ["share", "asc"]),
+    # Sparse fields: few values among many candidates, and the other way round.
+    ({"all": []}, ["rare", "desc"]),
+    ({"range": ["rare", None, 16]}, ["rare", "asc"]),
+    ({"all": [{"term": ["city", "a"]}, {"range": ["rare", 0.5, None]}]}, ["price", "desc"]),
+    ({"range": ["price", 1, None]}, ["rare", "asc"]),
+    ({"near": ["spot", 30.27, -97.74, 80.0]}, ["rare", "desc"]),
+    ({"all": [{"term": ["kind", "pro"]}, {"near": ["spot", 0.0, 180.0, 60.0]}]}, None),
+    ({"near": ["spot", 10.0, 0.0, 10_000.0]}, ["like", "desc"]),
 ]
 
 
