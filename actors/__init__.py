@@ -1,10 +1,13 @@
 """Trio actors over an LMDB event log: the durable, event-sourced core of Matchlight."""
 
-from actors import decay, item, user
+from actors import decay, framing, item, user
 from actors.errors import (
     ActorError,
     AskTimeoutError,
     CodecError,
+    CorruptRecordError,
+    DirectoryLockedError,
+    FieldLimitError,
     MailboxFullError,
     MatchlightError,
     StoreClosedError,
@@ -23,14 +26,23 @@ from actors.events import (
 )
 from actors.item import ItemState, RecordInteraction, RemoveItem, UpsertItem
 from actors.item_index import ItemSignals
+from actors.lock import DirectoryLock
 from actors.memory_store import MemoryEventStore
+from actors.ratelimit import RateLimitedLog
 from actors.runtime import ActorRuntime, Behavior, Outcome, RuntimeConfig
 from actors.store import MAX_KEY_BYTES, AppendResult, EventStore, LmdbEventStore, Snapshot
-from actors.system import ActorSystem, SystemConfig, WriteResult, open_actor_system
+from actors.system import (
+    DEFAULT_CLOCK_SKEW_S,
+    ActorSystem,
+    SystemConfig,
+    WriteResult,
+    open_actor_system,
+)
 from actors.user import Recent, UserState
 from actors.writer import StoreWriter
 
 __all__ = [
+    "DEFAULT_CLOCK_SKEW_S",
     "ITEM",
     "MAX_KEY_BYTES",
     "USER",
@@ -41,8 +53,12 @@ __all__ = [
     "AskTimeoutError",
     "Behavior",
     "CodecError",
+    "CorruptRecordError",
+    "DirectoryLock",
+    "DirectoryLockedError",
     "Event",
     "EventStore",
+    "FieldLimitError",
     "InteractionRecorded",
     "ItemRemoved",
     "ItemSignals",
@@ -53,6 +69,7 @@ __all__ = [
     "MatchlightError",
     "MemoryEventStore",
     "Outcome",
+    "RateLimitedLog",
     "Recent",
     "RecordInteraction",
     "RemoveItem",
@@ -68,6 +85,7 @@ __all__ = [
     "UserState",
     "WriteResult",
     "decay",
+    "framing",
     "item",
     "open_actor_system",
     "streams_of",

@@ -1,7 +1,10 @@
 """Event-sourced behaviour shared by the user and item actors.
 
 An event-sourced actor's state is a fold of its stream: :meth:`recover` loads
-the latest snapshot and applies the events after it. Each event delivered in
+the latest snapshot and applies the events after it; a snapshot that does
+not decode to this entity's state at its ``seq`` is reported to the store
+(logged, counted, replaced later) and the whole stream replayed instead, so
+a damaged snapshot is never served. Each event delivered in
 an ``ApplyEvents`` is applied unless the state's ``seq`` already covers it,
 which makes delivery idempotent and lets a recovery race a queued delivery
 safely. After applying a delivery it calls ``on_applied`` with the new
@@ -16,13 +19,19 @@ The state object belongs to the actor's activation and is updated in place
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 from actors.codec import decode_state, encode_state
+from actors.errors import CodecError
 from actors.events import StoredEvent
+from actors.item import ItemState
 from actors.messages import ApplyEvents, GetState
 from actors.runtime import Outcome
 from actors.store import EventStore, Snapshot
+from actors.user import UserState
+
+#: The state a snapshot of each kind must decode to.
+_STATE_TYPES: Final[dict[str, type]] = {"item": ItemState, "user": UserState}
 
 
 class _HasSeq(Protocol):
@@ -62,16 +71,39 @@ class EventSourcedBehavior(Generic[S]):
         until = None
         if type(first_message) is ApplyEvents and first_message.events:
             until = first_message.events[0].seq - 1
-        snapshot, tail = self._store.load_entity(self.kind, entity_id, until)
-        state: S = (
-            self._initial(entity_id) if snapshot is None else decode_state(snapshot.data)  # type: ignore[assignment]
-        )
+        store = self._store
+        snapshot, tail = store.load_entity(self.kind, entity_id, until)
+        state: S | None = None
+        if snapshot is not None:
+            state = self._decoded(snapshot)
+            if state is None:  # reported to the store: rebuild from the whole stream
+                tail = store.read_stream(self.kind, entity_id, 0, until)
+        if state is None:
+            state = self._initial(entity_id)
         for stored in tail:
             self._apply(state, stored)
         if tail and self._on_applied is not None:
             # Usually a no-op for the index; after a supervised restart it catches up.
             self._on_applied(state)
         return state, len(tail)
+
+    def _decoded(self, snapshot: Snapshot) -> S | None:
+        """The state a snapshot holds, or ``None`` if it is not this entity's state at its
+        ``seq`` (then the store is told: it logs, counts and later replaces it)."""
+        try:
+            decoded = decode_state(snapshot.data)
+        except CodecError as exc:
+            problem = str(exc)
+        else:
+            expected = _STATE_TYPES.get(self.kind)
+            if expected is not None and type(decoded) is not expected:
+                problem = f"it holds a {type(decoded).__name__}"
+            elif decoded.id != snapshot.entity_id or decoded.seq != snapshot.seq:
+                problem = f"it holds {decoded.id!r} at seq {decoded.seq}"
+            else:
+                return decoded  # type: ignore[return-value]
+        self._store.report_corrupt_snapshot(snapshot, problem)
+        return None
 
     def receive(self, state: S, message: Any) -> Outcome[S]:
         if type(message) is ApplyEvents:

@@ -8,6 +8,9 @@ in :data:`UPCASTERS` under ``(topic, from_version)``; add one whenever an event'
 
 Snapshot layout: ``[kind, version, {field: value}]`` built from the state's
 own fields; the same upcasting rule applies.
+
+The store frames each record with a checksum (:mod:`actors.framing`); this
+module sees the payloads only.
 """
 
 from __future__ import annotations
@@ -104,7 +107,7 @@ def encode_event(event: Event) -> bytes:
 
 
 def decode_event(data: bytes) -> Event:
-    """Decode stored bytes to an event of the current version.
+    """Decode an event's bytes (a stored record's payload) to an event of the current version.
 
     Raises:
         CodecError: unknown topic, a version this build cannot read, or corrupt bytes.

@@ -12,6 +12,12 @@ Masses grow by a factor of two per half-life past the landmark; when an event
 is more than :data:`RESCALE_AFTER` half-lives past it, the owner moves the
 landmark forward with :func:`rescale` (a deterministic step, so a replay does
 exactly the same).
+
+Every factor is computed with its exponent capped (:data:`MAX_EXPONENT`), so
+no timestamp, however wrong, raises ``OverflowError``; far-past contributions
+underflow to 0, which is what they are worth. Timestamps far in the future
+are refused at the door (``ingest`` accepts at most a few minutes of clock
+skew), because a contribution stamped ahead outweighs everything stamped now.
 """
 
 from __future__ import annotations
@@ -21,18 +27,20 @@ from typing import Final
 
 DEFAULT_HALF_LIFE_S: Final = 7 * 24 * 3600.0
 RESCALE_AFTER: Final = 64  # half-lives; 2**64 is far from float overflow
+#: The largest exponent of two a factor may have (float64 overflows past 1023).
+MAX_EXPONENT: Final = 1000.0
 
 
 def growth(ts: float, landmark: float, half_life: float = DEFAULT_HALF_LIFE_S) -> float:
     """The factor that turns a weight at ``ts`` into mass relative to ``landmark``."""
-    return math.exp2((ts - landmark) / half_life)
+    return math.exp2(min((ts - landmark) / half_life, MAX_EXPONENT))
 
 
 def value_at(
     mass: float, landmark: float, ts: float, half_life: float = DEFAULT_HALF_LIFE_S
 ) -> float:
     """The decayed value, as of ``ts``, of a mass kept against ``landmark``."""
-    return mass * math.exp2((landmark - ts) / half_life)
+    return mass * math.exp2(min((landmark - ts) / half_life, MAX_EXPONENT))
 
 
 def needs_rescale(ts: float, landmark: float, half_life: float = DEFAULT_HALF_LIFE_S) -> bool:
@@ -46,6 +54,6 @@ def rescale(
     half_life: float = DEFAULT_HALF_LIFE_S,
 ) -> None:
     """Re-express ``masses`` (in place) against ``new_landmark``."""
-    factor = math.exp2((landmark - new_landmark) / half_life)
+    factor = math.exp2(min((landmark - new_landmark) / half_life, MAX_EXPONENT))
     for key in masses:
         masses[key] *= factor

@@ -15,8 +15,28 @@ class StoreClosedError(StoreError):
     """The store was closed by its owner; no further reads or writes."""
 
 
+class DirectoryLockedError(StoreError):
+    """Another process holds the data directory's lock (the message names it)."""
+
+
 class CodecError(StoreError):
     """Bytes in the store do not decode to a known event or snapshot (unknown topic/version)."""
+
+
+class CorruptRecordError(CodecError):
+    """A stored record fails its checksum or does not decode: the store's file is damaged.
+
+    Raised by event reads; the message names the record (its ``seq``) and says
+    to run ``matchlight verify``. Reads of other records are unaffected. (A
+    corrupt snapshot is not raised: it is counted and treated as absent.)
+    """
+
+
+class FieldLimitError(MatchlightError):
+    """A write would give the catalogue more distinct numeric fields than allowed.
+
+    The message names the offending field by its path in the request. Nothing was written.
+    """
 
 
 class ActorError(MatchlightError):

@@ -20,19 +20,33 @@ import logging
 import math
 import time
 from collections.abc import Iterator, Mapping
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
 from actors import decay, item
 from actors.codec import decode_item_record, decode_state
+from actors.errors import CodecError
 from actors.item import ItemState
-from actors.store import EventStore
+from actors.store import EventStore, Snapshot
 from actors.user import TYPE_WEIGHTS
 from index import DocumentFields, Index
 
 log = logging.getLogger(__name__)
+
+#: The fields of an item snapshot a rebuild reads.
+_RECORD_FIELDS: Final = (
+    "decayed",
+    "landmark",
+    "updated",
+    "exists",
+    "active",
+    "kind",
+    "terms",
+    "numbers",
+    "counters",
+)
 
 #: The standard interaction types: their counters are numeric fields of every item (0 if none).
 COUNTER_FIELDS: Final = tuple(TYPE_WEIGHTS)
@@ -61,32 +75,34 @@ class ItemSignals:
 
     A projection of item state kept alongside the index (by :func:`index_item`
     and :func:`rebuild_index`): every item's time-decayed popularity and the
-    time of its latest interaction. Popularity is kept as a mass against one
-    landmark shared by all items (``landmark``), so comparing two items'
-    masses compares their popularity at any moment, and the value at a time
-    is one scalar factor away (:meth:`popularity`). ``clock`` is the latest
-    interaction time seen: the ranker's "now", which follows the event stream
-    (clients stamp events; a replay runs in the past). Not thread-safe:
+    time of its latest interaction. ``clock`` is the latest interaction time
+    seen: the ranker's "now", which follows the event stream (clients stamp
+    events; a replay runs in the past).
+
+    Popularity is kept in the log domain, against a fixed origin rather than a
+    landmark shared by all items: ``level[doc] = log2(mass) + landmark / half_life``
+    for an item whose own forward-decay mass is ``mass`` against its own
+    ``landmark``, so its popularity at ``now`` is ``2**(level - now / half_life)``.
+    Each item's entry depends on that item's events alone: no event of one item,
+    however far in the future or the past it is stamped, changes another
+    item's entry, and no stored value can overflow or underflow (the levels
+    of today's items are a few thousand; ``-inf`` means no popularity).
+    Comparing levels compares popularity at any moment. Not thread-safe:
     written by the item actors and read by the ranker on the Trio thread.
     """
 
     def __init__(self, half_life: float = decay.DEFAULT_HALF_LIFE_S) -> None:
         self.half_life = half_life
-        self.mass: npt.NDArray[np.float64] = np.zeros(1024)
+        self.level: npt.NDArray[np.float64] = np.full(1024, -np.inf)
         self.updated: npt.NDArray[np.float64] = np.zeros(1024)
-        self.landmark: float | None = None
         self.clock = 0.0
 
     def set(self, doc: int, mass: float, landmark: float, updated: float) -> None:
         """Record an item's popularity ``mass`` (against its ``landmark``) and last interaction."""
-        if doc >= len(self.mass):
+        if doc >= len(self.level):
             self._grow(doc + 1)
-        if self.landmark is None:
-            self.landmark = landmark
-        elif decay.needs_rescale(landmark, self.landmark, self.half_life):
-            self.mass *= math.exp2((self.landmark - landmark) / self.half_life)
-            self.landmark = landmark
-        self.mass[doc] = mass * math.exp2((landmark - self.landmark) / self.half_life)
+        # Masses are sums of non-negative weights: 0 (or an underflow) is no popularity.
+        self.level[doc] = math.log2(mass) + landmark / self.half_life if mass > 0.0 else -math.inf
         self.updated[doc] = updated
         if updated > self.clock:
             self.clock = updated
@@ -96,30 +112,30 @@ class ItemSignals:
 
         The clock still moves to ``updated``: it is the latest interaction on any item.
         """
-        if doc < len(self.mass):
-            self.mass[doc] = 0.0
+        if doc < len(self.level):
+            self.level[doc] = -math.inf
             self.updated[doc] = 0.0
         if updated > self.clock:
             self.clock = updated
 
     def _grow(self, size: int) -> None:
-        size = max(size, 2 * len(self.mass))
-        for name in ("mass", "updated"):
-            old = getattr(self, name)
-            grown = np.zeros(size)
-            grown[: len(old)] = old
-            setattr(self, name, grown)
+        size = max(size, 2 * len(self.level))
+        level = np.full(size, -np.inf)
+        level[: len(self.level)] = self.level
+        updated = np.zeros(size)
+        updated[: len(self.updated)] = self.updated
+        self.level, self.updated = level, updated
 
-    def masses(self, docs: npt.NDArray[np.uint32]) -> npt.NDArray[np.float64]:
-        """Each item's popularity mass: ordered like popularity at any one time."""
-        inside = np.minimum(docs, len(self.mass) - 1)
-        return np.where(docs < len(self.mass), self.mass[inside], 0.0)
+    def levels(self, docs: npt.NDArray[np.uint32]) -> npt.NDArray[np.float64]:
+        """Each item's popularity level (see the class docstring): ordered like popularity."""
+        inside = np.minimum(docs, len(self.level) - 1)
+        return np.where(docs < len(self.level), self.level[inside], -np.inf)
 
     def popularity(self, docs: npt.NDArray[np.uint32], now: float) -> npt.NDArray[np.float64]:
-        """Each item's decayed popularity as of ``now``."""
-        if self.landmark is None:
-            return np.zeros(len(docs))
-        return self.masses(docs) * math.exp2((self.landmark - now) / self.half_life)
+        """Each item's decayed popularity as of ``now`` (finite: capped near float's range)."""
+        exponent = self.levels(docs) - now / self.half_life
+        # Only an item stamped far ahead of `now` comes near the cap (2**1000 ≈ 1e301).
+        return np.exp2(np.minimum(exponent, decay.MAX_EXPONENT))
 
     def last_interaction(self, docs: npt.NDArray[np.uint32]) -> npt.NDArray[np.float64]:
         """Each item's latest interaction time, 0 if none."""
@@ -188,12 +204,16 @@ def _rebuild(store: EventStore, signals: ItemSignals) -> Index:
     streams = sorted(store.iter_streams(item.KIND, snapshots=True), key=lambda s: s.first_seq)
     for info in streams:
         index.reserve(info.entity_id)
-    replayed = 0
+    replayed = left_out = 0
     searchable: list[DocumentFields] = []
     for entity_id, _, last_seq, snapshot in streams:
+        record = None
         if snapshot is not None and snapshot.seq >= last_seq:
             # The common case after a clean shutdown: the snapshot is the state.
-            record = decode_item_record(snapshot.data)
+            record = _snapshot_record(store, snapshot)
+            if record is None:  # corrupt (reported to the store): replay the whole stream
+                snapshot = None
+        if record is not None:
             doc = index.doc_of(entity_id)
             assert doc is not None  # reserved above
             if record["decayed"]:
@@ -215,10 +235,13 @@ def _rebuild(store: EventStore, signals: ItemSignals) -> Index:
             continue
         state = item.initial(entity_id)
         if snapshot is not None:
-            decoded = decode_state(snapshot.data)
-            assert isinstance(decoded, ItemState)
-            state = decoded
-        tail = store.read_stream(item.KIND, entity_id, after=state.seq)
+            state = _snapshot_state(store, snapshot) or state
+        try:
+            tail = store.read_stream(item.KIND, entity_id, after=state.seq)
+        except CodecError as exc:  # a corrupt event (counted by the store): leave the item out
+            left_out += 1
+            log.error("item index: item %r left out: %s", entity_id, exc)
+            continue
         for stored in tail:
             item.apply(state, stored)
         replayed += len(tail)
@@ -231,11 +254,46 @@ def _rebuild(store: EventStore, signals: ItemSignals) -> Index:
             searchable.append((state.id, state.kind, state.terms, state.numbers, state.counters))
     # The maps come from decoding or from states nothing else holds: the index may keep them.
     index.load(searchable, owned=True)
-    log.info(
-        "item index rebuilt: %d searchable of %d items (%d events replayed) in %.2f s",
+    log.log(
+        logging.WARNING if left_out else logging.INFO,
+        "item index rebuilt: %d searchable of %d items (%d events replayed%s) in %.2f s",
         len(index),
         len(streams),
         replayed,
+        f"; {left_out} left out, their streams being corrupt" if left_out else "",
         time.perf_counter() - started,
     )
     return index
+
+
+def _snapshot_record(store: EventStore, snapshot: Snapshot) -> dict[str, Any] | None:
+    """An item snapshot's fields (see :func:`decode_item_record`), checked to be this item's
+    at the snapshot's ``seq``; ``None`` (reported to the store) if it is not."""
+    try:
+        record = decode_item_record(snapshot.data)
+        if record["id"] != snapshot.entity_id or record["seq"] != snapshot.seq:
+            raise CodecError(f"it holds {record['id']!r} at seq {record['seq']}")
+        missing = [field for field in _RECORD_FIELDS if field not in record]
+        if missing:
+            raise CodecError(f"item snapshot lacks field {missing[0]!r}")
+    except (CodecError, KeyError, TypeError) as exc:
+        store.report_corrupt_snapshot(snapshot, str(exc) or type(exc).__name__)
+        return None
+    return record
+
+
+def _snapshot_state(store: EventStore, snapshot: Snapshot) -> ItemState | None:
+    """The item state a snapshot holds, or ``None`` (reported to the store) if it is not
+    this item's state at the snapshot's ``seq``."""
+    try:
+        state = decode_state(snapshot.data)
+    except CodecError as exc:
+        store.report_corrupt_snapshot(snapshot, str(exc))
+        return None
+    if not isinstance(state, ItemState) or (state.id, state.seq) != (
+        snapshot.entity_id,
+        snapshot.seq,
+    ):
+        store.report_corrupt_snapshot(snapshot, f"it holds {state.id!r} at seq {state.seq}")
+        return None
+    return state

@@ -7,6 +7,7 @@ the process.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 
 from actors.errors import StoreClosedError, StoreError
@@ -20,6 +21,8 @@ from actors.store import (
     StreamInfo,
     Written,
 )
+
+log = logging.getLogger(__name__)
 
 
 def _check_id(what: str, value: str) -> None:
@@ -36,6 +39,7 @@ class MemoryEventStore(CommitMixin):
         self._snapshots: dict[tuple[str, str], Snapshot] = {}
         self._commits = 0
         self._closed = False
+        self._corrupt_snapshots = 0
 
     def prepare(self, batch: Sequence[Event]) -> PreparedBatch:
         try:
@@ -125,6 +129,17 @@ class MemoryEventStore(CommitMixin):
                 snapshot = self._snapshots.get((kind, entity_id)) if snapshots else None
                 yield StreamInfo(entity_id, seqs[0], seqs[-1], snapshot)
 
+    def report_corrupt_snapshot(self, snapshot: Snapshot, reason: str) -> None:
+        if self._snapshots.pop((snapshot.kind, snapshot.entity_id), None) is not None:
+            self._corrupt_snapshots += 1
+        log.error(
+            "the snapshot of %s %r (seq %d) is corrupt: %s; ignored",
+            snapshot.kind,
+            snapshot.entity_id,
+            snapshot.seq,
+            reason,
+        )
+
     def statistics(self) -> StoreStatistics:
         return StoreStatistics(
             last_seq=len(self._log),
@@ -132,6 +147,7 @@ class MemoryEventStore(CommitMixin):
             events_committed=len(self._log),
             map_size=0,
             resizes=0,
+            corrupt_snapshots=self._corrupt_snapshots,
         )
 
     def _check_open(self) -> None:

@@ -14,8 +14,10 @@ for many entities of a shard, so a batch of 1,000 events is routed in one
 pass rather than 1,000 round trips.
 
 Supervision: if recovering or handling raises for an entity, the error is
-logged, that entity's in-memory state is discarded (it is restarted from its
-durable state on its next message) and the caller of an ``ask`` gets an
+logged (once a minute per entity and error, with a traceback only for a
+bug, not for a known failure such as a corrupt record), that entity's
+in-memory state is discarded (it is restarted from its durable state on
+its next message) and the caller of an ``ask`` gets an
 :class:`~actors.errors.ActorError`. Other entities, in the same shard or not,
 are unaffected.
 
@@ -35,6 +37,7 @@ import attrs
 import trio
 
 from actors.errors import ActorError, MailboxFullError, SystemClosedError
+from actors.ratelimit import RateLimitedLog, is_expected
 from actors.store import Snapshot
 from actors.writer import Completion
 
@@ -137,6 +140,7 @@ class ActorRuntime(Generic[S]):
             send, receive = trio.open_memory_channel[_Envelope](self.config.mailbox_size)
             self._shards.append(_Shard(send=send, receive=receive))
         self._closed = False
+        self._failures = RateLimitedLog(log)
         self._activations = 0
         self._passivations = 0
         self._restarts = 0
@@ -318,14 +322,19 @@ class ActorRuntime(Generic[S]):
                 state, reply, applied = receive(activation.state, message)
             except Exception as exc:
                 self._restarts += 1
-                log.exception(
+                # Once a minute per entity and error: a corrupt record fails every request
+                # for its entity. Known errors are one line, bugs keep their traceback.
+                self._failures.error(
+                    f"{entity_id}:{type(exc).__name__}",
                     "%s actor %r failed on %s; restarting it from its durable state",
                     self.kind,
                     entity_id,
                     type(message).__name__,
+                    exc=exc,
                 )
                 entities.pop(entity_id, None)  # restarted from durable state next time
-                replies.append(ActorError(f"{self.kind} {entity_id!r} failed: {exc!r}"))
+                why = str(exc) if is_expected(exc) else repr(exc)
+                replies.append(ActorError(f"{self.kind} {entity_id!r} failed: {why}"))
                 continue
             activation.state = state
             activation.last_active = now

@@ -8,10 +8,18 @@ so "read the stream from a version" means "events of this entity with
 
 LMDB layout (one environment, named databases):
 
-``events``     seq (8-byte big-endian) -> encoded event
+``events``     seq (8-byte big-endian) -> sealed(encoded event)
 ``ids``        event id (utf-8) -> seq                    idempotency keys
 ``streams``    kind(1) + len(2) + entity id -> seq(8), sorted duplicates
-``snapshots``  kind(1) + len(2) + entity id -> seq(8) + encoded state
+``snapshots``  kind(1) + len(2) + entity id -> sealed(seq(8) + encoded state, key)
+
+``sealed`` is the checksummed framing of :mod:`actors.framing`; records written
+before it are read as they are. A corrupt event read raises
+:class:`~actors.errors.CorruptRecordError` naming its ``seq``; a corrupt
+snapshot is logged, counted and treated as absent (the entity is rebuilt
+from its events), and the next snapshot of that entity replaces it. An LMDB
+error while reading becomes a :class:`~actors.errors.StoreError` naming the
+store. ``matchlight verify`` checks a whole store (:mod:`actors.integrity`).
 
 All writes go through :meth:`LmdbEventStore.commit`, called from one writer
 thread at a time (:class:`actors.writer.StoreWriter` does group commit); reads
@@ -20,23 +28,28 @@ may come from any thread. A commit is durable when it returns (``sync=True``).
 
 from __future__ import annotations
 
-import errno
+import contextlib
 import logging
 import os
 import struct
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Final, NamedTuple, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 import attrs
 import lmdb
 
 from actors.codec import decode_event, encode_event
-from actors.errors import StoreClosedError, StoreError
+from actors.disk import describe_write_error, is_disk_full
+from actors.errors import CodecError, CorruptRecordError, StoreClosedError, StoreError
 from actors.events import Event, StoredEvent, streams_of
+from actors.framing import HEADER_SIZE, is_sealed, seal, seal_payload, unseal
+from actors.ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
+#: Corrupt snapshots are logged once per entity per minute.
+_corrupt_log = RateLimitedLog(log)
 
 MAX_KEY_BYTES: Final = 256
 """Longest event or entity id, in utf-8 bytes (LMDB keys are at most 511 bytes)."""
@@ -83,6 +96,11 @@ class StoreStatistics:
     events_committed: int
     map_size: int
     resizes: int
+    #: Snapshots found corrupt (checksum or decoding) and ignored; each entity once until
+    #: a good snapshot replaces it.
+    corrupt_snapshots: int = 0
+    #: Events found corrupt when read (distinct ``seq``).
+    corrupt_events: int = 0
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -193,6 +211,11 @@ class EventStore(Protocol):
         with each entity's latest snapshot if ``snapshots`` (one pass: what a rebuild reads)."""
         ...
 
+    def report_corrupt_snapshot(self, snapshot: Snapshot, reason: str) -> None:
+        """Tell the store a snapshot it returned does not decode: logged (rate-limited) and
+        counted; the next snapshot of that entity replaces it whatever its ``seq``."""
+        ...
+
     def statistics(self) -> StoreStatistics: ...
 
     def close(self) -> None: ...
@@ -241,18 +264,111 @@ def _entity_prefix(kind: str, entity_id: str) -> bytes:
     return _KIND_BYTE[kind] + _LEN.pack(len(raw)) + raw
 
 
+_KIND_OF_BYTE: Final = {byte[0]: kind for kind, byte in _KIND_BYTE.items()}
+
+
+def entity_key(kind: str, entity_id: str) -> bytes:
+    """An entity's key in ``streams`` and ``snapshots``. Raises :class:`StoreError` if too long."""
+    return _entity_prefix(kind, entity_id)
+
+
+def parse_entity_key(key: bytes) -> tuple[str, str]:
+    """``(kind, entity id)`` of a ``streams`` or ``snapshots`` key.
+
+    Raises:
+        CorruptRecordError: the key is not of that form.
+    """
+    kind = _KIND_OF_BYTE.get(key[0]) if key else None
+    if kind is None or len(key) < 3 or _LEN.unpack_from(key, 1)[0] != len(key) - 3:
+        raise CorruptRecordError(f"malformed entity key {bytes(key[:40])!r}")
+    try:
+        return kind, key[3:].decode()
+    except UnicodeDecodeError as exc:
+        raise CorruptRecordError(f"entity key {bytes(key[:40])!r} is not utf-8") from exc
+
+
+def seal_event(event: Event) -> bytes:
+    """An event's stored record (:func:`actors.framing.seal_payload` of its encoding)."""
+    return seal_payload(encode_event(event))
+
+
+def open_snapshot(key: bytes, raw: bytes) -> tuple[int, bytes]:
+    """``(seq, encoded state)`` of a stored snapshot value under ``key``.
+
+    Raises:
+        CorruptRecordError: its checksum fails (or it is too short to hold a ``seq``).
+    """
+    payload = unseal(raw, key)
+    if len(payload) < _SEQ.size:
+        raise CorruptRecordError(f"snapshot value of {len(payload)} bytes is too short")
+    return _SEQ.unpack_from(payload)[0], payload[_SEQ.size :]
+
+
+def _stored_seq(raw: bytes) -> int | None:
+    """The ``seq`` a snapshot value says it has, unchecked (for messages), if it has one."""
+    offset = HEADER_SIZE if is_sealed(raw) else 0
+    return _SEQ.unpack_from(raw, offset)[0] if len(raw) >= offset + _SEQ.size else None
+
+
+class RawView:
+    """The stored records of every table as they are, read in one transaction (consistent).
+
+    What ``matchlight verify`` walks (:mod:`actors.integrity`); keys and values are bytes.
+    An LMDB error while walking raises :class:`StoreError`.
+    """
+
+    def __init__(self, store: LmdbEventStore, txn: lmdb.Transaction) -> None:
+        self._store = store
+        self._txn = txn
+
+    def entries(self) -> dict[str, int]:
+        """Entries per table (``streams`` counts every ``seq`` listed)."""
+        s = self._store
+        dbs = {"events": s._events, "ids": s._ids, "streams": s._streams, "snapshots": s._snapshots}
+        with s._translated():
+            return {name: self._txn.stat(db)["entries"] for name, db in dbs.items()}
+
+    def _walk(self, db: Any) -> Iterator[tuple[bytes, bytes]]:
+        with self._store._translated():
+            cursor = self._txn.cursor(db=db)
+            if cursor.first():
+                # Read transactions use buffers=False: keys and values are bytes.
+                yield from cursor.iternext(keys=True, values=True)  # type: ignore[misc]
+
+    def events(self) -> Iterator[tuple[bytes, bytes]]:
+        """``(seq key, record)`` in ``seq`` order."""
+        return self._walk(self._store._events)
+
+    def ids(self) -> Iterator[tuple[bytes, bytes]]:
+        """``(event id, seq key)``."""
+        return self._walk(self._store._ids)
+
+    def streams(self) -> Iterator[tuple[bytes, bytes]]:
+        """``(entity key, seq key)`` for every event of every stream, by key then ``seq``."""
+        return self._walk(self._store._streams)
+
+    def snapshots(self) -> Iterator[tuple[bytes, bytes]]:
+        """``(entity key, snapshot value)``."""
+        return self._walk(self._store._snapshots)
+
+
 class LmdbEventStore(CommitMixin):
     """The event log in an LMDB environment at ``path`` (a directory, created if missing).
 
     ``map_size`` is the initial map size; it doubles whenever a commit finds
     the map full, so a store starts small and grows with its data.
+    ``readonly`` opens an existing store for reading only (beside a server
+    writing it: LMDB allows readers in other processes).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, map_size: int = 8 << 20) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, map_size: int = 8 << 20, readonly: bool = False
+    ) -> None:
         """Open or create the store. Raises :class:`StoreError` if the directory is unusable."""
         self.path = Path(path)
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
+            if not readonly:
+                self.path.mkdir(parents=True, exist_ok=True)
             self._env = lmdb.open(
                 str(self.path),
                 map_size=map_size,
@@ -261,13 +377,24 @@ class LmdbEventStore(CommitMixin):
                 metasync=True,
                 readahead=False,
                 meminit=False,
+                readonly=readonly,
+                create=not readonly,
             )
         except (OSError, lmdb.Error) as exc:
             raise StoreError(f"cannot open the event store in {self.path}: {exc}") from exc
-        self._events = self._env.open_db(b"events")
-        self._ids = self._env.open_db(b"ids")
-        self._streams = self._env.open_db(b"streams", dupsort=True, dupfixed=True)
-        self._snapshots = self._env.open_db(b"snapshots")
+        try:
+            self._events = self._env.open_db(b"events", create=not readonly)
+            self._ids = self._env.open_db(b"ids", create=not readonly)
+            self._streams = self._env.open_db(
+                b"streams", dupsort=True, dupfixed=True, create=not readonly
+            )
+            self._snapshots = self._env.open_db(b"snapshots", create=not readonly)
+            with self._env.begin(db=self._events) as txn:
+                cursor = txn.cursor()
+                self._last_seq = _SEQ.unpack(cursor.key())[0] if cursor.last() else 0
+        except lmdb.Error as exc:
+            self._env.close()
+            raise self._read_error(exc) from exc
         # set_mapsize needs no transaction open in this process: readers hold
         # this lock for the length of their transaction, the resizer to resize.
         self._lock = threading.Lock()
@@ -277,9 +404,10 @@ class LmdbEventStore(CommitMixin):
         self._resizes = 0
         #: (kind, entity id) -> its key in `streams`; used on the caller's thread only.
         self._stream_keys: dict[tuple[str, str], bytes] = {}
-        with self._env.begin(db=self._events) as txn:
-            cursor = txn.cursor()
-            self._last_seq = _SEQ.unpack(cursor.key())[0] if cursor.last() else 0
+        #: Keys of snapshots found corrupt: the next snapshot of the entity replaces them.
+        self._corrupt_keys: set[bytes] = set()
+        self._corrupt_snapshots = 0
+        self._corrupt_seqs: set[int] = set()
 
     # -- writing --------------------------------------------------------------
 
@@ -305,7 +433,7 @@ class LmdbEventStore(CommitMixin):
         except StoreError as exc:
             return PreparedBatch(events=batch, error=exc)
         return PreparedBatch(
-            events=batch, ids=ids, records=list(map(encode_event, batch)), streams=streams
+            events=batch, ids=ids, records=list(map(seal_event, batch)), streams=streams
         )
 
     def write(
@@ -338,9 +466,10 @@ class LmdbEventStore(CommitMixin):
             except lmdb.MapFullError:
                 self._grow()
             except lmdb.Error as exc:
-                if isinstance(exc, lmdb.DiskError) or getattr(exc, "errno", None) == errno.ENOSPC:
-                    raise StoreError(f"disk full or failing, nothing written: {exc}") from exc
-                raise StoreError(f"LMDB write failed, nothing written: {exc}") from exc
+                if is_disk_full(self.path, exc):
+                    reason = describe_write_error(self.path, exc)
+                    raise StoreError(f"{reason}: nothing written") from exc
+                raise StoreError(f"the event log write failed, nothing written: {exc}") from exc
 
     def _grow(self) -> None:
         with self._lock:
@@ -404,18 +533,91 @@ class LmdbEventStore(CommitMixin):
                         Written(first_seq=first, kept=kept, duplicates=duplicates, last_seq=seq)
                     )
                 seen_ids |= batch_ids
+            replaced: list[bytes] = []
             for snap in snapshots:
                 key = _entity_prefix(snap.kind, snap.entity_id)
                 current = txn.get(key, db=self._snapshots)
-                if current is None or _SEQ.unpack_from(current)[0] < snap.seq:
-                    txn.put(key, _SEQ.pack(snap.seq) + snap.data, db=self._snapshots)
+                if current is None or self._replaceable(key, current, snap.seq):
+                    txn.put(key, seal(_SEQ.pack(snap.seq) + snap.data, key), db=self._snapshots)
+                    replaced.append(key)
         # Committed (and synced) once the with-block exits without error.
+        if self._corrupt_keys:
+            self._corrupt_keys.difference_update(replaced)
         self._commits += 1
         self._events_committed += seq - self._last_seq
         self._last_seq = seq
         return results
 
     # -- reading --------------------------------------------------------------
+
+    def _verify_command(self) -> str:
+        data = self.path.parent if self.path.name == "events" else self.path
+        return f"matchlight verify --data {data}"
+
+    def _read_error(self, exc: lmdb.Error) -> StoreError:
+        return StoreError(
+            f"cannot read the event store in {self.path}; its file may be corrupt "
+            f"(run `{self._verify_command()}`): {type(exc).__name__}: {exc}"
+        )
+
+    @contextlib.contextmanager
+    def _translated(self) -> Iterator[None]:
+        """LMDB errors in the block become a :class:`StoreError` naming the store."""
+        try:
+            yield
+        except lmdb.Error as exc:
+            raise self._read_error(exc) from exc
+
+    def _corrupt_event(self, seq: int, exc: Exception) -> CorruptRecordError:
+        self._corrupt_seqs.add(seq)
+        return CorruptRecordError(
+            f"event seq {seq} in {self.path} is corrupt: {exc}; "
+            f"run `{self._verify_command()}` to check the whole store"
+        )
+
+    def _snapshot_from(self, kind: str, entity_id: str, key: bytes, raw: bytes) -> Snapshot | None:
+        """The snapshot stored as ``raw``, or ``None`` (logged and counted) if it is corrupt."""
+        try:
+            seq, data = open_snapshot(key, raw)
+        except CorruptRecordError as exc:
+            self._found_corrupt_snapshot(kind, entity_id, key, _stored_seq(raw), str(exc))
+            return None
+        return Snapshot(kind, entity_id, seq, data)
+
+    def _found_corrupt_snapshot(
+        self, kind: str, entity_id: str, key: bytes, seq: int | None, reason: str
+    ) -> None:
+        if key not in self._corrupt_keys:
+            self._corrupt_keys.add(key)
+            self._corrupt_snapshots += 1
+        # One line per entity (per minute), and past 100 entities one line for all the others.
+        limit_key = f"{kind}:{entity_id}" if self._corrupt_snapshots <= 100 else "many"
+        _corrupt_log.error(
+            f"snapshot:{self.path}:{limit_key}",
+            "event store %s: the snapshot of %s %r (seq %s) is corrupt: %s; ignored, the %s "
+            "is rebuilt from its events (run `%s`)",
+            self.path,
+            kind,
+            entity_id,
+            "unknown" if seq is None else seq,
+            reason,
+            kind,
+            self._verify_command(),
+        )
+
+    def report_corrupt_snapshot(self, snapshot: Snapshot, reason: str) -> None:
+        key = _entity_prefix(snapshot.kind, snapshot.entity_id)
+        self._found_corrupt_snapshot(snapshot.kind, snapshot.entity_id, key, snapshot.seq, reason)
+
+    def _replaceable(self, key: bytes, current: bytes, seq: int) -> bool:
+        """Whether a snapshot at ``seq`` may replace the stored ``current`` (older or corrupt)."""
+        if key in self._corrupt_keys:
+            return True
+        try:
+            payload = unseal(current, key)
+        except CorruptRecordError:
+            return True
+        return len(payload) < _SEQ.size or _SEQ.unpack_from(payload)[0] < seq
 
     # Read transactions use buffers=False, so every value read is `bytes`;
     # `_bytes` only tells the type checker so.
@@ -428,32 +630,53 @@ class LmdbEventStore(CommitMixin):
             self._env.set_mapsize(0)
             return self._env.begin(buffers=False)
 
+    @contextlib.contextmanager
+    def raw_view(self) -> Iterator[RawView]:
+        """Every table's stored records, read in one transaction for the block (see
+        :class:`RawView`). Holds the store's read lock meanwhile: for tools, not a server."""
+        with self._lock, self._translated(), self._read_txn() as txn:
+            yield RawView(self, txn)
+
     def last_seq(self) -> int:
         return self._last_seq
 
     def contains(self, event_id: str) -> bool:
-        with self._lock, self._read_txn() as txn:
-            return txn.get(event_id.encode(), db=self._ids) is not None
+        try:
+            with self._lock, self._read_txn() as txn:
+                return txn.get(event_id.encode(), db=self._ids) is not None
+        except lmdb.Error as exc:
+            raise self._read_error(exc) from exc
 
     def read_all(self, after: int = 0, limit: int = 10_000) -> list[StoredEvent]:
         out: list[StoredEvent] = []
         if limit <= 0:
             return out
-        with self._lock, self._read_txn() as txn:
-            cursor = txn.cursor(db=self._events)
-            if not cursor.set_range(_SEQ.pack(after + 1)):
-                return out
-            for key, value in cursor:
-                out.append(StoredEvent(_SEQ.unpack(key)[0], decode_event(_bytes(value))))
-                if len(out) >= limit:
-                    break
+        seq = after
+        try:
+            with self._lock, self._read_txn() as txn:
+                cursor = txn.cursor(db=self._events)
+                if not cursor.set_range(_SEQ.pack(after + 1)):
+                    return out
+                for key, value in cursor:
+                    seq = _SEQ.unpack(key)[0]
+                    out.append(StoredEvent(seq, decode_event(unseal(_bytes(value)))))
+                    if len(out) >= limit:
+                        break
+        except lmdb.Error as exc:
+            raise self._read_error(exc) from exc
+        except CodecError as exc:
+            raise self._corrupt_event(seq, exc) from exc
         return out
 
     def read_stream(
         self, kind: str, entity_id: str, after: int = 0, until: int | None = None
     ) -> list[StoredEvent]:
-        with self._lock, self._read_txn() as txn:
-            return self._stream_in(txn, _entity_prefix(kind, entity_id), after, until)
+        key = _entity_prefix(kind, entity_id)
+        try:
+            with self._lock, self._read_txn() as txn:
+                return self._stream_in(txn, key, after, until)
+        except lmdb.Error as exc:
+            raise self._read_error(exc) from exc
 
     def _stream_in(
         self, txn: lmdb.Transaction, key: bytes, after: int, until: int | None
@@ -463,50 +686,53 @@ class LmdbEventStore(CommitMixin):
         if not cursor.set_range_dup(key, _SEQ.pack(after + 1)):
             return out
         get_event = txn.get
-        for seq_key in cursor.iternext_dup(keys=False, values=True):
-            seq = _SEQ.unpack(seq_key)[0]
-            if until is not None and seq > until:
-                break
-            out.append(StoredEvent(seq, decode_event(_bytes(get_event(seq_key, db=self._events)))))
+        events = self._events
+        seq = after
+        try:
+            for seq_key in cursor.iternext_dup(keys=False, values=True):
+                seq = _SEQ.unpack(seq_key)[0]
+                if until is not None and seq > until:
+                    break
+                value = get_event(seq_key, db=events)
+                if value is None:
+                    raise CorruptRecordError("its stream lists it but the log does not hold it")
+                out.append(StoredEvent(seq, decode_event(unseal(_bytes(value)))))
+        except CodecError as exc:
+            raise self._corrupt_event(seq, exc) from exc
         return out
 
     def load_entity(
         self, kind: str, entity_id: str, until: int | None = None
     ) -> tuple[Snapshot | None, list[StoredEvent]]:
         key = _entity_prefix(kind, entity_id)
-        with self._lock, self._read_txn() as txn:
-            raw = txn.get(key, db=self._snapshots)
-            snapshot = None
-            if raw is not None:
-                snapshot = Snapshot(
-                    kind=kind,
-                    entity_id=entity_id,
-                    seq=_SEQ.unpack_from(raw)[0],
-                    data=_bytes(raw[_SEQ.size :]),
-                )
-            after = snapshot.seq if snapshot else 0
-            if until is not None and until <= after:
-                return snapshot, []
-            return snapshot, self._stream_in(txn, key, after, until)
+        try:
+            with self._lock, self._read_txn() as txn:
+                raw = txn.get(key, db=self._snapshots)
+                snapshot = None
+                if raw is not None:
+                    snapshot = self._snapshot_from(kind, entity_id, key, _bytes(raw))
+                after = snapshot.seq if snapshot else 0
+                if until is not None and until <= after:
+                    return snapshot, []
+                return snapshot, self._stream_in(txn, key, after, until)
+        except lmdb.Error as exc:
+            raise self._read_error(exc) from exc
 
     def load_snapshot(self, kind: str, entity_id: str) -> Snapshot | None:
-        with self._lock, self._read_txn() as txn:
-            raw = txn.get(_entity_prefix(kind, entity_id), db=self._snapshots)
-        if raw is None:
-            return None
-        return Snapshot(
-            kind=kind,
-            entity_id=entity_id,
-            seq=_SEQ.unpack_from(raw)[0],
-            data=_bytes(raw[_SEQ.size :]),
-        )
+        key = _entity_prefix(kind, entity_id)
+        try:
+            with self._lock, self._read_txn() as txn:
+                raw = txn.get(key, db=self._snapshots)
+        except lmdb.Error as exc:
+            raise self._read_error(exc) from exc
+        return None if raw is None else self._snapshot_from(kind, entity_id, key, _bytes(raw))
 
     def iter_snapshots(self, kind: str) -> Iterator[Snapshot]:
         kind_byte = _KIND_BYTE[kind]
         start = kind_byte
         while True:
-            page: list[Snapshot] = []
-            with self._lock, self._read_txn() as txn:
+            page: list[tuple[bytes, bytes]] = []
+            with self._lock, self._translated(), self._read_txn() as txn:
                 cursor = txn.cursor(db=self._snapshots)
                 if not cursor.set_range(start):
                     return
@@ -514,29 +740,25 @@ class LmdbEventStore(CommitMixin):
                     key = _bytes(raw_key)
                     if not key.startswith(kind_byte):
                         break
-                    (length,) = _LEN.unpack_from(key, 1)
-                    page.append(
-                        Snapshot(
-                            kind=kind,
-                            entity_id=key[3 : 3 + length].decode(),
-                            seq=_SEQ.unpack_from(raw)[0],
-                            data=_bytes(raw[_SEQ.size :]),
-                        )
-                    )
+                    page.append((key, _bytes(raw)))
                     if len(page) >= 10_000:
                         break
             if not page:
                 return
-            yield from page
+            for key, raw in page:
+                (length,) = _LEN.unpack_from(key, 1)
+                snapshot = self._snapshot_from(kind, key[3 : 3 + length].decode(), key, raw)
+                if snapshot is not None:
+                    yield snapshot
             # The smallest key after the page's last one.
-            start = _entity_prefix(kind, page[-1].entity_id) + b"\x00"
+            start = page[-1][0] + b"\x00"
 
     def iter_streams(self, kind: str, *, snapshots: bool = False) -> Iterator[StreamInfo]:
         # Three walks driven by LMDB's own iterators (a rebuild reads every item):
         # first duplicates forwards, last duplicates backwards, snapshots forwards.
         prefix = _KIND_BYTE[kind]
         after = bytes([prefix[0] + 1])
-        with self._lock, self._read_txn() as txn:
+        with self._lock, self._translated(), self._read_txn() as txn:
             cursor = txn.cursor(db=self._streams)
             firsts: list[tuple[bytes, bytes]] = []
             # Read transactions use buffers=False: keys and values are bytes.
@@ -564,12 +786,13 @@ class LmdbEventStore(CommitMixin):
                             break
                         raw_snapshots[key] = value
         unpack_seq = _SEQ.unpack_from
+        snapshot_from = self._snapshot_from
         for key, first in firsts:
             entity_id = key[3:].decode()
             snapshot = None
             raw = raw_snapshots.get(key)
             if raw is not None:
-                snapshot = Snapshot(kind, entity_id, unpack_seq(raw)[0], raw[_SEQ.size :])
+                snapshot = snapshot_from(kind, entity_id, key, raw)
             yield StreamInfo(entity_id, unpack_seq(first)[0], unpack_seq(lasts[key])[0], snapshot)
 
     def statistics(self) -> StoreStatistics:
@@ -579,6 +802,8 @@ class LmdbEventStore(CommitMixin):
             events_committed=self._events_committed,
             map_size=self._env.info()["map_size"] if not self._closed else 0,
             resizes=self._resizes,
+            corrupt_snapshots=self._corrupt_snapshots,
+            corrupt_events=len(self._corrupt_seqs),
         )
 
     # -- lifecycle ------------------------------------------------------------

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import attrs
 import trio
 from opentelemetry import trace
 
-from actors.errors import ActorError, AskTimeoutError
+from actors.errors import ActorError, AskTimeoutError, FieldLimitError
 from actors.events import Event, InteractionRecorded, StoredEvent
 from actors.item import ItemState, RecordInteraction, RemoveItem, UpsertItem
 from actors.item_actor import item_actor
@@ -40,6 +42,11 @@ _TRACER = trace.get_tracer("matchlight.actors")
 
 T = TypeVar("T")
 
+#: How far ahead of the server's clock an event may be stamped, by default (seconds).
+DEFAULT_CLOCK_SKEW_S: Final = 300.0
+#: Distinct numeric fields of the catalogue, by default (see SystemConfig).
+DEFAULT_MAX_NUMERIC_FIELDS: Final = 1024
+
 
 @attrs.frozen(kw_only=True)
 class SystemConfig:
@@ -47,6 +54,12 @@ class SystemConfig:
     #: Deadline for asking actors to decide or answer, seconds.
     ask_timeout_s: float = 10.0
     max_group_events: int = 32_768
+    #: Events may be stamped at most this far ahead of the server's clock (seconds): the
+    #: server refuses later ones, and the ranker's "now" never runs further ahead.
+    clock_skew_s: float = DEFAULT_CLOCK_SKEW_S
+    #: Distinct numeric fields the catalogue may have: item ``numbers`` and event types
+    #: (each type is a counter field) together. Each costs a little memory of its own.
+    max_numeric_fields: int = DEFAULT_MAX_NUMERIC_FIELDS
 
 
 @attrs.frozen(kw_only=True)
@@ -91,8 +104,47 @@ class ActorSystem:
             config=self.config.runtime,
         )
         self.users = ActorRuntime(user_actor(store), save_snapshot=save, config=self.config.runtime)
+        #: New numeric field names of writes in progress (admitted, not yet in the index).
+        self._pending_fields: Counter[str] = Counter()
 
     # -- writes ---------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _admit_fields(self, names: set[str], where: dict[str, str]) -> Iterator[None]:
+        """Hold the numeric field ``names`` a write brings for its duration, within the limit.
+
+        Names the index has are free; new ones count against ``max_numeric_fields``
+        together with those of writes still in progress (so concurrent writes cannot
+        overshoot). ``where`` maps a name to its path in the request, for the error.
+
+        Raises:
+            FieldLimitError: the new names do not fit; nothing is held.
+        """
+        new = names - self.index.numeric_field_names()
+        if not new:
+            yield
+            return
+        pending = self._pending_fields
+        unseen = new - pending.keys()
+        if unseen:
+            known = self.index.numeric_field_names()
+            in_use = len(known) + len(pending.keys() - known)
+            limit = self.config.max_numeric_fields
+            if in_use + len(unseen) > limit:
+                name = min(unseen, key=lambda n: where.get(n, n))
+                raise FieldLimitError(
+                    f"{where.get(name, name)}: {name!r} would be a new numeric field, but the "
+                    f"catalogue has {in_use} of the {limit} allowed (item numbers and event "
+                    "types together; see --max-numeric-fields)"
+                )
+        pending.update(new)
+        try:
+            yield
+        finally:
+            pending.subtract(new)
+            for name in new:
+                if pending[name] <= 0:
+                    del pending[name]
 
     async def _decide(
         self, commands: Sequence[RecordInteraction | UpsertItem | RemoveItem]
@@ -121,12 +173,33 @@ class ActorSystem:
         """Record interactions atomically; duplicates (by event id) are counted, not applied.
 
         A checkpoint. Returns once the events are durable and applied.
+
+        Raises:
+            FieldLimitError: a new event type would exceed ``max_numeric_fields``.
         """
-        return await self._append(await self._decide(commands))
+        types = {command.type for command in commands}
+        where: dict[str, str] = {}
+        if types - self.index.numeric_field_names():
+            for i, command in enumerate(commands):
+                where.setdefault(command.type, f"events[{i}].type")
+        with self._admit_fields(types, where):
+            return await self._append(await self._decide(commands))
 
     async def upsert_items(self, commands: Sequence[UpsertItem]) -> WriteResult:
-        """Create or change items atomically. A checkpoint."""
-        return await self._append(await self._decide(commands))
+        """Create or change items atomically. A checkpoint.
+
+        Raises:
+            FieldLimitError: new ``numbers`` fields would exceed ``max_numeric_fields``.
+        """
+        names: set[str] = set()
+        where: dict[str, str] = {}
+        for i, command in enumerate(commands):
+            for name, value in (command.numbers or {}).items():
+                if value is not None and name not in names:
+                    names.add(name)
+                    where[name] = f"items[{i}].numbers.{name}"
+        with self._admit_fields(names, where):
+            return await self._append(await self._decide(commands))
 
     async def remove_items(self, commands: Sequence[RemoveItem]) -> WriteResult:
         """Remove items atomically; ``accepted`` counts those that existed. A checkpoint."""
@@ -258,6 +331,15 @@ async def open_actor_system(
     signals = ItemSignals()
     index = await trio.to_thread.run_sync(rebuild_index, store, signals)
     system = ActorSystem(store, config, index=index, signals=signals)
+    ahead = signals.clock - time.time()
+    if ahead > system.config.clock_skew_s:
+        # Written before event times were checked: the ranker's clock stays at the wall clock.
+        log.warning(
+            "the log holds events stamped up to %.0f s ahead of this server's clock; "
+            "recommendations take now as the server's clock plus %g s",
+            ahead,
+            system.config.clock_skew_s,
+        )
     async with trio.open_nursery() as nursery:
         await nursery.start(system.items.run)
         await nursery.start(system.users.run)

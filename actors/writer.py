@@ -30,6 +30,7 @@ from opentelemetry import metrics
 
 from actors.errors import StoreError, SystemClosedError
 from actors.events import Event, StoredEvent
+from actors.ratelimit import RateLimitedLog
 from actors.store import AppendResult, EventStore, PreparedBatch, Snapshot, Written, to_result
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,8 @@ class StoreWriter:
         self._snapshot_flush_s = snapshot_flush_s
         self._send, self._receive = trio.open_memory_channel[_Pending](max_queued_batches)
         self._snapshots: dict[tuple[str, str], Snapshot] = {}
+        #: A failing disk fails every commit: log once a minute, with a count.
+        self._log_errors = RateLimitedLog(log)
         self._closed = False
         self._stopped = trio.Event()
         self._commits = 0
@@ -207,7 +210,7 @@ class StoreWriter:
                 self._store.write, [p.batch for p in group], snapshots
             )
         except StoreError as exc:
-            log.error("commit of %d batches failed: %s", len(group), exc)
+            self._log_errors.error("commit", "commit of %d batches failed", len(group), exc=exc)
             for snap in snapshots:  # keep them for the next commit unless superseded
                 self._snapshots.setdefault((snap.kind, snap.entity_id), snap)
             for pending in group:

@@ -19,7 +19,13 @@ from legacy_adapter.errors import (
 # The feed and the router pull in LMDB, the ranker and numpy: they are imported on
 # first use (PEP 562), so `matchlight health` and `shadow-report` start fast.
 if TYPE_CHECKING:
-    from legacy_adapter.feed import FeedStatistics, FeedStore, watch_feed
+    from legacy_adapter.feed import (
+        FeedStatistics,
+        FeedStore,
+        check_feed_store,
+        read_current,
+        watch_feed,
+    )
     from legacy_adapter.router import (
         DEFAULT_MODE,
         MODES,
@@ -30,6 +36,7 @@ if TYPE_CHECKING:
         check_migration,
         load_migration_config,
         open_router,
+        read_migration_state,
     )
     from legacy_adapter.sources import (
         BadRecord,
@@ -48,6 +55,8 @@ _LAZY: dict[str, str] = {
     "LoadReport": "legacy_adapter.sources",
     "open_source": "legacy_adapter.sources",
     "watch_feed": "legacy_adapter.feed",
+    "check_feed_store": "legacy_adapter.feed",
+    "read_current": "legacy_adapter.feed",
     "DEFAULT_MODE": "legacy_adapter.router",
     "MODES": "legacy_adapter.router",
     "Migration": "legacy_adapter.router",
@@ -57,6 +66,7 @@ _LAZY: dict[str, str] = {
     "check_migration": "legacy_adapter.router",
     "load_migration_config": "legacy_adapter.router",
     "open_router": "legacy_adapter.router",
+    "read_migration_state": "legacy_adapter.router",
 }
 
 
@@ -84,9 +94,12 @@ __all__ = [
     "Router",
     "RouterStatistics",
     "canary_bucket",
+    "check_feed_store",
     "check_migration",
     "load_migration_config",
     "open_router",
     "open_source",
+    "read_current",
+    "read_migration_state",
     "watch_feed",
 ]

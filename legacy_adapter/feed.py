@@ -9,6 +9,13 @@ writing run in a child process by default: py-lmdb releases and retakes the
 GIL around every put, so a load on a thread of the server would stall its
 event loop (measured: tens of milliseconds per ``get``). :func:`watch_feed`
 loads the current snapshot and every new one while serving.
+
+Each entry is sealed with a checksum of its key and value
+(:mod:`actors.framing`; entries written before that are read as they are).
+A damaged entry is never served: :meth:`FeedStore.get` answers ``None`` and
+the router serves that user in real time. A ``CURRENT`` that is invalid or
+names a missing environment refuses to open (:func:`read_current`), and
+:func:`check_feed_store` checks a whole store for ``matchlight verify``.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import lmdb
 import msgpack
 import trio
 
+from actors import CorruptRecordError, RateLimitedLog, framing
 from legacy_adapter.errors import FeedError
 from legacy_adapter.sources import (
     BATCH,
@@ -62,6 +70,8 @@ class FeedStatistics:
     entries: int
     loads: int
     last_report: LoadReport | None
+    #: Entries of the served feed found corrupt when read (served by real time instead).
+    corrupt_entries: int = 0
 
 
 # -- the store ----------------------------------------------------------------------
@@ -79,6 +89,70 @@ def _open_env(path: Path, *, create: bool) -> Any:
         readahead=False,
         meminit=False,
     )
+
+
+def decode_entry(key: bytes, raw: bytes) -> FeedEntry:
+    """The entry stored as ``raw`` under ``key`` (sealed, or from before checksums).
+
+    Raises:
+        ValueError: its checksum fails, it does not decode, or it has the wrong shape.
+    """
+    try:
+        value = msgpack.unpackb(framing.unseal(raw, key), use_list=False)
+    except CorruptRecordError as exc:
+        raise ValueError(str(exc)) from None
+    except Exception as exc:  # msgpack raises several kinds for bad bytes
+        raise ValueError(f"undecodable: {type(exc).__name__}: {exc}") from None
+    if type(value) is not tuple or len(value) != 2:
+        raise ValueError("not a pair of items and scores")
+    items, scores = value
+    if type(items) is not tuple or not all(type(item) is str for item in items):
+        raise ValueError("items are not a list of ids")
+    if scores is not None and (
+        type(scores) is not tuple
+        or len(scores) != len(items)
+        or not all(type(score) is float or type(score) is int for score in scores)
+    ):
+        raise ValueError("scores are not one number per item")
+    return FeedEntry(items=items, scores=scores)
+
+
+def read_current(path: str | os.PathLike[str]) -> tuple[str, str] | None:
+    """The environment and snapshot id ``path/CURRENT`` names, or ``None`` if there is none.
+
+    Raises:
+        FeedError: it cannot be read or is invalid (the message names the file and the
+            field), or names an environment that does not exist.
+    """
+    where = Path(path) / CURRENT
+    try:
+        text = where.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise FeedError(f"{where}: cannot read it: {exc}") from exc
+    try:
+        current = json.loads(text)
+    except ValueError as exc:
+        raise FeedError(f"{where}: not JSON: {exc}") from None
+    if not isinstance(current, dict):
+        raise FeedError(f"{where}: expected an object with env, snapshot and source")
+    unknown = sorted(set(current) - {"env", "snapshot", "source"})
+    if unknown:
+        raise FeedError(f"{where}: {unknown[0]}: unknown field (env, snapshot, source)")
+    name, snapshot = current.get("env"), current.get("snapshot")
+    if not (isinstance(name, str) and _SNAP_NAME.fullmatch(name)):
+        raise FeedError(f"{where}: env: expected a directory name snap-N, got {name!r}")
+    if not isinstance(snapshot, str) or not snapshot:
+        raise FeedError(f"{where}: snapshot: expected a snapshot id, got {snapshot!r}")
+    if "source" in current and not isinstance(current["source"], str):
+        raise FeedError(f"{where}: source: expected a string, got {current['source']!r}")
+    if not (Path(path) / name).is_dir():
+        raise FeedError(
+            f"{where}: env: names {name}, which does not exist (remove {Path(path)} to load "
+            "the feed afresh from its source)"
+        )
+    return name, snapshot
 
 
 #: What a build found: (records read, bad records, the first examples, entries stored).
@@ -114,7 +188,7 @@ def _build(source: FeedSource, snapshot_id: str, target: Path, stop: Callable[[]
                 surface, user, items, scores = record
                 try:
                     key = f"{surface}\0{user}".encode()
-                    packed = pack((items, scores))
+                    packed = framing.seal(pack((items, scores)), key)
                 except (UnicodeEncodeError, TypeError, ValueError) as exc:
                     record = BadRecord(where=f"{describe} record {seen}", reason=str(exc))
                 else:
@@ -217,6 +291,9 @@ class FeedStore:
         self._entries = 0
         self._loads = 0
         self._last_report: LoadReport | None = None
+        #: Keys of the served environment found corrupt (cleared when a new feed is served).
+        self._corrupt_keys: set[bytes] = set()
+        self._corrupt_log = RateLimitedLog(log)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             self._lock_fd = os.open(self.path / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
@@ -232,28 +309,29 @@ class FeedStore:
         except OSError as exc:
             self.close()
             raise FeedError(f"cannot open the legacy feed store in {self.path}: {exc}") from exc
+        except FeedError:
+            self.close()
+            raise
 
     def _recover(self) -> None:
-        try:
-            current = json.loads((self.path / CURRENT).read_text())
-            name, snapshot = current["env"], str(current["snapshot"])
-            if not (isinstance(name, str) and _SNAP_NAME.fullmatch(name)):
-                raise ValueError(f"bad environment name {name!r}")
-            env_path: Path | None = self.path / name
-        except FileNotFoundError:
-            env_path = None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.error(
-                "legacy feed store %s: unreadable %s, starting empty: %s", self.path, CURRENT, exc
-            )
-            env_path = None
-        if env_path is not None:
+        # A bad CURRENT refuses to open (FeedError): starting empty would silently move
+        # every user of a legacy surface to real time, and delete the environment.
+        current = read_current(self.path)
+        if current is not None:
+            name, snapshot = current
+            env_path = self.path / name
             try:
                 self._env = _open_env(env_path, create=False)
-                self._env_path, self._snapshot = env_path, snapshot
                 self._entries = self._env.stat()["entries"]
             except lmdb.Error as exc:
-                log.error("legacy feed store: cannot open %s, starting empty: %s", env_path, exc)
+                if self._env is not None:
+                    self._env.close()
+                    self._env = None
+                raise FeedError(
+                    f"{self.path / CURRENT}: env: cannot open {env_path}: {exc} (remove "
+                    f"{self.path} to load the feed afresh from its source)"
+                ) from exc
+            self._env_path, self._snapshot = env_path, snapshot
         for child in self.path.iterdir():
             if child.name.startswith(_SNAP_PREFIX) and child != self._env_path:
                 shutil.rmtree(child, ignore_errors=True)  # an interrupted load or swap
@@ -267,7 +345,11 @@ class FeedStore:
         """The feed's entry for ``user`` on ``surface``, or ``None``. Fast, thread-safe.
 
         Blocks only for one LMDB read (microseconds). Never raises: an
-        absent user, a key that cannot exist and a closed store give ``None``.
+        absent user, a key that cannot exist and a closed store give ``None``;
+        so does an entry that fails its checksum, does not decode or has the
+        wrong shape, or that LMDB cannot read (counted in
+        :meth:`statistics`, logged once a minute per surface), so the
+        router serves that user from the real-time path.
         """
         try:
             key = f"{surface}\0{user}".encode()
@@ -279,12 +361,32 @@ class FeedStore:
             env = self._env
             if env is None:
                 return None
-            with env.begin() as txn:
-                raw = txn.get(key)
+            try:
+                with env.begin() as txn:
+                    raw = txn.get(key)
+            except lmdb.Error as exc:
+                self._corrupt(key, surface, user, f"cannot read it: {exc}")
+                return None
         if raw is None:
             return None
-        items, scores = msgpack.unpackb(raw, use_list=False)
-        return FeedEntry(items=items, scores=scores)
+        try:
+            return decode_entry(key, raw)
+        except ValueError as exc:
+            self._corrupt(key, surface, user, str(exc))
+            return None
+
+    def _corrupt(self, key: bytes, surface: str, user: str, reason: str) -> None:
+        """Count and log (once a minute per surface) an entry that cannot be served."""
+        self._corrupt_keys.add(key)
+        self._corrupt_log.error(
+            f"entry:{surface}",
+            "legacy feed %s: the entry of user %r on surface %r is corrupt: %s; the real-time "
+            "path serves them (run `matchlight verify`)",
+            self.path,
+            user,
+            surface,
+            reason,
+        )
 
     @property
     def snapshot(self) -> str | None:
@@ -302,6 +404,7 @@ class FeedStore:
             entries=self._entries,
             loads=self._loads,
             last_report=self._last_report,
+            corrupt_entries=len(self._corrupt_keys),
         )
 
     # -- loading ----------------------------------------------------------------------
@@ -355,6 +458,7 @@ class FeedStore:
                 old, old_path = self._env, self._env_path
                 self._env, self._env_path = env, target
                 self._snapshot, self._entries = snapshot_id, entries
+                self._corrupt_keys = set()
                 if old is not None:
                     old.close()  # no reader is inside it: they hold the lock
             if old_path is not None:
@@ -467,6 +571,50 @@ class FeedStore:
             if self._lock_fd >= 0:
                 os.close(self._lock_fd)  # releases the flock
                 self._lock_fd = -1
+
+
+# -- checking -----------------------------------------------------------------------
+
+
+def check_feed_store(
+    path: str | os.PathLike[str], problem: Callable[[str, str], None]
+) -> dict[str, int]:
+    """Check a feed store directory read-only: ``CURRENT`` and every entry it leads to.
+
+    May run beside a server serving it (LMDB allows readers in other processes).
+    Each problem is reported as ``problem(where, what)``; returns the counts of
+    what was checked (``entries``, and of them ``sealed`` and ``unsealed``, the
+    latter written before entries had checksums). Blocking.
+    """
+    counts = {"entries": 0, "sealed": 0, "unsealed": 0}
+    try:
+        current = read_current(path)
+    except FeedError as exc:
+        problem(str(Path(path) / CURRENT), str(exc).removeprefix(f"{Path(path) / CURRENT}: "))
+        return counts
+    if current is None:
+        return counts
+    env_path = Path(path) / current[0]
+    try:
+        env = lmdb.open(str(env_path), readonly=True, create=False, max_dbs=0, readahead=False)
+    except lmdb.Error as exc:
+        problem(str(env_path), f"cannot open the environment: {exc}")
+        return counts
+    try:
+        with env.begin(buffers=False) as txn:
+            for key, raw in txn.cursor():
+                counts["entries"] += 1
+                counts["sealed" if framing.is_sealed(raw) else "unsealed"] += 1
+                try:
+                    decode_entry(key, raw)
+                except ValueError as exc:
+                    surface, _, user = key.decode(errors="replace").partition("\0")
+                    problem(f"{env_path}: surface {surface!r}, user {user!r}", str(exc))
+    except lmdb.Error as exc:
+        problem(str(env_path), f"LMDB cannot read it (the file may be damaged): {exc}")
+    finally:
+        env.close()
+    return counts
 
 
 # -- watching -----------------------------------------------------------------------

@@ -50,6 +50,7 @@ import attrs
 import trio
 from opentelemetry import trace
 
+from actors import RateLimitedLog
 from legacy_adapter.errors import MigrationError, RealtimeUnavailable
 from legacy_adapter.feed import FeedStore
 from legacy_adapter.sources import FeedEntry
@@ -170,6 +171,76 @@ def check_migration(surface: str, raw: Mapping[str, Any], path: str) -> dict[str
 
 
 _FIELDS: Final = ("mode", "percent", "reverse_shadow", "deadline_ms", "shadow_share")
+_ORIGINS: Final = ("default", "config", "rpc")
+
+
+def read_migration_state(
+    path: str | os.PathLike[str],
+) -> tuple[dict[str, Migration], dict[str, dict[str, Any]]] | None:
+    """The surfaces' states and the config entries last applied, from a ``migration.json``;
+    ``None`` if there is none. Each surface is checked by the rules of ``set_migration``.
+
+    Raises:
+        MigrationError: the file cannot be read or is invalid; the message names the file
+            and the field (``/data/migration.json: surfaces.home.mode: …``).
+    """
+    where = Path(path)
+    try:
+        text = where.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise MigrationError(f"{where}: cannot read it: {exc}") from exc
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise MigrationError(f"{where}: not JSON: {exc}") from None
+    try:
+        return _parse_state(raw)
+    except MigrationError as exc:
+        raise MigrationError(f"{where}: {exc}") from None
+
+
+def _parse_state(raw: Any) -> tuple[dict[str, Migration], dict[str, dict[str, Any]]]:
+    if not isinstance(raw, dict):
+        raise MigrationError("expected an object with surfaces and config_applied")
+    unknown = sorted(set(raw) - {"surfaces", "config_applied"})
+    if unknown:
+        raise MigrationError(f"{unknown[0]}: unknown field (surfaces, config_applied)")
+    surfaces = raw.get("surfaces", {})
+    if not isinstance(surfaces, dict):
+        raise MigrationError("surfaces: expected an object of surfaces")
+    states: dict[str, Migration] = {}
+    for surface, state in surfaces.items():
+        path = f"surfaces.{surface}"
+        if not isinstance(state, dict):
+            raise MigrationError(f"{path}: expected an object")
+        fields = check_migration(
+            surface, {k: v for k, v in state.items() if k not in ("origin", "updated")}, path
+        )
+        origin = state.get("origin", "default")
+        if origin not in _ORIGINS:
+            raise MigrationError(
+                f"{path}.origin: expected one of {', '.join(_ORIGINS)}, got {origin!r}"
+            )
+        updated = state.get("updated", 0.0)
+        if (
+            isinstance(updated, bool)
+            or not isinstance(updated, int | float)
+            or not 0.0 <= updated < math.inf
+        ):
+            raise MigrationError(f"{path}.updated: expected a time in seconds, got {updated!r}")
+        states[surface] = Migration(
+            surface=surface, **fields, origin=origin, updated=float(updated)
+        )
+    applied = raw.get("config_applied", {})
+    if not isinstance(applied, dict):
+        raise MigrationError("config_applied: expected an object of surfaces")
+    for surface, entry in applied.items():
+        if not isinstance(entry, dict):
+            raise MigrationError(f"config_applied.{surface}: expected an object")
+        check_migration(surface, entry, f"config_applied.{surface}")
+    return states, {surface: dict(entry) for surface, entry in applied.items()}
 
 
 def canary_bucket(user: str, surface: str) -> float:
@@ -189,6 +260,8 @@ class RouterStatistics:
     shadows: int
     shadows_skipped: int
     comparisons_kept: int
+    #: Comparison and served records that could not be written (e.g. a full disk).
+    comparisons_lost: int = 0
 
 
 class Router:
@@ -219,6 +292,9 @@ class Router:
         self._fallbacks = 0
         self._shadows = 0
         self._shadows_skipped = 0
+        self._records_lost = 0
+        #: Failures that repeat per request (a full disk) are logged once a minute.
+        self._log_errors = RateLimitedLog(log)
         self._load_state()
 
     # -- state ----------------------------------------------------------------------
@@ -272,15 +348,9 @@ class Router:
         return self.data_dir / STATE_FILE
 
     def _load_state(self) -> None:
-        try:
-            raw = json.loads(self._state_path().read_text())
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError) as exc:
-            raise MigrationError(f"cannot read {self._state_path()}: {exc}") from exc
-        for surface, state in raw.get("surfaces", {}).items():
-            self._states[surface] = Migration(surface=surface, **state)
-        self._config_applied = raw.get("config_applied", {})
+        loaded = read_migration_state(self._state_path())
+        if loaded is not None:
+            self._states, self._config_applied = loaded
 
     def _save_state(self) -> None:
         path = self._state_path()
@@ -528,8 +598,15 @@ class Router:
         batch, self._pending = self._pending, []
         try:
             await trio.to_thread.run_sync(self.comparisons.write, batch)
-        except Exception:
-            log.exception("lost %d comparison records", len(batch))
+        except Exception as exc:
+            self._records_lost += len(batch)
+            self._log_errors.error(
+                "comparisons",
+                "lost %d comparison records (%d lost in all)",
+                len(batch),
+                self._records_lost,
+                exc=exc,
+            )
 
     def statistics(self) -> RouterStatistics:
         kept = 0 if self.comparisons is None else self.comparisons.statistics().kept
@@ -539,6 +616,7 @@ class Router:
             shadows=self._shadows,
             shadows_skipped=self._shadows_skipped,
             comparisons_kept=kept,
+            comparisons_lost=self._records_lost,
         )
 
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import trio
 
-from actors import RuntimeConfig, StoreError, SystemConfig
-from matchlight import health_check, shadow_report
-from matchlight.argtypes import non_negative_int, positive_float, positive_int
+from actors import DEFAULT_CLOCK_SKEW_S, MatchlightError, RuntimeConfig, StoreError, SystemConfig
+from actors.system import DEFAULT_MAX_NUMERIC_FIELDS
+from matchlight import health_check, shadow_report, verify
+from matchlight.argtypes import non_negative_float, non_negative_int, positive_float, positive_int
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -23,8 +24,9 @@ def _serve(args: argparse.Namespace) -> int:
     from matchlight.auth import TokensError, load_tokens
     from matchlight.rpc import Limits
     from matchlight.service import ServeConfig, is_loopback, parse_listen, serve, tls_context
+    from matchlight.state_files import check_state_files
     from matchlight.telemetry import configure as configure_telemetry
-    from ranker import ConfigError, RankerError, Surfaces, load_surfaces
+    from ranker import ConfigError, Surfaces, load_surfaces
 
     try:
         parse_listen(args.listen)
@@ -33,6 +35,12 @@ def _serve(args: argparse.Namespace) -> int:
         tokens = None if args.tokens is None else load_tokens(args.tokens)
         feed = None if args.legacy_feed is None else open_source(args.legacy_feed)
     except (ValueError, ConfigError, TokensError, LegacyAdapterError) as exc:
+        print(f"matchlight serve: {exc}", file=sys.stderr)
+        return 2
+    try:
+        # Before anything starts: a bad one would otherwise fail deep inside Trio's nurseries.
+        check_state_files(Path(args.data), feed=feed is not None)
+    except MatchlightError as exc:  # the message names the file and the field
         print(f"matchlight serve: {exc}", file=sys.stderr)
         return 2
     if tokens is None and not is_loopback(args.listen) and not args.allow_unauthenticated:
@@ -84,7 +92,9 @@ def _serve(args: argparse.Namespace) -> int:
         system=SystemConfig(
             runtime=RuntimeConfig(
                 snapshot_every=args.snapshot_every, passivate_after_s=args.passivate_after
-            )
+            ),
+            clock_skew_s=args.clock_skew,
+            max_numeric_fields=args.max_numeric_fields,
         ),
     )
     # The process-wide providers: the actors' and the ranker's child spans and metrics
@@ -93,12 +103,42 @@ def _serve(args: argparse.Namespace) -> int:
     otel_metrics.set_meter_provider(telemetry.meter_provider)
     try:
         trio.run(serve, config)
-    except (OSError, StoreError, RankerError) as exc:  # address in use, data dir unusable
-        print(f"matchlight serve: {exc}", file=sys.stderr)
+    except (OSError, MatchlightError, BaseExceptionGroup) as exc:  # address in use, data dir …
+        error = _operator_error(exc)
+        if error is None:
+            raise  # a bug: keep its traceback
+        print(f"matchlight serve: {_reason(error)}", file=sys.stderr)
         return 1
     finally:
         telemetry.shutdown()  # flush what is still batched
     return 0
+
+
+def _operator_error(exc: BaseException) -> BaseException | None:
+    """The failure to tell the operator in one line, or ``None`` for a bug.
+
+    Errors raised inside Trio's nurseries arrive wrapped in exception groups:
+    a group whose every leaf is an expected failure (an ``OSError`` or one of
+    Matchlight's own errors) gives its first leaf.
+    """
+    leaves = []
+    pending = [exc]
+    while pending:
+        current = pending.pop(0)
+        if isinstance(current, BaseExceptionGroup):
+            pending[:0] = current.exceptions
+        else:
+            leaves.append(current)
+    if leaves and all(isinstance(leaf, OSError | MatchlightError) for leaf in leaves):
+        return leaves[0]
+    return None
+
+
+def _reason(exc: BaseException) -> str:
+    """An error as one line: an ``OSError`` we raised with a message, without ``[Errno N]``."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is None:
+        return exc.strerror
+    return str(exc)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -222,6 +262,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=300.0,
         metavar="SECONDS",
         help="drop an idle actor from memory after this long (default 300)",
+    )
+    serve.add_argument(
+        "--clock-skew",
+        type=non_negative_float,
+        default=DEFAULT_CLOCK_SKEW_S,
+        metavar="SECONDS",
+        help="accept events stamped at most this far ahead of this server's clock; later "
+        "ones (e.g. milliseconds sent as seconds) are refused as bad_request (default "
+        "%(default)g)",
+    )
+    serve.add_argument(
+        "--max-numeric-fields",
+        type=positive_int,
+        default=DEFAULT_MAX_NUMERIC_FIELDS,
+        metavar="N",
+        help="distinct numeric fields the catalogue may have, item numbers and event types "
+        "together; a write bringing more is refused (default %(default)d)",
     )
     serve.add_argument(
         "--drain",
@@ -427,6 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     health_check.add_parser(sub)
     shadow_report.add_parser(sub)
+    verify.add_parser(sub)
 
     replay = sub.add_parser(
         "replay",

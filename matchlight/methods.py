@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from actors import ActorSystem, ItemState, UserState, item, user
+from actors import ActorSystem, FieldLimitError, ItemState, UserState, item, user
 from index import QueryError
 from legacy_adapter import MigrationError, RealtimeUnavailable, Router
 from matchlight import validation
@@ -88,9 +88,16 @@ class Methods:
         return {"status": "ok", "version": self.version}
 
     async def ingest(self, params: Any) -> dict[str, Any]:
-        commands = validation.events(validation.params_map(params))
+        commands = validation.events(
+            validation.params_map(params),
+            now=time.time(),
+            clock_skew_s=self.system.config.clock_skew_s,
+        )
         started = time.perf_counter()
-        result = await self.system.ingest(commands)
+        try:
+            result = await self.system.ingest(commands)
+        except FieldLimitError as exc:
+            raise BadRequest(str(exc)) from None
         # Accepted → durable, applied and indexed: what a client waits for visibility.
         self.telemetry.visible_lag.record((time.perf_counter() - started) * 1000)
         self.telemetry.events_ingested.add(result.accepted)
@@ -98,7 +105,10 @@ class Methods:
 
     async def upsert_items(self, params: Any) -> dict[str, Any]:
         commands = validation.items(validation.params_map(params), now=time.time())
-        result = await self.system.upsert_items(commands)
+        try:
+            result = await self.system.upsert_items(commands)
+        except FieldLimitError as exc:
+            raise BadRequest(str(exc)) from None
         return {"accepted": result.accepted, "seq": result.seq}
 
     async def remove_items(self, params: Any) -> dict[str, Any]:
@@ -164,6 +174,9 @@ class Methods:
             "log_seq": s.store.last_seq,
             "store_map_bytes": s.store.map_size,
             "store_resizes": s.store.resizes,
+            # Found while reading (see `matchlight verify` for the whole store).
+            "corrupt_snapshots": s.store.corrupt_snapshots,
+            "corrupt_events": s.store.corrupt_events,
             "commits": s.writer.commits,
             "events_committed": s.writer.events,
             "batches_committed": s.writer.batches,
@@ -197,10 +210,13 @@ class Methods:
                 shadows=rs.shadows,
                 shadows_skipped=rs.shadows_skipped,
                 comparisons_kept=rs.comparisons_kept,
+                comparisons_lost=rs.comparisons_lost,
             )
             if self.router.feed is not None:
                 out.update(
-                    feed_snapshot=self.router.feed.snapshot, feed_entries=self.router.feed.entries
+                    feed_snapshot=self.router.feed.snapshot,
+                    feed_entries=self.router.feed.entries,
+                    feed_corrupt_entries=self.router.feed.statistics().corrupt_entries,
                 )
         r = self.ranker.statistics()
         out.update(

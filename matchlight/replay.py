@@ -392,8 +392,8 @@ async def _nightly(
     """
     index, signals = system.index, system.signals
     live = to_docs(index.live)
-    masses = signals.masses(live)
-    popular = index.external(live[np.argsort(-masses, kind="stable")][: BATCH_DEPTH * 4].tolist())
+    levels = signals.levels(live)
+    popular = index.external(live[np.argsort(-levels, kind="stable")][: BATCH_DEPTH * 4].tolist())
     lists: dict[str, tuple[list[str], list[float]]] = {}
     for info in system.store.iter_streams(user.KIND):
         answer = await ranker.recommend(

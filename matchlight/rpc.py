@@ -36,7 +36,7 @@ import attrs
 import msgpack
 import trio
 
-from actors import MatchlightError, SystemClosedError
+from actors import MatchlightError, RateLimitedLog, SystemClosedError
 from matchlight import auth, validation
 from matchlight.errors import (
     FORBIDDEN,
@@ -129,6 +129,8 @@ class RpcServer:
         self.tokens = tokens
         self.telemetry = telemetry
         self.stats = RpcStatistics()
+        #: A failure that repeats per request (a full disk) is logged once a minute per kind.
+        self._log_errors = RateLimitedLog(log)
         self._draining = False
         self._in_flight = 0
         self._idle = trio.Event()
@@ -306,7 +308,7 @@ class RpcServer:
         except SystemClosedError as exc:
             raise RpcError(UNAVAILABLE, str(exc)) from exc
         except MatchlightError as exc:
-            log.warning("%s failed: %s", method, exc)
+            self._log_errors.warning(f"{method}/{type(exc).__name__}", "%s failed", method, exc=exc)
             raise RpcError(UNAVAILABLE, str(exc)) from exc
         except trio.TooSlowError as exc:
             raise RpcError(OVERLOADED, "request did not finish in time") from exc
@@ -348,9 +350,14 @@ class RpcServer:
             except RpcError as exc:
                 self.stats.errors += 1
                 response = [RESPONSE, msgid, exc.to_wire(), None]
-            except Exception:
+            except Exception as exc:
                 self.stats.errors += 1
-                log.exception("internal error in %r", method)
+                self._log_errors.error(
+                    f"internal/{method}/{type(exc).__name__}",
+                    "internal error in %r",
+                    method,
+                    exc=exc,
+                )
                 response = [RESPONSE, msgid, RpcError(INTERNAL, "internal error").to_wire(), None]
             sent = await self._send(stream, send_lock, response)
             if not sent or session.close_after_reply:
@@ -368,9 +375,14 @@ class RpcServer:
         except RpcError as exc:
             self.stats.errors += 1
             log.info("notification %r failed: %s", method, exc)
-        except Exception:
+        except Exception as exc:
             self.stats.errors += 1
-            log.exception("internal error in notification %r", method)
+            self._log_errors.error(
+                f"internal/{method}/{type(exc).__name__}",
+                "internal error in notification %r",
+                method,
+                exc=exc,
+            )
         finally:
             slots.release()
             self._end()

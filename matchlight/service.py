@@ -10,6 +10,7 @@ committed, active actors are snapshotted, and the store is closed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import ipaddress
 import logging
@@ -17,6 +18,7 @@ import os
 import signal
 import socket
 import ssl
+import stat
 import sys
 import time
 from functools import partial
@@ -26,7 +28,7 @@ from typing import Any
 import attrs
 import trio
 
-from actors import LmdbEventStore, SystemConfig, open_actor_system
+from actors import DirectoryLock, LmdbEventStore, SystemConfig, open_actor_system
 from legacy_adapter import FeedSource, FeedStore, open_router, watch_feed
 from matchlight.auth import Tokens
 from matchlight.methods import Methods
@@ -114,8 +116,7 @@ async def _open_listeners(listen: str) -> tuple[list[trio.SocketListener], str]:
     host, port = parse_listen(listen)
     if port == -1:
         path = str(host)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)  # a stale socket from a previous run
+        _remove_stale_socket(path)
         sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         await sock.bind(path)
         sock.listen(1024)
@@ -126,6 +127,35 @@ async def _open_listeners(listen: str) -> tuple[list[trio.SocketListener], str]:
         raise OSError(exc.errno, f"cannot listen on {listen}: {exc.strerror}") from exc
     sockname = listeners[0].socket.getsockname()
     return list(listeners), f"{sockname[0]}:{sockname[1]}"
+
+
+def _remove_stale_socket(path: str) -> None:
+    """Unlink a socket file left by a server that is gone; never one a live server listens on.
+
+    Raises:
+        OSError: a server answers on ``path``, or ``path`` is something other than a socket.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise OSError(errno.EEXIST, f"cannot listen on unix:{path}: it exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # nobody listens: a stale socket from a previous run
+        return
+    except OSError:
+        pass  # e.g. a full backlog or a timeout: someone is there
+    finally:
+        probe.close()
+    raise OSError(
+        errno.EADDRINUSE, f"cannot listen on unix:{path}: another server is listening there"
+    )
 
 
 def tune_gc() -> None:
@@ -141,11 +171,28 @@ def tune_gc() -> None:
 
 
 async def serve(config: ServeConfig) -> None:
-    """Run the server until SIGTERM/SIGINT. Never returns earlier unless startup fails."""
+    """Run the server until SIGTERM/SIGINT. Never returns earlier unless startup fails.
+
+    Raises:
+        DirectoryLockedError: another process serves the data directory.
+        OSError: the address is in use (a unix socket included) or cannot be bound.
+        StoreError: the data directory is unusable.
+    """
+    tune_gc()
+    # One writer per data directory (DirectoryLockedError names the holder), then bind:
+    # a busy address fails fast, before the store is opened.
+    lock = DirectoryLock(config.data, purpose=f"matchlight serve --listen {config.listen}")
+    lock.acquire()
+    try:
+        await _serve_locked(config)
+    finally:
+        lock.release()
+    print("matchlight stopped", file=sys.stderr, flush=True)
+
+
+async def _serve_locked(config: ServeConfig) -> None:
     from matchlight import __version__
 
-    tune_gc()
-    # Bind first: a busy address fails fast, before the store is opened.
     listeners, address = await _open_listeners(config.listen)
     store = LmdbEventStore(config.data / "events")  # StoreError if unusable
     decisions = DecisionLog(config.data / "decisions", retention=config.decision_retention)
@@ -226,4 +273,3 @@ async def serve(config: ServeConfig) -> None:
         comparisons.close()
         decisions.close()
         store.close()
-    print("matchlight stopped", file=sys.stderr, flush=True)

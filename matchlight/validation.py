@@ -11,11 +11,12 @@ tests; the detailed messages are only built on the error path.
 from __future__ import annotations
 
 import math
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any, Final
 
-from actors import MAX_KEY_BYTES, RecordInteraction, RemoveItem, UpsertItem
+from actors import DEFAULT_CLOCK_SKEW_S, MAX_KEY_BYTES, RecordInteraction, RemoveItem, UpsertItem
 from index import Query, QueryError, Sort, parse_sort
 from index import parse as parse_query
 from matchlight.errors import BadRequest
@@ -24,13 +25,35 @@ from ranker import DEFAULT_SURFACE, RecommendRequest
 MAX_BATCH: Final = 100_000
 MAX_TYPE_LEN: Final = 64
 MAX_TERMS_PER_FIELD: Final = 256
+#: Term fields, and numbers, one item may carry (each).
+MAX_FIELDS_PER_ITEM: Final = 256
+#: Longest field name (of terms or numbers), in characters.
+MAX_FIELD_NAME: Final = 128
+#: ``weight`` scales how much one event counts: from 0 (not at all) to this.
+MAX_WEIGHT: Final = 1_000_000.0
+#: An item's numbers lie within ±this (integers are exact up to about 9e15).
+MAX_NUMBER: Final = 1e15
 
 _EVENT_FIELDS: Final = frozenset({"id", "type", "user", "item", "ts", "weight", "props"})
 _ITEM_FIELDS: Final = frozenset({"id", "kind", "terms", "numbers", "active"})
 
 
-def _type_name(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
+def _describe(value: Any) -> str:
+    """The offending value as an error message shows it: the value itself, briefly."""
+    if value is None:
+        return "null"
+    if type(value) is bool:
+        return "true" if value else "false"
+    if type(value) is list:
+        return f"an array of {len(value)}"
+    if type(value) is dict:
+        return f"a map of {len(value)}"
+    if type(value) in (int, float):
+        return repr(value)
+    if type(value) is str:
+        shown = repr(value if len(value) <= 40 else value[:40] + "…")
+        return f"the string {shown}"
+    return type(value).__name__
 
 
 def params_map(params: Any) -> dict[str, Any]:
@@ -41,12 +64,6 @@ def params_map(params: Any) -> dict[str, Any]:
         if len(params) == 1 and type(params[0]) is dict:
             return params[0]
     raise BadRequest(f"params must be [] or [map], got {_describe(params)}")
-
-
-def _describe(value: Any) -> str:
-    if type(value) is list:
-        return f"an array of {len(value)}"
-    return _type_name(value)
 
 
 def require(params: Mapping[str, Any], name: str) -> Any:
@@ -60,7 +77,7 @@ def ident(value: Any, path: str) -> str:
     if type(value) is int:
         value = str(value)
     elif type(value) is not str:
-        raise BadRequest(f"{path}: expected a string id, got {_type_name(value)}")
+        raise BadRequest(f"{path}: expected a string id, got {_describe(value)}")
     size = len(value.encode())
     if size == 0 or size > MAX_KEY_BYTES:
         raise BadRequest(f"{path}: id must be 1..{MAX_KEY_BYTES} utf-8 bytes, got {size}")
@@ -75,21 +92,75 @@ def number(value: Any, path: str) -> float:
         raise BadRequest(f"{path}: expected a finite number, got {value}")
     if type(value) is int:
         return float(value)
-    raise BadRequest(f"{path}: expected a number, got {_type_name(value)}")
+    raise BadRequest(f"{path}: expected a number, got {_describe(value)}")
+
+
+def timestamp(value: Any, path: str, *, now: float, clock_skew_s: float) -> float:
+    """An event time: seconds since the epoch, from 0 to ``clock_skew_s`` past ``now``.
+
+    Events in the past are fine (backfills, replays of history); one in the
+    future would outweigh every other event of its item and user (decayed
+    state grows by 2x per half-life ahead), so it is refused, saying whether
+    it looks like milliseconds, microseconds or nanoseconds.
+    """
+    ts = number(value, path)
+    if ts < 0.0:
+        raise BadRequest(f"{path}: expected seconds since the epoch (0 or more), got {value!r}")
+    latest = now + clock_skew_s
+    if ts <= latest:
+        return ts
+    hint = ""
+    for unit, factor in (("milliseconds", 1e3), ("microseconds", 1e6), ("nanoseconds", 1e9)):
+        if _PLAUSIBLE_SECONDS <= ts / factor <= latest:
+            hint = f"; it looks like {unit} since the epoch: send seconds ({ts / factor:.3f})"
+            break
+    raise BadRequest(
+        f"{path}: {value!r} is {_duration(ts - now)} ahead of the server's clock; events may "
+        f"be at most {clock_skew_s:g} s ahead (ts <= {latest:.3f}){hint}"
+    )
+
+
+# 1973: a finer unit is only suggested when the time it gives is in living memory.
+_PLAUSIBLE_SECONDS: Final = 1e8
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("years", 365.25 * 86400), ("days", 86400), ("hours", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:,.1f} {unit}"
+    return f"{seconds:.1f} s"
+
+
+def weight(value: Any, path: str) -> float:
+    """An event's weight: a number from 0 to :data:`MAX_WEIGHT`."""
+    w = number(value, path)
+    if not 0.0 <= w <= MAX_WEIGHT:
+        raise BadRequest(f"{path}: must lie in [0, {MAX_WEIGHT:,.0f}], got {value!r}")
+    return w
 
 
 def batch(params: Mapping[str, Any], name: str) -> list[Any]:
     value = require(params, name)
     if type(value) is not list:
-        raise BadRequest(f"{name}: expected an array, got {_type_name(value)}")
+        raise BadRequest(f"{name}: expected an array, got {_describe(value)}")
     if len(value) > MAX_BATCH:
         raise BadRequest(f"{name}: at most {MAX_BATCH} per call, got {len(value)}")
     return value
 
 
-def events(params: Mapping[str, Any]) -> list[RecordInteraction]:
-    """``ingest`` params → commands. Raises :class:`BadRequest` naming the field."""
+def events(
+    params: Mapping[str, Any],
+    *,
+    now: float | None = None,
+    clock_skew_s: float = DEFAULT_CLOCK_SKEW_S,
+) -> list[RecordInteraction]:
+    """``ingest`` params → commands. Raises :class:`BadRequest` naming the field.
+
+    ``now`` is the server's clock (default: read it); an event's ``ts`` may be
+    at most ``clock_skew_s`` ahead of it.
+    """
     raw = batch(params, "events")
+    latest = (time.time() if now is None else now) + clock_skew_s
     out: list[RecordInteraction] = []
     append = out.append
     for i, e in enumerate(raw):
@@ -111,9 +182,9 @@ def events(params: Mapping[str, Any]) -> list[RecordInteraction]:
                 and 0 < len(e["type"]) <= MAX_TYPE_LEN
                 and 0 < len(e["user"]) <= MAX_KEY_BYTES // 4
                 and 0 < len(e["item"]) <= MAX_KEY_BYTES // 4
-                and math.isfinite(e["ts"])
+                and 0.0 <= e["ts"] <= latest  # NaN fails, so do ±inf beyond the window
                 and type(weight) in (float, int)
-                and math.isfinite(weight)
+                and 0.0 <= weight <= MAX_WEIGHT
                 and (props is None or (type(props) is dict and _str_keys(props)))
             ):
                 append(
@@ -128,7 +199,7 @@ def events(params: Mapping[str, Any]) -> list[RecordInteraction]:
                     )
                 )
                 continue
-        append(_event_slow(e, f"events[{i}]"))
+        append(_event_slow(e, f"events[{i}]", latest - clock_skew_s, clock_skew_s))
     return out
 
 
@@ -136,10 +207,12 @@ def _str_keys(mapping: dict[Any, Any]) -> bool:
     return all(type(k) is str for k in mapping)
 
 
-def _event_slow(e: Any, path: str) -> RecordInteraction:
+def _event_slow(
+    e: Any, path: str, now: float, clock_skew_s: float = DEFAULT_CLOCK_SKEW_S
+) -> RecordInteraction:
     """Validate one event field by field, raising on the first problem."""
     if type(e) is not dict:
-        raise BadRequest(f"{path}: expected a map, got {_type_name(e)}")
+        raise BadRequest(f"{path}: expected a map, got {_describe(e)}")
     for key in e:
         if key not in _EVENT_FIELDS:
             raise BadRequest(
@@ -150,23 +223,25 @@ def _event_slow(e: Any, path: str) -> RecordInteraction:
             raise BadRequest(f"{path}.{key}: missing")
     event_type = e["type"]
     if type(event_type) is not str:
-        raise BadRequest(f"{path}.type: expected a string, got {_type_name(event_type)}")
+        raise BadRequest(f"{path}.type: expected a string, got {_describe(event_type)}")
     if not 0 < len(event_type) <= MAX_TYPE_LEN:
-        raise BadRequest(f"{path}.type: must be 1..{MAX_TYPE_LEN} characters")
+        raise BadRequest(
+            f"{path}.type: must be 1..{MAX_TYPE_LEN} characters, got {len(event_type)}"
+        )
     props = e.get("props")
     if props is not None:
         if type(props) is not dict:
-            raise BadRequest(f"{path}.props: expected a map, got {_type_name(props)}")
+            raise BadRequest(f"{path}.props: expected a map, got {_describe(props)}")
         for key in props:
             if type(key) is not str:
-                raise BadRequest(f"{path}.props: keys must be strings, got {_type_name(key)}")
+                raise BadRequest(f"{path}.props: keys must be strings, got {_describe(key)}")
     return RecordInteraction(
         id=ident(e["id"], f"{path}.id"),
         type=event_type,
         user=ident(e["user"], f"{path}.user"),
         item=ident(e["item"], f"{path}.item"),
-        ts=number(e["ts"], f"{path}.ts"),
-        weight=number(e.get("weight", 1.0), f"{path}.weight"),
+        ts=timestamp(e["ts"], f"{path}.ts", now=now, clock_skew_s=clock_skew_s),
+        weight=weight(e.get("weight", 1.0), f"{path}.weight"),
         props=props or {},
     )
 
@@ -177,7 +252,7 @@ def items(params: Mapping[str, Any], *, now: float) -> list[UpsertItem]:
     for i, raw in enumerate(batch(params, "items")):
         path = f"items[{i}]"
         if type(raw) is not dict:
-            raise BadRequest(f"{path}: expected a map, got {_type_name(raw)}")
+            raise BadRequest(f"{path}: expected a map, got {_describe(raw)}")
         for key in raw:
             if key not in _ITEM_FIELDS:
                 raise BadRequest(
@@ -187,10 +262,10 @@ def items(params: Mapping[str, Any], *, now: float) -> list[UpsertItem]:
             raise BadRequest(f"{path}.id: missing")
         kind = raw.get("kind")
         if kind is not None and type(kind) is not str:
-            raise BadRequest(f"{path}.kind: expected a string, got {_type_name(kind)}")
+            raise BadRequest(f"{path}.kind: expected a string, got {_describe(kind)}")
         active = raw.get("active")
         if active is not None and type(active) is not bool:
-            raise BadRequest(f"{path}.active: expected true or false, got {_type_name(active)}")
+            raise BadRequest(f"{path}.active: expected true or false, got {_describe(active)}")
         out.append(
             UpsertItem(
                 event_id=f"item-upsert/{uuid.uuid4().hex}",
@@ -208,7 +283,17 @@ def items(params: Mapping[str, Any], *, now: float) -> list[UpsertItem]:
 def _field_name(key: Any, path: str) -> str:
     if type(key) is not str or not key:
         raise BadRequest(f"{path}: field names must be non-empty strings, got {key!r}")
+    if len(key) > MAX_FIELD_NAME:
+        raise BadRequest(
+            f"{path}: field names are at most {MAX_FIELD_NAME} characters, got {len(key)} "
+            f"({key[:40]!r}…)"
+        )
     return key
+
+
+def _field_count(raw: dict[str, Any], path: str) -> None:
+    if len(raw) > MAX_FIELDS_PER_ITEM:
+        raise BadRequest(f"{path}: at most {MAX_FIELDS_PER_ITEM} fields per item, got {len(raw)}")
 
 
 def _terms(raw: Any, path: str) -> dict[str, tuple[str, ...] | None] | None:
@@ -216,6 +301,7 @@ def _terms(raw: Any, path: str) -> dict[str, tuple[str, ...] | None] | None:
         return None
     if type(raw) is not dict:
         raise BadRequest(f"{path}: expected a map of field to string or [string]")
+    _field_count(raw, path)
     out: dict[str, tuple[str, ...] | None] = {}
     for key, value in raw.items():
         field = _field_name(key, path)
@@ -226,13 +312,13 @@ def _terms(raw: Any, path: str) -> dict[str, tuple[str, ...] | None] | None:
             out[field] = (value,)
         elif type(value) is list:
             if len(value) > MAX_TERMS_PER_FIELD:
-                raise BadRequest(f"{where}: at most {MAX_TERMS_PER_FIELD} values")
+                raise BadRequest(f"{where}: at most {MAX_TERMS_PER_FIELD} values, got {len(value)}")
             for j, v in enumerate(value):
                 if type(v) is not str:
-                    raise BadRequest(f"{where}[{j}]: expected a string, got {_type_name(v)}")
+                    raise BadRequest(f"{where}[{j}]: expected a string, got {_describe(v)}")
             out[field] = tuple(value)
         else:
-            raise BadRequest(f"{where}: expected a string or [string], got {_type_name(value)}")
+            raise BadRequest(f"{where}: expected a string or [string], got {_describe(value)}")
     return out
 
 
@@ -245,10 +331,13 @@ def _numbers(raw: Any, path: str) -> dict[str, float | None] | None:
         return None
     if type(raw) is not dict:
         raise BadRequest(f"{path}: expected a map of field to number")
+    _field_count(raw, path)
     out: dict[str, float | None] = {}
     for key, value in raw.items():
         field = _field_name(key, path)
         out[field] = None if value is None else number(value, f"{path}.{key}")
+        if value is not None and not -MAX_NUMBER <= value <= MAX_NUMBER:
+            raise BadRequest(f"{path}.{key}: must lie within ±{MAX_NUMBER:g}, got {value!r}")
         limit = _COORDINATE_LIMITS.get(field[-4:])
         if limit is not None and value is not None and not -limit <= value <= limit:
             raise BadRequest(f"{path}.{key}: a coordinate must be within ±{limit:g}, got {value}")
@@ -323,6 +412,8 @@ def recommend(params: Mapping[str, Any]) -> RecommendRequest:
             raise BadRequest(
                 f"context.{key}: expected a string or a number, got {_describe(value)}"
             )
+        if type(value) is float and not math.isfinite(value):
+            raise BadRequest(f"context.{key}: expected a finite number, got {value!r}")
     explain = params.get("explain", False)
     if type(explain) is not bool:
         raise BadRequest(f"explain: expected true or false, got {_describe(explain)}")

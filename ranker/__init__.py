@@ -9,7 +9,7 @@ from ranker.actor import (
 )
 from ranker.decisions import DecisionLog, DecisionStatistics
 from ranker.errors import ConfigError, ModelError, RankerError, RequestError
-from ranker.model import Model, current_version, load_model, save_model
+from ranker.model import Model, check_current, current_version, load_model, save_model
 from ranker.policy import (
     DEFAULT_SURFACE,
     Blend,
@@ -46,6 +46,7 @@ __all__ = [
     "Surfaces",
     "TrainingConfig",
     "TrainingData",
+    "check_current",
     "current_version",
     "fit",
     "load_model",

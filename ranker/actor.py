@@ -40,7 +40,7 @@ import trio
 from opentelemetry import trace
 from pyroaring import BitMap
 
-from actors import ActorSystem, UserState, decay, user
+from actors import ActorSystem, RateLimitedLog, UserState, decay, user
 from index import EVERYTHING, AllOf, Index, Query, QueryError
 from ranker import stages
 from ranker.decisions import DecisionLog
@@ -206,6 +206,8 @@ class RankerActor:
         self._swaps = 0
         self._failures = 0
         self._decisions_lost = 0
+        #: Failures that repeat per request (a full disk) are logged once a minute.
+        self._log_errors = RateLimitedLog(log)
 
     # -- the model ----------------------------------------------------------------
 
@@ -266,8 +268,12 @@ class RankerActor:
                 await trio.sleep(self.poll_s)
                 try:
                     await self.reload_model()
-                except Exception:  # e.g. an unreadable models dir: keep serving, retry later
-                    log.exception("looking for a new model failed; the current one keeps serving")
+                except Exception as exc:  # e.g. an unreadable models dir: retry later
+                    self._log_errors.error(
+                        "models",
+                        "looking for a new model failed; the current one keeps serving",
+                        exc=exc,
+                    )
 
     async def _write_decisions(self) -> None:
         try:
@@ -282,9 +288,15 @@ class RankerActor:
                     if self.decisions is not None:
                         try:
                             await trio.to_thread.run_sync(self.decisions.write, batch)
-                        except Exception:
+                        except Exception as exc:
                             self._decisions_lost += len(batch)
-                            log.exception("lost %d decision records", len(batch))
+                            self._log_errors.error(
+                                "decisions",
+                                "lost %d decision records (%d lost in all)",
+                                len(batch),
+                                self._decisions_lost,
+                                exc=exc,
+                            )
         finally:
             self._drained.set()
 
@@ -311,7 +323,9 @@ class RankerActor:
         state = await system.get_user_view(request.user)
         state_seq = state.seq
         serving = self._serving
-        now = max(signals.clock, state.updated)
+        # The stream's clock, but never ahead of the wall clock by more than the allowed
+        # skew (a log written before event times were checked may hold later stamps).
+        now = max(min(signals.clock, time.time() + system.config.clock_skew_s), state.updated)
         affinity = user.affinity_at(state, now)
         favourites = _favourites(affinity)
 

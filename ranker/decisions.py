@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -27,6 +27,7 @@ import attrs
 import lmdb
 import msgpack
 
+from actors.disk import describe_write_error
 from ranker.errors import RankerError
 
 DEFAULT_RETENTION: Final = 1_000_000
@@ -87,7 +88,8 @@ class DecisionLog:
                 except lmdb.MapFullError:
                     self._env.set_mapsize(self._env.info()["map_size"] * 2)
                 except lmdb.Error as exc:
-                    raise RankerError(f"cannot write decisions: {exc}") from exc
+                    reason = describe_write_error(self.path, exc)
+                    raise RankerError(f"cannot write to {self.path}: {reason}") from exc
 
     def _write(self, records: Sequence[Mapping[str, Any]]) -> None:
         seq, kept, trimmed = self._last, self._kept, 0
@@ -128,3 +130,44 @@ class DecisionLog:
     def close(self) -> None:
         with self._lock:
             self._env.close()
+
+
+def check_log(path: str | os.PathLike[str], problem: Callable[[str, str], None]) -> dict[str, int]:
+    """Check a decision (or comparison) log read-only: every record decodes to a map
+    carrying its own ``seq``, in increasing order.
+
+    May run beside a server writing it. Each problem is reported as
+    ``problem(where, what)``; returns ``{"records": N}``. Blocking.
+    """
+    records = 0
+    try:
+        env = lmdb.open(str(path), readonly=True, create=False, max_dbs=1, readahead=False)
+    except lmdb.Error as exc:
+        problem(str(path), f"cannot open it: {exc}")
+        return {"records": records}
+    try:
+        db = env.open_db(b"decisions", create=False)
+        with env.begin(db=db, buffers=False) as txn:
+            previous = 0
+            for key, value in txn.cursor():
+                records += 1
+                seq = _SEQ.unpack(key)[0] if len(key) == _SEQ.size else None
+                where = f"{path} record {seq if seq is not None else repr(key)}"
+                if seq is None or seq <= previous:
+                    problem(where, "key out of order or not a sequence number")
+                    continue
+                previous = seq
+                try:
+                    record = msgpack.unpackb(value, raw=False)
+                except Exception as exc:  # msgpack raises several kinds for bad bytes
+                    problem(where, f"undecodable: {type(exc).__name__}: {exc}")
+                    continue
+                if not isinstance(record, dict) or record.get("seq") != seq:
+                    problem(where, "not a record map carrying its own seq")
+    except lmdb.NotFoundError:
+        pass  # never written to
+    except lmdb.Error as exc:
+        problem(str(path), f"LMDB cannot read it (the file may be damaged): {exc}")
+    finally:
+        env.close()
+    return {"records": records}

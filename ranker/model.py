@@ -22,12 +22,15 @@ feature embeddings and biases) and ``meta.json`` (vocabularies and training
 facts); ``models/CURRENT`` names the version to serve. Writing is atomic
 (temporary directory, rename, then replace ``CURRENT``), so a reader sees a
 whole artifact or the previous one. No pickles: loading runs no code.
+``serve`` refuses to start when ``CURRENT`` is not a version name ``train``
+writes or names a model that does not load (:func:`check_current`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -45,6 +48,11 @@ MODELS_DIR: Final = "models"
 CURRENT: Final = "CURRENT"
 #: A user is described by at most this many of their favourite terms.
 USER_TERMS: Final = 16
+#: The version names ``matchlight train`` writes (:func:`ranker.train.new_version`):
+#: UTC time, the log position trained on, and a counter if that name was taken.
+TRAINED_VERSION: Final = re.compile(r"[0-9]{8}T[0-9]{6}Z-seq[0-9]+(?:-[0-9]+)?", re.ASCII)
+#: Any version name: one plain path component (never ``..`` or a path).
+_PLAIN_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*", re.ASCII)
 
 Vector = npt.NDArray[np.float32]
 Matrix = npt.NDArray[np.float32]
@@ -206,6 +214,8 @@ def load_model(data: str | os.PathLike[str], version: str | None = None) -> Mode
     version = version or current_version(data)
     if version is None:
         raise ModelError(f"no model in {models_dir(data)} (run `matchlight train`)")
+    if not _PLAIN_NAME.fullmatch(version):
+        raise ModelError(f"model version {version!r} is not a plain name")
     where = models_dir(data) / version
     try:
         meta = json.loads((where / "meta.json").read_text())
@@ -239,6 +249,36 @@ def load_model(data: str | os.PathLike[str], version: str | None = None) -> Mode
     ):
         raise ModelError(f"model {version!r}: vocabularies and embeddings differ in size")
     return model
+
+
+def check_current(data: str | os.PathLike[str]) -> Model | None:
+    """The model ``models/CURRENT`` names, loaded; ``None`` if there is no ``CURRENT``.
+
+    What ``matchlight serve`` checks before it starts (a hot reload only logs a
+    bad model and keeps the one it serves).
+
+    Raises:
+        ModelError: ``CURRENT`` cannot be read, is not a version name of the form
+            ``matchlight train`` writes, or names a model that cannot be loaded
+            (the message names the file).
+    """
+    where = models_dir(data) / CURRENT
+    try:
+        text = where.read_text()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{where}: cannot read it: {exc}") from exc
+    version = text.strip()
+    if not TRAINED_VERSION.fullmatch(version):
+        raise ModelError(
+            f"{where}: expected a version name like 20261128T101500Z-seq1234 (as "
+            f"`matchlight train` writes), got {text[:80]!r}"
+        )
+    try:
+        return load_model(data, version)
+    except ModelError as exc:
+        raise ModelError(f"{where}: names a model that cannot be loaded: {exc}") from exc
 
 
 def _by_index(vocab: Mapping[str, int]) -> Sequence[str]:

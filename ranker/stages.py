@@ -101,7 +101,7 @@ def _most_popular(
             pool = pool & tier
             break
     docs = to_docs(pool)
-    top = np.argpartition(-signals.masses(docs), n - 1)[:n]
+    top = np.argpartition(-signals.levels(docs), n - 1)[:n]
     return to_bitmap(docs[top])
 
 
@@ -124,7 +124,7 @@ class PopularTiers:
         """The tiers as of ``now`` (a monotonic clock), recomputed if older than ``max_age_s``."""
         if now - self._at > self.max_age_s:
             live = to_docs(index.live)
-            negated = -signals.masses(live)
+            negated = -signals.levels(live)
             self._tiers = [
                 to_bitmap(live[np.argpartition(negated, size - 1)[:size]])
                 for size in self.sizes

@@ -214,7 +214,10 @@ def _feature_matrix(rows: list[Mapping[str, float]], vocab: dict[str, int]) -> s
 
 
 def new_version(data_dir: str | os.PathLike[str], last_seq: int) -> str:
-    """A fresh, sortable version name: UTC time and the log position trained on."""
+    """A fresh, sortable version name: UTC time and the log position trained on.
+
+    Of the form :data:`ranker.model.TRAINED_VERSION` (what ``serve`` accepts at startup).
+    """
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     base = f"{stamp}-seq{last_seq}"
     version, n = base, 1

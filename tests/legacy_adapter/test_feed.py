@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import random
+import re
 import sqlite3
 import tempfile
 import threading
@@ -23,11 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import lmdb
+import msgpack
 import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from actors import framing
 from legacy_adapter import feed, sources
 from legacy_adapter.errors import FeedError
 from legacy_adapter.feed import FeedStore, watch_feed
@@ -654,15 +658,33 @@ def test_leftovers_of_an_interrupted_load_are_removed_on_open(tmp_path: Path) ->
         again.close()
 
 
-def test_an_unreadable_current_file_starts_empty(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("current", "field"),
+    [
+        ('{"env": "../elsewhere", "snapshot": "v1"}', "env"),
+        ('{"env": "snap-7", "snapshot": "v1"}', "env"),  # no such environment
+        ('{"env": "snap-1", "snapshot": 3}', "snapshot"),
+        ('{"env": "snap-1", "snapshot": "v1", "colour": "red"}', "colour"),
+        ("[1, 2]", "expected an object"),
+        ("{not json", "not JSON"),
+    ],
+)
+def test_an_invalid_current_file_refuses_to_open_and_deletes_nothing(
+    tmp_path: Path, current: str, field: str
+) -> None:
     first = FeedStore(tmp_path / "legacy", isolate=False)
     first.load(ListSource([("s", "u", ("a",), None)]))
     first.close()
-    (tmp_path / "legacy" / "CURRENT").write_text('{"env": "../elsewhere", "snapshot": "v1"}')
+    (tmp_path / "legacy" / "CURRENT").write_text(current)
 
+    with pytest.raises(FeedError, match=re.escape(f"CURRENT: {field}")):
+        FeedStore(tmp_path / "legacy", isolate=False)
+
+    # Nothing was deleted, and the directory's lock was released: mended, it opens.
+    (tmp_path / "legacy" / "CURRENT").write_text('{"env": "snap-1", "snapshot": "v1"}')
     again = FeedStore(tmp_path / "legacy", isolate=False)
     try:
-        assert (again.snapshot, again.get("s", "u"), snapshots(again)) == (None, None, [])
+        assert again.get("s", "u") == FeedEntry(items=("a",))
     finally:
         again.close()
 
@@ -702,6 +724,90 @@ def test_get_answers_none_for_keys_that_cannot_exist(store: FeedStore) -> None:
     assert store.get("s", "x" * 600) is None
     assert store.get("s", "\ud800") is None
     assert store.get("s\0u", "") is None
+
+
+# -- damaged entries -------------------------------------------------------------------------
+
+
+def rewrite_entry(store: FeedStore, key: bytes, change: Any) -> None:
+    """Rewrite one stored entry in place, through the store's own environment (one process
+    may not open an environment twice)."""
+    with store._env.begin(write=True) as txn:
+        txn.put(key, change(txn.get(key)))
+
+
+def flip_middle(value: bytes) -> bytes:
+    damaged = bytearray(value)
+    damaged[len(damaged) // 2] ^= 0x01
+    return bytes(damaged)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        flip_middle,  # fails the checksum
+        lambda value: framing.seal(msgpack.packb(["a", "b", "c"]), b"s\0u1"),  # wrong shape
+        lambda value: framing.seal(msgpack.packb((["a"], [1.0, 2.0])), b"s\0u1"),  # scores
+        lambda value: b"\xc1\x00",  # cut short
+        lambda value: b"\x92\xc1",  # an old, unsealed entry that does not decode
+    ],
+    ids=["bit", "shape", "scores", "short", "undecodable"],
+)
+def test_a_damaged_entry_is_absent_counted_and_logged_never_raised(
+    store: FeedStore, change: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    store.load(ListSource([("s", "u1", ("a", "b"), (2.0, 1.0)), ("s", "u2", ("c",), None)]))
+    rewrite_entry(store, b"s\0u1", change)
+
+    assert store.get("s", "u1") is None
+    assert store.get("s", "u1") is None
+    assert store.get("s", "u2") == FeedEntry(items=("c",))
+    assert store.statistics().corrupt_entries == 1
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "the entry of user 'u1' on surface 's' is corrupt" in line
+
+
+def test_entries_are_sealed_and_old_unsealed_ones_still_read(store: FeedStore) -> None:
+    store.load(ListSource([("s", "u1", ("a", "b"), (2.0, 1.0)), ("s", "u2", ("c",), None)]))
+    with store._env.begin() as txn:
+        assert all(framing.is_sealed(value) for _, value in txn.cursor())
+    rewrite_entry(store, b"s\0u1", lambda value: bytes(framing.unseal(value, b"s\0u1")))
+
+    assert store.get("s", "u1") == FeedEntry(items=("a", "b"), scores=(2.0, 1.0))
+    store.close()  # checked as by another process
+    problems: list[tuple[str, str]] = []
+    counts = feed.check_feed_store(store.path, lambda *p: problems.append(p))
+    assert counts == {"entries": 2, "sealed": 1, "unsealed": 1}
+    assert problems == []
+
+
+def test_an_lmdb_error_on_read_is_an_absent_entry(store: FeedStore) -> None:
+    store.load(ListSource([("s", "u1", ("a",), None)]))
+
+    class Damaged:
+        def begin(self) -> Any:
+            raise lmdb.CorruptedError("mdb_txn_begin: MDB_CORRUPTED")
+
+    real, store._env = store._env, Damaged()
+    try:
+        assert store.get("s", "u1") is None
+        assert store.statistics().corrupt_entries == 1
+    finally:
+        store._env = real
+
+
+def test_check_feed_store_names_each_damaged_entry(store: FeedStore) -> None:
+    store.load(ListSource([(f"s{n}", f"u{n}", ("a",), None) for n in range(5)]))
+    rewrite_entry(store, b"s3\0u3", flip_middle)
+    store.close()  # checked as by another process
+    problems: list[tuple[str, str]] = []
+
+    counts = feed.check_feed_store(store.path, lambda *p: problems.append(p))
+
+    assert counts["entries"] == 5
+    (where, what), *_ = problems
+    assert where.endswith("surface 's3', user 'u3'")
+    assert "checksum mismatch" in what
 
 
 # -- loading in a child process -------------------------------------------------------------

@@ -22,6 +22,7 @@ from legacy_adapter import (
     check_migration,
     load_migration_config,
     open_router,
+    read_migration_state,
 )
 from ranker import Recommendation, RecommendRequest, RequestError, Surfaces
 
@@ -121,6 +122,54 @@ def test_state_persists_and_a_config_entry_applies_only_when_it_changes(tmp_path
         "shadow"
     )
     assert again.migration("never-set").mode == "legacy"
+
+
+def test_a_state_saved_by_set_migration_reads_back_unchanged(tmp_path: Path) -> None:
+    first = router(tmp_path)
+    first.apply_config({"jobs": {"mode": "shadow", "shadow_share": 0.5}})
+    first.set_migration("home", {"mode": "canary", "percent": 12.5, "deadline_ms": 80})
+
+    states, applied = read_migration_state(tmp_path / "migration.json") or ({}, {})
+
+    assert states == {"home": first.migration("home"), "jobs": first.migration("jobs")}
+    assert applied == {"jobs": {"mode": "shadow", "shadow_share": 0.5}}
+
+
+def surfaces(home: dict[str, Any]) -> str:
+    return json.dumps({"surfaces": {"home": home}})
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            surfaces({"mode": "banana", "percent": 500}),
+            "surfaces.home.mode: expected one of legacy, shadow, canary, live, got 'banana'",
+        ),
+        (surfaces({"mode": "canary", "percent": 500}), "surfaces.home.percent: must lie in"),
+        (surfaces({"mode": "canary"}), "surfaces.home.percent: canary needs"),
+        (surfaces({"mode": "live", "deadline_ms": -1}), "surfaces.home.deadline_ms: must lie"),
+        (surfaces({"mode": "live", "colour": "red"}), "surfaces.home.colour: unknown field"),
+        (surfaces({"mode": "live", "origin": "moon"}), "surfaces.home.origin: expected one of"),
+        (surfaces({"mode": "live", "updated": "now"}), "surfaces.home.updated: expected a time"),
+        (json.dumps({"surfaces": {"home": "live"}}), "surfaces.home: expected an object"),
+        (json.dumps({"surfaces": []}), "surfaces: expected an object"),
+        (json.dumps({"config_applied": {"home": {"mode": "x"}}}), "config_applied.home.mode"),
+        (json.dumps({"colour": 1}), "colour: unknown field"),
+        (json.dumps([1]), "expected an object"),
+        ("{cut short", "not JSON"),
+    ],
+)
+def test_a_bad_state_file_refuses_to_load_naming_the_file_and_field(
+    tmp_path: Path, content: str, message: str
+) -> None:
+    (tmp_path / "migration.json").write_text(content)
+    expected = re.escape(f"{tmp_path / 'migration.json'}: {message}")
+
+    with pytest.raises(MigrationError, match=expected):
+        read_migration_state(tmp_path / "migration.json")
+    with pytest.raises(MigrationError, match=expected):
+        router(tmp_path)
 
 
 def test_a_migration_table_is_read_from_the_config_file(tmp_path: Path) -> None:

@@ -36,6 +36,11 @@ wire_ints = st.integers(-(2**63), 2**64 - 1)
 ids = st.one_of(short_ids, long_ids, wire_ints)
 event_types = st.text(min_size=1, max_size=validation.MAX_TYPE_LEN)
 finite_numbers = st.one_of(st.floats(allow_nan=False, allow_infinity=False), wire_ints)
+#: The server's clock in these tests; events may be up to the default skew ahead of it.
+NOW = 1_700_000_000.0
+LATEST = NOW + validation.DEFAULT_CLOCK_SKEW_S
+timestamps = st.one_of(st.floats(0.0, LATEST), st.integers(0, int(LATEST)))
+weights = st.one_of(st.floats(0.0, validation.MAX_WEIGHT), st.integers(0, 1_000_000))
 prop_values = st.recursive(
     st.none() | st.booleans() | wire_ints | st.floats(allow_nan=False) | st.text(max_size=8),
     lambda inner: (
@@ -55,10 +60,10 @@ def well_formed_events(draw: st.DrawFn) -> dict[str, Any]:
         "type": draw(event_types),
         "user": draw(id_of),
         "item": draw(id_of),
-        "ts": draw(finite_numbers),
+        "ts": draw(timestamps),
     }
     if draw(st.booleans()):
-        event["weight"] = draw(finite_numbers)
+        event["weight"] = draw(weights)
     if draw(st.booleans()):
         event["props"] = draw(st.none() | props)
     order = draw(st.permutations(list(event)))
@@ -83,7 +88,7 @@ def command_of(event: dict[str, Any]) -> RecordInteraction:
 def test_well_formed_events_become_commands_with_the_same_fields(
     events: list[dict[str, Any]],
 ) -> None:
-    commands = validation.events({"events": events})
+    commands = validation.events({"events": events}, now=NOW)
     assert commands == [command_of(e) for e in events]
     assert all(type(c.ts) is float and type(c.weight) is float for c in commands)
 
@@ -91,8 +96,8 @@ def test_well_formed_events_become_commands_with_the_same_fields(
 @relaxed
 @given(st.lists(well_formed_events(), max_size=20))
 def test_fast_path_and_slow_path_agree(events: list[dict[str, Any]]) -> None:
-    slow = [validation._event_slow(e, f"events[{i}]") for i, e in enumerate(events)]
-    assert validation.events({"events": events}) == slow
+    slow = [validation._event_slow(e, f"events[{i}]", NOW) for i, e in enumerate(events)]
+    assert validation.events({"events": events}, now=NOW) == slow
 
 
 MISSING = object()
@@ -102,8 +107,11 @@ BAD_VALUES: dict[str, list[Any]] = {
     "user": [MISSING, None, False, 2.0, ["u"], "", "u" * 257],
     "item": [MISSING, None, True, 0.5, {"id": "i"}, "", "€" * 86],
     "type": [MISSING, None, 5, True, 1.0, "", "t" * 65, ["like"]],
-    "ts": [MISSING, None, "1700000000", True, math.nan, math.inf, -math.inf, [], {}],
-    "weight": [None, "1", True, math.nan, math.inf, -math.inf, [1.0]],
+    "ts": [
+        *(MISSING, None, "1700000000", True, math.nan, math.inf, -math.inf, [], {}),
+        *(-1.0, NOW * 1000, NOW + 30 * 86400, LATEST + 1, 1e308, 2**64 - 1),
+    ],
+    "weight": [None, "1", True, math.nan, math.inf, -math.inf, [1.0], -0.5, 1e308, 1_000_001],
     "props": [[], "a=b", 1, True, {1: "a"}, {None: "a"}, {"ok": 1, 2: "b"}],
 }
 
@@ -142,7 +150,7 @@ def test_one_corrupted_event_is_reported_at_its_path(
 ) -> None:
     events, i, mentions = case
     with pytest.raises(BadRequest) as info:
-        validation.events({"events": events})
+        validation.events({"events": events}, now=NOW)
     assert info.value.code == "bad_request"
     assert info.value.message.startswith(f"events[{i}]"), info.value.message
     for text in mentions:
@@ -152,7 +160,7 @@ def test_one_corrupted_event_is_reported_at_its_path(
 def fast_shaped_batch() -> list[dict[str, Any]]:
     """Events exactly in the fast path's shape (short string ids, a number ts)."""
     return [
-        {"id": f"e{n}", "type": "like", "user": "u1", "item": "i1", "ts": 1.7e9 + n, "weight": 1}
+        {"id": f"e{n}", "type": "like", "user": "u1", "item": "i1", "ts": NOW + n, "weight": 1}
         for n in range(5)
     ]
 
@@ -169,13 +177,43 @@ def test_every_bad_value_is_caught_in_an_otherwise_fast_path_batch(field: str, v
     else:
         events[3][field] = value
     with pytest.raises(BadRequest) as info:
-        validation.events({"events": events})
+        validation.events({"events": events}, now=NOW)
     assert info.value.message.startswith(f"events[3].{field}"), info.value.message
 
 
 def test_a_fast_path_batch_is_accepted_as_is() -> None:
     events = fast_shaped_batch()
-    assert validation.events({"events": events}) == [command_of(e) for e in events]
+    assert validation.events({"events": events}, now=NOW) == [command_of(e) for e in events]
+
+
+@pytest.mark.parametrize(
+    ("ts", "unit", "seconds"),
+    [
+        (NOW * 1e3, "milliseconds", f"{NOW:.3f}"),
+        (NOW * 1e6, "microseconds", f"{NOW:.3f}"),
+        (NOW * 1e9, "nanoseconds", f"{NOW:.3f}"),
+    ],
+)
+def test_a_timestamp_in_a_finer_unit_is_refused_naming_the_unit(
+    ts: float, unit: str, seconds: str
+) -> None:
+    events = [{"id": "e", "type": "like", "user": "u", "item": "i", "ts": ts}]
+    message = rejection(validation.events, {"events": events}, now=NOW)
+    assert message.startswith("events[0].ts: "), message
+    assert f"looks like {unit} since the epoch: send seconds ({seconds})" in message
+    assert "at most 300 s ahead" in message
+
+
+def test_a_future_timestamp_is_refused_with_the_window_and_a_skew_is_accepted() -> None:
+    def event(ts: float) -> dict[str, Any]:
+        return {"id": "e", "type": "like", "user": "u", "item": "i", "ts": ts}
+
+    message = rejection(validation.events, {"events": [event(NOW + 30 * 86400)]}, now=NOW)
+    assert "30.0 days ahead of the server's clock" in message
+    assert "looks like" not in message
+    assert validation.events({"events": [event(NOW + 299)]}, now=NOW)[0].ts == NOW + 299
+    assert validation.events({"events": [event(NOW + 900)]}, now=NOW, clock_skew_s=1000)
+    assert validation.events({"events": [event(0)]}, now=NOW)[0].ts == 0.0  # history is fine
 
 
 # -- params and scalars -----------------------------------------------------------------------
@@ -212,6 +250,17 @@ def test_numbers_are_finite_ints_or_floats() -> None:
     assert validation.number(-0.5, "n") == -0.5
     for bad in (math.nan, math.inf, -math.inf, True, "1", None):
         assert rejection(validation.number, bad, "n").startswith("n: ")
+
+
+def test_messages_show_the_offending_value() -> None:
+    assert rejection(validation.recommend, {"user": "u", "k": 0}).endswith("got 0")
+    assert rejection(validation.recommend, {"user": "u", "k": 1001}).endswith("got 1001")
+    assert rejection(validation.recommend, {"user": "u", "k": "5"}).endswith("got the string '5'")
+    assert rejection(validation.ident, 1.5, "id").endswith("got 1.5")
+    assert "got -2.5" in rejection(
+        validation.events,
+        {"events": [{"id": "e", "type": "v", "user": "u", "item": "i", "ts": 1, "weight": -2.5}]},
+    )
 
 
 def test_batches_are_bounded() -> None:
@@ -260,6 +309,17 @@ def test_items_become_upsert_commands() -> None:
         ({"id": "i", "terms": {"": "x"}}, "items[1].terms"),
         ({"id": "i", "numbers": {"rating": "high"}}, "items[1].numbers.rating"),
         ({"id": "i", "numbers": {"rating": math.inf}}, "items[1].numbers.rating"),
+        ({"id": "i", "numbers": {"price": 1e308}}, "items[1].numbers.price: must lie within"),
+        ({"id": "i", "numbers": {"price": -(2**63)}}, "items[1].numbers.price: must lie within"),
+        (
+            {"id": "i", "numbers": {f"n{k}": k for k in range(99_999)}},
+            "items[1].numbers: at most 256 fields per item, got 99999",
+        ),
+        (
+            {"id": "i", "terms": {f"t{k}": "x" for k in range(257)}},
+            "items[1].terms: at most 256 fields per item, got 257",
+        ),
+        ({"id": "i", "numbers": {"n" * 129: 1}}, "items[1].numbers: field names are at most 128"),
         ({"id": "i", "active": "yes"}, "items[1].active"),
         ({"id": "i", "kind": 1}, "items[1].kind"),
         ({"id": "i", "color": "red"}, "items[1]: unknown field 'color'"),

@@ -23,7 +23,14 @@ from ranker import (
     load_model,
     save_model,
 )
-from ranker.model import USER_TERMS, item_feature_names, user_feature_weights
+from ranker.model import (
+    TRAINED_VERSION,
+    USER_TERMS,
+    check_current,
+    item_feature_names,
+    user_feature_weights,
+)
+from ranker.train import new_version
 
 # -- features -----------------------------------------------------------------------------
 
@@ -183,6 +190,45 @@ def test_current_naming_a_missing_version_is_a_model_error(tmp_path: Path) -> No
 
     with pytest.raises(ModelError, match="gone"):
         load_model(tmp_path)
+
+
+def test_check_current_loads_the_model_a_trained_version_name_points_to(tmp_path: Path) -> None:
+    assert check_current(tmp_path) is None  # nothing trained yet
+    version = new_version(tmp_path, 42)
+    assert TRAINED_VERSION.fullmatch(version)
+    save_model(tmp_path, small_model(version))
+
+    model = check_current(tmp_path)
+
+    assert model is not None
+    assert model.version == version
+
+
+@pytest.mark.parametrize(
+    ("pointer", "message"),
+    [
+        ("../../etc\n", "expected a version name like"),
+        ("v1\n", "expected a version name like"),  # loadable, but not a name train writes
+        ("\n", "expected a version name like"),
+        ("20261128T101500Z-seq7\n", "names a model that cannot be loaded"),
+    ],
+)
+def test_check_current_refuses_a_bad_pointer_naming_the_file(
+    tmp_path: Path, pointer: str, message: str
+) -> None:
+    save_model(tmp_path, small_model("v1"))
+    (tmp_path / "models" / "CURRENT").write_text(pointer)
+
+    with pytest.raises(ModelError, match=f"^{tmp_path / 'models' / 'CURRENT'}: {message}"):
+        check_current(tmp_path)
+
+
+@pytest.mark.parametrize("version", ["../v1", "/etc", "..", ".hidden"])
+def test_load_model_refuses_a_version_that_is_not_a_plain_name(
+    tmp_path: Path, version: str
+) -> None:
+    with pytest.raises(ModelError, match="not a plain name"):
+        load_model(tmp_path, version)
 
 
 def corrupt_meta(where: Path) -> None:
