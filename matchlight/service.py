@@ -149,6 +149,8 @@ def _remove_stale_socket(path: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # nobody listens: a stale socket from a previous run
         return
+    except PermissionError as exc:
+        raise OSError(exc.errno, f"cannot listen on unix:{path}: {exc.strerror}") from exc
     except OSError:
         pass  # e.g. a full backlog or a timeout: someone is there
     finally:
