@@ -75,7 +75,7 @@ class EventSourcedBehavior(Generic[S]):
         snapshot, tail = store.load_entity(self.kind, entity_id, until)
         state: S | None = None
         if snapshot is not None:
-            state = self._decoded(snapshot)
+            state = decoded_snapshot(store, snapshot)  # type: ignore[assignment]
             if state is None:  # reported to the store: rebuild from the whole stream
                 tail = store.read_stream(self.kind, entity_id, 0, until)
         if state is None:
@@ -86,24 +86,6 @@ class EventSourcedBehavior(Generic[S]):
             # Usually a no-op for the index; after a supervised restart it catches up.
             self._on_applied(state)
         return state, len(tail)
-
-    def _decoded(self, snapshot: Snapshot) -> S | None:
-        """The state a snapshot holds, or ``None`` if it is not this entity's state at its
-        ``seq`` (then the store is told: it logs, counts and later replaces it)."""
-        try:
-            decoded = decode_state(snapshot.data)
-        except CodecError as exc:
-            problem = str(exc)
-        else:
-            expected = _STATE_TYPES.get(self.kind)
-            if expected is not None and type(decoded) is not expected:
-                problem = f"it holds a {type(decoded).__name__}"
-            elif decoded.id != snapshot.entity_id or decoded.seq != snapshot.seq:
-                problem = f"it holds {decoded.id!r} at seq {decoded.seq}"
-            else:
-                return decoded  # type: ignore[return-value]
-        self._store.report_corrupt_snapshot(snapshot, problem)
-        return None
 
     def receive(self, state: S, message: Any) -> Outcome[S]:
         if type(message) is ApplyEvents:
@@ -128,3 +110,22 @@ class EventSourcedBehavior(Generic[S]):
             seq=state.seq,
             data=encode_state(state),  # type: ignore[arg-type]
         )
+
+
+def decoded_snapshot(store: EventStore, snapshot: Snapshot) -> ItemState | UserState | None:
+    """The state ``snapshot`` holds, or ``None`` if it is not its entity's state at its
+    ``seq`` (then the store is told: it logs, counts and later replaces it)."""
+    try:
+        decoded = decode_state(snapshot.data)
+    except CodecError as exc:
+        problem = str(exc)
+    else:
+        expected = _STATE_TYPES.get(snapshot.kind)
+        if expected is not None and type(decoded) is not expected:
+            problem = f"it holds a {type(decoded).__name__}"
+        elif decoded.id != snapshot.entity_id or decoded.seq != snapshot.seq:
+            problem = f"it holds {decoded.id!r} at seq {decoded.seq}"
+        else:
+            return decoded
+    store.report_corrupt_snapshot(snapshot, problem)
+    return None

@@ -20,13 +20,14 @@ import logging
 import math
 import time
 from collections.abc import Iterator, Mapping
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
 from actors import decay, item
-from actors.codec import decode_item_record, decode_state
+from actors.behavior import decoded_snapshot
+from actors.codec import decode_item_record
 from actors.errors import CodecError
 from actors.item import ItemState
 from actors.store import EventStore, Snapshot
@@ -35,18 +36,19 @@ from index import DocumentFields, Index
 
 log = logging.getLogger(__name__)
 
-#: The fields of an item snapshot a rebuild reads.
-_RECORD_FIELDS: Final = (
-    "decayed",
-    "landmark",
-    "updated",
-    "exists",
-    "active",
-    "kind",
-    "terms",
-    "numbers",
-    "counters",
-)
+
+class _Fields(NamedTuple):
+    """The fields of an item snapshot a rebuild reads."""
+
+    decayed: dict[str, float]
+    landmark: float
+    updated: float
+    searchable: bool
+    kind: str | None
+    terms: Any
+    numbers: Any
+    counters: Any
+
 
 #: The standard interaction types: their counters are numeric fields of every item (0 if none).
 COUNTER_FIELDS: Final = tuple(TYPE_WEIGHTS)
@@ -207,35 +209,29 @@ def _rebuild(store: EventStore, signals: ItemSignals) -> Index:
     replayed = left_out = 0
     searchable: list[DocumentFields] = []
     for entity_id, _, last_seq, snapshot in streams:
-        record = None
+        fields = None
         if snapshot is not None and snapshot.seq >= last_seq:
             # The common case after a clean shutdown: the snapshot is the state.
-            record = _snapshot_record(store, snapshot)
-            if record is None:  # corrupt (reported to the store): replay the whole stream
+            fields = _snapshot_fields(store, snapshot)
+            if fields is None:  # corrupt (reported to the store): replay the whole stream
                 snapshot = None
-        if record is not None:
+        if fields is not None:
             doc = index.doc_of(entity_id)
             assert doc is not None  # reserved above
-            if record["decayed"]:
-                signals.set(
-                    doc, popularity_mass(record["decayed"]), record["landmark"], record["updated"]
-                )
+            if fields.decayed:
+                signals.set(doc, popularity_mass(fields.decayed), fields.landmark, fields.updated)
             else:
-                signals.clear(doc, record["updated"])
-            if record["exists"] and record["active"]:
+                signals.clear(doc, fields.updated)
+            if fields.searchable:
                 searchable.append(
-                    (
-                        entity_id,
-                        record["kind"],
-                        record["terms"],
-                        record["numbers"],
-                        record["counters"],
-                    )
+                    (entity_id, fields.kind, fields.terms, fields.numbers, fields.counters)
                 )
             continue
         state = item.initial(entity_id)
         if snapshot is not None:
-            state = _snapshot_state(store, snapshot) or state
+            decoded = decoded_snapshot(store, snapshot)
+            if isinstance(decoded, ItemState):
+                state = decoded
         try:
             tail = store.read_stream(item.KIND, entity_id, after=state.seq)
         except CodecError as exc:  # a corrupt event (counted by the store): leave the item out
@@ -266,34 +262,24 @@ def _rebuild(store: EventStore, signals: ItemSignals) -> Index:
     return index
 
 
-def _snapshot_record(store: EventStore, snapshot: Snapshot) -> dict[str, Any] | None:
-    """An item snapshot's fields (see :func:`decode_item_record`), checked to be this item's
-    at the snapshot's ``seq``; ``None`` (reported to the store) if it is not."""
+def _snapshot_fields(store: EventStore, snapshot: Snapshot) -> _Fields | None:
+    """What a rebuild needs of an item snapshot (see :func:`decode_item_record`), read
+    without building an :class:`ItemState`; ``None`` (reported to the store) unless it is
+    this item's state at the snapshot's ``seq``."""
     try:
-        record = decode_item_record(snapshot.data)
-        if record["id"] != snapshot.entity_id or record["seq"] != snapshot.seq:
-            raise CodecError(f"it holds {record['id']!r} at seq {record['seq']}")
-        missing = [field for field in _RECORD_FIELDS if field not in record]
-        if missing:
-            raise CodecError(f"item snapshot lacks field {missing[0]!r}")
+        r = decode_item_record(snapshot.data)
+        if (r["id"], r["seq"]) != (snapshot.entity_id, snapshot.seq):
+            raise CodecError(f"it holds {r['id']!r} at seq {r['seq']}")
+        return _Fields(
+            r["decayed"],
+            r["landmark"],
+            r["updated"],
+            r["exists"] and r["active"],
+            r["kind"],
+            r["terms"],
+            r["numbers"],
+            r["counters"],
+        )
     except (CodecError, KeyError, TypeError) as exc:
         store.report_corrupt_snapshot(snapshot, str(exc) or type(exc).__name__)
         return None
-    return record
-
-
-def _snapshot_state(store: EventStore, snapshot: Snapshot) -> ItemState | None:
-    """The item state a snapshot holds, or ``None`` (reported to the store) if it is not
-    this item's state at the snapshot's ``seq``."""
-    try:
-        state = decode_state(snapshot.data)
-    except CodecError as exc:
-        store.report_corrupt_snapshot(snapshot, str(exc))
-        return None
-    if not isinstance(state, ItemState) or (state.id, state.seq) != (
-        snapshot.entity_id,
-        snapshot.seq,
-    ):
-        store.report_corrupt_snapshot(snapshot, f"it holds {state.id!r} at seq {state.seq}")
-        return None
-    return state

@@ -610,14 +610,16 @@ class LmdbEventStore(CommitMixin):
         self._found_corrupt_snapshot(snapshot.kind, snapshot.entity_id, key, snapshot.seq, reason)
 
     def _replaceable(self, key: bytes, current: bytes, seq: int) -> bool:
-        """Whether a snapshot at ``seq`` may replace the stored ``current`` (older or corrupt)."""
+        """Whether a snapshot at ``seq`` may replace the stored ``current`` (older or corrupt).
+
+        Only the stored ``seq`` is read, not the checksum (the writer thread would pay a
+        CRC of every replaced snapshot): an entity's snapshot is read, and found corrupt,
+        when it is activated, before it writes a snapshot of its own.
+        """
         if key in self._corrupt_keys:
             return True
-        try:
-            payload = unseal(current, key)
-        except CorruptRecordError:
-            return True
-        return len(payload) < _SEQ.size or _SEQ.unpack_from(payload)[0] < seq
+        stored = _stored_seq(current)
+        return stored is None or stored < seq
 
     # Read transactions use buffers=False, so every value read is `bytes`;
     # `_bytes` only tells the type checker so.

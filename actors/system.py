@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Final, TypeVar
 
@@ -110,33 +110,32 @@ class ActorSystem:
     # -- writes ---------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _admit_fields(self, names: set[str], where: dict[str, str]) -> Iterator[None]:
+    def _admit_fields(self, names: Iterable[str], path_of: Callable[[str], str]) -> Iterator[None]:
         """Hold the numeric field ``names`` a write brings for its duration, within the limit.
 
         Names the index has are free; new ones count against ``max_numeric_fields``
         together with those of writes still in progress (so concurrent writes cannot
-        overshoot). ``where`` maps a name to its path in the request, for the error.
+        overshoot). ``names`` come in request order; ``path_of(name)`` gives a name's
+        path in the request, for the error (called only then).
 
         Raises:
             FieldLimitError: the new names do not fit; nothing is held.
         """
-        new = names - self.index.numeric_field_names()
+        known = self.index.numeric_field_names()
+        new = [name for name in names if name not in known]
         if not new:
             yield
             return
         pending = self._pending_fields
-        unseen = new - pending.keys()
-        if unseen:
-            known = self.index.numeric_field_names()
-            in_use = len(known) + len(pending.keys() - known)
-            limit = self.config.max_numeric_fields
-            if in_use + len(unseen) > limit:
-                name = min(unseen, key=lambda n: where.get(n, n))
-                raise FieldLimitError(
-                    f"{where.get(name, name)}: {name!r} would be a new numeric field, but the "
-                    f"catalogue has {in_use} of the {limit} allowed (item numbers and event "
-                    "types together; see --max-numeric-fields)"
-                )
+        unseen = [name for name in new if name not in pending]
+        limit = self.config.max_numeric_fields
+        in_use = len(known) + len(pending.keys() - known)
+        if unseen and in_use + len(unseen) > limit:
+            raise FieldLimitError(
+                f"{path_of(unseen[0])}: {unseen[0]!r} would be a new numeric field, but the "
+                f"catalogue has {in_use} of the {limit} allowed (item numbers and event "
+                "types together; see --max-numeric-fields)"
+            )
         pending.update(new)
         try:
             yield
@@ -177,12 +176,11 @@ class ActorSystem:
         Raises:
             FieldLimitError: a new event type would exceed ``max_numeric_fields``.
         """
-        types = {command.type for command in commands}
-        where: dict[str, str] = {}
-        if types - self.index.numeric_field_names():
-            for i, command in enumerate(commands):
-                where.setdefault(command.type, f"events[{i}].type")
-        with self._admit_fields(types, where):
+
+        def path_of(name: str) -> str:
+            return f"events[{next(i for i, c in enumerate(commands) if c.type == name)}].type"
+
+        with self._admit_fields(dict.fromkeys(c.type for c in commands), path_of):
             return await self._append(await self._decide(commands))
 
     async def upsert_items(self, commands: Sequence[UpsertItem]) -> WriteResult:
@@ -191,14 +189,18 @@ class ActorSystem:
         Raises:
             FieldLimitError: new ``numbers`` fields would exceed ``max_numeric_fields``.
         """
-        names: set[str] = set()
-        where: dict[str, str] = {}
-        for i, command in enumerate(commands):
-            for name, value in (command.numbers or {}).items():
-                if value is not None and name not in names:
-                    names.add(name)
-                    where[name] = f"items[{i}].numbers.{name}"
-        with self._admit_fields(names, where):
+        names = dict.fromkeys(
+            name
+            for command in commands
+            for name, value in (command.numbers or {}).items()
+            if value is not None
+        )
+
+        def path_of(name: str) -> str:
+            i = next(i for i, c in enumerate(commands) if (c.numbers or {}).get(name) is not None)
+            return f"items[{i}].numbers.{name}"
+
+        with self._admit_fields(names, path_of):
             return await self._append(await self._decide(commands))
 
     async def remove_items(self, commands: Sequence[RemoveItem]) -> WriteResult:

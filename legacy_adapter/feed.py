@@ -45,7 +45,7 @@ import msgpack
 import trio
 
 from actors import CorruptRecordError, RateLimitedLog, framing
-from legacy_adapter.errors import FeedError
+from legacy_adapter.errors import FeedError, LegacyAdapterError
 from legacy_adapter.sources import (
     BATCH,
     MAX_EXAMPLES,
@@ -106,15 +106,37 @@ def decode_entry(key: bytes, raw: bytes) -> FeedEntry:
     if type(value) is not tuple or len(value) != 2:
         raise ValueError("not a pair of items and scores")
     items, scores = value
-    if type(items) is not tuple or not all(type(item) is str for item in items):
+    # A sealed entry whose checksum holds is what _build packed: its elements need no
+    # look (that would cost twice the decoding, on every legacy read); older ones do.
+    sealed = framing.is_sealed(raw)
+    if type(items) is not tuple or not (sealed or all(type(item) is str for item in items)):
         raise ValueError("items are not a list of ids")
     if scores is not None and (
         type(scores) is not tuple
         or len(scores) != len(items)
-        or not all(type(score) is float or type(score) is int for score in scores)
+        or not (sealed or all(type(score) is float or type(score) is int for score in scores))
     ):
         raise ValueError("scores are not one number per item")
     return FeedEntry(items=items, scores=scores)
+
+
+def read_json_state(where: Path, error: type[LegacyAdapterError]) -> tuple[Any] | None:
+    """``(value,)``: the JSON a state file holds (which may be ``null``); ``None`` if
+    there is no such file.
+
+    Raises:
+        ``error``: it cannot be read or is not JSON (the message starts with the path).
+    """
+    try:
+        text = where.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise error(f"{where}: cannot read it: {exc}") from exc
+    try:
+        return (json.loads(text),)
+    except ValueError as exc:
+        raise error(f"{where}: not JSON: {exc}") from None
 
 
 def read_current(path: str | os.PathLike[str]) -> tuple[str, str] | None:
@@ -125,16 +147,10 @@ def read_current(path: str | os.PathLike[str]) -> tuple[str, str] | None:
             field), or names an environment that does not exist.
     """
     where = Path(path) / CURRENT
-    try:
-        text = where.read_text()
-    except FileNotFoundError:
+    found = read_json_state(where, FeedError)
+    if found is None:
         return None
-    except OSError as exc:
-        raise FeedError(f"{where}: cannot read it: {exc}") from exc
-    try:
-        current = json.loads(text)
-    except ValueError as exc:
-        raise FeedError(f"{where}: not JSON: {exc}") from None
+    (current,) = found
     if not isinstance(current, dict):
         raise FeedError(f"{where}: expected an object with env, snapshot and source")
     unknown = sorted(set(current) - {"env", "snapshot", "source"})
@@ -459,6 +475,8 @@ class FeedStore:
                 self._env, self._env_path = env, target
                 self._snapshot, self._entries = snapshot_id, entries
                 self._corrupt_keys = set()
+                # Counted with the swap: a reader that sees the new feed sees it counted.
+                self._loads += 1
                 if old is not None:
                     old.close()  # no reader is inside it: they hold the lock
             if old_path is not None:
@@ -472,7 +490,6 @@ class FeedStore:
                 examples=tuple(examples),
                 seconds=time.monotonic() - started,
             )
-            self._loads += 1
             self._last_report = report
             return report
 

@@ -52,7 +52,7 @@ from opentelemetry import trace
 
 from actors import RateLimitedLog
 from legacy_adapter.errors import MigrationError, RealtimeUnavailable
-from legacy_adapter.feed import FeedStore
+from legacy_adapter.feed import FeedStore, read_json_state
 from legacy_adapter.sources import FeedEntry
 from ranker import DecisionLog, RankerActor, RecommendRequest, RequestError
 
@@ -185,16 +185,10 @@ def read_migration_state(
             and the field (``/data/migration.json: surfaces.home.mode: …``).
     """
     where = Path(path)
-    try:
-        text = where.read_text()
-    except FileNotFoundError:
+    found = read_json_state(where, MigrationError)
+    if found is None:
         return None
-    except OSError as exc:
-        raise MigrationError(f"{where}: cannot read it: {exc}") from exc
-    try:
-        raw = json.loads(text)
-    except ValueError as exc:
-        raise MigrationError(f"{where}: not JSON: {exc}") from None
+    (raw,) = found
     try:
         return _parse_state(raw)
     except MigrationError as exc:

@@ -291,13 +291,13 @@ def _ms(samples: list[float]) -> dict[str, float]:
     }
 
 
-def _collect(results: Any, count: int, procs: list[Any]) -> list[Any]:
+def collect(results: Any, count: int, procs: list[Any], wait_s: float = WAIT_S) -> list[Any]:
     """The next ``count`` messages from the client processes ``procs``.
 
-    Raises RuntimeError if one of them fails first, or none comes within WAIT_S.
+    Raises RuntimeError if one of them fails first, or they do not all come within ``wait_s``.
     """
     out: list[Any] = []
-    deadline = time.monotonic() + WAIT_S
+    deadline = time.monotonic() + wait_s
     while len(out) < count:
         try:
             out.append(results.get(timeout=0.5))
@@ -306,7 +306,7 @@ def _collect(results: Any, count: int, procs: list[Any]) -> list[Any]:
             if failed:
                 raise RuntimeError(f"a client process failed (exit code {failed[0]})") from None
             if time.monotonic() > deadline:
-                raise RuntimeError(f"no word from the clients within {WAIT_S:g} s") from None
+                raise RuntimeError(f"no word from the clients within {wait_s:g} s") from None
     return out
 
 
@@ -364,11 +364,11 @@ def _sustained_ingest(port: int, args: argparse.Namespace) -> tuple[dict[str, An
         p.start()
     with Client(HOST, port, timeout=CALL_TIMEOUT_S) as admin:
         note(f"  {n} client(s) encoding {args.events:,} events")
-        _collect(results, n, procs)
+        collect(results, n, procs)
         before = admin.call("stats")
         t0 = time.perf_counter()
         start.set()
-        done = _collect(results, n, procs)
+        done = collect(results, n, procs)
         wall = time.perf_counter() - t0
         after = admin.call("stats")
     for p in procs:
@@ -427,11 +427,11 @@ def _recommend(
         )
     for p in procs:
         p.start()
-    _collect(results, len(procs), procs)
+    collect(results, len(procs), procs)
     start.set()
-    finished = _collect(results, args.recommend_clients, procs)
+    finished = collect(results, args.recommend_clients, procs)
     stop.set()
-    ingest = _collect(results, len(procs) - args.recommend_clients, procs)
+    ingest = collect(results, len(procs) - args.recommend_clients, procs)
     for p in procs:
         p.join(timeout=60)
     samples = [s for r in finished for s in r[2]]
@@ -605,9 +605,9 @@ def _after_restart(
         args=(port, "e2e-tail", tail, sys.maxsize, _workload(args), start, stop, results),
     )
     client.start()
-    _collect(results, 1, [client])
+    collect(results, 1, [client])
     start.set()
-    (done,) = _collect(results, 1, [client])
+    (done,) = collect(results, 1, [client])
     client.join(timeout=60)
     seq = _log_seq(port)
     _stop(proc, signal.SIGKILL)

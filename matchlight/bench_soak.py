@@ -49,7 +49,6 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import queue
 import random
 import secrets
 import shutil
@@ -64,6 +63,7 @@ import attrs
 from actors import StoreError
 from matchlight import bench_soak_check, bench_soak_load, bench_soak_report
 from matchlight.argtypes import positive_float, positive_int
+from matchlight.bench_e2e import collect
 from matchlight.bench_soak_load import ACKED, CONNECTION_FAILURES, HOST, INTERNAL
 from matchlight.bench_soak_server import (
     STOP_TIMEOUT_S,
@@ -180,7 +180,7 @@ def main(args: argparse.Namespace) -> int:
         load = _drive(args, server, trainer, procs, shared)
         note("soak: load done; letting the clients finish")
         stop.set()
-        reports = _collect(results, len(procs), procs)
+        reports = collect(results, len(procs), procs, COLLECT_TIMEOUT_S)
         for p in procs:
             p.join(timeout=STOP_TIMEOUT_S)
         trainer.poll(wait=TRAIN_TIMEOUT_S)
@@ -390,23 +390,6 @@ def _drive(
         "crashes": crashes,
         "kills": sum(1 for life in server.lifetimes if life.end == "kill -9"),
     }
-
-
-def _collect(results: Any, count: int, procs: list[Any]) -> list[Any]:
-    out: list[Any] = []
-    deadline = time.monotonic() + COLLECT_TIMEOUT_S
-    while len(out) < count:
-        try:
-            out.append(results.get(timeout=0.5))
-        except queue.Empty:
-            failed = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
-            if failed:
-                raise RuntimeError(f"a client process failed (exit code {failed[0]})") from None
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"the clients did not finish in {COLLECT_TIMEOUT_S:g} s"
-                ) from None
-    return out
 
 
 def run_cli(argv: list[str] | None = None) -> int:

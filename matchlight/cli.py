@@ -592,7 +592,7 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.set_defaults(func=_bench_recommend)
     soak = bench_sub.add_parser(
         "soak",
-        help="mixed load with kill -9 every minute: nothing lost, nothing applied twice, flat memory",
+        help="mixed load with kill -9 every minute: nothing lost or applied twice, flat memory",
         description="Run a real server for --minutes (default 10; setup and checks add about a "
         "minute) under mixed load from separate client processes: paced ingest of "
         "Zipf-distributed events of a fixed user population (each batch resent with the same "

@@ -209,6 +209,8 @@ async def _serve_locked(config: ServeConfig) -> None:
                 data_dir=config.data,
                 decisions=decisions,
                 poll_s=config.model_poll_s,
+                # models/CURRENT was checked before start; a model that does not load stops it.
+                require_model=True,
             ) as ranker,
             open_router(
                 ranker,

@@ -3,7 +3,9 @@
 - ``migration.json``: every surface's state by the rules of ``set_migration``
   (:func:`legacy_adapter.read_migration_state`);
 - ``models/CURRENT``: a version name as ``matchlight train`` writes it, naming
-  a model that loads (:func:`ranker.check_current`);
+  a model that loads (:func:`ranker.check_current`; before ``serve`` starts
+  only that its files exist: the ranker loads it once, and stops the server
+  if it does not load);
 - ``legacy/CURRENT``: the legacy feed store's pointer to the environment it
   serves (:func:`legacy_adapter.read_current`).
 
@@ -25,12 +27,13 @@ LEGACY_DIR = "legacy"
 
 
 def state_file_errors(
-    data: Path, *, feed: bool = True
+    data: Path, *, feed: bool = True, load_model: bool = True
 ) -> tuple[dict[str, bool], list[tuple[Path, MatchlightError]]]:
     """Check each state file of ``data``: which exist, and the error of each bad one.
 
     ``feed``: check ``legacy/CURRENT`` too (``serve`` reads it only with a
-    legacy feed). Blocking (loads the current model).
+    legacy feed). ``load_model``: load the model ``models/CURRENT`` names, not
+    only see that its files exist. Blocking.
     """
     from legacy_adapter import FeedError, MigrationError, read_current, read_migration_state
     from ranker import ModelError, check_current
@@ -47,7 +50,7 @@ def state_file_errors(
     except MigrationError as exc:
         errors.append((paths["migration"], exc))
     try:
-        check_current(data)
+        check_current(data, load=load_model)
     except ModelError as exc:
         errors.append((paths["model"], exc))
     if feed:
@@ -66,6 +69,7 @@ def check_state_files(data: Path, *, feed: bool) -> None:
     Raises:
         MatchlightError: a ``MigrationError``, ``ModelError`` or ``FeedError``.
     """
-    _, errors = state_file_errors(data, feed=feed)
+    # The ranker loads the model once it starts: here only the pointer and its files.
+    _, errors = state_file_errors(data, feed=feed, load_model=False)
     if errors:
         raise errors[0][1]

@@ -191,8 +191,11 @@ class RankerActor:
         data_dir: Path | None = None,
         decisions: DecisionLog | None = None,
         poll_s: float = DEFAULT_POLL_S,
+        require_model: bool = False,
     ) -> None:
         self.system = system
+        #: A current model that does not load at start is an error (not logged and skipped).
+        self.require_model = require_model
         self.surfaces = surfaces or Surfaces()
         self.data_dir = data_dir
         self.decisions = decisions
@@ -224,12 +227,12 @@ class RankerActor:
         self._swaps += 1
         log.info("serving model %s", model.version)
 
-    async def reload_model(self) -> bool:
+    async def reload_model(self, *, strict: bool = False) -> bool:
         """Swap in the data dir's current model if it is new. A checkpoint.
 
         Returns whether a new model is now served. A model that fails to load
         is logged and skipped (the previous one keeps serving) until a newer
-        version appears.
+        version appears; with ``strict`` it raises :class:`ModelError` instead.
         """
         if self.data_dir is None:
             return False
@@ -241,6 +244,8 @@ class RankerActor:
         try:
             model = await trio.to_thread.run_sync(load_model, self.data_dir, version)
         except ModelError as exc:
+            if strict:
+                raise
             self._failed_versions.add(version)
             self._failures += 1
             log.error("cannot load model %s; keeping the previous one: %s", version, exc)
@@ -251,8 +256,12 @@ class RankerActor:
     # -- running --------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Load the current model, then watch for new ones and write decisions until closed."""
-        await self.reload_model()
+        """Load the current model, then watch for new ones and write decisions until closed.
+
+        Raises:
+            ModelError: with ``require_model``, the current model does not load.
+        """
+        await self.reload_model(strict=self.require_model)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._write_decisions)
             watcher = trio.CancelScope()
@@ -704,12 +713,23 @@ async def open_ranker(
     data_dir: Path | None = None,
     decisions: DecisionLog | None = None,
     poll_s: float = DEFAULT_POLL_S,
+    require_model: bool = False,
 ) -> AsyncIterator[RankerActor]:
     """Run a ranker over ``system`` for the block: current model loaded, watcher and log running.
 
     On exit the queued decisions are written before it returns.
+
+    Raises:
+        ModelError: with ``require_model``, the current model does not load.
     """
-    ranker = RankerActor(system, surfaces, data_dir=data_dir, decisions=decisions, poll_s=poll_s)
+    ranker = RankerActor(
+        system,
+        surfaces,
+        data_dir=data_dir,
+        decisions=decisions,
+        poll_s=poll_s,
+        require_model=require_model,
+    )
     async with trio.open_nursery() as nursery:
         await nursery.start(ranker.run)
         try:

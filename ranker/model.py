@@ -251,16 +251,19 @@ def load_model(data: str | os.PathLike[str], version: str | None = None) -> Mode
     return model
 
 
-def check_current(data: str | os.PathLike[str]) -> Model | None:
-    """The model ``models/CURRENT`` names, loaded; ``None`` if there is no ``CURRENT``.
+def check_current(data: str | os.PathLike[str], *, load: bool = True) -> Model | None:
+    """The model ``models/CURRENT`` names, loaded; ``None`` if there is no ``CURRENT``
+    (or, without ``load``, when it is fine).
 
-    What ``matchlight serve`` checks before it starts (a hot reload only logs a
-    bad model and keeps the one it serves).
+    ``matchlight verify`` loads it; ``matchlight serve`` checks only the pointer
+    before it starts (``load=False``: its artifact files exist) and leaves the
+    loading to the ranker, which does it once (a hot reload only logs a bad
+    model and keeps the one it serves).
 
     Raises:
         ModelError: ``CURRENT`` cannot be read, is not a version name of the form
             ``matchlight train`` writes, or names a model that cannot be loaded
-            (the message names the file).
+            (or, without ``load``, whose files are missing); the message names the file.
     """
     where = models_dir(data) / CURRENT
     try:
@@ -276,6 +279,12 @@ def check_current(data: str | os.PathLike[str]) -> Model | None:
             f"`matchlight train` writes), got {text[:80]!r}"
         )
     try:
+        if not load:
+            artifact = models_dir(data) / version
+            for name in ("meta.json", "model.npz"):
+                if not (artifact / name).is_file():
+                    raise ModelError(f"model {version!r} has no {name} in {artifact}")
+            return None
         return load_model(data, version)
     except ModelError as exc:
         raise ModelError(f"{where}: names a model that cannot be loaded: {exc}") from exc

@@ -229,6 +229,25 @@ def test_serve_refuses_a_bad_state_file_in_one_line_naming_file_and_field(
     assert not (data / "events").exists()  # refused before anything started
 
 
+def test_serve_refuses_a_current_model_whose_files_do_not_load_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """The pointer is fine and its files exist: the ranker's one load finds them damaged."""
+    data = tmp_path / "data"
+    artifact = data / "models" / "20261128T101500Z-seq42"
+    write(artifact / "meta.json", json.dumps({"format": 1}))
+    write(artifact / "model.npz", "not an archive")
+    write(data / "models" / "CURRENT", "20261128T101500Z-seq42\n")
+
+    result = run_cli("serve", "--data", str(data), "--listen", "127.0.0.1:0", timeout=60)
+
+    assert result.returncode == 1, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(
+        f"matchlight serve: cannot read model '20261128T101500Z-seq42' in {artifact}"
+    )
+
+
 # -- (c) a corrupt legacy feed entry ---------------------------------------------------------
 
 
