@@ -4,7 +4,10 @@ An event-sourced actor's state is a fold of its stream: :meth:`recover` loads
 the latest snapshot and applies the events after it; a snapshot that does
 not decode to this entity's state at its ``seq`` is reported to the store
 (logged, counted, replaced later) and the whole stream replayed instead, so
-a damaged snapshot is never served. Each event delivered in
+a damaged snapshot is never served. A snapshot that decodes but lacks part
+of what the state now keeps (``replay_if`` says so: a user snapshot from
+before seen items were unbounded) is passed over the same way, without a
+report. Each event delivered in
 an ``ApplyEvents`` is applied unless the state's ``seq`` already covers it,
 which makes delivery idempotent and lets a recovery race a queued delivery
 safely. After applying a delivery it calls ``on_applied`` with the new
@@ -54,6 +57,7 @@ class EventSourcedBehavior(Generic[S]):
         decide: Callable[[S, Any], tuple[Any, ...]] | None = None,
         commands: tuple[type, ...] = (),
         on_applied: Callable[[S], None] | None = None,
+        replay_if: Callable[[S], bool] | None = None,
     ) -> None:
         self.kind = kind
         self._store = store
@@ -63,6 +67,7 @@ class EventSourcedBehavior(Generic[S]):
         self._decide = decide
         self._commands = commands
         self._on_applied = on_applied
+        self._replay_if = replay_if
 
     def recover(self, entity_id: str, first_message: Any = None) -> tuple[S, int]:
         # Activated to apply committed events: read the stream only up to just
@@ -76,7 +81,9 @@ class EventSourcedBehavior(Generic[S]):
         state: S | None = None
         if snapshot is not None:
             state = decoded_snapshot(store, snapshot)  # type: ignore[assignment]
-            if state is None:  # reported to the store: rebuild from the whole stream
+            if state is not None and self._replay_if is not None and self._replay_if(state):
+                state = None  # readable, but not all of the state: no report
+            if state is None:  # (if corrupt, reported) rebuild from the whole stream
                 tail = store.read_stream(self.kind, entity_id, 0, until)
         if state is None:
             state = self._initial(entity_id)

@@ -3,8 +3,12 @@
 A user's stream holds :class:`~actors.events.InteractionRecorded` events. The
 state keeps counters per event type, the most recent interactions, a
 time-decayed affinity per item term (``field=value``, weighted by event type)
-and the items the user interacted with (so surfaces can avoid showing them
-again). Every collection is bounded so a heavy user costs a bounded amount.
+and every item the user ever interacted with (so surfaces can avoid showing
+them again, see :func:`excluded_docs`). Counters, recent interactions and
+affinity are bounded; the seen items are not (a bounded list would let an
+item the user rated long ago come back), so they are kept compact: an
+insertion-ordered dict of interned ids, about 21-28 bytes per item in memory and
+one byte more than the id in a snapshot.
 
 As for items, :func:`apply` holds the rules and changes a state in place (the
 UserActor's own copy); :func:`evolve` and :func:`fold` are the pure forms.
@@ -14,11 +18,12 @@ No Trio, no I/O: :mod:`actors.user_actor` moves messages and persists.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+import sys
+from collections.abc import Callable, Iterable, Mapping
 from typing import Final, NamedTuple
 
 import attrs
+from pyroaring import BitMap
 
 from actors import decay
 from actors.events import InteractionRecorded, StoredEvent
@@ -26,7 +31,7 @@ from actors.events import InteractionRecorded, StoredEvent
 KIND: Final = "user"
 RECENT_MAX: Final = 50
 AFFINITY_MAX: Final = 256
-SEEN_MAX: Final = 1000
+DISMISS: Final = "dismiss"
 
 #: How much one event of a type moves the user's affinity to the item's terms.
 TYPE_WEIGHTS: Final[Mapping[str, float]] = {
@@ -49,6 +54,31 @@ class Recent(NamedTuple):
     ts: float
 
 
+#: An item id -> its internal id in the item index, ``None`` if it has none (yet).
+DocOf = Callable[[str], int | None]
+
+
+@attrs.define(kw_only=True, eq=False)
+class SeenDocs:
+    """The internal index ids of a user's seen items, kept for requests (memory only).
+
+    ``docs`` covers every seen item but those in ``pending`` (items seen since
+    it was last brought up to date, or not in the index yet). Valid for the
+    index whose ``doc_of`` built it; internal ids never change in an index.
+    """
+
+    doc_of: DocOf
+    docs: BitMap
+    pending: list[str]
+    #: ``len(docs)`` when last brought up to date (``len`` of a BitMap is not free).
+    size: int = 0
+
+
+#: A SeenDocs with more pending items than this (and than resolved ones) is
+#: dropped rather than kept growing: rebuilding it costs at most twice as much.
+SEEN_DOCS_SLACK: Final = 64
+
+
 @attrs.define(kw_only=True)
 class UserState:
     """One user as of the event with global sequence number ``seq``."""
@@ -62,11 +92,19 @@ class UserState:
     #: ``landmark`` (see :mod:`actors.decay`); at most ``AFFINITY_MAX`` terms.
     affinity: dict[str, float] = attrs.field(factory=dict)
     landmark: float = 0.0
-    #: item -> latest event type, least recently touched first, at most ``SEEN_MAX``.
-    #: An OrderedDict: evicting the oldest from a plain dict scans past every
-    #: earlier deletion (2.6x slower per event at this bound in a microbenchmark).
-    seen: OrderedDict[str, str] = attrs.field(factory=OrderedDict)
+    #: Every item the user ever interacted with, first interaction first: an
+    #: insertion-ordered set (values are ``None``) of interned ids, so users share
+    #: one copy of each id string. Never bounded, never reordered.
+    seen: dict[str, None] = attrs.field(factory=dict)
+    #: The seen items whose latest interaction is a dismissal.
+    dismissed: set[str] = attrs.field(factory=set)
     updated: float = 0.0
+    #: Decoded from a snapshot that kept only the latest 1,000 seen items
+    #: (codec v1): the actor replays the user's whole stream instead.
+    partial: bool = False
+    #: A cache for :func:`excluded_docs`, not state: never compared, copied or
+    #: stored. The one field a reader of a live state (``peek``) updates.
+    seen_docs: SeenDocs | None = attrs.field(default=None, eq=False, repr=False)
 
 
 def initial(user_id: str) -> UserState:
@@ -81,9 +119,11 @@ def copy(state: UserState) -> UserState:
         counters=dict(state.counters),
         recent=list(state.recent),
         affinity=dict(state.affinity),
-        seen=OrderedDict(state.seen),
+        seen=dict(state.seen),
+        dismissed=set(state.dismissed),
         landmark=state.landmark,
         updated=state.updated,
+        partial=state.partial,
     )
 
 
@@ -105,14 +145,19 @@ def apply(state: UserState, stored: StoredEvent) -> None:
     recent.append(Recent(event.item, event.type, event.ts))
     if len(recent) > RECENT_MAX:
         del recent[0]
-    seen = state.seen
-    if event.item in seen:
-        seen.move_to_end(event.item)
-        seen[event.item] = event.type
-    else:
-        seen[event.item] = event.type
-        if len(seen) > SEEN_MAX:
-            seen.popitem(last=False)
+    seen, item_id = state.seen, event.item
+    if item_id not in seen:
+        item_id = sys.intern(item_id)
+        seen[item_id] = None
+        memo = state.seen_docs
+        if memo is not None:
+            memo.pending.append(item_id)
+            if len(memo.pending) > SEEN_DOCS_SLACK and len(memo.pending) > memo.size:
+                state.seen_docs = None
+    if event.type == DISMISS:
+        state.dismissed.add(sys.intern(item_id))
+    elif state.dismissed:
+        state.dismissed.discard(item_id)
     weight = event.weight * TYPE_WEIGHTS.get(event.type, OTHER_TYPE_WEIGHT)
     if weight and event.item_terms:
         affinity = state.affinity
@@ -143,6 +188,39 @@ def fold(state: UserState, events: Iterable[StoredEvent]) -> UserState:
     for stored in events:
         apply(new, stored)
     return new
+
+
+def excluded_docs(state: UserState, doc_of: DocOf, *, dismissed_only: bool = False) -> BitMap:
+    """The internal index ids of the items ``state``'s user must not be shown again.
+
+    Every item they ever interacted with; with ``dismissed_only`` (a surface
+    that allows repeats) only those whose latest interaction is a dismissal.
+    ``doc_of`` maps an item id to its internal id in the index the caller
+    queries (``Index.doc_of``); items it does not know are left out.
+
+    The ids of all seen items are cached in ``state`` (:attr:`UserState.seen_docs`)
+    and brought up to date with the items seen since, so a request pays for
+    the items new since the previous one, not for the whole history. The
+    result is the caller's to change. Not a checkpoint.
+    """
+    if dismissed_only:
+        return BitMap([d for d in map(doc_of, state.dismissed) if d is not None])
+    memo = state.seen_docs
+    if memo is None or memo.doc_of != doc_of:
+        memo = state.seen_docs = SeenDocs(doc_of=doc_of, docs=BitMap(), pending=list(state.seen))
+    pending = memo.pending
+    if pending:
+        docs = list(map(doc_of, pending))
+        found = [d for d in docs if d is not None]
+        # An item not in the index yet is retried by the next request.
+        memo.pending = (
+            [i for i, d in zip(pending, docs, strict=True) if d is None]
+            if len(found) < len(docs)
+            else []
+        )
+        memo.docs.update(found)
+        memo.size = len(memo.docs)
+    return memo.docs.copy()
 
 
 def _trim_affinity(affinity: dict[str, float]) -> None:

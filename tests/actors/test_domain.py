@@ -445,30 +445,36 @@ def test_user_recent_is_bounded_when_built_one_event_at_a_time() -> None:
     assert state.recent[0].item == "i10"
 
 
-def test_user_seen_records_the_latest_type_per_item() -> None:
+def test_user_seen_keeps_items_in_first_interaction_order() -> None:
     state = user_after(
         interaction("e1", item_id="a", type="view"),
         interaction("e2", item_id="b", type="view"),
         interaction("e3", item_id="a", type="like"),
     )
 
-    assert list(state.seen.items()) == [("b", "view"), ("a", "like")]
+    assert list(state.seen) == ["a", "b"]
 
 
-def test_user_seen_evicts_the_least_recently_touched_item() -> None:
-    events = [interaction(f"e{k}", item_id=f"i{k}") for k in range(user.SEEN_MAX)]
-    # Touch the oldest item again: now i1 is the least recently touched.
+def test_user_dismissed_holds_items_whose_latest_interaction_is_a_dismissal() -> None:
+    state = user_after(
+        interaction("e1", item_id="a", type="dismiss"),
+        interaction("e2", item_id="b", type="dismiss"),
+        interaction("e3", item_id="a", type="like"),
+        interaction("e4", item_id="c", type="view"),
+        interaction("e5", item_id="c", type="dismiss"),
+    )
+
+    assert state.dismissed == {"b", "c"}
+    assert list(state.seen) == ["a", "b", "c"]
+
+
+def test_user_seen_is_never_bounded() -> None:
+    events = [interaction(f"e{k}", item_id=f"i{k}") for k in range(5000)]
     events.append(interaction("again", item_id="i0", type="save"))
-    events.append(interaction("new", item_id="fresh"))
 
     state = user_after(*events)
 
-    assert len(state.seen) == user.SEEN_MAX
-    assert "i1" not in state.seen
-    assert state.seen["i0"] == "save"
-    assert "fresh" in state.seen
-    assert list(state.seen)[:2] == ["i2", "i3"]
-    assert list(state.seen)[-2:] == ["i0", "fresh"]
+    assert list(state.seen) == [f"i{k}" for k in range(5000)]
 
 
 @pytest.mark.parametrize(
@@ -770,8 +776,10 @@ user_states = st.builds(
     recent=st.lists(st.builds(Recent, ids, st.text(max_size=8), times), max_size=5),
     affinity=masses,
     landmark=times,
-    seen=st.dictionaries(ids, st.text(max_size=8), max_size=5),
+    seen=st.dictionaries(ids, st.none(), max_size=5),
+    dismissed=st.sets(ids, max_size=3),
     updated=times,
+    partial=st.booleans(),
 )
 
 
@@ -790,7 +798,7 @@ def test_state_codec_round_trips(state: ItemState | UserState) -> None:
     # Order matters for the bounded collections (eviction order), not only content.
     if isinstance(state, UserState):
         assert isinstance(decoded, UserState)
-        assert list(decoded.seen.items()) == list(state.seen.items())
+        assert list(decoded.seen) == list(state.seen)
         assert all(isinstance(r, Recent) for r in decoded.recent)
     else:
         assert isinstance(decoded, ItemState)
