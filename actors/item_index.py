@@ -24,6 +24,7 @@ from typing import Any, Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
+from pyroaring import BitMap
 
 from actors import decay, item
 from actors.behavior import decoded_snapshot
@@ -97,6 +98,8 @@ class ItemSignals:
         self.half_life = half_life
         self.level: npt.NDArray[np.float64] = np.full(1024, -np.inf)
         self.updated: npt.NDArray[np.float64] = np.zeros(1024)
+        #: Items with any interaction (the others are cold: nobody engaged with them yet).
+        self.engaged = BitMap()
         self.clock = 0.0
 
     def set(self, doc: int, mass: float, landmark: float, updated: float) -> None:
@@ -106,6 +109,7 @@ class ItemSignals:
         # Masses are sums of non-negative weights: 0 (or an underflow) is no popularity.
         self.level[doc] = math.log2(mass) + landmark / self.half_life if mass > 0.0 else -math.inf
         self.updated[doc] = updated
+        self.engaged.add(doc)
         if updated > self.clock:
             self.clock = updated
 
@@ -117,6 +121,7 @@ class ItemSignals:
         if doc < len(self.level):
             self.level[doc] = -math.inf
             self.updated[doc] = 0.0
+        self.engaged.discard(doc)
         if updated > self.clock:
             self.clock = updated
 

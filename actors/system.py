@@ -23,6 +23,7 @@ import attrs
 import trio
 from opentelemetry import trace
 
+from actors.cooccurrence import CoOccurrence, observe_events, rebuild_cooccurrence
 from actors.errors import ActorError, AskTimeoutError, FieldLimitError
 from actors.events import Event, InteractionRecorded, StoredEvent
 from actors.item import ItemState, RecordInteraction, RemoveItem, UpsertItem
@@ -88,6 +89,7 @@ class ActorSystem:
         *,
         index: Index | None = None,
         signals: ItemSignals | None = None,
+        cooccurrence: CoOccurrence | None = None,
     ) -> None:
         self.store = store
         self.config = config or SystemConfig()
@@ -95,6 +97,8 @@ class ActorSystem:
         self.index = new_index() if index is None else index
         #: Per-item popularity and recency by internal id, kept like the index.
         self.signals = ItemSignals() if signals is None else signals
+        #: Item-to-item co-occurrence by internal id, fed in log order as events commit.
+        self.cooccurrence = CoOccurrence() if cooccurrence is None else cooccurrence
         self.writer = StoreWriter(store, max_group_events=self.config.max_group_events)
         self.writer.set_dispatch(self._dispatch)
         save = self.writer.save_snapshot_nowait
@@ -236,6 +240,12 @@ class ActorSystem:
         reserve = self.index.reserve
         for item_id in by_item:
             reserve(item_id)
+        if by_user:
+            observe_events(
+                self.cooccurrence,
+                self.index,
+                (e.event for e in stored if type(e.event) is InteractionRecorded),
+            )
         to_users = self.users.split(
             [(user_id, ApplyEvents(events)) for user_id, events in by_user.items()]
         )
@@ -332,7 +342,8 @@ async def open_actor_system(
     """
     signals = ItemSignals()
     index = await trio.to_thread.run_sync(rebuild_index, store, signals)
-    system = ActorSystem(store, config, index=index, signals=signals)
+    cooccurrence = await trio.to_thread.run_sync(rebuild_cooccurrence, store, index)
+    system = ActorSystem(store, config, index=index, signals=signals, cooccurrence=cooccurrence)
     ahead = signals.clock - time.time()
     if ahead > system.config.clock_skew_s:
         # Written before event times were checked: the ranker's clock stays at the wall clock.

@@ -1,0 +1,210 @@
+"""Item-to-item co-occurrence: what a pair gains, bounds, and live equal to rebuilt.
+
+The live projection is fed by a real :class:`ActorSystem` as events commit
+(in batches of any size, with duplicates); the rebuilt one reads the same
+log in order at startup. They must hold the same rows, landmark and user
+windows (Hypothesis), and a reopened system must serve the same neighbours.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from actors import (
+    LmdbEventStore,
+    MemoryEventStore,
+    RecordInteraction,
+    UpsertItem,
+    open_actor_system,
+)
+from actors.cooccurrence import CoOccurrence, engagement_weight, rebuild_cooccurrence
+from actors.events import InteractionRecorded
+
+DAY = 86_400.0
+
+
+def interaction(user: str, item: str, type_: str = "like", weight: float = 1.0) -> Any:
+    return InteractionRecorded(id="e", user=user, item=item, type=type_, ts=0.0, weight=weight)
+
+
+def test_engagements_are_clicks_and_stronger_weighted_by_type() -> None:
+    assert engagement_weight(interaction("u", "i", "like")) == 1.0
+    assert engagement_weight(interaction("u", "i", "hire", weight=2.0)) == 4.0
+    assert engagement_weight(interaction("u", "i", "click")) == pytest.approx(0.3)
+    assert engagement_weight(interaction("u", "i", "view")) == 0.0
+    assert engagement_weight(interaction("u", "i", "dismiss")) == 0.0
+
+
+def test_a_pair_gains_both_ways_from_the_same_user_only() -> None:
+    c = CoOccurrence()
+    c.observe("a", 1, 1.0, 100.0)
+    c.observe("b", 2, 1.0, 100.0)  # another user: no pair with 1
+    c.observe("a", 3, 2.0, 100.0)
+
+    assert dict(c.rows[1]) == {3: 2.0}
+    assert dict(c.rows[3]) == {1: 2.0}
+    assert 2 not in c.rows
+    docs, values = c.neighbours(3, now=100.0)
+    assert docs.tolist() == [1]
+    assert values.tolist() == [2.0]
+
+
+def test_engagements_too_far_apart_or_beyond_the_window_do_not_pair() -> None:
+    c = CoOccurrence(window=2, gap_s=DAY)
+    c.observe("a", 1, 1.0, 0.0)
+    c.observe("a", 2, 1.0, 2 * DAY)  # more than a day after 1
+    c.observe("a", 3, 1.0, 2 * DAY)
+    c.observe("a", 4, 1.0, 2 * DAY)
+    c.observe("a", 5, 1.0, 2 * DAY)  # the window holds only 3 and 4 now
+
+    assert 1 not in c.rows
+    assert set(c.rows[5]) == {3, 4}
+    assert 2 not in c.rows[5]
+
+
+def test_pairs_decay_with_the_half_life() -> None:
+    c = CoOccurrence(half_life=DAY)
+    c.observe("a", 1, 1.0, 0.0)
+    c.observe("a", 2, 1.0, 0.0)
+    c.observe("b", 1, 1.0, 2 * DAY)
+    c.observe("b", 2, 1.0, 2 * DAY)
+
+    _, values = c.neighbours(1, now=2 * DAY)
+    assert values.tolist() == pytest.approx([1.25])  # 1 * 2**-2 + 1
+    _, later = c.neighbours(1, now=3 * DAY)
+    assert later.tolist() == pytest.approx([0.625])
+
+
+def test_a_row_keeps_its_heaviest_neighbours() -> None:
+    c = CoOccurrence(keep=3, window=1, gap_s=math.inf)
+    # Item 0 co-occurs with 1..10; with n once per n, so 10 is the heaviest.
+    for n in range(1, 11):
+        for repeat in range(n):
+            c.observe(f"u{n}-{repeat}", 0, 1.0, 0.0)
+            c.observe(f"u{n}-{repeat}", n, 1.0, 0.0)
+
+    assert len(c.rows[0]) <= 2 * 3
+    assert set(sorted(c.rows[0], key=lambda d: -c.rows[0][d])[:3]) == {10, 9, 8}
+
+
+def test_the_user_windows_are_bounded() -> None:
+    c = CoOccurrence(max_users=3)
+    for u in range(10):
+        c.observe(f"u{u}", u, 1.0, float(u))
+
+    assert list(c.recent) == ["u7", "u8", "u9"]
+
+
+def test_scores_sum_weighted_normalised_neighbours() -> None:
+    c = CoOccurrence()
+    c.observe("a", 1, 1.0, 0.0)
+    c.observe("a", 2, 1.0, 0.0)  # 1-2
+    c.observe("b", 3, 1.0, 0.0)
+    c.observe("b", 2, 1.0, 0.0)  # 3-2
+    c.observe("c", 3, 1.0, 0.0)
+    c.observe("c", 4, 1.0, 0.0)  # 3-4
+
+    docs, scores = c.scores([(1, 1.0), (3, 0.5)], now=0.0)
+
+    # From 1: {2: 1}; from 3 (row total 2): {2: 0.5, 4: 0.5}, weighted 0.5.
+    assert docs.tolist() == [2, 4]
+    assert scores.tolist() == pytest.approx([1.25, 0.25])
+    assert c.scores([], now=0.0)[0].tolist() == []
+
+
+def test_rescaling_keeps_the_values() -> None:
+    c = CoOccurrence(half_life=1.0)
+    c.observe("a", 1, 1.0, 0.0)
+    c.observe("a", 2, 1.0, 0.0)
+    c.observe("b", 1, 1.0, 100.0)  # past RESCALE_AFTER half-lives: masses re-expressed
+    c.observe("b", 3, 1.0, 100.0)
+
+    assert c.landmark == 100.0
+    docs, values = c.neighbours(1, now=100.0)
+    assert docs.tolist() == [2, 3]
+    assert values.tolist() == pytest.approx([2.0**-100, 1.0])
+
+
+# -- live equals rebuilt ------------------------------------------------------------------
+
+ITEMS = [f"i{n}" for n in range(8)]
+_ids = itertools.count()
+
+events = st.lists(
+    st.tuples(
+        st.sampled_from(["u1", "u2", "u3"]),
+        st.sampled_from(ITEMS),
+        st.sampled_from(["like", "click", "view", "dismiss", "hire"]),
+        st.floats(0.0, 90 * DAY),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events, st.integers(1, 7), st.integers(1, 3))
+async def test_live_cooccurrence_equals_a_rebuild_from_the_log(
+    stream: list[tuple[str, str, str, float]], batch: int, keep: int
+) -> None:
+    store = MemoryEventStore()
+    async with open_actor_system(store) as system:
+        # Small rows and windows so pruning and eviction happen.
+        system.cooccurrence = CoOccurrence(keep=keep, window=2, max_users=2, gap_s=30 * DAY)
+        live = system.cooccurrence
+        await system.upsert_items([UpsertItem(event_id=f"up-{i}", item=i, ts=0.0) for i in ITEMS])
+        commands = [
+            RecordInteraction(id=f"ev{next(_ids)}", user=u, item=i, type=t, ts=ts)
+            for u, i, t, ts in stream
+        ]
+        for start in range(0, len(commands), batch):
+            await system.ingest(commands[start : start + batch])
+        if commands:
+            await system.ingest(commands[:batch])  # duplicates change nothing
+        rebuilt = rebuild_cooccurrence(
+            store, system.index, CoOccurrence(keep=keep, window=2, max_users=2, gap_s=30 * DAY)
+        )
+
+    assert rebuilt.state() == live.state()
+
+
+async def test_a_restart_serves_the_same_neighbours(tmp_path: Any) -> None:
+    rng = np.random.default_rng(3)
+    store = LmdbEventStore(tmp_path / "events")
+    try:
+        async with open_actor_system(store) as system:
+            await system.upsert_items(
+                [UpsertItem(event_id=f"up-{i}", item=i, ts=0.0) for i in ITEMS]
+            )
+            await system.ingest(
+                [
+                    RecordInteraction(
+                        id=f"r{n}",
+                        user=f"u{rng.integers(5)}",
+                        item=ITEMS[int(rng.integers(len(ITEMS)))],
+                        type="like",
+                        ts=float(n),
+                    )
+                    for n in range(300)
+                ]
+            )
+            before = system.cooccurrence.state()
+            neighbours = {d: system.cooccurrence.neighbours(d, 300.0) for d in range(8)}
+    finally:
+        store.close()
+    store = LmdbEventStore(tmp_path / "events")
+    try:
+        async with open_actor_system(store) as system:
+            assert system.cooccurrence.state()[:2] == before[:2]
+            for doc, (docs, values) in neighbours.items():
+                again = system.cooccurrence.neighbours(doc, 300.0)
+                assert again[0].tolist() == docs.tolist()
+                assert again[1].tolist() == values.tolist()
+    finally:
+        store.close()
