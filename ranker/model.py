@@ -10,8 +10,15 @@ product plus both biases. Features here are
   and the terms they like most (``a:FIELD=VALUE``, weighted by their
   positive time-decayed affinity).
 
-Each feature row is normalised to sum to 1, at training and at serving
-alike (:func:`item_features`, :func:`user_features`). Live fold-in follows:
+Training chooses which of these a model uses (:mod:`ranker.train`): its
+vocabularies hold only the features it was fitted with, and the artifact
+records the weight of a term feature relative to an identity (1 unless
+training chose otherwise). Each feature row is weighted so and normalised to
+sum to 1, at training and at serving alike (:func:`item_feature_weights`,
+:func:`user_feature_weights`); features outside the vocabulary count for
+nothing, so serving applies the trained feature set unchanged. An item with
+no identity in the vocabulary (added after training, or never engaged with
+before it) is represented by its known terms. Live fold-in follows:
 at request time a user is represented from their *current* affinity, so an
 event from a second ago moves the representation, and a user who arrived
 after training is represented by their features alone; an item added after
@@ -19,7 +26,10 @@ training is represented by its term features (cold start).
 
 An artifact is a directory ``models/VERSION/`` holding ``model.npz`` (the
 feature embeddings and biases) and ``meta.json`` (vocabularies and training
-facts); ``models/CURRENT`` names the version to serve. Writing is atomic
+facts, and the term weights); ``models/CURRENT`` names the version to
+serve. An artifact is written in the oldest format that describes it exactly
+(:func:`artifact_format`), so a reader of format 1 never mistakes weighted
+terms for plain ones; both formats load. Writing is atomic
 (temporary directory, rename, then replace ``CURRENT``), so a reader sees a
 whole artifact or the previous one. No pickles: loading runs no code.
 ``serve`` refuses to start when ``CURRENT`` is not a version name ``train``
@@ -29,6 +39,7 @@ writes or names a model that does not load (:func:`check_current`).
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tempfile
@@ -42,8 +53,13 @@ import numpy as np
 import numpy.typing as npt
 
 from ranker.errors import ModelError
+from ranker.policy import BLEND_PARTS, Blend
 
+#: Format 1: every feature weighs 1 before normalisation. Format 2 adds
+#: ``feature_weights`` (term features relative to identities) to ``meta.json``.
 ARTIFACT_FORMAT: Final = 1
+WEIGHTED_FORMAT: Final = 2
+READABLE_FORMATS: Final = frozenset({ARTIFACT_FORMAT, WEIGHTED_FORMAT})
 MODELS_DIR: Final = "models"
 CURRENT: Final = "CURRENT"
 #: A user is described by at most this many of their favourite terms.
@@ -69,19 +85,36 @@ def item_feature_names(
     return names
 
 
-def user_feature_weights(user_id: str | None, affinity: Mapping[str, float]) -> dict[str, float]:
+def item_feature_weights(
+    item_id: str | None,
+    kind: str | None,
+    terms: Mapping[str, Iterable[str]],
+    *,
+    term_weight: float = 1.0,
+) -> dict[str, float]:
+    """An item's feature names and weights (before normalisation).
+
+    The identity, if given, weighs 1; the kind and each term ``term_weight``.
+    """
+    weights = dict.fromkeys(item_feature_names(None, kind, terms), term_weight)
+    return weights if item_id is None else {f"item:{item_id}": 1.0, **weights}
+
+
+def user_feature_weights(
+    user_id: str | None, affinity: Mapping[str, float], *, term_weight: float = 1.0
+) -> dict[str, float]:
     """A user's feature names and weights (before normalisation).
 
     ``affinity`` maps ``field=value`` to the user's decayed affinity; the
     :data:`USER_TERMS` strongest positive ones count, weighted relative to the
-    strongest. The identity, if given, weighs 1.
+    strongest, times ``term_weight``. The identity, if given, weighs 1.
     """
     weights = {} if user_id is None else {f"user:{user_id}": 1.0}
     positive = sorted(((v, k) for k, v in affinity.items() if v > 0), reverse=True)[:USER_TERMS]
     if positive:
         top = positive[0][0]
         for value, key in positive:
-            weights[f"a:{key}"] = value / top
+            weights[f"a:{key}"] = term_weight * value / top
     return weights
 
 
@@ -99,6 +132,10 @@ class Model:
     user_embeddings: Matrix
     user_biases: Vector
     facts: Mapping[str, Any] = attrs.field(factory=dict)
+    #: The weight of an item's kind and term features relative to its identity.
+    item_term_weight: float = 1.0
+    #: The weight of a user's affinity terms relative to their identity.
+    user_term_weight: float = 1.0
 
     @property
     def components(self) -> int:
@@ -113,11 +150,14 @@ class Model:
     def item_representation(
         self, item_id: str, kind: str | None, terms: Mapping[str, Iterable[str]]
     ) -> tuple[Vector, float]:
-        """An item's embedding and bias: identity (if trained) plus its known features."""
+        """An item's embedding and bias: identity (if trained) plus its known features,
+        weighted as in training."""
         trained = item_id if self.knows_item(item_id) else None
-        names = item_feature_names(trained, kind, terms)
         return _represent(
-            dict.fromkeys(names, 1.0), self.item_vocab, self.item_embeddings, self.item_biases
+            item_feature_weights(trained, kind, terms, term_weight=self.item_term_weight),
+            self.item_vocab,
+            self.item_embeddings,
+            self.item_biases,
         )
 
     def user_representation(
@@ -126,11 +166,32 @@ class Model:
         """A user's embedding and bias from their live affinity (and identity, if trained)."""
         trained = user_id if self.knows_user(user_id) else None
         return _represent(
-            user_feature_weights(trained, affinity),
+            user_feature_weights(trained, affinity, term_weight=self.user_term_weight),
             self.user_vocab,
             self.user_embeddings,
             self.user_biases,
         )
+
+
+def learned_blend(model: Model) -> Blend | None:
+    """The blend weights ``matchlight train`` learned with ``model`` (``facts["blend"]``).
+
+    ``None`` when it learned none (or they are not usable: a name that is not a
+    part, a weight that is not a finite number ≥ 0, or no weight above 0).
+    """
+    raw = model.facts.get("blend")
+    if not isinstance(raw, Mapping) or not raw:
+        return None
+    weights: dict[str, float] = dict.fromkeys(BLEND_PARTS, 0.0)
+    for name, value in raw.items():
+        if name not in weights or isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        if not (math.isfinite(value) and value >= 0.0):
+            return None
+        weights[name] = float(value)
+    if not any(weights.values()):
+        return None
+    return Blend(**weights)
 
 
 def _represent(
@@ -185,14 +246,19 @@ def save_model(data: str | os.PathLike[str], model: Model) -> Path:
             user_embeddings=model.user_embeddings,
             user_biases=model.user_biases,
         )
-        meta = {
-            "format": ARTIFACT_FORMAT,
+        meta: dict[str, Any] = {
+            "format": artifact_format(model),
             "version": model.version,
             "trained_seq": model.trained_seq,
             "item_features": _by_index(model.item_vocab),
             "user_features": _by_index(model.user_vocab),
             "facts": dict(model.facts),
         }
+        if meta["format"] == WEIGHTED_FORMAT:
+            meta["feature_weights"] = {
+                "item_terms": model.item_term_weight,
+                "user_terms": model.user_term_weight,
+            }
         (staging / "meta.json").write_text(json.dumps(meta))
         _fsync_dir_files(staging)
         os.rename(staging, final)
@@ -226,9 +292,11 @@ def load_model(data: str | os.PathLike[str], version: str | None = None) -> Mode
         raise ModelError(f"cannot read model {version!r} in {where}: {exc}") from exc
     if not isinstance(meta, dict):
         raise ModelError(f"model {version!r}: meta.json is not an object")
-    if meta.get("format") != ARTIFACT_FORMAT:
-        raise ModelError(f"model {version!r} has format {meta.get('format')!r}, not 1")
+    form = meta.get("format")
+    if form not in READABLE_FORMATS:
+        raise ModelError(f"model {version!r} has format {form!r}, not 1 or 2")
     try:
+        weights = meta["feature_weights"] if form == WEIGHTED_FORMAT else {}
         model = Model(
             version=meta["version"],
             trained_seq=int(meta["trained_seq"]),
@@ -239,6 +307,8 @@ def load_model(data: str | os.PathLike[str], version: str | None = None) -> Mode
             user_embeddings=loaded["user_embeddings"].astype(np.float32),
             user_biases=loaded["user_biases"].astype(np.float32),
             facts=meta.get("facts", {}),
+            item_term_weight=float(weights.get("item_terms", 1.0)),
+            user_term_weight=float(weights.get("user_terms", 1.0)),
         )
     except KeyError as exc:
         raise ModelError(f"model {version!r} lacks {exc}") from exc
@@ -248,7 +318,21 @@ def load_model(data: str | os.PathLike[str], version: str | None = None) -> Mode
         model.user_embeddings
     ):
         raise ModelError(f"model {version!r}: vocabularies and embeddings differ in size")
+    if not all(0.0 < w < float("inf") for w in (model.item_term_weight, model.user_term_weight)):
+        raise ModelError(f"model {version!r}: feature weights must be positive and finite")
     return model
+
+
+def artifact_format(model: Model) -> int:
+    """The oldest artifact format that describes ``model`` exactly.
+
+    Format 1 when every feature weighs 1 (what a reader of format 1 assumes),
+    else 2: a server that reads only format 1 refuses such an artifact (and
+    keeps the model it serves) rather than weigh its features wrongly.
+    """
+    if model.item_term_weight == 1.0 and model.user_term_weight == 1.0:
+        return ARTIFACT_FORMAT
+    return WEIGHTED_FORMAT
 
 
 def check_current(data: str | os.PathLike[str], *, load: bool = True) -> Model | None:

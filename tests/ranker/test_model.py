@@ -24,10 +24,13 @@ from ranker import (
     save_model,
 )
 from ranker.model import (
+    ARTIFACT_FORMAT,
     TRAINED_VERSION,
     USER_TERMS,
+    WEIGHTED_FORMAT,
     check_current,
     item_feature_names,
+    item_feature_weights,
     user_feature_weights,
 )
 from ranker.train import new_version
@@ -70,6 +73,21 @@ def test_user_feature_weights_keep_only_the_strongest_user_terms() -> None:
     top = max(affinity.values())
     for key in strongest:
         assert weights[f"a:{key}"] == pytest.approx(affinity[key] / top)
+
+
+def test_item_feature_weights_weigh_terms_relative_to_the_identity() -> None:
+    assert item_feature_weights("i1", "pro", {"city": ("a",)}, term_weight=0.25) == {
+        "item:i1": 1.0,
+        "kind:pro": 0.25,
+        "t:city=a": 0.25,
+    }
+    assert item_feature_weights(None, None, {"city": ("a",)}) == {"t:city=a": 1.0}
+
+
+def test_user_feature_weights_scale_the_terms_by_the_term_weight() -> None:
+    weights = user_feature_weights("u1", {"city=a": 2.0, "category=x": 1.0}, term_weight=0.5)
+
+    assert weights == {"user:u1": 1.0, "a:city=a": 0.5, "a:category=x": 0.25}
 
 
 # -- representations of a hand-made model -----------------------------------------------------
@@ -117,6 +135,23 @@ def test_users_are_weighted_by_their_relative_affinity() -> None:
     assert bias == pytest.approx((0.5 + 1.0 + 1.0) / 2.5)
 
 
+def test_representations_apply_the_trained_term_weights() -> None:
+    model = attrs.evolve(small_model(), item_term_weight=0.25, user_term_weight=0.5)
+
+    item_vector, item_bias = model.item_representation("i1", "pro", {"city": ("austin",)})
+    user_vector, user_bias = model.user_representation("u1", {"city=austin": 1.0})
+
+    # Item: identity 1, kind and term 0.25 each, normalised by 1.5.
+    np.testing.assert_allclose(item_vector, [(1 + 0.5) / 1.5, (0.25 + 0.5) / 1.5], rtol=1e-6)
+    assert item_bias == pytest.approx((0.1 + 0.25 * (0.2 + 0.3)) / 1.5)
+    # User: identity 1, affinity term 0.5, normalised by 1.5.
+    np.testing.assert_allclose(user_vector, [(1 + 1.5) / 1.5, 1 / 1.5], rtol=1e-6)
+    assert user_bias == pytest.approx((0.5 + 0.5) / 1.5)
+    # A new item is its terms whatever their weight.
+    new_vector, _ = model.item_representation("new", None, {"city": ("austin",)})
+    np.testing.assert_allclose(new_vector, [2.0, 2.0])
+
+
 def test_a_user_with_no_known_features_is_the_zero_vector() -> None:
     model = small_model()
 
@@ -138,6 +173,7 @@ def assert_same_model(a: Model, b: Model) -> None:
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
         assert getattr(b, name).dtype == np.float32
     assert dict(a.facts) == dict(b.facts)
+    assert (a.item_term_weight, a.user_term_weight) == (b.item_term_weight, b.user_term_weight)
 
 
 def test_no_model_means_no_current_version(tmp_path: Path) -> None:
@@ -155,6 +191,63 @@ def test_a_saved_model_loads_back_and_becomes_current(tmp_path: Path) -> None:
     assert current_version(tmp_path) == "v1"
     assert_same_model(model, load_model(tmp_path))
     assert_same_model(model, load_model(tmp_path, "v1"))
+
+
+def test_an_unweighted_model_is_written_in_format_1_as_before(tmp_path: Path) -> None:
+    where = save_model(tmp_path, small_model("v1"))
+
+    meta = json.loads((where / "meta.json").read_text())
+    assert meta["format"] == ARTIFACT_FORMAT == 1
+    assert "feature_weights" not in meta
+
+
+def test_a_weighted_model_is_written_in_format_2_and_loads_back(tmp_path: Path) -> None:
+    model = attrs.evolve(small_model("v1"), item_term_weight=0.25, user_term_weight=0.5)
+
+    where = save_model(tmp_path, model)
+
+    meta = json.loads((where / "meta.json").read_text())
+    assert meta["format"] == WEIGHTED_FORMAT == 2
+    assert meta["feature_weights"] == {"item_terms": 0.25, "user_terms": 0.5}
+    loaded = load_model(tmp_path)
+    assert_same_model(model, loaded)
+    vector, bias = loaded.item_representation("i1", "pro", {})
+    np.testing.assert_allclose(vector, [0.8, 0.2], rtol=1e-6)  # identity 1, kind 0.25
+    assert bias == pytest.approx((0.1 + 0.25 * 0.2) / 1.25)
+
+
+def test_an_artifact_written_before_feature_choice_loads_with_unit_weights(
+    tmp_path: Path,
+) -> None:
+    """meta.json as ``matchlight train`` wrote it before: format 1, no feature weights."""
+    where = save_model(tmp_path, small_model("v1"))
+    meta = json.loads((where / "meta.json").read_text())
+    old = {
+        k: meta[k]
+        for k in ("format", "version", "trained_seq", "item_features", "user_features", "facts")
+    }
+    (where / "meta.json").write_text(json.dumps(old))
+
+    loaded = load_model(tmp_path)
+
+    assert (loaded.item_term_weight, loaded.user_term_weight) == (1.0, 1.0)
+    vector, bias = loaded.item_representation("i1", "pro", {"city": ("austin",)})
+    np.testing.assert_allclose(vector, [1.0, 1.0])  # the plain mean, as before
+    assert bias == pytest.approx(0.2)
+
+
+def test_a_format_2_artifact_without_valid_weights_is_a_model_error(tmp_path: Path) -> None:
+    where = save_model(tmp_path, attrs.evolve(small_model("v1"), item_term_weight=0.5))
+    meta = json.loads((where / "meta.json").read_text())
+    del meta["feature_weights"]
+    (where / "meta.json").write_text(json.dumps(meta))
+
+    with pytest.raises(ModelError, match="feature_weights"):
+        load_model(tmp_path)
+    meta["feature_weights"] = {"item_terms": 0.0, "user_terms": 1.0}
+    (where / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="positive"):
+        load_model(tmp_path)
 
 
 def test_a_newer_save_moves_current_and_keeps_the_older_version(tmp_path: Path) -> None:
@@ -332,10 +425,14 @@ def training_data() -> TrainingData:
     return TrainingData(users=users, items=items, pairs=pairs, last_seq=17, events=30)
 
 
+#: Every feature, as before training chose them (kind:pro is on every item).
+ALL_FEATURES = TrainingConfig(components=8, epochs=3, threads=1, seed=1, features="all")
+
+
 @pytest.fixture(scope="module")
 def trained() -> tuple[TrainingData, Model]:
     data = training_data()
-    return data, fit(data, TrainingConfig(components=8, epochs=3, threads=1, seed=1), version="t")
+    return data, fit(data, ALL_FEATURES, version="t")
 
 
 def test_fit_learns_every_user_and_item_with_its_features(
@@ -360,7 +457,7 @@ def test_fit_learns_every_user_and_item_with_its_features(
 def test_fit_is_reproducible_with_a_seed(trained: tuple[TrainingData, Model]) -> None:
     data, model = trained
 
-    again = fit(data, TrainingConfig(components=8, epochs=3, threads=1, seed=1), version="t")
+    again = fit(data, ALL_FEATURES, version="t")
 
     np.testing.assert_array_equal(again.item_embeddings, model.item_embeddings)
     np.testing.assert_array_equal(again.user_embeddings, model.user_embeddings)
@@ -377,10 +474,24 @@ def feature_rows(rows: list[Mapping[str, float]], vocab: Mapping[str, int]) -> s
     return matrix.tocsr()
 
 
-def test_representations_score_like_lightfm_predict(trained: tuple[TrainingData, Model]) -> None:
+@pytest.fixture(scope="module")
+def weighted() -> tuple[TrainingData, Model]:
+    """Terms at a quarter of an identity's weight; common terms (kind:pro) left out."""
+    data = training_data()
+    config = attrs.evolve(ALL_FEATURES, features="identity+terms", term_weights=(0.25,))
+    return data, fit(data, config, version="w")
+
+
+@pytest.mark.parametrize("fixture", ["trained", "weighted"])
+def test_representations_score_like_lightfm_predict(
+    fixture: str, request: pytest.FixtureRequest
+) -> None:
     from lightfm import LightFM
 
-    data, model = trained
+    data, model = request.getfixturevalue(fixture)
+    if fixture == "weighted":
+        assert model.item_term_weight == model.user_term_weight == 0.25
+        assert "kind:pro" not in model.item_vocab
     users = sorted(data.users)
     items = sorted(data.items)
     affinity = {u: user.affinity_at(data.users[u], data.users[u].updated) for u in users}
@@ -392,11 +503,14 @@ def test_representations_score_like_lightfm_predict(trained: tuple[TrainingData,
     lightfm.user_embeddings = model.user_embeddings
     lightfm.user_biases = model.user_biases
     user_features = feature_rows(
-        [user_feature_weights(u, affinity[u]) for u in users], model.user_vocab
+        [user_feature_weights(u, affinity[u], term_weight=model.user_term_weight) for u in users],
+        model.user_vocab,
     )
     item_features = feature_rows(
         [
-            dict.fromkeys(item_feature_names(i, data.items[i].kind, data.items[i].terms), 1.0)
+            item_feature_weights(
+                i, data.items[i].kind, data.items[i].terms, term_weight=model.item_term_weight
+            )
             for i in items
         ],
         model.item_vocab,
