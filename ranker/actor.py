@@ -15,8 +15,9 @@ the surface's filter rules → retrieve up to ``candidates`` items, without
 those the user already interacted with (or only dismissed ones, if the
 surface allows repeats) → score (LightFM with the user folded in from live
 state, blended with popularity, recency and affinity; a heuristic blend
-while no model exists) → boost/bury rules → two-sided willingness on a
-reciprocal surface → diversity → exploration → the top ``k``.
+while no model exists) → boost/bury rules → on a reciprocal surface, the
+job's fit and the suppliers' willingness (the job's terms also narrow
+retrieval there) → diversity → exploration → the top ``k``.
 
 Use :func:`open_ranker`.
 """
@@ -24,7 +25,6 @@ Use :func:`open_ranker`.
 from __future__ import annotations
 
 import logging
-import math
 import time
 import uuid
 import zlib
@@ -40,13 +40,13 @@ import trio
 from opentelemetry import trace
 from pyroaring import BitMap
 
-from actors import ActorSystem, RateLimitedLog, UserState, decay, user
+from actors import ActorSystem, ItemState, RateLimitedLog, UserState, decay, user
 from index import EVERYTHING, AllOf, Index, Query, QueryError
 from ranker import stages
 from ranker.decisions import DecisionLog
 from ranker.errors import ModelError, RequestError
-from ranker.model import Model, current_version, load_model
-from ranker.policy import Surface, Surfaces
+from ranker.model import Model, current_version, learned_blend, load_model
+from ranker.policy import DEFAULT_BLEND, HEURISTIC_BLEND, Blend, Surface, Surfaces
 from ranker.template import TOP_VALUES, fill
 
 log = logging.getLogger(__name__)
@@ -60,10 +60,8 @@ DECISION_BATCH: Final = 4096
 #: On a reciprocal surface, suppliers' willingness is computed for this many times k.
 RECIPROCAL_DEPTH: Final = 10
 DISMISS: Final = "dismiss"
-#: Weight of the recently interacted items' embeddings in the live user vector (0: off).
+#: Weight of the recently engaged items' embeddings in the live user vector (0: off).
 RECENT_ITEMS_WEIGHT: Final = 1.0
-#: A recent interaction loses half its weight in the user vector in this time.
-RECENT_HALF_LIFE_S: Final = 3600.0
 #: The generator passed to explore() on surfaces without exploration (it draws nothing then).
 _NEVER_DRAWN: Final = np.random.default_rng(0)
 
@@ -119,6 +117,8 @@ class ServingModel:
     ready: npt.NDArray[np.bool_]
     #: The index's term version of each row when it was computed (stale when it differs).
     versions: npt.NDArray[np.uint32]
+    #: The blend ``matchlight train`` learned with the model, if it did.
+    blend: Blend | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -145,7 +145,12 @@ def serving_model(model: Model, index: Index, count: int) -> ServingModel:
     ready = np.zeros(capacity, dtype=bool)
     versions = np.zeros(capacity, dtype=np.uint32)
     serving = ServingModel(
-        model=model, vectors=vectors, biases=biases, ready=ready, versions=versions
+        model=model,
+        vectors=vectors,
+        biases=biases,
+        ready=ready,
+        versions=versions,
+        blend=learned_blend(model),
     )
     _fill_rows(serving, index, np.arange(count, dtype=np.uint32))
     return serving
@@ -178,7 +183,12 @@ def _grown(serving: ServingModel, size: int) -> ServingModel:
     vectors[:n], biases[:n], ready[:n] = serving.vectors, serving.biases, serving.ready
     versions[:n] = serving.versions
     return ServingModel(
-        model=serving.model, vectors=vectors, biases=biases, ready=ready, versions=versions
+        model=serving.model,
+        vectors=vectors,
+        biases=biases,
+        ready=ready,
+        versions=versions,
+        blend=serving.blend,
     )
 
 
@@ -327,6 +337,8 @@ class RankerActor:
         policy = self.surfaces.get(request.surface)
         k = request.k or policy.k
         system, index, signals = self.system, self.system.index, self.system.signals
+        # On a two-sided surface, the job the request is about (asked before the user's view).
+        job = await self._job(policy, request)
         # The live state, read only until the next checkpoint (see get_user_view):
         # everything taken from it is taken before the first await below.
         state = await system.get_user_view(request.user)
@@ -341,6 +353,11 @@ class RankerActor:
         top_values = _top_values(favourites)
         query = self._query(policy, request, top_values)
         exclude = self._excluded(index, state, policy)
+        if job is not None:
+            query = _job_led(index, policy, query, job, exclude, k)
+        # The user's latest engagements: sources of co-occurrence and of the fold-in.
+        engaged = stages.recent_engagements(state.recent, index.doc_of)
+        related = system.cooccurrence.scores(zip(*engaged, strict=True), now)
         try:
             with _TRACER.start_as_current_span("index.query"):
                 docs, matched = stages.retrieve(
@@ -351,6 +368,7 @@ class RankerActor:
                     exclude=exclude,
                     favourite_terms=[(f, v) for f, v, _ in favourites],
                     popular=self._popular.get(index, signals, time.monotonic()),
+                    related=related,
                 )
         except QueryError as exc:
             # The surface's own template or rules name a field no item has (yet).
@@ -361,20 +379,32 @@ class RankerActor:
             model_scores = None
             if serving is not None and len(docs):
                 serving = self._ensure_rows(serving, index, docs)
-                u = self._user_vector(serving, index, request.user, state, affinity, now)
+                u = self._user_vector(serving, index, request.user, affinity, engaged)
                 model_scores = (serving.vectors[docs] @ u + serving.biases[docs]).astype(np.float64)
-            blend = policy.blend if serving is not None else policy.blend.heuristic()
+            blend = self._blend(policy, serving)
             unused = np.zeros(len(docs))  # parts the blend gives no weight are not computed
+            popularity = (
+                signals.popularity(docs, now) if blend.popularity or blend.trending else unused
+            )
+            affinity_part = (
+                stages.affinity_part(index, docs, favourites)
+                if blend.affinity or blend.trending
+                else unused
+            )
             scored = stages.score(
                 docs,
                 blend,
                 model_scores=model_scores,
-                popularity=signals.popularity(docs, now) if blend.popularity else unused,
+                popularity=popularity,
                 last_interaction=signals.last_interaction(docs) if blend.recency else unused,
-                affinity=stages.affinity_part(index, docs, favourites)
-                if blend.affinity
-                else unused,
+                affinity=affinity_part,
                 now=now,
+                cooccurrence=stages.related_part(docs, related) if blend.cooccurrence else None,
+                trending=stages.trending_part(
+                    popularity, affinity_part, sum(a for _, _, a in favourites)
+                )
+                if blend.trending
+                else None,
             )
             score = scored.score.copy()
             rules = self._rules(policy, request, top_values)
@@ -384,9 +414,9 @@ class RankerActor:
                 log.warning("surface %s: a rule %s; rules skipped", policy.name, exc)
                 effects = {}
 
-        two_sided: dict[int, tuple[float, float]] = {}
-        if policy.reciprocal is not None and len(docs):
-            score, two_sided = await self._reciprocal(policy, request, docs, score, now)
+        two_sided: dict[int, dict[str, float]] = {}
+        if job is not None and len(docs):
+            score, two_sided = await self._reciprocal(policy, job, docs, score, now)
 
         with _TRACER.start_as_current_span("ranker.rerank"):
             order = stages.ranked(docs, score)
@@ -459,6 +489,15 @@ class RankerActor:
         )
         return result
 
+    @staticmethod
+    def _blend(policy: Surface, serving: ServingModel | None) -> Blend:
+        """The surface's pinned blend, else the one learned with the model, else a default."""
+        if policy.blend_pinned:
+            return policy.blend if serving is not None else policy.blend.heuristic()
+        if serving is None:
+            return HEURISTIC_BLEND
+        return serving.blend or DEFAULT_BLEND
+
     async def _record(self, decision: dict[str, Any]) -> None:
         """Queue a decision for the log (waits while the queue is full: backpressure)."""
         try:
@@ -503,51 +542,28 @@ class RankerActor:
         serving: ServingModel,
         index: Index,
         user_id: str,
-        state: UserState,
         affinity: Mapping[str, float],
-        now: float,
+        engaged: tuple[npt.NDArray[np.uint32], npt.NDArray[np.float64]],
     ) -> npt.NDArray[np.float32]:
-        """The user folded in from live state: features, plus the items just interacted with.
+        """The user folded in from live state: features, plus the items just engaged with.
 
         The LightFM representation from the user's identity (if trained) and
         current favourite terms, plus ``RECENT_ITEMS_WEIGHT`` times the
-        recency-weighted mean embedding of their latest interactions (negative
-        for dismissals), scaled to the same length.
+        weighted mean embedding of their latest engagements
+        (:func:`stages.recent_engagements`), scaled to the same length.
         """
         u, _ = serving.model.user_representation(user_id, affinity)
-        if not RECENT_ITEMS_WEIGHT or not state.recent:
+        docs, weights = engaged
+        if not RECENT_ITEMS_WEIGHT or not len(docs):
             return u
-        docs, weights = [], []
-        for recent in state.recent:
-            doc = index.doc_of(recent.item)
-            weight = user.TYPE_WEIGHTS.get(recent.type, user.OTHER_TYPE_WEIGHT)
-            if doc is not None and weight:
-                docs.append(doc)
-                weights.append(weight * math.exp2(-max(now - recent.ts, 0.0) / RECENT_HALF_LIFE_S))
-        if not docs:
-            return u
-        rows = np.asarray(docs, dtype=np.uint32)
-        serving = self._ensure_rows(serving, index, np.unique(rows))
-        w = np.asarray(weights, dtype=np.float32)
-        q = (w @ serving.vectors[rows]) / max(float(np.abs(w).sum()), 1e-12)
-        q_norm, u_norm = float(np.linalg.norm(q)), float(np.linalg.norm(u))
-        if q_norm == 0.0:
-            return u
-        scale = RECENT_ITEMS_WEIGHT * (u_norm / q_norm if u_norm > 0 else 1.0)
-        folded: npt.NDArray[np.float32] = u + (scale * q).astype(np.float32)
-        return folded
+        serving = self._ensure_rows(serving, index, np.unique(docs))
+        return stages.fold_in(u, serving.vectors[docs], weights, RECENT_ITEMS_WEIGHT)
 
     @staticmethod
     def _excluded(index: Index, state: UserState, policy: Surface) -> BitMap:
-        out = BitMap()
-        doc_of = index.doc_of
-        for item_id, last_type in state.seen.items():
-            if policy.allow_repeats and last_type != DISMISS:
-                continue
-            doc = doc_of(item_id)
-            if doc is not None:
-                out.add(doc)
-        return out
+        # Every item of the user's whole history (cached in the state, brought up to
+        # date here); on a surface that allows repeats, only their latest dismissals.
+        return user.excluded_docs(state, index.doc_of, dismissed_only=policy.allow_repeats)
 
     def _ensure_rows(
         self, serving: ServingModel, index: Index, docs: npt.NDArray[np.uint32]
@@ -564,41 +580,67 @@ class RankerActor:
             _fill_rows(serving, index, missing)
         return serving
 
-    async def _reciprocal(
-        self,
-        policy: Surface,
-        request: RecommendRequest,
-        docs: npt.NDArray[np.uint32],
-        score: npt.NDArray[np.float64],
-        now: float,
-    ) -> tuple[npt.NDArray[np.float64], dict[int, tuple[float, float]]]:
-        """Replace the best candidates' scores by the harmonic mean of interest and willingness."""
-        assert policy.reciprocal is not None
+    async def _job(self, policy: Surface, request: RecommendRequest) -> ItemState | None:
+        """The job a request on a two-sided surface is about; ``None`` on other surfaces.
+
+        A checkpoint on a two-sided surface (asks the job's actor).
+
+        Raises:
+            RequestError: the context does not name the job.
+        """
+        if policy.reciprocal is None:
+            return None
         job = request.context.get(policy.reciprocal.job)
         if not isinstance(job, str) or not job:
             raise RequestError(
                 f"surface {policy.name!r} is two-sided: context.{policy.reciprocal.job} must "
                 "name the job item"
             )
-        job_state = await self.system.get_item(job)
+        return await self.system.get_item(job)
+
+    async def _reciprocal(
+        self,
+        policy: Surface,
+        job: ItemState,
+        docs: npt.NDArray[np.uint32],
+        score: npt.NDArray[np.float64],
+        now: float,
+    ) -> tuple[npt.NDArray[np.float64], dict[int, dict[str, float]]]:
+        """Replace the best candidates' scores by their two-sided score (:func:`stages.reciprocal`).
+
+        The policy's ``fit`` times how well a supplier's terms fit the job's
+        (:func:`stages.job_fit`), plus the harmonic mean of the consumer's
+        interest (the score's percentile) and the supplier's willingness (their
+        accept/decline history on the job's terms, the prior without any).
+        The ``RECIPROCAL_DEPTH * k`` considered are the first by
+        :func:`stages.job_led`. A checkpoint (asks the suppliers' actors).
+        """
+        reciprocal = policy.reciprocal
+        assert reciprocal is not None
+        index = self.system.index
         job_terms = [
-            user.term_key(field, value)
-            for field, values in job_state.terms.items()
-            for value in values
+            user.term_key(field, value) for field, values in job.terms.items() for value in values
         ]
-        k = RECIPROCAL_DEPTH * max(policy.k, 10)
-        top = stages.ranked(docs, score)[:k]
-        interest = stages.interest(score[top])
-        suppliers = await self.system.get_users(index_ids(self.system.index, docs[top]))
+        fit = stages.job_fit(index, docs, job.terms) if reciprocal.fit else None
+        depth = RECIPROCAL_DEPTH * max(policy.k, 10)
+        top = stages.job_led(docs, score, fit, reciprocal.fit)[:depth]
+        interest = stages.interest(score[top])  # the percentile among the considered
+        suppliers = await self.system.get_users(index_ids(index, docs[top]))
         affinities = [_affinity_of(s, job_terms, now) for s in suppliers]
-        willing = stages.willingness(affinities, job_terms, policy.reciprocal)
-        combined = stages.harmonic_mean(interest, willing)
+        willing = stages.willingness(affinities, job_terms, reciprocal)
+        combined = stages.reciprocal(
+            interest, willing, None if fit is None else fit[top], reciprocal.fit
+        )
         # Candidates beyond the considered ones rank below every considered one.
         out = np.full(len(docs), -1.0)
         out[top] = combined
         details = {
-            int(p): (float(i), float(w)) for p, i, w in zip(top, interest, willing, strict=True)
+            int(p): {"interest": float(i), "willingness": float(w)}
+            for p, i, w in zip(top.tolist(), interest, willing, strict=True)
         }
+        if fit is not None:
+            for p in details:
+                details[p]["fit"] = float(fit[p])
         return out, details
 
     def _reasons(
@@ -611,7 +653,7 @@ class RankerActor:
         effects: Mapping[int, list[str]],
         notes: Mapping[int, str],
         explored: stages.Explored,
-        two_sided: Mapping[int, tuple[float, float]],
+        two_sided: Mapping[int, Mapping[str, float]],
     ) -> dict[str, Any]:
         document = index.document(int(docs[p]))
         terms = {} if document is None else document[1]
@@ -637,11 +679,8 @@ class RankerActor:
         else:
             reasons["exploration"] = {"slot": "exploit", "propensity": 1.0}
         if p in two_sided:
-            interest, willing = two_sided[p]
-            reasons["reciprocal"] = {
-                "interest": round(interest, 4),
-                "willingness": round(willing, 4),
-            }
+            # interest and willingness; fit (of the supplier's terms to the job's) when it counts
+            reasons["reciprocal"] = {name: round(v, 4) for name, v in two_sided[p].items()}
         return reasons
 
     def statistics(self) -> RankerStatistics:
@@ -689,6 +728,22 @@ def _favourites(affinity: Mapping[str, float]) -> list[tuple[str, str, float]]:
 def _affinity_of(state: UserState, terms: Sequence[str], now: float) -> dict[str, float]:
     masses = state.affinity
     return {t: decay.value_at(masses[t], state.landmark, now) for t in terms if t in masses}
+
+
+def _job_led(
+    index: Index, policy: Surface, query: Query, job: ItemState, exclude: BitMap, k: int
+) -> Query:
+    """The retrieval query narrowed to suppliers carrying the job's terms while ``k`` remain.
+
+    See :func:`stages.job_query`; unchanged when the policy's ``fit`` is 0.
+    """
+    assert policy.reciprocal is not None
+    if not policy.reciprocal.fit or not job.terms:
+        return query
+    try:
+        return stages.job_query(index, query, job.terms, exclude=exclude, at_least=k)
+    except QueryError:
+        return query  # an unknown field: retrieval reports it
 
 
 def _values_of(index: Index, docs: npt.NDArray[np.uint32], field: str | None) -> Any:

@@ -9,14 +9,16 @@ given to ``matchlight serve --config FILE`` and kept apart from the engine::
     candidates = 1000           # retrieved from the index, then scored
     retrieval = { all = [ { term = ["kind", "pro"] },
                           { term = ["city", "$context.city"] } ] }
-    allow_repeats = false       # show items the user already interacted with?
+    allow_repeats = false       # may seen items come back? (never if dismissed last)
 
     [surfaces.home.blend]       # score = sum of weight * standardised part;
-                                # weights left out of a blend table are 0
-    model = 1.0
-    popularity = 0.2
-    recency = 0.0
+                                # weights left out of a blend table are 0.
+    model = 1.0                 # Without this table the surface uses the blend
+    popularity = 0.2            # `matchlight train` learned from the log (or a
+    recency = 0.0               # default mix before any was learned).
     affinity = 0.3
+    cooccurrence = 1.0
+    trending = 0.0
 
     [[surfaces.home.rules]]     # filter | boost | bury, by query
     action = "boost"
@@ -35,6 +37,7 @@ given to ``matchlight serve --config FILE`` and kept apart from the engine::
     [surfaces.pro_match.reciprocal]   # two-sided: the pro must want the job too
     job = "job"                 # the context key naming the job item
     prior = 0.5                 # willingness of a pro with no history
+    fit = 1.0                   # how much the job's own terms lead (0 = not at all)
 
 Queries (retrieval and rules) use the ``search`` language; TOML has no null,
 so ``inf``/``-inf`` stand for an open range bound. Strings ``$context.NAME``
@@ -62,20 +65,51 @@ MAX_CANDIDATES: Final = 100_000
 RuleAction = Literal["filter", "boost", "bury"]
 
 
+#: The parts of a blend, as a surface's ``[blend]`` table and a learned blend name them.
+BLEND_PARTS: Final = (
+    "model",
+    "popularity",
+    "recency",
+    "affinity",
+    "cooccurrence",
+    "trending",
+)
+
+
 @attrs.frozen(kw_only=True)
 class Blend:
-    """Weights of the score parts; each part is standardised over the candidates first."""
+    """Weights of the score parts; each part is standardised over the candidates first.
+
+    ``model``: the LightFM score with the user folded in from live state;
+    ``popularity``: the item's decayed engagement; ``recency``: how recently
+    anyone engaged with it; ``affinity``: the user's affinity to its terms;
+    ``cooccurrence``: how often users who engaged with the user's recent items
+    went on to it (:mod:`actors.cooccurrence`); ``trending``: its popularity
+    if it carries the user's favourite terms (trending in their genres,
+    categories, cities), weighted by that affinity.
+    """
 
     model: float = 1.0
     popularity: float = 0.0
     recency: float = 0.0
     affinity: float = 0.0
+    cooccurrence: float = 0.0
+    trending: float = 0.0
 
     def heuristic(self) -> Blend:
         """The blend to use while no model exists: the non-model parts, or a default mix."""
-        if self.popularity or self.recency or self.affinity:
+        if self.popularity or self.recency or self.affinity or self.cooccurrence or self.trending:
             return attrs.evolve(self, model=0.0)
-        return Blend(model=0.0, popularity=1.0, recency=0.0, affinity=1.0)
+        return HEURISTIC_BLEND
+
+    def weights(self) -> dict[str, float]:
+        return {name: float(getattr(self, name)) for name in BLEND_PARTS}
+
+
+#: Without a model and without a pinned or learned blend: live signals only.
+HEURISTIC_BLEND: Final = Blend(model=0.0, popularity=1.0, affinity=1.0, cooccurrence=1.0)
+#: With a model that carries no learned blend, on a surface that pins none.
+DEFAULT_BLEND: Final = Blend(model=1.0, popularity=0.2, cooccurrence=1.0)
 
 
 @attrs.frozen(kw_only=True)
@@ -117,6 +151,11 @@ class Reciprocal:
     prior: float = 0.5
     #: How strongly a supplier's accept/decline history on the job's terms moves willingness.
     strength: float = 1.0
+    #: How much the job's own terms lead. Above 0, retrieval keeps the suppliers carrying
+    #: the job's terms (while at least ``k`` do), and ``fit`` times how well a supplier's
+    #: terms fit the job's (in [0, 1]) adds to the harmonic mean of interest and willingness
+    #: (in [0, 1]): at 1 or more, a full fit ranks above no fit. 0: only willingness sees it.
+    fit: float = 1.0
 
 
 @attrs.frozen(kw_only=True)
@@ -127,9 +166,16 @@ class Surface:
     candidates: int = 1000
     k: int = 10
     blend: Blend = attrs.field(factory=Blend)
+    #: Whether the config gave ``blend`` (a ``[blend]`` table): then it is used as given.
+    #: Otherwise the ranker uses the blend ``matchlight train`` learned, if any.
+    blend_pinned: bool = False
     rules: tuple[Rule, ...] = ()
     diversity: Diversity = attrs.field(factory=Diversity)
     exploration: Exploration = attrs.field(factory=Exploration)
+    #: Whether items the user already interacted with may be shown again. ``False``
+    #: (the default): never, however long ago and however long their history (every
+    #: interaction of any type counts, dismissals and views included). ``True``: any
+    #: of them may come back except those whose latest interaction is a dismissal.
     allow_repeats: bool = False
     reciprocal: Reciprocal | None = None
 
@@ -242,6 +288,7 @@ def _surface(name: str, raw: Any) -> Surface:
         candidates=_int(table.get("candidates", 1000), f"{path}.candidates", 1, MAX_CANDIDATES),
         k=_int(table.get("k", 10), f"{path}.k", 1, MAX_K),
         blend=_blend(table.get("blend", {}), f"{path}.blend"),
+        blend_pinned="blend" in table,
         rules=tuple(rules),
         diversity=_diversity(table.get("diversity", {}), f"{path}.diversity"),
         exploration=_exploration(table.get("exploration", {}), f"{path}.exploration"),
@@ -254,7 +301,7 @@ def _surface(name: str, raw: Any) -> Surface:
 
 def _blend(raw: Any, path: str) -> Blend:
     table = _table(raw, path)
-    names = {"model", "popularity", "recency", "affinity"}
+    names = set(BLEND_PARTS)
     _keys(table, path, names)
     weights = {n: _number(table[n], f"{path}.{n}", low=0.0) for n in names if n in table}
     if not table:
@@ -292,7 +339,7 @@ def _exploration(raw: Any, path: str) -> Exploration:
 
 def _reciprocal(raw: Any, path: str) -> Reciprocal:
     table = _table(raw, path)
-    _keys(table, path, {"job", "prior", "strength"})
+    _keys(table, path, {"job", "prior", "strength", "fit"})
     prior = _number(table.get("prior", 0.5), f"{path}.prior", low=0.0, high=1.0)
     if not 0.0 < prior < 1.0:
         raise ConfigError(f"{path}.prior: must lie strictly between 0 and 1, got {prior}")
@@ -300,6 +347,7 @@ def _reciprocal(raw: Any, path: str) -> Reciprocal:
         job=_string(table.get("job", "job"), f"{path}.job"),
         prior=prior,
         strength=_number(table.get("strength", 1.0), f"{path}.strength", low=0.0),
+        fit=_number(table.get("fit", 1.0), f"{path}.fit", low=0.0),
     )
 
 

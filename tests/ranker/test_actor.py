@@ -42,6 +42,7 @@ from ranker import (
     read_log,
     save_model,
 )
+from ranker.policy import DEFAULT_BLEND, HEURISTIC_BLEND
 
 #: The background model watcher never wakes up during a test: reloads are explicit.
 NO_POLL = 1e9
@@ -316,10 +317,14 @@ async def test_a_newcomers_likes_move_the_heuristic_ranking_on_the_very_next_req
     assert sum(category_of(i) == "plumbing" for i in after) >= 7, after
 
 
+#: The default surface scored by the model alone (a pinned blend).
+MODEL_ONLY = parse_surfaces({"surfaces": {"default": {"blend": {"model": 1.0}}}})
+
+
 async def test_an_item_whose_terms_change_under_a_model_is_scored_from_its_new_terms() -> None:
     async with open_actor_system(MemoryEventStore()) as system:
         await sticky_catalogue(system)
-        async with open_ranker(system, poll_s=NO_POLL) as actor:
+        async with open_ranker(system, MODEL_ONLY, poll_s=NO_POLL) as actor:
             await actor.use_model(await fitted(system, "terms", epochs=10))
             # Added after training: only its terms represent it. It starts as a painter.
             await system.upsert_items([upsert("newpro", "painting")])
@@ -572,6 +577,111 @@ async def test_pro_match_without_the_job_in_context_is_a_request_error() -> None
             assert actor.statistics().requests == 0
 
 
+# -- the job's own terms lead ---------------------------------------------------------
+
+PAINTER = "pro-painter"  # the job's category, no history, no likes
+PLUMBERS = tuple(f"pro-plumber-{n}" for n in range(6))  # liked, never answered a job
+
+
+def described(item_id: str, kind: str, category: str, city: str = "austin") -> UpsertItem:
+    return UpsertItem(
+        event_id=f"up-{item_id}",
+        item=item_id,
+        ts=1.0,
+        kind=kind,
+        terms={"category": (category,), "city": (city,)},
+    )
+
+
+def job_led_surfaces(**reciprocal: float) -> Any:
+    return parse_surfaces(
+        {
+            "surfaces": {
+                "pro_match": {
+                    "k": 3,
+                    "retrieval": {"term": ["kind", "pro"]},
+                    "reciprocal": {"job": "job", **reciprocal},
+                }
+            }
+        }
+    )
+
+
+async def painter_and_popular_plumbers(system: ActorSystem) -> None:
+    await system.upsert_items(
+        [
+            described("job-paint", "job", "painting"),
+            described("job-roof", "job", "roofing"),
+            described(PAINTER, "pro", "painting"),
+            *(described(p, "pro", "plumbing") for p in PLUMBERS),
+        ]
+    )
+    likes = [
+        event(n * 10 + c, "like", f"consumer-{c}", pro)
+        for n, pro in enumerate(PLUMBERS)
+        for c in range(10 - n)
+    ]
+    await system.ingest(likes)
+
+
+async def pros_for(
+    system: ActorSystem, surfaces: Any, job: str, k: int, *, with_model: bool = False
+) -> Recommendation:
+    async with open_ranker(system, surfaces, poll_s=NO_POLL) as actor:
+        if with_model:
+            await actor.use_model(await fitted(system, "m"))
+        return await actor.recommend(
+            RecommendRequest(
+                user="consumer-new", surface="pro_match", k=k, context={"job": job}, explain=True
+            )
+        )
+
+
+@pytest.mark.parametrize("with_model", [False, True], ids=["heuristic", "model"])
+async def test_a_pro_of_the_jobs_category_without_history_outranks_popular_pros_of_another(
+    with_model: bool,
+) -> None:
+    async with open_actor_system(MemoryEventStore()) as system:
+        await painter_and_popular_plumbers(system)
+        result = await pros_for(system, job_led_surfaces(), "job-paint", 3, with_model=with_model)
+        unled = await pros_for(
+            system, job_led_surfaces(fit=0.0), "job-paint", 3, with_model=with_model
+        )
+
+    ranked = [e["id"] for e in result.items]
+    assert ranked[0] == PAINTER
+    assert result.matched == 1 + len(PLUMBERS)  # one painter is fewer than k: every pro
+    reasons = {e["id"]: e["reasons"]["reciprocal"] for e in result.items}
+    assert reasons[PAINTER]["fit"] == 1.0
+    assert all(reasons[p]["fit"] == 0.0 for p in ranked[1:])
+    assert {r["willingness"] for r in reasons.values()} == {0.5}
+    # Without the job's terms leading, popularity alone ranks the painter out.
+    assert PAINTER not in [e["id"] for e in unled.items]
+    assert all("fit" not in e["reasons"]["reciprocal"] for e in unled.items)
+
+
+async def test_retrieval_keeps_the_pros_carrying_the_jobs_terms_while_k_do() -> None:
+    async with open_actor_system(MemoryEventStore()) as system:
+        await painter_and_popular_plumbers(system)
+        one = await pros_for(system, job_led_surfaces(), "job-paint", 1)
+        unled = await pros_for(system, job_led_surfaces(fit=0.0), "job-paint", 1)
+
+    assert [e["id"] for e in one.items] == [PAINTER]
+    assert one.matched == 1
+    assert unled.matched == 1 + len(PLUMBERS)
+
+
+async def test_retrieval_falls_back_to_every_pro_when_none_carries_the_jobs_terms() -> None:
+    async with open_actor_system(MemoryEventStore()) as system:
+        await painter_and_popular_plumbers(system)
+        result = await pros_for(system, job_led_surfaces(), "job-roof", 3)
+
+    assert result.matched == 1 + len(PLUMBERS)
+    assert [e["id"] for e in result.items] == list(PLUMBERS[:3])  # the most liked
+    # Nothing in the job's terms tells these pros apart: they all fit as well.
+    assert {e["reasons"]["reciprocal"]["fit"] for e in result.items} == {1.0}
+
+
 # -- the decision log -----------------------------------------------------------------
 
 
@@ -650,7 +760,9 @@ async def test_explained_items_name_their_parts_terms_rules_and_slot(with_model:
             )
 
     assert len(result.items) == 10
-    parts = {"popularity", "affinity"} if not with_model else {"model"}
+    # Without a [blend] table: the default mixes (no learned blend with this model).
+    parts = (HEURISTIC_BLEND if not with_model else DEFAULT_BLEND).weights()
+    parts = {name for name, weight in parts.items() if weight}
     slots: collections.Counter[str] = collections.Counter()
     for entry in result.items:
         reasons = entry["reasons"]

@@ -24,6 +24,7 @@ from ranker import (
     load_surfaces,
     parse_surfaces,
 )
+from ranker.policy import HEURISTIC_BLEND
 
 FULL = """
 [surfaces.home]
@@ -70,6 +71,7 @@ retrieval = { term = ["kind", "pro"] }
 job = "job_id"
 prior = 0.25
 strength = 2
+fit = 2.5
 """
 
 
@@ -96,6 +98,7 @@ def test_a_full_config_round_trips_into_the_dataclasses(tmp_path: Path) -> None:
         candidates=500,
         k=12,
         blend=Blend(model=1.0, popularity=0.2, recency=0.0, affinity=0.3),
+        blend_pinned=True,
         rules=(
             Rule(action="boost", query={"range": ["like", 50, None]}, weight=0.5, name="boost[0]"),
             Rule(action="bury", query={"range": ["price", None, 10]}, weight=1.0, name="cheap"),
@@ -114,7 +117,7 @@ def test_a_full_config_round_trips_into_the_dataclasses(tmp_path: Path) -> None:
     assert surfaces.get("pro_match") == Surface(
         name="pro_match",
         retrieval={"term": ["kind", "pro"]},
-        reciprocal=Reciprocal(job="job_id", prior=0.25, strength=2.0),
+        reciprocal=Reciprocal(job="job_id", prior=0.25, strength=2.0, fit=2.5),
     )
 
 
@@ -188,7 +191,8 @@ def test_heuristic_blend_of_a_model_only_blend_is_a_default_mix() -> None:
     heuristic = Blend(model=3.0).heuristic()
 
     assert heuristic.model == 0.0
-    assert heuristic == Blend(model=0.0, popularity=1.0, recency=0.0, affinity=1.0)
+    assert heuristic == HEURISTIC_BLEND
+    assert heuristic.cooccurrence > 0  # live co-occurrence serves before any model
 
 
 # -- invalid configs --------------------------------------------------------------------
@@ -250,6 +254,8 @@ BAD: list[tuple[str, str]] = [
     ("[surfaces.home.reciprocal]\nprior = 1.5", "surfaces.home.reciprocal.prior"),
     ('[surfaces.home.reciprocal]\njob = ""', "surfaces.home.reciprocal.job"),
     ("[surfaces.home.reciprocal]\nstrength = -1", "surfaces.home.reciprocal.strength"),
+    ("[surfaces.home.reciprocal]\nfit = -0.5", "surfaces.home.reciprocal.fit"),
+    ('[surfaces.home.reciprocal]\nfit = "high"', "surfaces.home.reciprocal.fit"),
     ("[surfaces.home]\nreciprocal = 1", "surfaces.home.reciprocal"),
 ]
 

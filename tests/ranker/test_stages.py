@@ -215,12 +215,13 @@ N_RETRIEVE = 20
 
 
 def retrieval_world() -> tuple[Index, ItemSignals]:
-    """20 items ``i00``… (doc n has category ``c{n % 4}``), popularity falling with the id."""
+    """20 items ``i00``… (doc n has category ``c{n % 4}``), popularity falling with the id;
+    nobody engaged with the last four yet (they are cold)."""
     index = build_index(
         [(f"i{n:02}", "pro", {"category": (f"c{n % 4}",)}) for n in range(N_RETRIEVE)]
     )
     signals = ItemSignals()
-    for doc in range(N_RETRIEVE):
+    for doc in range(N_RETRIEVE - 4):
         signals.set(doc, mass=100.0 - doc, landmark=0.0, updated=1.0)
     return index, signals
 
@@ -237,18 +238,61 @@ def test_retrieve_returns_every_match_but_the_excluded_when_they_fit() -> None:
     assert docs.dtype == np.uint32
 
 
-def test_retrieve_takes_the_newest_share_and_the_most_popular_when_over_the_limit() -> None:
+def test_retrieve_takes_the_newest_cold_share_and_the_most_popular_when_over_the_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     index, signals = retrieval_world()
+    monkeypatch.setattr(stages, "NEWEST_SHARE", 0.25)
 
     docs, total = stages.retrieve(index, signals, EVERYTHING, limit=8, exclude=BitMap([5, 19]))
 
-    assert total == N_RETRIEVE - 2
-    # int(8 * NEWEST_SHARE) = 2 newest matches (17, 18), then the 6 most popular of the rest.
+    assert total == N_RETRIEVE - 2 > stages.SCORE_WHOLE * 8
+    # int(8 * 0.25) = 2 newest cold matches (17, 18), then the 6 most popular of the rest.
     assert docs.tolist() == [0, 1, 2, 3, 4, 6, 17, 18]
 
 
-def test_retrieve_takes_a_share_through_the_users_favourite_terms() -> None:
+def test_retrieve_takes_no_engaged_item_as_newest(monkeypatch: pytest.MonkeyPatch) -> None:
     index, signals = retrieval_world()
+    monkeypatch.setattr(stages, "NEWEST_SHARE", 0.25)
+    for doc in range(N_RETRIEVE - 4, N_RETRIEVE):  # every item engaged: none is cold
+        signals.set(doc, mass=1.0, landmark=0.0, updated=1.0)
+
+    docs, _ = stages.retrieve(index, signals, EVERYTHING, limit=8, exclude=BitMap([5, 19]))
+
+    assert docs.tolist() == [0, 1, 2, 3, 4, 6, 7, 8]  # the most popular only
+
+
+def test_retrieve_takes_the_most_related_share_first() -> None:
+    index, signals = retrieval_world()
+    # Related scores (sorted by id): the least popular matches are the most related.
+    related = (docs_of(2, 9, 12, 15, 19), np.array([0.1, 0.5, 0.9, 0.7, 5.0]))
+
+    docs, _ = stages.retrieve(
+        index, signals, EVERYTHING, limit=8, exclude=BitMap([5, 19]), related=related
+    )
+
+    # int(8 * RELATED_SHARE) = 2 most related matches (12, 15; 19 is excluded), then popular.
+    assert int(8 * stages.RELATED_SHARE) == 2
+    assert {12, 15} <= set(docs.tolist())
+    assert 9 not in docs.tolist()
+    assert len(docs) == 8
+
+
+def test_retrieve_scores_a_small_match_set_whole() -> None:
+    index, signals = retrieval_world()
+
+    docs, total = stages.retrieve(index, signals, EVERYTHING, limit=10, exclude=BitMap([5]))
+
+    assert total == N_RETRIEVE - 1 <= stages.SCORE_WHOLE * 10
+    assert docs.tolist() == [d for d in range(N_RETRIEVE) if d != 5]
+
+
+def test_retrieve_takes_a_share_through_the_users_favourite_terms(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    index, signals = retrieval_world()
+    monkeypatch.setattr(stages, "NEWEST_SHARE", 0.25)
+    monkeypatch.setattr(stages, "PERSONAL_SHARE", 0.25)
 
     docs, total = stages.retrieve(
         index,
@@ -279,7 +323,7 @@ def test_retrieve_respects_the_limit_and_never_returns_excluded_items(limit: int
     )
 
     assert total == N_RETRIEVE - len(exclude)
-    assert len(docs) == min(limit, total)
+    assert len(docs) == (total if total <= stages.SCORE_WHOLE * limit else limit)
     assert not set(docs.tolist()) & set(exclude)
     assert docs.tolist() == sorted(set(docs.tolist()))
     assert set(docs.tolist()) <= set(range(N_RETRIEVE))
@@ -407,6 +451,129 @@ def test_harmonic_mean_of_hand_computed_pairs() -> None:
     out = stages.harmonic_mean(a, b)
 
     np.testing.assert_allclose(out, [1.0, 0.5, 0.0, 0.32, 0.0, 0.4])
+
+
+# -- the job's own terms: fit, interest led by it, job-led retrieval ----------------------
+
+PAINTING_JOB = {"category": ("painting",), "city": ("austin",)}
+
+
+def pros(*described: tuple[str, str]) -> Index:
+    """A painting job in Austin (internal id 0), then ``pro-N`` (id N + 1) per (category, city)."""
+    items: list[tuple[str, str | None, dict[str, tuple[str, ...]]]] = [("job", "job", PAINTING_JOB)]
+    for n, (category, city) in enumerate(described):
+        items.append((f"pro-{n}", "pro", {"category": (category,), "city": (city,)}))
+    return build_index(items)
+
+
+def test_job_fit_weighs_each_field_by_how_rare_a_match_is_among_the_candidates() -> None:
+    index = pros(
+        ("painting", "austin"),
+        ("plumbing", "austin"),
+        ("plumbing", "denver"),
+        ("gardening", "miami"),
+    )
+
+    fit = stages.job_fit(index, docs_of(1, 2, 3, 4), PAINTING_JOB)
+
+    # category matched by 1 of 4 weighs log 4, city by 2 of 4 weighs log 2.
+    np.testing.assert_allclose(fit, [1.0, 1.0 / 3.0, 0.0, 0.0])
+
+
+def test_job_fit_ignores_fields_every_candidate_or_none_matches() -> None:
+    index = pros(("painting", "austin"), ("plumbing", "austin"), ("roofing", "austin"))
+    job = {**PAINTING_JOB, "urgency": ("high",)}  # no pro carries an urgency
+
+    fit = stages.job_fit(index, docs_of(1, 2, 3), job)
+
+    np.testing.assert_allclose(fit, [1.0, 0.0, 0.0])
+    np.testing.assert_array_equal(stages.job_fit(index, docs_of(2, 3), job), [1.0, 1.0])
+    np.testing.assert_array_equal(stages.job_fit(index, docs_of(1, 2), {}), [1.0, 1.0])
+    assert len(stages.job_fit(index, docs_of(), job)) == 0
+
+
+def test_a_full_fit_ranks_above_no_fit_whatever_interest_and_willingness() -> None:
+    interest = np.array([1.0, 0.1, 0.5])
+    willing = np.array([0.95, 0.1, 0.5])
+    fit = np.array([0.0, 1.0, 0.5])
+
+    out = stages.reciprocal(interest, willing, fit, 1.0)
+
+    np.testing.assert_allclose(out, stages.harmonic_mean(interest, willing) + fit)
+    assert out[1] > out[0]
+
+
+def test_the_reciprocal_score_without_fit_is_the_harmonic_mean() -> None:
+    interest, willing = np.array([1.0, 0.2]), np.array([0.5, 0.8])
+    mean = stages.harmonic_mean(interest, willing)
+
+    np.testing.assert_array_equal(stages.reciprocal(interest, willing), mean)
+    np.testing.assert_array_equal(stages.reciprocal(interest, willing, np.ones(2), 0.0), mean)
+
+
+def test_job_led_puts_full_fits_first_and_weighs_a_partial_fit_against_the_score() -> None:
+    docs = docs_of(0, 1, 2, 3, 4)
+    score = np.array([3.0, 2.0, 1.0, 0.0, 1.0])  # percentiles 1, 0.8, 0.6, 0.2, 0.4
+    fit = np.array([0.0, 0.0, 1.0, 1.0, 0.5])
+
+    assert stages.job_led(docs, score, fit, 1.0).tolist() == [2, 3, 0, 4, 1]
+    assert stages.job_led(docs, score, None, 1.0).tolist() == [0, 1, 2, 4, 3]
+    assert stages.job_led(docs, score, fit, 0.0).tolist() == [0, 1, 2, 4, 3]
+
+
+def test_job_led_with_an_equal_fit_keeps_the_score_order_and_its_ties() -> None:
+    docs = docs_of(0, 1, 2, 3, 4)
+    score = np.array([0.0, 2.0, 0.0, 2.0, 1.0])
+
+    led = stages.job_led(docs, score, np.full(5, 0.7), 1.0)
+
+    assert led.tolist() == stages.ranked(docs, score).tolist() == [1, 3, 4, 0, 2]
+
+
+def test_job_query_keeps_the_pros_carrying_the_jobs_terms() -> None:
+    index = pros(
+        ("painting", "austin"),
+        ("painting", "austin"),
+        ("painting", "denver"),
+        ("plumbing", "austin"),
+    )
+    every_pro = Term("kind", "pro")
+
+    query = stages.job_query(index, every_pro, PAINTING_JOB, exclude=BitMap(), at_least=2)
+
+    assert index.external(index.match(query)) == ["pro-0", "pro-1"]
+
+
+def test_job_query_leaves_out_a_field_that_would_keep_too_few() -> None:
+    index = pros(("painting", "denver"), ("plumbing", "austin"), ("roofing", "austin"))
+    every_pro = Term("kind", "pro")
+
+    # One painter: too few for 2, so only the city narrows.
+    query = stages.job_query(index, every_pro, PAINTING_JOB, exclude=BitMap(), at_least=2)
+    assert index.external(index.match(query)) == ["pro-1", "pro-2"]
+    # Pros already seen do not count.
+    seen = BitMap([2])
+    assert stages.job_query(index, every_pro, PAINTING_JOB, exclude=seen, at_least=2) == every_pro
+
+
+def test_a_pro_carrying_any_of_a_jobs_values_for_a_field_matches_it() -> None:
+    index = pros(("painting", "austin"), ("drywall", "austin"), ("plumbing", "austin"))
+    job = {"category": ("drywall", "painting")}
+    every_pro = Term("kind", "pro")
+
+    query = stages.job_query(index, every_pro, job, exclude=BitMap(), at_least=2)
+
+    assert index.external(index.match(query)) == ["pro-0", "pro-1"]
+    np.testing.assert_allclose(stages.job_fit(index, docs_of(1, 2, 3), job), [1.0, 1.0, 0.0])
+
+
+def test_job_query_falls_back_to_the_query_when_no_pro_carries_the_jobs_terms() -> None:
+    index = pros(("plumbing", "denver"), ("roofing", "miami"))
+    every_pro = Term("kind", "pro")
+
+    query = stages.job_query(index, every_pro, PAINTING_JOB, exclude=BitMap(), at_least=1)
+
+    assert query == every_pro
 
 
 # -- ranked and select ------------------------------------------------------------------
