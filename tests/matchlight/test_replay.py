@@ -242,7 +242,7 @@ def test_movielens_replay_end_to_end_serves_the_batch_from_a_legacy_feed(
     assert "freshness" in printed
 
     results = json.loads(out.read_text())
-    assert set(results) == {"realtime", "batch", "popularity", "protocol"}
+    assert set(results) == {*SYSTEMS, "protocol", "cohort_table"}
     for name in SYSTEMS:
         entry = results[name]
         assert {"hit_rate@10", "ndcg@10", "requests", "by_activity", "by_cohort"} <= set(entry)
