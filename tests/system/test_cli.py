@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from matchlight.replay_report import LABELS, ROW_LABELS, SYSTEMS
 from tests.system.conftest import REPO_ROOT, ServerProcess, server_env
 
 pytestmark = pytest.mark.system
@@ -58,14 +60,34 @@ def test_demo_compares_real_time_with_the_batch_and_survives_kill_9(tmp_path: Pa
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "real time beat the batch; every acknowledged event survived" in result.stdout
-    for row in ("realtime    all", "batch       all", "popularity  all", "realtime    new"):
-        assert row in result.stdout
+    # The cohort table: a row per group of users, a column per system, ratios to the baseline.
+    header = next(line for line in result.stdout.splitlines() if line.startswith("cohort "))
+    assert header.split()[2:] == list(SYSTEMS)
+    for label in ROW_LABELS.values():
+        assert any(line.startswith(label) for line in result.stdout.splitlines()), label
+    assert "The best simple real-time baseline" in result.stdout
     assert "the resent event is a duplicate: True" in result.stdout
     assert "two-sided" in result.stdout
     assert "willingness" in result.stdout
+    # "pros for job-N (CATEGORY in CITY), two-sided", then a line per pro: its category first.
+    lines = result.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if "), two-sided" in line)
+    category = lines[at].split("(")[1].split(" in ")[0]
+    pros = lines[at + 1 : at + 6]
+    assert all(line.split()[1].startswith(f"{category}/") for line in pros), pros
     text = report.read_text()
     assert text.startswith("<!doctype html>")
-    assert text.count("<svg") == 18  # a bar per system (3) and user group (6)
+    # Every system is named and explained, and the cohort table is embedded with a row per group.
+    for system in SYSTEMS:
+        assert html.escape(LABELS[system]) in text
+    cohorts = text.split("<table class='replay-cohorts'>")[1].split("</table>")[0]
+    for system in SYSTEMS:
+        assert f"<th>{html.escape(LABELS[system])}</th>" in cohorts
+    for label in ROW_LABELS.values():
+        assert f"<tr><th>{html.escape(label)}</th>" in cohorts
+    assert "make demo-real" in text  # the real data was not asked for: how to get it
+    assert "pros for job-" in text
+    assert "two-sided" in text
 
 
 def test_ingest_benchmark_accounts_for_every_acknowledged_event(tmp_path: Path) -> None:
