@@ -32,6 +32,7 @@ from matchlight.bench_workload import make_catalogue, note
 from matchlight.service import tune_gc
 from ranker import RecommendRequest, TrainingConfig, fit, open_ranker, parse_surfaces, read_log
 from ranker.actor import serving_model
+from ranker.policy import BLEND_PARTS
 
 SURFACES: Final = {
     "surfaces": {
@@ -42,7 +43,12 @@ SURFACES: Final = {
             "rules": [{"action": "boost", "query": {"range": ["like", 5, None]}, "weight": 0.3}],
             "diversity": {"field": "topic", "max_per_value": 3},
             "exploration": {"share": 0.1, "seed": 1},
-        }
+        },
+        # Every part of the score on: model, co-occurrence, trending, popularity, ...
+        "every_part": {
+            "k": 10,
+            "blend": dict.fromkeys(BLEND_PARTS, 1.0),
+        },
     }
 }
 TYPES: Final = ("view", "view", "view", "click", "like", "like", "save", "hire", "dismiss")
@@ -140,6 +146,8 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             note(f"trained in {results['train_s']} s; timing the model and the surface")
             results["model"] = await time_requests("default", args.requests)
             results["surface"] = await time_requests("local", args.requests)
+            results["every_part"] = await time_requests("every_part", args.requests)
+            results["cooccurrence"] = system.cooccurrence.statistics()
 
             # The peer: score every item with the same model, then take the top k.
             serving = serving_model(model, system.index, len(cat))
@@ -170,6 +178,7 @@ def main(args: argparse.Namespace) -> int:
         ("heuristic", "heuristic (no model)"),
         ("model", "model, default surface"),
         ("surface", "model, configured surface"),
+        ("every_part", "model, every part on"),
         ("peer_full_scan", "peer: score all items"),
     ):
         row = results[case]
@@ -177,6 +186,11 @@ def main(args: argparse.Namespace) -> int:
             f"{label:<28} {row.get('candidates_mean', args.items):>10} "
             f"{row['p50_ms']:>8.3f} {row['p99_ms']:>8.3f} {row['p999_ms']:>9.3f}"
         )
+    co = results["cooccurrence"]
+    print(
+        f"co-occurrence: {co['items']:,} items with neighbours, {co['pairs']:,} pairs, "
+        f"{co['users']:,} user windows, ~{co['memory_bytes'] / 2**20:.1f} MiB (estimated)"
+    )
     peer = results["peer_full_scan"]["p50_ms"]
     print(
         f"p50 ratio, full-catalogue scoring / recommend (model): "

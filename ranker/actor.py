@@ -59,7 +59,6 @@ DECISION_QUEUE: Final = 10_000
 DECISION_BATCH: Final = 4096
 #: On a reciprocal surface, suppliers' willingness is computed for this many times k.
 RECIPROCAL_DEPTH: Final = 10
-DISMISS: Final = "dismiss"
 #: Weight of the recently engaged items' embeddings in the live user vector (0: off).
 RECENT_ITEMS_WEIGHT: Final = 1.0
 #: The generator passed to explore() on surfaces without exploration (it draws nothing then).
@@ -348,7 +347,7 @@ class RankerActor:
         # skew (a log written before event times were checked may hold later stamps).
         now = max(min(signals.clock, time.time() + system.config.clock_skew_s), state.updated)
         affinity = user.affinity_at(state, now)
-        favourites = _favourites(affinity)
+        favourites = stages.favourites(affinity)
 
         top_values = _top_values(favourites)
         query = self._query(policy, request, top_values)
@@ -711,18 +710,6 @@ def _top_values(favourites: Sequence[tuple[str, str, float]]) -> dict[str, list[
         if len(values) < TOP_VALUES:
             values.append(value)
     return top
-
-
-def _favourites(affinity: Mapping[str, float]) -> list[tuple[str, str, float]]:
-    """The user's strongest positive terms as ``(field, value, affinity)``, strongest first."""
-    out = []
-    for key, value in affinity.items():  # strongest (by magnitude) first
-        if value > 0:
-            field, _, term = key.partition("=")
-            out.append((field, term, value))
-            if len(out) == stages.AFFINITY_TERMS:
-                break
-    return out
 
 
 def _affinity_of(state: UserState, terms: Sequence[str], now: float) -> dict[str, float]:

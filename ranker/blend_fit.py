@@ -22,14 +22,22 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 import attrs
 import numpy as np
 import numpy.typing as npt
 
-from actors import InteractionRecorded, ItemSignals, ItemState, UserState, item, user
+from actors import (
+    InteractionRecorded,
+    ItemSignals,
+    ItemState,
+    StoredEvent,
+    UserState,
+    item,
+    user,
+)
 from actors.cooccurrence import CoOccurrence, observe_events
 from actors.item_index import index_item, new_index
 from actors.store import EventStore
@@ -78,7 +86,7 @@ class _Projections:
     items: dict[str, ItemState] = attrs.field(factory=dict)
     users: dict[str, UserState] = attrs.field(factory=dict)
 
-    def apply(self, stored: Any) -> None:
+    def apply(self, stored: StoredEvent) -> None:
         event = stored.event
         state = self.items.get(event.item)
         if state is None:
@@ -122,17 +130,6 @@ class _ItemVectors:
         return self.vectors[docs], self.biases[docs].astype(np.float64)
 
 
-def _favourites(affinity: dict[str, float]) -> list[tuple[str, str, float]]:
-    out = []
-    for key, value in affinity.items():
-        if value > 0:
-            field, _, term = key.partition("=")
-            out.append((field, term, value))
-            if len(out) == stages.AFFINITY_TERMS:
-                break
-    return out
-
-
 def _sample_parts(
     p: _Projections, vectors: _ItemVectors | None, event: InteractionRecorded, names: list[str]
 ) -> tuple[npt.NDArray[np.float32], int] | None:
@@ -145,7 +142,7 @@ def _sample_parts(
         return None
     now = max(p.signals.clock, state.updated)
     affinity = user.affinity_at(state, now)
-    favourites = _favourites(affinity)
+    favourites = stages.favourites(affinity)
     exclude = user.excluded_docs(state, index.doc_of)
     engaged = stages.recent_engagements(state.recent, index.doc_of)
     related = p.cooccurrence.scores(zip(*engaged, strict=True), now)
@@ -217,29 +214,23 @@ def learn_blend(
     vectors = None if model is None else _ItemVectors(model, p)
     samples: list[tuple[npt.NDArray[np.float32], int]] = []
     tried = missed = 0
-    seq, last = 0, store.last_seq()
-    while seq < last:
-        page = store.read_all(after=seq, limit=READ_PAGE)
-        if not page:
-            break
-        for stored in page:
-            event = stored.event
-            if (
-                type(event) is InteractionRecorded
-                and event.ts >= cut_ts
-                and _is_target(event)
-                and rng.random() < rate
-            ):
-                state = p.users.get(event.user)
-                if state is None or event.item not in state.seen:
-                    tried += 1
-                    sample = _sample_parts(p, vectors, event, names)
-                    if sample is None:
-                        missed += 1
-                    else:
-                        samples.append(sample)
-            p.apply(stored)
-        seq = page[-1].seq
+    for stored in _log(store):
+        event = stored.event
+        if (
+            type(event) is InteractionRecorded
+            and event.ts >= cut_ts
+            and _is_target(event)
+            and rng.random() < rate
+        ):
+            state = p.users.get(event.user)
+            if state is None or event.item not in state.seen:
+                tried += 1
+                sample = _sample_parts(p, vectors, event, names)
+                if sample is None:
+                    missed += 1
+                else:
+                    samples.append(sample)
+        p.apply(stored)
     say(
         f"blend: {len(samples):,} engagements after the cut sampled ({missed:,} of {tried:,} "
         f"were not among the {CANDIDATES:,} candidates) in {time.monotonic() - started:.1f} s"
@@ -283,22 +274,29 @@ def learn_blend(
     )
 
 
+def _log(store: EventStore) -> Iterator[StoredEvent]:
+    """Every event of ``store`` in log order, read a page at a time."""
+    seq, last = 0, store.last_seq()
+    while seq < last:
+        page = store.read_all(after=seq, limit=READ_PAGE)
+        if not page:
+            return
+        yield from page
+        seq = page[-1].seq
+
+
 def _is_target(event: InteractionRecorded) -> bool:
     return user.TYPE_WEIGHTS.get(event.type, user.OTHER_TYPE_WEIGHT) >= TARGET_WEIGHT
 
 
 def _count_targets(store: EventStore, cut_ts: float) -> int:
-    n, seq, last = 0, 0, store.last_seq()
-    while seq < last:
-        page = store.read_all(after=seq, limit=READ_PAGE)
-        if not page:
-            break
-        for stored in page:
-            event = stored.event
-            if type(event) is InteractionRecorded and event.ts >= cut_ts and _is_target(event):
-                n += 1
-        seq = page[-1].seq
-    return n
+    return sum(
+        1
+        for stored in _log(store)
+        if type(stored.event) is InteractionRecorded
+        and stored.event.ts >= cut_ts
+        and _is_target(stored.event)
+    )
 
 
 def _fit(samples: list[tuple[npt.NDArray[np.float32], int]], parts: int, seed: int = 0) -> Floats:

@@ -269,17 +269,11 @@ def fit(
         chosen, positive, item_ids, data.items, affinity, common, config, epoch_progress=say
     )
     weight = chosen.term_weight if chosen.terms else 1.0
-    return Model(
+    return _model_of(
+        fitted,
+        chosen,
         version=version,
         trained_seq=data.last_seq,
-        item_vocab=fitted.item_vocab,
-        item_embeddings=fitted.lightfm.item_embeddings.astype(np.float32),
-        item_biases=fitted.lightfm.item_biases.astype(np.float32),
-        user_vocab=fitted.user_vocab,
-        user_embeddings=fitted.lightfm.user_embeddings.astype(np.float32),
-        user_biases=fitted.lightfm.user_biases.astype(np.float32),
-        item_term_weight=weight,
-        user_term_weight=weight,
         facts={
             "users": len(fitted.user_ids),
             "items": len(item_ids),

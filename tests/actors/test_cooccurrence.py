@@ -208,3 +208,52 @@ async def test_a_restart_serves_the_same_neighbours(tmp_path: Any) -> None:
                 assert again[1].tolist() == values.tolist()
     finally:
         store.close()
+
+
+async def test_a_restart_serves_the_same_recommendations(tmp_path: Any) -> None:
+    from ranker import RecommendRequest, open_ranker
+
+    rng = np.random.default_rng(5)
+    items = [f"i{n}" for n in range(40)]
+    requests = [RecommendRequest(user=f"u{u}", k=5, explain=True) for u in range(6)]
+
+    async def answers() -> list[list[tuple[str, float]]]:
+        async with open_ranker(system) as ranker:
+            return [
+                [(e["id"], e["score"]) for e in (await ranker.recommend(r)).items]
+                for r in requests
+            ]
+
+    store = LmdbEventStore(tmp_path / "events")
+    try:
+        async with open_actor_system(store) as system:
+            await system.upsert_items(
+                [
+                    UpsertItem(event_id=f"up-{i}", item=i, ts=0.0, terms={"g": (f"g{n % 3}",)})
+                    for n, i in enumerate(items)
+                ]
+            )
+            await system.ingest(
+                [
+                    RecordInteraction(
+                        id=f"r{n}",
+                        user=f"u{rng.integers(6)}",
+                        item=items[int(rng.integers(len(items)))],
+                        type=str(rng.choice(["like", "click", "view", "dismiss"])),
+                        ts=float(n),
+                    )
+                    for n in range(400)
+                ]
+            )
+            before = await answers()
+    finally:
+        store.close()
+    store = LmdbEventStore(tmp_path / "events")
+    try:
+        async with open_actor_system(store) as system:
+            after = await answers()
+    finally:
+        store.close()
+
+    assert any(before)
+    assert after == before

@@ -1,4 +1,4 @@
-"""Which blend serves: a surface's pinned one, else the one learned with the model, else a default."""
+"""Which blend serves: a pinned one, else the one learned with the model, else a default."""
 
 from __future__ import annotations
 

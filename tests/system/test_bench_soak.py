@@ -97,9 +97,10 @@ def test_a_short_soak_loses_nothing_and_applies_nothing_twice(tmp_path: Path) ->
     assert report["stop"]["exit_code"] == 0, context
     assert report["train"]["runs"], context
     assert report["reads"]["latency"]["recommend"]["all"]["calls"] > 0, context
-    # Every failed check is named on stdout; the only one allowed to fail here is the RSS.
+    # Every failed check is named on stdout; the only one allowed to fail here is the memory
+    # check (30 s is too short for the projections to reach their bounds after warm-up).
     failed = {c["name"] for c in report["checks"] if not c["passed"] and not c.get("info")}
-    assert failed <= {"RSS at the end within 20% of warm-up"}, context
+    assert all(name.startswith("server memory") for name in failed), context
     assert proc.returncode == (1 if failed else 0), context
     assert ("verdict: PASS" if not failed else "verdict: FAIL") in stdout
     assert "acknowledged events lost: 0 of" in stdout
