@@ -220,8 +220,7 @@ async def test_a_restart_serves_the_same_recommendations(tmp_path: Any) -> None:
     async def answers() -> list[list[tuple[str, float]]]:
         async with open_ranker(system) as ranker:
             return [
-                [(e["id"], e["score"]) for e in (await ranker.recommend(r)).items]
-                for r in requests
+                [(e["id"], e["score"]) for e in (await ranker.recommend(r)).items] for r in requests
             ]
 
     store = LmdbEventStore(tmp_path / "events")
