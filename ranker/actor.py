@@ -172,6 +172,19 @@ def _fill_rows(serving: ServingModel, index: Index, docs: npt.NDArray[np.uint32]
         serving.ready[doc] = True
 
 
+def ensure_rows(serving: ServingModel, index: Index, docs: npt.NDArray[np.uint32]) -> ServingModel:
+    """``serving`` with the rows of ``docs`` (sorted) computed where new since the model or
+    where the item's terms changed; a grown copy if a doc lies beyond its rows."""
+    top = int(docs[-1])
+    if top >= len(serving.ready):
+        serving = _grown(serving, top + 1)
+    # Rows never computed, or computed before the item's terms last changed.
+    missing = docs[~serving.ready[docs] | (serving.versions[docs] != index.term_versions(docs))]
+    if len(missing):
+        _fill_rows(serving, index, missing)
+    return serving
+
+
 def _grown(serving: ServingModel, size: int) -> ServingModel:
     capacity = max(size, 2 * len(serving.ready))
     vectors = np.zeros((capacity, serving.model.components), dtype=np.float32)
@@ -567,17 +580,12 @@ class RankerActor:
     def _ensure_rows(
         self, serving: ServingModel, index: Index, docs: npt.NDArray[np.uint32]
     ) -> ServingModel:
-        """Compute the rows of candidates that are new since the model or whose terms changed."""
-        top = int(docs[-1])
-        if top >= len(serving.ready):
-            serving = _grown(serving, top + 1)
-            if self._serving is not None and self._serving.model is serving.model:
-                self._serving = serving
-        # Rows never computed, or computed before the item's terms last changed.
-        missing = docs[~serving.ready[docs] | (serving.versions[docs] != index.term_versions(docs))]
-        if len(missing):
-            _fill_rows(serving, index, missing)
-        return serving
+        """:func:`ensure_rows`, keeping a grown copy as the model served."""
+        grown = ensure_rows(serving, index, docs)
+        served = self._serving
+        if grown is not serving and served is not None and served.model is serving.model:
+            self._serving = grown
+        return grown
 
     async def _job(self, policy: Surface, request: RecommendRequest) -> ItemState | None:
         """The job a request on a two-sided surface is about; ``None`` on other surfaces.

@@ -43,6 +43,7 @@ from actors.item_index import index_item, new_index
 from actors.store import EventStore
 from index import EVERYTHING
 from ranker import stages
+from ranker.actor import RECENT_ITEMS_WEIGHT, ServingModel, ensure_rows, serving_model
 from ranker.model import Model
 from ranker.policy import BLEND_PARTS, DEFAULT_BLEND, HEURISTIC_BLEND, Blend
 
@@ -101,45 +102,17 @@ class _Projections:
             observe_events(self.cooccurrence, self.index, [event])
 
 
-class _ItemVectors:
-    """The model's item representations by internal id, computed on first use."""
-
-    def __init__(self, model: Model, projections: _Projections) -> None:
-        self.model = model
-        self.projections = projections
-        self.vectors = np.zeros((1024, model.components), dtype=np.float32)
-        self.biases = np.zeros(1024, dtype=np.float32)
-        self.ready = np.zeros(1024, dtype=bool)
-
-    def rows(self, docs: npt.NDArray[np.uint32]) -> tuple[npt.NDArray[np.float32], Floats]:
-        top = int(docs.max()) + 1 if len(docs) else 0
-        if top > len(self.ready):
-            size = max(top, 2 * len(self.ready))
-            self.vectors = np.resize(self.vectors, (size, self.model.components))
-            self.biases = np.resize(self.biases, size)
-            ready = np.zeros(size, dtype=bool)
-            ready[: len(self.ready)] = self.ready
-            self.ready = ready
-        index = self.projections.index
-        for doc in docs[~self.ready[docs]].tolist():
-            (item_id,) = index.external([doc])
-            state = self.projections.items[item_id]
-            vector, bias = self.model.item_representation(item_id, state.kind, state.terms)
-            self.vectors[doc], self.biases[doc] = vector, bias
-            self.ready[doc] = True
-        return self.vectors[docs], self.biases[docs].astype(np.float64)
-
-
 def _sample_parts(
-    p: _Projections, vectors: _ItemVectors | None, event: InteractionRecorded, names: list[str]
-) -> tuple[npt.NDArray[np.float32], int] | None:
+    p: _Projections, serving: ServingModel | None, event: InteractionRecorded, names: list[str]
+) -> tuple[tuple[npt.NDArray[np.float32], int] | None, ServingModel | None]:
     """Each candidate's standardised parts (rows) for a recommend just before ``event``,
-    and the engaged item's row; ``None`` if retrieval would have missed it."""
+    and the engaged item's row (``None`` if retrieval would have missed it); and
+    ``serving`` with the rows it needed computed (as the ranker keeps its item vectors)."""
     state = p.users.get(event.user) or user.initial(event.user)
     index = p.index
     target = index.doc_of(event.item)
     if target is None or target not in index.live:
-        return None
+        return None, serving
     now = max(p.signals.clock, state.updated)
     affinity = user.affinity_at(state, now)
     favourites = stages.favourites(affinity)
@@ -157,15 +130,16 @@ def _sample_parts(
     )
     at = int(np.searchsorted(docs, target))
     if at >= len(docs) or docs[at] != target:
-        return None
+        return None, serving
     model_scores = None
-    if vectors is not None:
-        u, _ = vectors.model.user_representation(event.user, affinity)
+    if serving is not None:
+        # As RankerActor._user_vector and recommend do.
+        u, _ = serving.model.user_representation(event.user, affinity)
         if len(engaged[0]):
-            recent_vectors, _ = vectors.rows(engaged[0])
-            u = stages.fold_in(u, recent_vectors, engaged[1], 1.0)
-        item_vectors, biases = vectors.rows(docs)
-        model_scores = item_vectors.astype(np.float64) @ u + biases
+            serving = ensure_rows(serving, index, np.unique(engaged[0]))
+            u = stages.fold_in(u, serving.vectors[engaged[0]], engaged[1], RECENT_ITEMS_WEIGHT)
+        serving = ensure_rows(serving, index, docs)
+        model_scores = (serving.vectors[docs] @ u + serving.biases[docs]).astype(np.float64)
     popularity = p.signals.popularity(docs, now)
     affinity_part = stages.affinity_part(index, docs, favourites)
     ones = Blend(**dict.fromkeys(BLEND_PARTS, 1.0))
@@ -181,7 +155,7 @@ def _sample_parts(
         trending=stages.trending_part(popularity, affinity_part, sum(a for *_, a in favourites)),
     )
     parts = np.stack([scored.parts.get(n, np.zeros(len(docs))) for n in names], axis=1)
-    return parts.astype(np.float32), at
+    return (parts.astype(np.float32), at), serving
 
 
 def learn_blend(
@@ -211,7 +185,7 @@ def learn_blend(
     rate = min(1.0, MAX_SAMPLES / targets)
     rng = random.Random(seed)
     p = _Projections()
-    vectors = None if model is None else _ItemVectors(model, p)
+    serving = None if model is None else serving_model(model, p.index, 0)
     samples: list[tuple[npt.NDArray[np.float32], int]] = []
     tried = missed = 0
     for stored in _log(store):
@@ -225,7 +199,7 @@ def learn_blend(
             state = p.users.get(event.user)
             if state is None or event.item not in state.seen:
                 tried += 1
-                sample = _sample_parts(p, vectors, event, names)
+                sample, serving = _sample_parts(p, serving, event, names)
                 if sample is None:
                     missed += 1
                 else:
