@@ -14,6 +14,12 @@ and checked on the later 30% against the default blend; the final weights
 are refitted on all of them. Whatever the data, the parts that predict get
 the weight: co-occurrence on a catalogue people browse in sequence, trending
 on a sparse long tail, the model where taste is stable.
+
+The parts are plain z-scores, without the soft clip hand-set blends get
+(``Blend.clip_z``): learned weights already scale an outlying part down, and
+the clip flattens the top of a sparse one. So the learned blend is served
+unclipped, and the "default" check here is the default weights on unclipped
+parts.
 """
 
 from __future__ import annotations
@@ -142,7 +148,7 @@ def _sample_parts(
         model_scores = (serving.vectors[docs] @ u + serving.biases[docs]).astype(np.float64)
     popularity = p.signals.popularity(docs, now)
     affinity_part = stages.affinity_part(index, docs, favourites)
-    ones = Blend(**dict.fromkeys(BLEND_PARTS, 1.0))
+    ones = Blend(**dict.fromkeys(BLEND_PARTS, 1.0), clip_z=math.inf)
     scored = stages.score(
         docs,
         ones,
@@ -226,8 +232,9 @@ def learn_blend(
     if not top > 0:
         return None
     blend = Blend(
+        clip_z=math.inf,
         **dict.fromkeys(BLEND_PARTS, 0.0)
-        | {n: round(float(w / top), 4) for n, w in zip(names, weights, strict=True)}
+        | {n: round(float(w / top), 4) for n, w in zip(names, weights, strict=True)},
     )
     say(
         "blend: "

@@ -53,13 +53,15 @@ import numpy as np
 import numpy.typing as npt
 
 from ranker.errors import ModelError
-from ranker.policy import BLEND_PARTS, Blend
+from ranker.policy import BLEND_PARTS, CLIP_Z, Blend
 
 #: Format 1: every feature weighs 1 before normalisation. Format 2 adds
 #: ``feature_weights`` (term features relative to identities) to ``meta.json``.
 ARTIFACT_FORMAT: Final = 1
 WEIGHTED_FORMAT: Final = 2
 READABLE_FORMATS: Final = frozenset({ARTIFACT_FORMAT, WEIGHTED_FORMAT})
+#: ``facts["blend_parts"]`` of a blend learned on plain z-scores (see ``Blend.clip_z``).
+UNCLIPPED: Final = "unclipped"
 MODELS_DIR: Final = "models"
 CURRENT: Final = "CURRENT"
 #: A user is described by at most this many of their favourite terms.
@@ -174,7 +176,8 @@ class Model:
 
 
 def learned_blend(model: Model) -> Blend | None:
-    """The blend weights ``matchlight train`` learned with ``model`` (``facts["blend"]``).
+    """The blend weights ``matchlight train`` learned with ``model`` (``facts["blend"]``),
+    served on the parts they were learned on (``facts["blend_parts"]``).
 
     ``None`` when it learned none (or they are not usable: a name that is not a
     part, a weight that is not a finite number ≥ 0, or no weight above 0).
@@ -191,7 +194,10 @@ def learned_blend(model: Model) -> Blend | None:
         weights[name] = float(value)
     if not any(weights.values()):
         return None
-    return Blend(**weights)
+    # Learned on unclipped parts since the blend learner recorded so; earlier artifacts on
+    # parts clipped at the default.
+    clip = math.inf if model.facts.get("blend_parts") == UNCLIPPED else CLIP_Z
+    return Blend(**weights, clip_z=clip)
 
 
 def _represent(

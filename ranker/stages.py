@@ -25,7 +25,7 @@ from actors import ItemSignals, Recent
 from actors.cooccurrence import MIN_TYPE_WEIGHT
 from actors.user import OTHER_TYPE_WEIGHT, TYPE_WEIGHTS
 from index import AllOf, AnyOf, Index, Query, Term, to_bitmap
-from ranker.policy import Blend, Diversity, Exploration, Reciprocal
+from ranker.policy import CLIP_Z, Blend, Diversity, Exploration, Reciprocal
 
 Docs = npt.NDArray[np.uint32]
 Floats = npt.NDArray[np.float64]
@@ -250,30 +250,32 @@ class Scored:
     parts: Mapping[str, Floats]
 
 
-#: Standardised parts are clipped at this many standard deviations ...
-CLIP_Z: Final = 3.0
-#: ... and what lies beyond counts this much, so the clip never turns an order into a tie.
+#: Beyond the clip (:data:`ranker.policy.CLIP_Z` by default) a z-score counts this much per
+#: unit, so the clip never turns an order into a tie.
 EXCESS_WEIGHT: Final = 1e-3
 
 
-def standardise(values: Floats) -> Floats:
-    """``(x - mean) / std`` over the candidates, softly clipped at ±:data:`CLIP_Z`.
+def standardise(values: Floats, clip: float = CLIP_Z) -> Floats:
+    """``(x - mean) / std`` over the candidates, softly clipped at ±``clip``.
 
     The clip keeps one heavy-tailed part (popularity follows a power law) from
     drowning the others: without it the single most popular item scored 9
     standard deviations and outranked every item the user had shown a taste
     for. Beyond the clip a z-score still counts :data:`EXCESS_WEIGHT` per unit,
     so the transform stays strictly increasing: ranking by one part alone (the
-    model on the default surface) keeps its order at the top. All zeros when
-    every candidate is equal.
+    model on the default surface) keeps its order at the top. ``clip`` may be
+    ``math.inf``: plain z-scores (a learned blend, see ``Blend.clip_z``). All
+    zeros when every candidate is equal.
     """
     if len(values) == 0:
         return values
     std = float(values.std())
     if not std > 1e-12:
         return np.zeros(len(values))
-    z = (values - values.mean()) / std
-    clipped = np.clip(z, -CLIP_Z, CLIP_Z)
+    z: Floats = (values - values.mean()) / std
+    if not math.isfinite(clip):
+        return z
+    clipped = np.clip(z, -clip, clip)
     out: Floats = clipped + EXCESS_WEIGHT * (z - clipped)
     return out
 
@@ -333,7 +335,7 @@ def score(
     parts = {}
     for name, (weight, values) in raw.items():
         if weight:
-            part = weight * standardise(values().astype(np.float64, copy=False))
+            part = weight * standardise(values().astype(np.float64, copy=False), blend.clip_z)
             parts[name] = part
             total += part
     return Scored(docs=docs, score=total, parts=parts)

@@ -57,7 +57,13 @@ from actors import (
 )
 from actors.user import OTHER_TYPE_WEIGHT, TYPE_WEIGHTS
 from ranker.errors import ModelError
-from ranker.model import Model, item_feature_weights, save_model, user_feature_weights
+from ranker.model import (
+    UNCLIPPED,
+    Model,
+    item_feature_weights,
+    save_model,
+    user_feature_weights,
+)
 
 if TYPE_CHECKING:
     from lightfm import LightFM
@@ -322,7 +328,11 @@ def _learn_blend(
     learned = learn_blend(store, cut_ts=split.cut_ts, model=before, seed=config.seed, progress=say)
     if learned is None:
         return {}
-    return {"blend": learned.blend.weights(), "blend_learning": learned.facts}
+    return {
+        "blend": learned.blend.weights(),
+        "blend_parts": UNCLIPPED,
+        "blend_learning": learned.facts,
+    }
 
 
 def _model_of(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -9,8 +10,8 @@ import pytest
 
 from ranker import Model, RankerActor, parse_surfaces
 from ranker.actor import ServingModel
-from ranker.model import learned_blend
-from ranker.policy import DEFAULT_BLEND, HEURISTIC_BLEND, Blend
+from ranker.model import UNCLIPPED, learned_blend
+from ranker.policy import CLIP_Z, DEFAULT_BLEND, HEURISTIC_BLEND, Blend
 
 
 def model_with(facts: dict[str, Any]) -> Model:
@@ -44,6 +45,16 @@ def test_a_learned_blend_is_read_from_the_models_facts() -> None:
     model = model_with({"blend": {"model": 0.5, "cooccurrence": 1.0, "trending": 0.25}})
 
     assert learned_blend(model) == Blend(model=0.5, cooccurrence=1.0, trending=0.25)
+
+
+def test_a_blend_learned_on_unclipped_parts_is_served_unclipped() -> None:
+    learned = {"blend": {"model": 1.0, "cooccurrence": 0.5}}
+
+    assert learned_blend(model_with(learned | {"blend_parts": UNCLIPPED})) == Blend(
+        model=1.0, cooccurrence=0.5, clip_z=math.inf
+    )
+    # An artifact from before the learner said so was learned on clipped parts.
+    assert learned_blend(model_with(learned)) == Blend(model=1.0, cooccurrence=0.5, clip_z=CLIP_Z)
 
 
 @pytest.mark.parametrize(

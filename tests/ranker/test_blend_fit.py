@@ -8,12 +8,15 @@ not); in the other, users pick items by a skewed popularity, independently
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
 
 from actors import MemoryEventStore, RecordInteraction, UpsertItem, open_actor_system
+from ranker import TrainingConfig, fit, read_log
 from ranker.blend_fit import learn_blend
+from ranker.model import UNCLIPPED, learned_blend
 from ranker.policy import BLEND_PARTS
 
 ITEMS = 60
@@ -90,3 +93,18 @@ async def test_nothing_after_the_cut_learns_nothing(cut: float) -> None:
     await write_log(store, [[1, 2, 3]] * 100)
 
     assert learn_blend(store, cut_ts=cut, model=None) is None
+
+
+async def test_train_writes_the_learned_blend_and_the_parts_it_was_learned_on() -> None:
+    rng = random.Random(4)
+    chains = [list(range(start, start + 4)) for start in range(0, ITEMS, 4)]
+    store = MemoryEventStore()
+    await write_log(store, [rng.choice(chains) for _ in range(600)])
+
+    model = fit(read_log(store), TrainingConfig(epochs=2, holdout=0.2), version="t", store=store)
+
+    served = learned_blend(model)
+    assert served is not None
+    assert served.weights() == model.facts["blend"]
+    assert model.facts["blend_parts"] == UNCLIPPED
+    assert served.clip_z == math.inf  # served on plain z-scores, as it was learned

@@ -13,7 +13,7 @@ from actors import ItemSignals
 from actors.item_index import new_index
 from index import EVERYTHING, Index, Term
 from ranker import stages
-from ranker.policy import Blend, Diversity, Exploration, Reciprocal
+from ranker.policy import CLIP_Z, Blend, Diversity, Exploration, Reciprocal
 
 
 def build_index(items: Sequence[tuple[str, str | None, dict[str, tuple[str, ...]]]]) -> Index:
@@ -49,7 +49,7 @@ def test_standardise_clips_an_outlier_so_it_cannot_drown_the_other_parts() -> No
 
     out = stages.standardise(values)
 
-    assert stages.CLIP_Z < out[-1] < stages.CLIP_Z + 0.01  # its z-score is 9.95
+    assert CLIP_Z < out[-1] < CLIP_Z + 0.01  # its z-score is 9.95
     assert out[0] == pytest.approx(-0.1005, abs=1e-3)  # the unclipped z-score of the rest
 
 
@@ -58,7 +58,7 @@ def test_standardise_keeps_the_order_beyond_the_clip() -> None:
 
     out = stages.standardise(values)
 
-    assert out[-1] > out[-2] > stages.CLIP_Z
+    assert out[-1] > out[-2] > CLIP_Z
 
 
 def test_a_taste_outranks_the_single_runaway_best_seller() -> None:
@@ -80,6 +80,41 @@ def test_a_taste_outranks_the_single_runaway_best_seller() -> None:
     )
 
     assert int(np.argmax(scored.score)) == 1
+
+
+def test_standardise_without_a_clip_gives_plain_z_scores() -> None:
+    values = np.array([0.0] * 99 + [1000.0])
+
+    out = stages.standardise(values, math.inf)
+
+    np.testing.assert_allclose(out, (values - values.mean()) / values.std())
+
+
+def test_a_learned_blend_keeps_the_order_at_the_top_of_a_sparse_part() -> None:
+    # Co-occurrence scores 2 of 100 candidates, the first twice as much: both z-scores
+    # are far past the clip (8.9 and 4.4). The model prefers the second, by half a deviation.
+    rng = np.random.default_rng(3)
+    docs = np.arange(100, dtype=np.uint32)
+    cooccurrence = np.zeros(100)
+    cooccurrence[:2] = [1.0, 0.5]
+    model = rng.normal(size=100)
+    model[0], model[1] = model.mean(), model.mean() + 0.5 * model.std()
+
+    def best(blend: Blend) -> int:
+        scored = stages.score(
+            docs,
+            blend,
+            model_scores=model,
+            popularity=np.zeros(100),
+            last_interaction=np.zeros(100),
+            affinity=np.zeros(100),
+            now=0.0,
+            cooccurrence=cooccurrence,
+        )
+        return int(np.argmax(scored.score))
+
+    assert best(Blend(model=1.0, cooccurrence=1.0, clip_z=math.inf)) == 0
+    assert best(Blend(model=1.0, cooccurrence=1.0)) == 1  # clipped: the two nearly tie
 
 
 def test_standardise_of_no_candidates_is_empty() -> None:
