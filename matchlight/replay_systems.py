@@ -11,11 +11,9 @@ is written once:
   subprocess (when the server's data directory is given) and waits until
   ``stats`` reports the new model.
 
-Retrieval recall: :func:`retrieved` reads whether the revealed item was
-among the ranker's candidates from a recommend result. The ranker reports
-only the counts (``matched``, ``candidates``) today, so it answers ``None``
-("not reported") until a result carries ``candidate_ids``; the replay then
-reports the recall with no other change.
+Retrieval recall: each recommend names the revealed item as its ``probe``,
+and the result's ``retrieved`` says whether it was among the ranker's
+candidates (:func:`retrieved`); it changes nothing served.
 """
 
 from __future__ import annotations
@@ -62,15 +60,12 @@ class Answer:
 
 
 def retrieved(result: Mapping[str, Any], item: str | None) -> bool | None:
-    """Whether ``item`` was among a recommend result's candidates; None if it does not say.
-
-    The hook for retrieval recall: a ranker that lists its candidates'
-    ids in the result (``candidate_ids``) makes the replay report recall.
-    """
-    ids = result.get("candidate_ids")
-    if item is None or ids is None:
+    """Whether ``item`` (the request's ``probe``) was among a recommend result's candidates;
+    None if the result does not say (an older server) or nothing was probed."""
+    found = result.get("retrieved")
+    if item is None or type(found) is not bool:
         return None
-    return item in ids
+    return found
 
 
 def _answer(result: Mapping[str, Any], item: str | None) -> Answer:
@@ -143,7 +138,9 @@ class InProcess:
         return dict(model.facts)
 
     async def recommend(self, user: str, k: int, *, item: str | None = None) -> Answer:
-        got = await self.ranker.recommend(RecommendRequest(user=user, surface=SURFACE, k=k))
+        got = await self.ranker.recommend(
+            RecommendRequest(user=user, surface=SURFACE, k=k, probe=item)
+        )
         return _answer(got.view(), item)
 
 
@@ -213,7 +210,10 @@ class OverRpc:
         )
 
     async def recommend(self, user: str, k: int, *, item: str | None = None) -> Answer:
-        result = await self._call("recommend", {"user": user, "surface": SURFACE, "k": k})
+        params: dict[str, Any] = {"user": user, "surface": SURFACE, "k": k}
+        if item is not None:
+            params["probe"] = item
+        result = await self._call("recommend", params)
         return _answer(result, item)
 
 

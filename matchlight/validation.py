@@ -383,7 +383,7 @@ def removals(params: Mapping[str, Any], *, now: float) -> list[RemoveItem]:
 MAX_K: Final = 1000
 MAX_CONTEXT_KEYS: Final = 64
 _RECOMMEND_FIELDS: Final = frozenset(
-    {"user", "surface", "k", "context", "filter", "explain", "_trace"}
+    {"user", "surface", "k", "context", "filter", "explain", "probe", "_trace"}
 )
 
 
@@ -392,7 +392,8 @@ def recommend(params: Mapping[str, Any]) -> RecommendRequest:
     unknown = params.keys() - _RECOMMEND_FIELDS
     if unknown:
         raise BadRequest(
-            f"unknown field {sorted(unknown)[0]!r} (user, surface, k, context, filter, explain)"
+            f"unknown field {sorted(unknown)[0]!r} "
+            "(user, surface, k, context, filter, explain, probe)"
         )
     user = ident(require(params, "user"), "user")
     surface = params.get("surface", DEFAULT_SURFACE)
@@ -423,6 +424,15 @@ def recommend(params: Mapping[str, Any]) -> RecommendRequest:
             query = parse_query(params["filter"])
         except QueryError as exc:
             raise BadRequest(str(exc)) from None
+    probe = params.get("probe")
+    if probe is not None:
+        probe = ident(probe, "probe")
     return RecommendRequest(
-        user=user, surface=surface, k=k, context=context, filter=query, explain=explain
+        user=user,
+        surface=surface,
+        k=k,
+        context=context,
+        filter=query,
+        explain=explain,
+        probe=probe,
     )

@@ -74,6 +74,9 @@ class RecommendRequest:
     context: Mapping[str, Any] = attrs.field(factory=dict)
     filter: Query | None = None
     explain: bool = False
+    #: An item to look for among the candidates: the result says whether it was retrieved
+    #: (how an evaluation measures retrieval recall; it changes nothing served).
+    probe: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -90,10 +93,13 @@ class Recommendation:
     #: Items matching the retrieval query (not already seen), and how many were scored.
     matched: int
     candidates: int
+    #: Whether the request's ``probe`` item was among the candidates (``None``: no probe).
+    retrieved: bool | None = None
 
     def view(self) -> dict[str, Any]:
         """The ``recommend`` result map of the contract (plus ranker, surface, counts)."""
-        return {
+        probed = {} if self.retrieved is None else {"retrieved": self.retrieved}
+        return probed | {
             "items": self.items,
             "source": self.source,
             "model": self.model,
@@ -483,6 +489,7 @@ class RankerActor:
             request_id=request_id,
             matched=matched,
             candidates=len(docs),
+            retrieved=None if request.probe is None else _among(index, docs, request.probe),
         )
         await self._record(
             {
@@ -749,6 +756,15 @@ def _values_of(index: Index, docs: npt.NDArray[np.uint32], field: str | None) ->
         return () if document is None else tuple(document[1].get(field, ()))
 
     return values_of
+
+
+def _among(index: Index, docs: stages.Docs, item: str) -> bool:
+    """Whether ``item`` is one of ``docs`` (sorted internal ids)."""
+    doc = index.doc_of(item)
+    if doc is None or not len(docs):
+        return False
+    at = int(np.searchsorted(docs, doc))
+    return at < len(docs) and int(docs[at]) == doc
 
 
 def _crc(text: str) -> int:

@@ -252,6 +252,14 @@ def test_numbers_are_finite_ints_or_floats() -> None:
         assert rejection(validation.number, bad, "n").startswith("n: ")
 
 
+def test_recommend_takes_an_item_to_probe_for() -> None:
+    assert validation.recommend({"user": "u", "probe": "i-1"}).probe == "i-1"
+    assert validation.recommend({"user": "u"}).probe is None
+    assert validation.recommend({"user": "u", "probe": 7}).probe == "7"  # as item ids are
+    assert rejection(validation.recommend, {"user": "u", "probe": [1]}).startswith("probe: ")
+    assert rejection(validation.recommend, {"user": "u", "probe": ""}).startswith("probe: ")
+
+
 def test_messages_show_the_offending_value() -> None:
     assert rejection(validation.recommend, {"user": "u", "k": 0}).endswith("got 0")
     assert rejection(validation.recommend, {"user": "u", "k": 1001}).endswith("got 1001")

@@ -365,6 +365,28 @@ async def small_catalogue(system: ActorSystem) -> None:
     await system.ingest(events)
 
 
+async def test_a_probe_says_whether_an_item_was_among_the_candidates() -> None:
+    # 60 items, 5 candidates: retrieval picks, it does not score the catalogue whole.
+    surfaces = parse_surfaces({"surfaces": {"default": {"candidates": 5}}})
+    async with open_actor_system(MemoryEventStore()) as system:
+        await small_catalogue(system)
+        async with open_ranker(system, surfaces, poll_s=NO_POLL) as actor:
+            plain = await actor.recommend(RecommendRequest(user="u0", k=3))
+            probed = {
+                item: await actor.recommend(RecommendRequest(user="u0", k=3, probe=item))
+                for item in [catalogue_id(n) for n in range(60)] + ["nowhere"]
+            }
+            liked = {e.item for e in (await system.get_user("u0")).recent}
+
+    assert "retrieved" not in plain.view()
+    retrieved = {item for item, got in probed.items() if got.view()["retrieved"]}
+    assert len(retrieved) == plain.candidates == 5
+    assert {e["id"] for e in plain.items} <= retrieved
+    assert not retrieved & (liked | {"nowhere"})  # seen items are never candidates
+    # Probing changes nothing served.
+    assert all(got.items == plain.items for got in probed.values())
+
+
 async def test_a_new_model_swaps_in_while_requests_run_and_none_fails(tmp_path: Path) -> None:
     async with open_actor_system(MemoryEventStore()) as system:
         await small_catalogue(system)
