@@ -99,7 +99,7 @@ class Recommendation:
     def view(self) -> dict[str, Any]:
         """The ``recommend`` result map of the contract (plus ranker, surface, counts)."""
         probed = {} if self.retrieved is None else {"retrieved": self.retrieved}
-        return probed | {
+        return {
             "items": self.items,
             "source": self.source,
             "model": self.model,
@@ -108,7 +108,7 @@ class Recommendation:
             "surface": self.surface,
             "matched": self.matched,
             "candidates": self.candidates,
-        }
+        } | probed
 
 
 @attrs.frozen(kw_only=True, eq=False)
