@@ -15,7 +15,7 @@ import pytest
 
 from actors import MemoryEventStore, RecordInteraction, UpsertItem, open_actor_system
 from ranker import TrainingConfig, fit, read_log
-from ranker.blend_fit import learn_blend
+from ranker.blend_fit import _count_targets, learn_blend
 from ranker.model import UNCLIPPED, learned_blend
 from ranker.policy import BLEND_PARTS
 
@@ -108,3 +108,15 @@ async def test_train_writes_the_learned_blend_and_the_parts_it_was_learned_on() 
     assert served.weights() == model.facts["blend"]
     assert model.facts["blend_parts"] == UNCLIPPED
     assert served.clip_z == math.inf  # served on plain z-scores, as it was learned
+
+
+async def test_only_engagements_with_items_new_to_the_user_are_counted_for_sampling() -> None:
+    store = MemoryEventStore()
+    # Users 1 and 2 come back to their items: every second pass is a repeat.
+    cut = await write_log(store, [[5, 6, 7, 8], [0, 1, 2, 0, 1, 2], [3, 4, 3, 4]])
+
+    # 14 likes a minute apart from 1,060 s; the cut falls before the 12th. After it:
+    # user 2's first like of 4, then their repeats of 3 and 4.
+    assert cut == pytest.approx(1_000.0 + 0.8 * 14 * 60.0)
+    assert _count_targets(store, cut) == 1
+    assert _count_targets(store, 0.0) == 9  # every first like, none of the 5 repeats
