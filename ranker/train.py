@@ -632,20 +632,9 @@ def _evaluate(fitted: _Fitted, features: FeatureSet, split: _Split) -> tuple[flo
     return float(np.concatenate(hits).mean()), float(np.concatenate(aucs).mean())
 
 
-def _known_rows(rows: Sequence[Mapping[str, float]], vocab: Mapping[str, int]) -> sp.csr_matrix:
+def _known_rows(rows: Sequence[Mapping[str, float]], vocab: dict[str, int]) -> sp.csr_matrix:
     """Feature rows as LightFM sees them when serving: known names only, normalised."""
-    indptr, indices, data = [0], [], []
-    for features in rows:
-        known = [(vocab[name], w) for name, w in features.items() if name in vocab]
-        total = sum(w for _, w in known)
-        for column, w in known:
-            indices.append(column)
-            data.append(w / total)
-        indptr.append(len(indices))
-    return sp.csr_matrix(
-        (np.asarray(data, dtype=np.float32), np.asarray(indices), np.asarray(indptr)),
-        shape=(len(rows), len(vocab)),
-    )
+    return _feature_matrix([{n: w for n, w in f.items() if n in vocab} for f in rows], vocab)
 
 
 def _when(ts: float) -> str:
@@ -757,9 +746,9 @@ def _fit_lightfm(
     )
 
 
-def _feature_matrix(rows: list[Mapping[str, float]], vocab: dict[str, int]) -> sp.csr_matrix:
+def _feature_matrix(rows: Sequence[Mapping[str, float]], vocab: dict[str, int]) -> sp.csr_matrix:
     """Rows of named feature weights as a CSR matrix, rows normalised to sum to 1
-    (an empty row stays empty)."""
+    (an empty row stays empty); a name not in ``vocab`` gets the next column."""
     indptr, indices, data = [0], [], []
     for features in rows:
         total = sum(features.values())

@@ -38,6 +38,19 @@ def server_env() -> dict[str, str]:
     return env
 
 
+def run_cli(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    """``matchlight ARGS`` (logging at WARNING) in a subprocess, bounded by ``timeout``."""
+    return subprocess.run(
+        [sys.executable, "-m", "matchlight.cli", "--log-level", "WARNING", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=server_env(),
+        cwd=REPO_ROOT.parent,
+        check=False,
+    )
+
+
 class ServerProcess:
     """One data directory served by successive ``matchlight serve`` processes.
 

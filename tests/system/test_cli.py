@@ -11,21 +11,9 @@ from pathlib import Path
 import pytest
 
 from matchlight.replay_report import LABELS, ROW_LABELS, SYSTEMS
-from tests.system.conftest import REPO_ROOT, ServerProcess, server_env
+from tests.system.conftest import REPO_ROOT, ServerProcess, run_cli, server_env
 
 pytestmark = pytest.mark.system
-
-
-def run_cli(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "matchlight.cli", "--log-level", "WARNING", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=server_env(),
-        cwd=REPO_ROOT.parent,
-        check=False,
-    )
 
 
 def test_serve_on_a_busy_address_exits_1_with_a_clear_message(server: ServerProcess) -> None:

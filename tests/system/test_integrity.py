@@ -10,8 +10,6 @@ record's framing, as a disk error inside the value would.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +19,7 @@ import pytest
 from actors import InteractionRecorded, ItemUpserted, LmdbEventStore
 from actors.store import entity_key
 from matchlight.errors import RpcError
-from tests.system.conftest import REPO_ROOT, server_env
+from tests.system.conftest import run_cli
 
 if TYPE_CHECKING:
     from matchlight.client import Client
@@ -30,19 +28,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.system
 
 LIKES = 38  # 0x26; one flipped bit (0x08) makes it 46, the issue's example
-
-
-def run_cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    """``matchlight ARGS`` (logging at WARNING), bounded by ``timeout``."""
-    return subprocess.run(
-        [sys.executable, "-m", "matchlight.cli", "--log-level", "WARNING", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=server_env(),
-        cwd=REPO_ROOT.parent,
-        check=False,
-    )
 
 
 def rewrite(path: Path, table: bytes | None, key: bytes, old: bytes, new: bytes) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ import trio
 from matchlight.replay import ReplayConfig, replay
 from matchlight.synthetic import MarketplaceConfig, generate
 from ranker import TrainingConfig
-from tests.system.conftest import REPO_ROOT, StartServer, server_env
+from tests.system.conftest import StartServer, run_cli
 
 pytestmark = pytest.mark.system
 
@@ -22,15 +21,7 @@ BASELINES = ("popularity", "realtime_popularity", "item_knn")
 
 
 def run_replay(*args: str, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "matchlight.cli", "--log-level", "WARNING", "replay", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=server_env(),
-        cwd=REPO_ROOT.parent,
-        check=False,
-    )
+    return run_cli("replay", *args, timeout=timeout)
 
 
 def test_replay_over_rpc_trains_on_the_server_and_scores_every_system(
