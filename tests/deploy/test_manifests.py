@@ -23,7 +23,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from matchlight import cli, health_check
+from matchlight import cli
+from matchlight.cli import health
 from ranker import load_surfaces
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -216,7 +217,7 @@ def cli_parser() -> argparse.ArgumentParser:
     parser = cli.build_parser()
     subcommands = _subcommands(parser)
     if "health" not in subcommands.choices:
-        health_check.add_parser(subcommands)
+        health.add_parser(subcommands)
     return parser
 
 
@@ -306,7 +307,7 @@ def test_every_command_line_parses_with_the_real_cli(where: str) -> None:
 def test_the_real_cli_offers_the_health_command() -> None:
     args = cli.build_parser().parse_args(["health"])
 
-    assert args.func is health_check.main
+    assert args.func is health.main
     assert args.connect == f"127.0.0.1:{PORT}"
 
 
@@ -403,7 +404,7 @@ def test_the_example_tokens_are_role_token_lines_marked_for_replacement(source: 
 
 @pytest.mark.parametrize("source", ["tokens.example", "k8s/secret.example.yaml"])
 def test_the_example_tokens_load_with_the_servers_parser(source: str) -> None:
-    auth = pytest.importorskip("matchlight.auth")
+    auth = pytest.importorskip("matchlight.server.auth")
     if source.endswith(".yaml"):
         text = k8s("Secret", "matchlight-tokens")["stringData"]["tokens"]
     else:

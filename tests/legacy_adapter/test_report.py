@@ -27,7 +27,7 @@ from legacy_adapter.metrics import (
 )
 from legacy_adapter.report import build_report, format_table
 from legacy_adapter.report_html import render_html
-from matchlight import shadow_report
+from matchlight.cli import shadow_report
 from ranker import DecisionLog
 
 START = datetime(2026, 11, 27, tzinfo=UTC).timestamp()

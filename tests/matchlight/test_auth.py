@@ -1,4 +1,4 @@
-"""Tokens files and role rights (matchlight.auth)."""
+"""Tokens files and role rights (matchlight.server.auth)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from matchlight.auth import (
+from matchlight.server.auth import (
     ADMIN,
     INGEST,
     READ,

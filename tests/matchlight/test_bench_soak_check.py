@@ -1,4 +1,4 @@
-"""The soak's checks (:mod:`matchlight.bench_soak_check`) on logs written by hand."""
+"""The soak's checks (:mod:`matchlight.bench.soak_check`) on logs written by hand."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from actors import InteractionRecorded, ItemRemoved, ItemUpserted, LmdbEventStore
-from matchlight.bench_soak_check import compare_state, read_log
+from matchlight.bench.soak_check import compare_state, read_log
 from matchlight.client import Client, NotFound
 
 RUN = "r1"

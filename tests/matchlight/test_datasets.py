@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from matchlight.datasets import (
+from matchlight.evaluation.datasets import (
     MAX_EXAMPLES,
     DatasetError,
     dataset_from_spec,

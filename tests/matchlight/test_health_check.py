@@ -1,4 +1,4 @@
-"""``matchlight health`` (:mod:`matchlight.health_check`) against a real server and
+"""``matchlight health`` (:mod:`matchlight.cli.health`) against a real server and
 against addresses where no healthy server answers: exit 0 with ``ok VERSION``, else 1
 with one line saying why.
 """
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from matchlight import __version__, health_check
+from matchlight import __version__
+from matchlight.cli import health
 from tests.system import conftest as system
 from tests.system.conftest import ServerProcess, StartServer
 
@@ -23,7 +24,7 @@ start_server = system.start_server
 
 
 def check(connect: str, *, timeout: float = 5.0, token: str | None = None) -> int:
-    return health_check.main(argparse.Namespace(connect=connect, timeout=timeout, token=token))
+    return health.main(argparse.Namespace(connect=connect, timeout=timeout, token=token))
 
 
 def closed_port() -> int:
@@ -114,7 +115,7 @@ def test_a_malformed_address_is_unhealthy_without_connecting(
 
 def test_the_health_subcommand_parses_its_options_with_defaults() -> None:
     parser = argparse.ArgumentParser(prog="matchlight")
-    health_check.add_parser(parser.add_subparsers(dest="command"))
+    health.add_parser(parser.add_subparsers(dest="command"))
 
     defaults = parser.parse_args(["health"])
     given = parser.parse_args(
@@ -122,7 +123,7 @@ def test_the_health_subcommand_parses_its_options_with_defaults() -> None:
     )
 
     assert (defaults.connect, defaults.timeout, defaults.token) == ("127.0.0.1:7420", 3.0, None)
-    assert defaults.func is health_check.main
+    assert defaults.func is health.main
     assert (given.connect, given.timeout, given.token) == ("unix:/run/m.sock", 0.5, "t")
     with pytest.raises(SystemExit):
         parser.parse_args(["health", "--timeout", "0"])

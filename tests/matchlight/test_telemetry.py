@@ -1,4 +1,4 @@
-"""Tracing and metrics setup (matchlight.telemetry), against the SDK's in-memory exporters."""
+"""Tracing and metrics setup (matchlight.server.telemetry), against in-memory exporters."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 import matchlight
 from matchlight.errors import BadRequest
-from matchlight.telemetry import NOOP, OTHER_METHOD, Telemetry, configure, inject_trace
+from matchlight.server.telemetry import NOOP, OTHER_METHOD, Telemetry, configure, inject_trace
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -472,7 +472,7 @@ def test_noop_does_nothing_but_lets_exceptions_through() -> None:
 
 def test_console_exporter_prints_spans_in_a_subprocess() -> None:
     code = (
-        "from matchlight.telemetry import configure\n"
+        "from matchlight.server.telemetry import configure\n"
         "t = configure()\n"
         "with t.server_span('health', []):\n"
         "    pass\n"

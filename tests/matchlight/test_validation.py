@@ -1,4 +1,4 @@
-"""``matchlight.validation`` on its own: RPC params become domain commands, or a
+"""``matchlight.server.validation`` on its own: RPC params become domain commands, or a
 ``BadRequest`` naming the offending field's path.
 
 The ingest fast path (cheap ``type() is`` checks) and the field-by-field slow
@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 import index
 from actors import MAX_KEY_BYTES, RecordInteraction, RemoveItem, UpsertItem
-from matchlight import validation
 from matchlight.errors import BadRequest
+from matchlight.server import validation
 
 EVENT_FIELDS = ("id", "type", "user", "item", "ts", "weight", "props")
 

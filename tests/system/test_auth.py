@@ -2,7 +2,7 @@
 
 Every method of the contract is called under every role (none, read, ingest,
 admin) and must be answered, ``unauthorized`` or ``forbidden`` exactly as
-:mod:`matchlight.auth` says; the server refuses to listen beyond loopback
+:mod:`matchlight.server.auth` says; the server refuses to listen beyond loopback
 without tokens; repeated bad tokens close the connection; TLS serves the same
 protocol.
 """
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 import pytest
 
-from matchlight import auth
+from matchlight.server import auth
 from tests.system.conftest import REPO_ROOT, server_env
 from tests.system.test_rpc_isolation import TIMEOUT_S, Raw
 

@@ -1,4 +1,4 @@
-"""``matchlight bench`` end to end (:mod:`matchlight.bench_e2e`) on a tiny configuration."""
+"""``matchlight bench`` end to end (:mod:`matchlight.bench.e2e`) on a tiny configuration."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from matchlight import bench_e2e
+from matchlight.bench import e2e
 from tests.system.conftest import server_env
 
 pytestmark = pytest.mark.system
@@ -88,7 +88,7 @@ MUST_BE_ZERO = {"errors", "get_user_violations", "recommend_violations", "lost_e
 
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    bench_e2e.add_arguments(parser)
+    e2e.add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -106,7 +106,7 @@ def test_tiny_run_reports_every_figure_and_no_violation(
     monkeypatch.setenv("PYTHONPATH", server_env()["PYTHONPATH"])
     out = tmp_path / "bench.json"
 
-    code = bench_e2e.main(parse([*TINY, "--json", str(out)]))
+    code = e2e.main(parse([*TINY, "--json", str(out)]))
 
     stdout = capsys.readouterr().out
     assert code == 0, stdout
@@ -123,10 +123,10 @@ def test_tiny_run_reports_every_figure_and_no_violation(
                 assert value > 0, (section, key)
     assert report["wall_s"] > 0
     assert report["ingest"]["events"] == 20000
-    assert report["freshness"]["probes"] == bench_e2e.FRESHNESS_PROBES
+    assert report["freshness"]["probes"] == e2e.FRESHNESS_PROBES
     # The log holds exactly what was acknowledged before the clean stop.
     assert report["restart"]["log_events"] == (
-        2000 + 20000 + report["recommend"]["concurrent_ingest_events"] + bench_e2e.FRESHNESS_PROBES
+        2000 + 20000 + report["recommend"]["concurrent_ingest_events"] + e2e.FRESHNESS_PROBES
     )
     p = report["recommend"]
     assert p["p50_ms"] <= p["p99_ms"] <= p["p999_ms"] <= p["max_ms"]

@@ -12,9 +12,9 @@ import attrs
 import pytest
 
 from index import Index
-from matchlight import bench_rebuild
-from matchlight.bench_index import MatchlightEngine, check
-from matchlight.bench_workload import (
+from matchlight.bench import index_rebuild
+from matchlight.bench.index import MatchlightEngine, check
+from matchlight.bench.index_workload import (
     CLASSES,
     BenchError,
     Catalogue,
@@ -74,8 +74,8 @@ def test_small_run_checks_and_times_every_class_on_every_engine(tmp_path: Path) 
     assert "same totals and ids" in result.stdout
     rebuild = report["rebuild"]
     assert rebuild["items"] == rebuild["searchable"] == 2000
-    assert 0 < rebuild["like_events"] <= 2000 * bench_rebuild.LIKE_CAP
-    assert len(rebuild["runs_s"]) == bench_rebuild.RUNS
+    assert 0 < rebuild["like_events"] <= 2000 * index_rebuild.LIKE_CAP
+    assert len(rebuild["runs_s"]) == index_rebuild.RUNS
     assert 0 < rebuild["min_s"] <= rebuild["median_s"]
     assert rebuild["store_bytes"] > 0
     assert rebuild["queries_compared"] > len(CLASSES)
@@ -109,7 +109,7 @@ def test_a_rebuilt_index_that_disagrees_stops_the_run_naming_the_query() -> None
     with pytest.raises(
         BenchError, match=r"rebuilt index disagrees with the in-memory one on likes \{"
     ):
-        bench_rebuild.measure(300, seed=3, reference=reference)
+        index_rebuild.measure(300, seed=3, reference=reference)
 
 
 def test_an_engine_that_disagrees_stops_the_run_naming_it_and_the_query() -> None:

@@ -1,4 +1,4 @@
-"""``matchlight bench soak`` (:mod:`matchlight.bench_soak`): a short soak, as a user runs it.
+"""``matchlight bench soak`` (:mod:`matchlight.bench.soak`): a short soak, as a user runs it.
 
 Half a minute of mixed load with a ``kill -9`` every 8 s (so at least two
 kills and restarts under load) and a training run every 10 s, on a small
@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from matchlight import bench_soak
+from matchlight.bench import soak
 from tests.system.conftest import server_env
 
 pytestmark = pytest.mark.system
@@ -42,7 +42,7 @@ TIMEOUT_S = 300.0
 
 def test_defaults_are_the_issue_s_configuration() -> None:
     parser = argparse.ArgumentParser()
-    bench_soak.add_arguments(parser)
+    soak.add_arguments(parser)
     args = parser.parse_args([])
     assert (args.minutes, args.kill_every, args.train_every) == (10.0, 60.0, 150.0)
     assert (args.data, args.keep, args.json) == (None, False, None)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from matchlight.replay_report import LABELS, ROW_LABELS, SYSTEMS
+from matchlight.evaluation.report import LABELS, ROW_LABELS, SYSTEMS
 from tests.system.conftest import REPO_ROOT, ServerProcess, run_cli, server_env
 
 pytestmark = pytest.mark.system

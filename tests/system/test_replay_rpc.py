@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from matchlight.replay import ReplayConfig, replay
-from matchlight.synthetic import MarketplaceConfig, generate
+from matchlight.evaluation.replay import ReplayConfig, replay
+from matchlight.evaluation.synthetic import MarketplaceConfig, generate
 from ranker import TrainingConfig
 from tests.system.conftest import StartServer, run_cli
 

@@ -28,8 +28,8 @@ import numpy as np
 import trio
 
 from actors import MemoryEventStore, RecordInteraction, UpsertItem, open_actor_system
-from matchlight.bench_workload import make_catalogue, note
-from matchlight.service import tune_gc
+from matchlight.bench.index_workload import make_catalogue, note
+from matchlight.server.app import tune_gc
 from ranker import RecommendRequest, TrainingConfig, fit, open_ranker, parse_surfaces, read_log
 from ranker.actor import serving_model
 from ranker.policy import BLEND_PARTS

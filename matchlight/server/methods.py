@@ -14,10 +14,10 @@ from typing import Any
 from actors import ActorSystem, FieldLimitError, ItemState, UserState, item, user
 from index import QueryError
 from legacy_adapter import MigrationError, RealtimeUnavailable, Router
-from matchlight import validation
 from matchlight.errors import UNAVAILABLE, BadRequest, NotFound, RpcError
-from matchlight.rpc import Handler, RpcServer
-from matchlight.telemetry import NOOP
+from matchlight.server import validation
+from matchlight.server.rpc import Handler, RpcServer
+from matchlight.server.telemetry import NOOP
 from ranker import RankerActor, RequestError
 
 

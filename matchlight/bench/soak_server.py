@@ -23,8 +23,8 @@ from typing import IO, Any, Final
 
 import attrs
 
-from matchlight.bench_soak_load import HOST
-from matchlight.bench_workload import note
+from matchlight.bench.index_workload import note
+from matchlight.bench.soak_load import HOST
 from matchlight.client import Client, RpcError
 
 START_TIMEOUT_S: Final = 120.0

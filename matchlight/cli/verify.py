@@ -9,7 +9,7 @@ each LMDB part is read in one transaction, so it sees one consistent state):
   names (:func:`legacy_adapter.check_feed_store`);
 - ``state files``: ``migration.json``, ``models/CURRENT`` and the model it
   names, ``legacy/CURRENT``, by the rules ``serve`` starts with
-  (:mod:`matchlight.state_files`);
+  (:mod:`matchlight.server.state_files`);
 - ``decisions`` and ``comparisons``: every record decodes
   (:func:`ranker.decisions.check_log`).
 
@@ -30,7 +30,7 @@ from typing import Any
 
 import attrs
 
-from matchlight.argtypes import positive_int
+from matchlight.cli.argtypes import positive_int
 
 #: Problems listed per part (all are counted).
 DEFAULT_EXAMPLES = 20
@@ -174,7 +174,7 @@ def _feed(data: Path, part: Part) -> None:
 
 
 def _state_files(data: Path, part: Part) -> None:
-    from matchlight.state_files import state_file_errors
+    from matchlight.server.state_files import state_file_errors
 
     present, errors = state_file_errors(data)
     part.checked = {name: int(exists) for name, exists in present.items()}

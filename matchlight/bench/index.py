@@ -1,15 +1,15 @@
 """``matchlight bench index``: filtered retrieval against SQLite, Tantivy and PostgreSQL, same run.
 
 This module owns the method, the Matchlight engine, the timing and the report;
-the catalogue and the query instances are :mod:`matchlight.bench_workload`, the
-peer engines :mod:`matchlight.bench_peers`, the startup-rebuild phase
-:mod:`matchlight.bench_rebuild`.
+the catalogue and the query instances are :mod:`matchlight.bench.index_workload`, the
+peer engines :mod:`matchlight.bench.index_peers`, the startup-rebuild phase
+:mod:`matchlight.bench.index_rebuild`.
 
 Method. The same synthetic catalogue is loaded into every engine, in item
 order: Matchlight's ``index.Index`` in-process (one ``put`` per item), SQLite,
 Tantivy and, only when ``--postgres DSN`` (or ``MATCHLIGHT_BENCH_POSTGRES``)
 names a reachable server, PostgreSQL. Six query classes, each with
-``--queries`` random instances (see :data:`~matchlight.bench_workload.CLASSES`).
+``--queries`` random instances (see :data:`~matchlight.bench.index_workload.CLASSES`).
 One query is what ``search`` answers: the count of every match and the ids of
 the first 100. Every engine computes both, on the caller's side of its API:
 Matchlight parses the wire query and searches.
@@ -22,7 +22,7 @@ turns going first; p50/p99 are over all the timings of a class (``--queries``
 x rounds). Then
 ``--updates`` like-counter increments are applied to every engine one at a
 time, each made visible to the next query (Matchlight ``put``; the peers'
-ways are in :mod:`matchlight.bench_peers`), and as many again in one batch
+ways are in :mod:`matchlight.bench.index_peers`), and as many again in one batch
 (one transaction, one commit). Nothing is fsynced on any engine: the figure
 is the cost of making a change searchable; Matchlight's durability lives in
 its event log. After each update phase every query is checked again across
@@ -30,7 +30,7 @@ engines.
 
 Before all that, unless ``--rebuild-items 0``, the startup-rebuild phase
 times how long a starting server takes to rebuild its item index from an
-LMDB event store of ``--rebuild-items`` items (:mod:`matchlight.bench_rebuild`).
+LMDB event store of ``--rebuild-items`` items (:mod:`matchlight.bench.index_rebuild`).
 """
 
 from __future__ import annotations
@@ -53,15 +53,15 @@ import attrs
 import numpy as np
 
 from index import Index, parse, parse_sort
-from matchlight import bench_rebuild
-from matchlight.bench_peers import (
+from matchlight.bench import index_rebuild
+from matchlight.bench.index_peers import (
     POSTGRES_ENV,
     PostgresEngine,
     SqliteEngine,
     TantivyEngine,
     connect_postgres,
 )
-from matchlight.bench_workload import (
+from matchlight.bench.index_workload import (
     CLASSES,
     KIND,
     LIMIT,
@@ -364,7 +364,7 @@ def print_report(report: dict[str, Any]) -> None:
             f"classes ({verdict})"
         )
     if report["rebuild"] is not None:
-        bench_rebuild.print_rebuild(report["rebuild"])
+        index_rebuild.print_rebuild(report["rebuild"])
 
 
 # -- the command ------------------------------------------------------------------------------
@@ -374,7 +374,7 @@ def run(args: argparse.Namespace, stack: ExitStack) -> dict[str, Any]:
     # First, in a process holding nothing else yet, as a starting server does.
     rebuild = None
     if args.rebuild_items:
-        rebuild = bench_rebuild.measure(
+        rebuild = index_rebuild.measure(
             args.rebuild_items, args.seed, lambda cat: MatchlightEngine(cat).index
         )
     note(f"bench index: generating {args.items:,} items (seed {args.seed})…")

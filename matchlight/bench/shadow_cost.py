@@ -7,7 +7,7 @@ and ``shadow`` (the feed's list is served and the real-time answer is computed
 off the request path and recorded). Both serve the same list; the difference
 is what the shadow work takes from the serving path on the same 2 cores.
 
-    python benchmarks/shadow_cost.py [--items 20000] [--users 2000] [--requests 4000]
+    python matchlight/bench/shadow_cost.py [--items 20000] [--users 2000] [--requests 4000]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from matchlight.bench import start_server
+from matchlight.bench.ingest import start_server
 from matchlight.client import Client
 
 

@@ -2,7 +2,7 @@
 
 A real ``matchlight serve`` runs on a data dir (a temporary one unless
 ``--data``) on a fixed loopback port, under a mixed load from separate client
-processes, each with its own connection (:mod:`matchlight.bench_soak_load`):
+processes, each with its own connection (:mod:`matchlight.bench.soak_load`):
 
 - ingest clients sending interaction events (view, click, like, save,
   dismiss, hire) of a fixed population of ``--users`` users (Zipf-like
@@ -24,7 +24,7 @@ The server's resident set (``VmRSS``, with its anonymous and file-backed parts)
 is sampled every 2 s.
 
 At the end the server is stopped with SIGTERM and the run is checked
-(:mod:`matchlight.bench_soak_check`): every acknowledged event id must be in the
+(:mod:`matchlight.bench.soak_check`): every acknowledged event id must be in the
 log (**lost** = 0) and no id twice; the server is started once more and every
 user's and item's ``counters`` must equal the counts of their events in the log
 (above: **applied twice**; below: **missing from state**); no call may have been
@@ -61,11 +61,11 @@ from typing import Any, Final
 import attrs
 
 from actors import StoreError
-from matchlight import bench_soak_check, bench_soak_load, bench_soak_report
-from matchlight.argtypes import positive_float, positive_int
-from matchlight.bench_e2e import collect
-from matchlight.bench_soak_load import ACKED, CONNECTION_FAILURES, HOST, INTERNAL
-from matchlight.bench_soak_server import (
+from matchlight.bench import soak_check, soak_load, soak_report
+from matchlight.bench.e2e import collect
+from matchlight.bench.index_workload import note
+from matchlight.bench.soak_load import ACKED, CONNECTION_FAILURES, HOST, INTERNAL
+from matchlight.bench.soak_server import (
     STOP_TIMEOUT_S,
     ServerFailed,
     SoakServer,
@@ -73,7 +73,7 @@ from matchlight.bench_soak_server import (
     free_port,
     rss,
 )
-from matchlight.bench_workload import note
+from matchlight.cli.argtypes import positive_float, positive_int
 from matchlight.client import Client, RpcError
 
 CALL_TIMEOUT_S: Final = 60.0
@@ -188,17 +188,15 @@ def main(args: argparse.Namespace) -> int:
         load["stop"] = {"seconds": round(stop_s, 3), "exit_code": code}
         note(f"soak: stopped with SIGTERM in {stop_s:.2f} s (exit {code}); reading the log")
         ingest = {i: r for kind, i, r in reports if kind == "ingest"}
-        log_findings, expect = bench_soak_check.read_log(data, run, ingest)
+        log_findings, expect = soak_check.read_log(data, run, ingest)
         final = server.start()
         note(f"soak: restarted in {final.healthy_s:.2f} s; comparing state with the log")
         with Client(HOST, port.value, timeout=CALL_TIMEOUT_S) as client:
-            catalogue = [bench_soak_load.item_id(k) for k in range(args.items)]
-            state = bench_soak_check.compare_state(client, expect, catalogue)
+            catalogue = [soak_load.item_id(k) for k in range(args.items)]
+            state = soak_check.compare_state(client, expect, catalogue)
         final_stop_s, final_code = server.terminate()
         load["final_stop"] = {"seconds": round(final_stop_s, 3), "exit_code": final_code}
-        report.update(
-            bench_soak_report.summarise(load, reports, log_findings, state, server, trainer)
-        )
+        report.update(soak_report.summarise(load, reports, log_findings, state, server, trainer))
     except (ServerFailed, StoreError, RuntimeError, OSError, RpcError) as exc:
         report["aborted"] = f"{type(exc).__name__}: {exc}"
         report["lifetimes"] = [attrs.asdict(life) for life in server.lifetimes]
@@ -212,11 +210,11 @@ def main(args: argparse.Namespace) -> int:
                 p.kill()
         server.close()
         trainer.poll(wait=1.0)
-    report["server_log"] = bench_soak_report.scan_logs(logs)
+    report["server_log"] = soak_report.scan_logs(logs)
     report["wall_s"] = round(time.monotonic() - began, 1)
-    report["checks"] = bench_soak_report.checks(report)
+    report["checks"] = soak_report.checks(report)
     report["passed"] = all(c["passed"] for c in report["checks"] if not c.get("info"))
-    bench_soak_report.print_report(report)
+    soak_report.print_report(report)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     keep = args.keep or not report["passed"]
@@ -250,7 +248,7 @@ def _load_catalogue(port: int, args: argparse.Namespace) -> None:
     with Client(HOST, port, timeout=CALL_TIMEOUT_S) as client:
         for lo in range(0, args.items, ITEM_BATCH):
             entries = [
-                bench_soak_load.catalogue_entry(k, rng)
+                soak_load.catalogue_entry(k, rng)
                 for k in range(lo, min(lo + ITEM_BATCH, args.items))
             ]
             client.call("upsert_items", {"items": entries})
@@ -265,7 +263,7 @@ def _start_clients(
     procs = [
         ctx.Process(
             daemon=True,
-            target=bench_soak_load.ingest_client,
+            target=soak_load.ingest_client,
             args=(
                 i,
                 {**common, "batch": args.batch, "rate": args.rate / INGEST_CLIENTS},
@@ -280,7 +278,7 @@ def _start_clients(
     procs.append(
         ctx.Process(
             daemon=True,
-            target=bench_soak_load.catalogue_client,
+            target=soak_load.catalogue_client,
             args=(
                 {**common, "changes": 10, "removals": 5, "remove_every": 10.0},
                 port,
@@ -293,7 +291,7 @@ def _start_clients(
     procs.append(
         ctx.Process(
             daemon=True,
-            target=bench_soak_load.read_client,
+            target=soak_load.read_client,
             args=(0, {**common, "rate": args.read_rate}, port, stop, shared, results),
         )
     )
@@ -393,13 +391,13 @@ def _drive(
 
 
 def run_cli(argv: list[str] | None = None) -> int:
-    """``python -m matchlight.bench_soak [flags]``: the same run without the ``matchlight`` CLI."""
-    parser = argparse.ArgumentParser(prog="python -m matchlight.bench_soak")
+    """``python -m matchlight.bench.soak [flags]``: the same run without the ``matchlight`` CLI."""
+    parser = argparse.ArgumentParser(prog="python -m matchlight.bench.soak")
     add_arguments(parser)
     return main(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
-    from matchlight import bench_soak
+    from matchlight.bench import soak
 
-    sys.exit(bench_soak.run_cli())
+    sys.exit(soak.run_cli())

@@ -27,7 +27,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from matchlight.synthetic import POSITIVE
+from matchlight.evaluation.synthetic import POSITIVE
 
 HALF_LIFE_S: Final = 7 * 86_400.0
 RECENT_LIKES: Final = 20

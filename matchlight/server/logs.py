@@ -1,7 +1,7 @@
 """Logging setup: readable lines for a terminal, or one JSON object per line for collectors.
 
 ``matchlight --log-format json ...`` writes records like
-``{"ts": "2026-11-28T21:47:00.123Z", "level": "INFO", "logger": "matchlight.service",
+``{"ts": "2026-11-28T21:47:00.123Z", "level": "INFO", "logger": "matchlight.server.app",
 "message": "...", "trace_id": "..."}``; an exception adds ``"exc"``. The trace
 and span ids of the current OpenTelemetry span, when there is one, let a log
 line be found from its trace.

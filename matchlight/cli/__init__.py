@@ -10,8 +10,13 @@ import trio
 
 from actors import DEFAULT_CLOCK_SKEW_S, MatchlightError, RuntimeConfig, StoreError, SystemConfig
 from actors.system import DEFAULT_MAX_NUMERIC_FIELDS
-from matchlight import health_check, shadow_report, verify
-from matchlight.argtypes import non_negative_float, non_negative_int, positive_float, positive_int
+from matchlight.cli import health, shadow_report, verify
+from matchlight.cli.argtypes import (
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -21,11 +26,11 @@ def _serve(args: argparse.Namespace) -> int:
     from opentelemetry import trace as otel_trace
 
     from legacy_adapter import LegacyAdapterError, load_migration_config, open_source
-    from matchlight.auth import TokensError, load_tokens
-    from matchlight.rpc import Limits
-    from matchlight.service import ServeConfig, is_loopback, parse_listen, serve, tls_context
-    from matchlight.state_files import check_state_files
-    from matchlight.telemetry import configure as configure_telemetry
+    from matchlight.server.app import ServeConfig, is_loopback, parse_listen, serve, tls_context
+    from matchlight.server.auth import TokensError, load_tokens
+    from matchlight.server.rpc import Limits
+    from matchlight.server.state_files import check_state_files
+    from matchlight.server.telemetry import configure as configure_telemetry
     from ranker import ConfigError, Surfaces, load_surfaces
 
     try:
@@ -190,19 +195,19 @@ def _term_weights(text: str) -> tuple[float, ...]:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from matchlight import bench
+    from matchlight.bench import ingest as bench
 
     return bench.main(args)
 
 
 def _bench_index(args: argparse.Namespace) -> int:
-    from matchlight import bench_index
+    from matchlight.bench import index
 
-    return bench_index.main(args)
+    return index.main(args)
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from matchlight import replay
+    from matchlight.evaluation import replay
 
     return replay.main(args)
 
@@ -215,43 +220,43 @@ def _share(text: str) -> float:
 
 
 def bench_e2e_arguments(parser: argparse.ArgumentParser) -> None:
-    from matchlight import bench_e2e
+    from matchlight.bench import e2e
 
-    bench_e2e.add_arguments(parser)
+    e2e.add_arguments(parser)
 
 
 def _bench_e2e(args: argparse.Namespace) -> int:
-    from matchlight import bench_e2e
+    from matchlight.bench import e2e
 
-    return bench_e2e.main(args)
+    return e2e.main(args)
 
 
 def _bench_recommend(args: argparse.Namespace) -> int:
-    from matchlight import bench_recommend
+    from matchlight.bench import recommend
 
-    return bench_recommend.main(args)
+    return recommend.main(args)
 
 
 def bench_soak_arguments(parser: argparse.ArgumentParser) -> None:
-    from matchlight import bench_soak
+    from matchlight.bench import soak
 
-    bench_soak.add_arguments(parser)
+    soak.add_arguments(parser)
 
 
 def _bench_soak(args: argparse.Namespace) -> int:
-    from matchlight import bench_soak
+    from matchlight.bench import soak
 
-    return bench_soak.main(args)
+    return soak.main(args)
 
 
 def demo_module_arguments(parser: argparse.ArgumentParser) -> None:
-    from matchlight import demo
+    from matchlight.evaluation import demo
 
     demo.add_arguments(parser)
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from matchlight import demo
+    from matchlight.evaluation import demo
 
     return demo.main(args)
 
@@ -546,7 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     index.set_defaults(func=_bench_index)
 
-    health_check.add_parser(sub)
+    health.add_parser(sub)
     shadow_report.add_parser(sub)
     verify.add_parser(sub)
 
@@ -721,7 +726,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from matchlight import logs
+    from matchlight.server import logs
 
     args = build_parser().parse_args(argv)
     try:

@@ -8,8 +8,8 @@ from typing import Any, Final
 
 import attrs
 
-from matchlight import bench_soak_load
-from matchlight.bench_soak_server import Lifetime, SoakServer, Trainer
+from matchlight.bench import soak_load
+from matchlight.bench.soak_server import Lifetime, SoakServer, Trainer
 
 #: The RSS at the end may differ from its value after warm-up by this share.
 RSS_TOLERANCE: Final = 0.20
@@ -66,7 +66,7 @@ def summarise(
     acked = sum(len(r["acked_batches"]) * r["batch"] for r in ingest)
     latency = {}
     models: Counter[str] = Counter()
-    for method in bench_soak_load.READS:
+    for method in soak_load.READS:
         starts = [s for r in reads for s in r["samples"][method][0]]
         durations = [d for r in reads for d in r["samples"][method][1]]
         latency[method] = _latency(starts, durations, load["downtimes"])

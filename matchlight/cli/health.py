@@ -16,7 +16,7 @@ import argparse
 import sys
 from typing import Any
 
-from matchlight.argtypes import positive_float
+from matchlight.cli.argtypes import positive_float
 from matchlight.client import Client
 from matchlight.errors import RpcError
 

@@ -52,9 +52,9 @@ from typing import Any, Final
 
 import msgpack
 
-from matchlight.argtypes import positive_float, positive_int
-from matchlight.bench import start_server
-from matchlight.bench_workload import CITIES, TOPICS, note
+from matchlight.bench.index_workload import CITIES, TOPICS, note
+from matchlight.bench.ingest import start_server
+from matchlight.cli.argtypes import positive_float, positive_int
 from matchlight.client import Client, RpcError
 
 HOST: Final = "127.0.0.1"
@@ -687,9 +687,9 @@ def _fmt(value: float) -> str:
 
 
 def run_cli(argv: list[str] | None = None) -> int:
-    """``python -m matchlight.bench_e2e [flags]``: the same run without the ``matchlight`` CLI."""
+    """``python -m matchlight.bench.e2e [flags]``: the same run without the ``matchlight`` CLI."""
     parser = argparse.ArgumentParser(
-        prog="python -m matchlight.bench_e2e",
+        prog="python -m matchlight.bench.e2e",
         description="End-to-end benchmark over RPC: ingest, recommend under ingest, "
         "freshness, restart and memory.",
     )
@@ -699,6 +699,6 @@ def run_cli(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     # Through the importable module, so the spawned clients find its functions by name.
-    from matchlight import bench_e2e
+    from matchlight.bench import e2e
 
-    sys.exit(bench_e2e.run_cli())
+    sys.exit(e2e.run_cli())

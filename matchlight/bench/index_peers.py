@@ -1,7 +1,7 @@
 """The peers of ``matchlight bench index``: SQLite, Tantivy and PostgreSQL engines.
 
-Each engine is loaded with the benchmark's catalogue (:mod:`matchlight.bench_workload`),
-in item order, and answers a :class:`~matchlight.bench_workload.Case` as Matchlight
+Each engine is loaded with the benchmark's catalogue (:mod:`matchlight.bench.index_workload`),
+in item order, and answers a :class:`~matchlight.bench.index_workload.Case` as Matchlight
 does, on the caller's side of its API:
 
 - SQLite (stdlib): a WAL database in a temporary directory with a page cache
@@ -43,7 +43,7 @@ import numpy as np
 import numpy.typing as npt
 
 from index import distance_km
-from matchlight.bench_workload import LIMIT, Case, Catalogue, Result, Runner
+from matchlight.bench.index_workload import LIMIT, Case, Catalogue, Result, Runner
 
 POSTGRES_ENV: Final = "MATCHLIGHT_BENCH_POSTGRES"
 #: B-tree indexes of the SQL peers, one per query shape (tags get their own).

@@ -129,7 +129,7 @@ def format_cohorts(table: Sequence[Mapping[str, Any]], k: int) -> str:
 def cohort_table_html(results: Mapping[str, Any], k: int = 10) -> str:
     """The cohort table as an HTML fragment (one ``<table>``) for a report page to embed.
 
-    ``results`` is what :func:`matchlight.replay.replay` returns (or its
+    ``results`` is what :func:`matchlight.evaluation.replay.replay` returns (or its
     JSON). Cells carry classes: ``best`` marks the row's best system,
     ``above`` a ratio ≥ 1.2 to the best baseline, ``below`` one < 1.
     """

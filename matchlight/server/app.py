@@ -30,10 +30,10 @@ import trio
 
 from actors import DirectoryLock, LmdbEventStore, SystemConfig, open_actor_system
 from legacy_adapter import FeedSource, FeedStore, open_router, watch_feed
-from matchlight.auth import Tokens
-from matchlight.methods import Methods
-from matchlight.rpc import Limits, RpcServer
-from matchlight.telemetry import NOOP, Telemetry
+from matchlight.server.auth import Tokens
+from matchlight.server.methods import Methods
+from matchlight.server.rpc import Limits, RpcServer
+from matchlight.server.telemetry import NOOP, Telemetry
 from ranker import DecisionLog, Surfaces, open_ranker
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ snapshot (plus any events after it) from the event store and loads the
 searchable items into a fresh index.
 
 Method. ``--rebuild-items`` items of the benchmark's synthetic catalogue
-(:func:`~matchlight.bench_workload.make_catalogue`, same seed; the fields the
+(:func:`~matchlight.bench.index_workload.make_catalogue`, same seed; the fields the
 Matchlight engine puts: kind ``pro``, terms topic/city/tags, numbers
 price/loc.lat/loc.lon) are written through the real actor system onto a real
 :class:`actors.LmdbEventStore` in a temporary directory: upserts in batches of
@@ -23,7 +23,7 @@ reopened, then the rebuild is timed :data:`RUNS` times with ``perf_counter``
 The rebuilt index must hold every item and answer a few queries of every
 class, plus two on the like counter, with the same totals and ids as the
 benchmark's in-memory Matchlight index of the same catalogue with the capped
-counts; otherwise :class:`~matchlight.bench_workload.BenchError`.
+counts; otherwise :class:`~matchlight.bench.index_workload.BenchError`.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ import trio
 from actors import LmdbEventStore, RecordInteraction, UpsertItem, open_actor_system
 from actors.item_index import rebuild_index
 from index import Index, parse, parse_sort
-from matchlight.bench_workload import (
+from matchlight.bench.index_workload import (
     KIND,
     LIMIT,
     BenchError,

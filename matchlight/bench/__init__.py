@@ -1,0 +1,1 @@
+"""Benchmarks, each reachable as ``matchlight bench NAME``, and the harness they share."""

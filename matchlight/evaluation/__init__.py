@@ -1,0 +1,1 @@
+"""Evaluation: the prequential replay, its datasets and baselines, synthetic data, the demo."""
