@@ -40,6 +40,7 @@ from typing import Any, Final, NamedTuple, Protocol
 import attrs
 import lmdb
 
+from actors.closing import Closing
 from actors.codec import decode_event, encode_event
 from actors.disk import describe_write_error, is_disk_full
 from actors.errors import CodecError, CorruptRecordError, StoreClosedError, StoreError
@@ -352,7 +353,7 @@ class RawView:
         return self._walk(self._store._snapshots)
 
 
-class LmdbEventStore(CommitMixin):
+class LmdbEventStore(CommitMixin, Closing):
     """The event log in an LMDB environment at ``path`` (a directory, created if missing).
 
     ``map_size`` is the initial map size; it doubles whenever a commit finds

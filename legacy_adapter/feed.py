@@ -45,6 +45,7 @@ import msgpack
 import trio
 
 from actors import CorruptRecordError, RateLimitedLog, framing
+from actors.closing import Closing
 from legacy_adapter.errors import FeedError, LegacyAdapterError
 from legacy_adapter.sources import (
     BATCH,
@@ -275,7 +276,7 @@ def _loader_main() -> None:
         results.write(data)
 
 
-class FeedStore:
+class FeedStore(Closing):
     """The loaded legacy feed, in LMDB environments under ``path`` (created if missing).
 
     Each loaded snapshot lives in its own environment ``path/snap-N``;

@@ -27,6 +27,7 @@ import attrs
 import lmdb
 import msgpack
 
+from actors.closing import Closing
 from actors.disk import describe_write_error
 from ranker.errors import RankerError
 
@@ -42,7 +43,7 @@ class DecisionStatistics:
     last_seq: int
 
 
-class DecisionLog:
+class DecisionLog(Closing):
     """Decision records in an LMDB environment at ``path`` (created if missing)."""
 
     def __init__(
