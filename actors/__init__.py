@@ -26,11 +26,12 @@ from actors.events import (
 )
 from actors.item import ItemState, RecordInteraction, RemoveItem, UpsertItem
 from actors.item_index import ItemSignals
+from actors.lmdb_store import LmdbEventStore
 from actors.lock import DirectoryLock
 from actors.memory_store import MemoryEventStore
 from actors.ratelimit import RateLimitedLog
 from actors.runtime import ActorRuntime, Behavior, Outcome, RuntimeConfig
-from actors.store import MAX_KEY_BYTES, AppendResult, EventStore, LmdbEventStore, Snapshot
+from actors.store import MAX_KEY_BYTES, AppendResult, EventStore, Snapshot
 from actors.system import (
     DEFAULT_CLOCK_SKEW_S,
     ActorSystem,

@@ -30,6 +30,7 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
 from typing import Any, Final
 
+import attrs
 import numpy as np
 import numpy.typing as npt
 
@@ -76,6 +77,17 @@ def engagement_weight(event: InteractionRecorded) -> float:
     """How much ``event`` counts as an engagement; 0 if it is not one."""
     weight = TYPE_WEIGHTS.get(event.type, OTHER_TYPE_WEIGHT)
     return event.weight * weight if weight >= MIN_TYPE_WEIGHT else 0.0
+
+
+@attrs.frozen(kw_only=True)
+class CoOccurrenceStatistics:
+    #: Items with at least one neighbour.
+    items: int
+    pairs: int
+    #: Users with a window of recent engagements.
+    users: int
+    #: An estimate (:meth:`CoOccurrence.memory_bytes`).
+    memory_bytes: int
 
 
 class CoOccurrence:
@@ -205,13 +217,13 @@ class CoOccurrence:
         # for 883k pairs), a row ~300 B, a window tuple ~120 B.
         return entries * 56 + len(self.rows) * 300 + windows * 120 + len(self.recent) * 150
 
-    def statistics(self) -> dict[str, int]:
-        return {
-            "items": len(self.rows),
-            "pairs": sum(len(row) for row in self.rows.values()),
-            "users": len(self.recent),
-            "memory_bytes": self.memory_bytes(),
-        }
+    def statistics(self) -> CoOccurrenceStatistics:
+        return CoOccurrenceStatistics(
+            items=len(self.rows),
+            pairs=sum(len(row) for row in self.rows.values()),
+            users=len(self.recent),
+            memory_bytes=self.memory_bytes(),
+        )
 
 
 def observe_events(

@@ -12,11 +12,11 @@ is a pre-checksum record: :func:`unseal` returns it as it is and the decoder
 is its only check. The key is covered (without being stored) where the writer
 knows it when it seals: a snapshot sealed under one entity's key fails under
 another's. Event records are sealed before their ``seq`` is assigned (on the
-caller's thread, see :meth:`actors.store.LmdbEventStore.prepare`), so their
+caller's thread, see :meth:`actors.lmdb_store.LmdbEventStore.prepare`), so their
 checksum covers the payload alone; ``matchlight verify`` checks each event
 against the ``ids`` table instead.
 
-The store applies the framing (:mod:`actors.store`), the codec never sees it
+The store applies the framing (:mod:`actors.lmdb_store`), the codec never sees it
 (:mod:`actors.codec`); the legacy feed store seals its entries the same way.
 """
 

@@ -21,7 +21,6 @@ one small entry per entity.
 
 from __future__ import annotations
 
-import struct
 import time
 from array import array
 from collections.abc import Callable
@@ -32,14 +31,15 @@ from actors.errors import CodecError
 from actors.events import InteractionRecorded
 from actors.framing import is_sealed, unseal
 from actors.item import ItemState
-from actors.store import LmdbEventStore, RawView, open_snapshot, parse_entity_key
+from actors.lmdb_layout import SEQ as _SEQ
+from actors.lmdb_layout import open_snapshot, parse_entity_key
+from actors.lmdb_store import LmdbEventStore, RawView
 from actors.user import UserState
 
 #: Report where, what.
 Problem = Callable[[str, str], None]
 Progress = Callable[[str], None]
 
-_SEQ: Final = struct.Struct(">Q")
 _STATE_TYPES: Final[dict[str, type]] = {"item": ItemState, "user": UserState}
 #: Missing entries listed one by one at most; past this they are counted.
 _LISTED: Final = 100

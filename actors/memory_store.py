@@ -1,6 +1,6 @@
 """An in-memory :class:`~actors.store.EventStore` for tests and tools.
 
-It keeps the same contract as :class:`~actors.store.LmdbEventStore` (the
+It keeps the same contract as :class:`~actors.lmdb_store.LmdbEventStore` (the
 contract suite in ``tests/contract`` runs against both) but nothing survives
 the process.
 """

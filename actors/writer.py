@@ -34,9 +34,14 @@ from actors.ratelimit import RateLimitedLog
 from actors.store import AppendResult, EventStore, PreparedBatch, Snapshot, Written, to_result
 
 log = logging.getLogger(__name__)
-#: Events per group commit (the process's OpenTelemetry meter; a no-op until one is set).
+#: Events per group commit, the only registration of this histogram. Through the
+#: process's global meter (a no-op until the application installs one), in
+#: powers of two from 1 to 65,536 events: the default buckets are milliseconds.
 _COMMIT_EVENTS: Final = metrics.get_meter("matchlight.actors").create_histogram(
-    "matchlight.store.commit.events", unit="{event}", description="Events per group commit"
+    "matchlight.store.commit.events",
+    unit="{event}",
+    description="Events per group commit",
+    explicit_bucket_boundaries_advisory=tuple(float(2**i) for i in range(17)),
 )
 
 

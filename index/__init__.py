@@ -4,16 +4,10 @@ A pure library (no Trio, no I/O). The actor system keeps one :class:`Index`
 current from item state changes; ``search`` and the ranker query it in-process.
 """
 
+from index.document import KIND_FIELD, Document, DocumentFields
 from index.errors import QueryError, SearchError
 from index.geo import distance_km
-from index.inverted import (
-    KIND_FIELD,
-    Document,
-    DocumentFields,
-    Index,
-    IndexStatistics,
-    SearchResult,
-)
+from index.inverted import Index, IndexStatistics, SearchResult
 from index.numeric import ids_of, to_bitmap
 from index.query import (
     EVERYTHING,

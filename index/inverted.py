@@ -32,52 +32,32 @@ from __future__ import annotations
 import array
 import itertools
 import operator
-from collections.abc import Iterable, KeysView, Mapping, Sequence
-from typing import Final, NamedTuple
+from collections.abc import Iterable, KeysView, Mapping
+from typing import Final
 
 import attrs
 import numpy as np
 import numpy.typing as npt
 from pyroaring import BitMap
 
+from index.bulk import Columns, collect_columns
+from index.document import (
+    EMPTY,
+    LAT,
+    LON,
+    DocumentFields,
+    StoredDoc,
+    Terms,
+    geo_points,
+    term_pairs,
+)
 from index.errors import QueryError
 from index.geo import GeoField
 from index.numeric import NumericField
 from index.query import AllOf, AnyOf, Near, Not, Query, Range, Sort, Term, fields
 
-KIND_FIELD: Final = "kind"
-_LAT: Final = ".lat"
-_LON: Final = ".lon"
-
-Terms = Mapping[str, Sequence[str]]
-
-
-class _Doc(NamedTuple):
-    """What the index holds of one searchable item (its previous put)."""
-
-    kind: str | None
-    terms: Terms
-    numbers: dict[str, float]
-    counters: dict[str, int]
-
-
-_EMPTY: Final = _Doc(None, {}, {}, {})
 _NOTHING: Final = BitMap()
 _NO_POSTINGS: Final[dict[str, BitMap]] = {}
-
-
-#: A :class:`Document` or a plain tuple of its fields (cheaper to make by the 100,000).
-DocumentFields = tuple[str, str | None, Terms, Mapping[str, float], Mapping[str, int]]
-
-
-class Document(NamedTuple):
-    """One searchable item for :meth:`Index.load`: the arguments of :meth:`Index.put`."""
-
-    id: str
-    kind: str | None
-    terms: Terms
-    numbers: Mapping[str, float]
-    counters: Mapping[str, int]
 
 
 @attrs.frozen(kw_only=True)
@@ -98,24 +78,6 @@ class IndexStatistics:
     geo_fields: int
 
 
-def _pairs(kind: str | None, terms: Terms) -> set[tuple[str, str]]:
-    pairs = {(field, value) for field, values in terms.items() for value in values}
-    if kind is not None:
-        pairs.add((KIND_FIELD, kind))
-    return pairs
-
-
-def _points(numbers: Mapping[str, float]) -> dict[str, tuple[float, float]]:
-    points = {}
-    for name, lat in numbers.items():
-        if name.endswith(_LAT):
-            field = name[: -len(_LAT)]
-            lon = numbers.get(field + _LON)
-            if field and lon is not None and -90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0:
-                points[field] = (lat, lon)
-    return points
-
-
 def _known(names: Iterable[str]) -> str:
     names = sorted(names)
     shown = ", ".join(names[:20]) + (", …" if len(names) > 20 else "")
@@ -128,7 +90,7 @@ class Index:
     def __init__(self, *, counter_fields: Iterable[str] = ()) -> None:
         self._external: list[str] = []
         self._internal: dict[str, int] = {}
-        self._docs: list[_Doc | None] = []
+        self._docs: list[StoredDoc | None] = []
         #: Every searchable item.
         self.live = BitMap()
         self._terms: dict[str, dict[str, BitMap]] = {}
@@ -190,14 +152,14 @@ class Index:
         doc = self.reserve(item_id)
         old = self._docs[doc]
         if old is None:
-            old = _EMPTY
+            old = EMPTY
             self.live.add(doc)
         if kind != old.kind or terms is not old.terms:
-            self._update_terms(doc, _pairs(old.kind, old.terms), _pairs(kind, terms))
+            self._update_terms(doc, term_pairs(old.kind, old.terms), term_pairs(kind, terms))
         kept_numbers, kept_counters = old.numbers, old.counters
         if numbers != old.numbers:
             self._update_numbers(doc, old, numbers, counters)
-            self._update_geo(doc, _points(old.numbers), _points(numbers))
+            self._update_geo(doc, geo_points(old.numbers), geo_points(numbers))
             kept_numbers, kept_counters = dict(numbers), dict(counters)
         elif counters != old.counters:
             # The ingest path: an interaction bumped a counter. Counters only grow.
@@ -206,7 +168,7 @@ class Index:
             else:
                 self._update_numbers(doc, old, numbers, counters)
             kept_counters = dict(counters)
-        self._docs[doc] = _Doc(kind, terms, kept_numbers, kept_counters)
+        self._docs[doc] = StoredDoc(kind, terms, kept_numbers, kept_counters)
 
     def load(self, documents: Iterable[DocumentFields], *, owned: bool = False) -> None:
         """Put many items at once into an index that has no searchable items yet.
@@ -229,69 +191,27 @@ class Index:
                 if document[0] in seen:
                     raise ValueError(f"load() got {document[0]!r} twice")
                 seen.add(document[0])
-        postings: dict[str, dict[str, list[int]]] = {}
-        kinds: dict[str, list[int]] = {}
-        numeric: dict[str, tuple[list[int], list[float]]] = {}
-        refs: dict[str, int] = {}
-        internal, external, docs = self._internal, self._external, self._docs
-        loaded: list[int] = []
-        # The hot loop of a startup rebuild: plain dict and list operations only.
-        for item_id, kind, terms, numbers, counters in documents:
-            doc = internal.get(item_id)
-            if doc is None:
-                doc = internal[item_id] = len(external)
-                external.append(item_id)
-                docs.append(None)
-            if owned:
-                docs[doc] = _Doc(kind, terms, numbers, counters)  # type: ignore[arg-type]
-            else:
-                docs[doc] = _Doc(kind, terms, dict(numbers), dict(counters))
-            loaded.append(doc)
-            if kind is not None:
-                ids = kinds.get(kind)
-                if ids is None:
-                    kinds[kind] = [doc]
-                else:
-                    ids.append(doc)
-            for field, values in terms.items():
-                by_value = postings.get(field)
-                if by_value is None:
-                    if not values:
-                        continue  # a field without values is not a field (as in put)
-                    by_value = postings[field] = {}
-                for value in values:
-                    ids = by_value.get(value)
-                    if ids is None:
-                        by_value[value] = [doc]
-                    else:
-                        ids.append(doc)
-            for name, count in counters.items():
-                if name not in numbers:
-                    refs[name] = refs.get(name, 0) + 1
-                    column = numeric.get(name)
-                    if column is None:
-                        column = numeric[name] = ([], [])
-                    column[0].append(doc)
-                    column[1].append(count)
-            for name, number in numbers.items():
-                column = numeric.get(name)
-                if column is None:
-                    column = numeric[name] = ([], [])
-                column[0].append(doc)
-                column[1].append(number)
-        if kinds:
-            by_kind = postings.setdefault(KIND_FIELD, {})
-            for kind, ids in kinds.items():
-                # A term field "kind" and the item kind share postings; ids stay sorted below.
-                by_kind.setdefault(kind, []).extend(ids)
+        self._install(
+            collect_columns(
+                documents,
+                owned=owned,
+                internal=self._internal,
+                external=self._external,
+                docs=self._docs,
+            )
+        )
+
+    def _install(self, columns: Columns) -> None:
+        """Turn collected columns into the index's bitmaps and fields."""
+        postings, numeric, refs, loaded = columns
         self.live = BitMap(array.array("I", loaded))
         for name, (lat_ids, lats) in list(numeric.items()):
-            if not name.endswith(_LAT) or name == _LAT:
+            if not name.endswith(LAT) or name == LAT:
                 continue
-            lon_column = numeric.get(name[: -len(_LAT)] + _LON)
+            lon_column = numeric.get(name[: -len(LAT)] + LON)
             if lon_column is None:
                 continue
-            self._load_geo(name[: -len(_LAT)], lat_ids, lats, *lon_column)
+            self._load_geo(name[: -len(LAT)], lat_ids, lats, *lon_column)
         for field, by_value in postings.items():
             self._terms[field] = {
                 value: BitMap(array.array("I", ids)) for value, ids in by_value.items()
@@ -313,7 +233,8 @@ class Index:
         lon_ids: list[int],
         lons: list[float],
     ) -> None:
-        """Load geo field ``field`` from its ``.lat`` and ``.lon`` columns (as _points does).
+        """Load geo field ``field`` from its ``.lat`` and ``.lon`` columns (as
+        :func:`~index.document.geo_points` makes points).
 
         Costs in proportion to the columns, not to the ids: a catalogue may have
         many geo fields that few items have.
@@ -328,7 +249,7 @@ class Index:
         lat_of = np.array(lats, dtype=float)[at_lat]
         lon_of = np.array(lons, dtype=float)[at_lon]
         # Only `numbers` make points: drop values that came from a counter of that name.
-        docs, lat_name, lon_name = self._docs, field + _LAT, field + _LON
+        docs, lat_name, lon_name = self._docs, field + LAT, field + LON
         ok = (np.abs(lat_of) <= 90.0) & (np.abs(lon_of) <= 180.0)  # NaN fails both
         for position, doc in enumerate(ids.tolist()):
             numbers = docs[doc].numbers
@@ -346,9 +267,9 @@ class Index:
         old = self._docs[doc]
         if old is None:
             return
-        self._update_terms(doc, _pairs(old.kind, old.terms), set())
+        self._update_terms(doc, term_pairs(old.kind, old.terms), set())
         self._update_numbers(doc, old, {}, {})
-        self._update_geo(doc, _points(old.numbers), {})
+        self._update_geo(doc, geo_points(old.numbers), {})
         self._docs[doc] = None
         self.live.discard(doc)
 
@@ -374,7 +295,7 @@ class Index:
             posting.add(doc)
 
     def _update_numbers(
-        self, doc: int, old: _Doc, numbers: Mapping[str, float], counters: Mapping[str, int]
+        self, doc: int, old: StoredDoc, numbers: Mapping[str, float], counters: Mapping[str, int]
     ) -> None:
         before = {**old.counters, **old.numbers}
         after = {**counters, **numbers}

@@ -5,17 +5,13 @@
 so a feed of millions of users never sits in Python dicts, then swaps
 :meth:`FeedStore.get` over to it atomically and records it in ``DIR/CURRENT``:
 a restart serves the last loaded feed without the source. The reading and
-writing run in a child process by default: py-lmdb releases and retakes the
-GIL around every put, so a load on a thread of the server would stall its
-event loop (measured: tens of milliseconds per ``get``). :func:`watch_feed`
-loads the current snapshot and every new one while serving.
+writing run in a child process by default (:mod:`legacy_adapter.feed_loader`).
+:func:`watch_feed` loads the current snapshot and every new one while serving.
 
-Each entry is sealed with a checksum of its key and value
-(:mod:`actors.framing`; entries written before that are read as they are).
 A damaged entry is never served: :meth:`FeedStore.get` answers ``None`` and
 the router serves that user in real time. A ``CURRENT`` that is invalid or
-names a missing environment refuses to open (:func:`read_current`), and
-:func:`check_feed_store` checks a whole store for ``matchlight verify``.
+names a missing environment refuses to open; the files and their checks are
+in :mod:`legacy_adapter.feed_files`.
 """
 
 from __future__ import annotations
@@ -25,44 +21,36 @@ import fcntl
 import json
 import logging
 import os
-import pickle
-import re
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
-import traceback
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final, TypeAlias, cast
+from typing import Any
 
 import attrs
 import lmdb
-import msgpack
 import trio
 
-from actors import CorruptRecordError, RateLimitedLog, framing
+from actors import RateLimitedLog
 from actors.closing import Closing
-from legacy_adapter.errors import FeedError, LegacyAdapterError
-from legacy_adapter.sources import (
-    BATCH,
-    MAX_EXAMPLES,
-    MAX_KEY_BYTES,
-    BadRecord,
-    FeedEntry,
-    FeedSource,
-    LoadReport,
+from actors.files import staging_path
+from legacy_adapter.errors import FeedError
+from legacy_adapter.feed_files import (
+    CURRENT,
+    SNAP_PREFIX,
+    decode_entry,
+    open_env,
+    read_current,
+    write_current,
 )
+from legacy_adapter.feed_loader import BOOTSTRAP, Tally, build, loader_job, loader_outcome
+from legacy_adapter.records import MAX_KEY_BYTES
+from legacy_adapter.sources import FeedEntry, FeedSource, LoadReport
 
 log = logging.getLogger(__name__)
-
-INITIAL_MAP_SIZE: Final = 64 << 20
-CURRENT: Final = "CURRENT"
-_SNAP_PREFIX: Final = "snap-"
-_SNAP_NAME: Final = re.compile(r"snap-[0-9]+", re.ASCII)
 
 
 @attrs.frozen(kw_only=True)
@@ -73,207 +61,6 @@ class FeedStatistics:
     last_report: LoadReport | None
     #: Entries of the served feed found corrupt when read (served by real time instead).
     corrupt_entries: int = 0
-
-
-# -- the store ----------------------------------------------------------------------
-
-
-def _open_env(path: Path, *, create: bool) -> Any:
-    # sync=False: a build syncs once at its end, before the environment is published.
-    return lmdb.open(
-        str(path),
-        map_size=INITIAL_MAP_SIZE,
-        max_dbs=0,
-        create=create,
-        sync=False,
-        metasync=False,
-        readahead=False,
-        meminit=False,
-    )
-
-
-def decode_entry(key: bytes, raw: bytes) -> FeedEntry:
-    """The entry stored as ``raw`` under ``key`` (sealed, or from before checksums).
-
-    Raises:
-        ValueError: its checksum fails, it does not decode, or it has the wrong shape.
-    """
-    try:
-        value = msgpack.unpackb(framing.unseal(raw, key), use_list=False)
-    except CorruptRecordError as exc:
-        raise ValueError(str(exc)) from None
-    except Exception as exc:  # msgpack raises several kinds for bad bytes
-        raise ValueError(f"undecodable: {type(exc).__name__}: {exc}") from None
-    if type(value) is not tuple or len(value) != 2:
-        raise ValueError("not a pair of items and scores")
-    items, scores = value
-    # A sealed entry whose checksum holds is what _build packed: its elements need no
-    # look (that would cost twice the decoding, on every legacy read); older ones do.
-    sealed = framing.is_sealed(raw)
-    if type(items) is not tuple or not (sealed or all(type(item) is str for item in items)):
-        raise ValueError("items are not a list of ids")
-    if scores is not None and (
-        type(scores) is not tuple
-        or len(scores) != len(items)
-        or not (sealed or all(type(score) is float or type(score) is int for score in scores))
-    ):
-        raise ValueError("scores are not one number per item")
-    return FeedEntry(items=items, scores=scores)
-
-
-def read_json_state(where: Path, error: type[LegacyAdapterError]) -> tuple[Any] | None:
-    """``(value,)``: the JSON a state file holds (which may be ``null``); ``None`` if
-    there is no such file.
-
-    Raises:
-        ``error``: it cannot be read or is not JSON (the message starts with the path).
-    """
-    try:
-        text = where.read_text()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise error(f"{where}: cannot read it: {exc}") from exc
-    try:
-        return (json.loads(text),)
-    except ValueError as exc:
-        raise error(f"{where}: not JSON: {exc}") from None
-
-
-def read_current(path: str | os.PathLike[str]) -> tuple[str, str] | None:
-    """The environment and snapshot id ``path/CURRENT`` names, or ``None`` if there is none.
-
-    Raises:
-        FeedError: it cannot be read or is invalid (the message names the file and the
-            field), or names an environment that does not exist.
-    """
-    where = Path(path) / CURRENT
-    found = read_json_state(where, FeedError)
-    if found is None:
-        return None
-    (current,) = found
-    if not isinstance(current, dict):
-        raise FeedError(f"{where}: expected an object with env, snapshot and source")
-    unknown = sorted(set(current) - {"env", "snapshot", "source"})
-    if unknown:
-        raise FeedError(f"{where}: {unknown[0]}: unknown field (env, snapshot, source)")
-    name, snapshot = current.get("env"), current.get("snapshot")
-    if not (isinstance(name, str) and _SNAP_NAME.fullmatch(name)):
-        raise FeedError(f"{where}: env: expected a directory name snap-N, got {name!r}")
-    if not isinstance(snapshot, str) or not snapshot:
-        raise FeedError(f"{where}: snapshot: expected a snapshot id, got {snapshot!r}")
-    if "source" in current and not isinstance(current["source"], str):
-        raise FeedError(f"{where}: source: expected a string, got {current['source']!r}")
-    if not (Path(path) / name).is_dir():
-        raise FeedError(
-            f"{where}: env: names {name}, which does not exist (remove {Path(path)} to load "
-            "the feed afresh from its source)"
-        )
-    return name, snapshot
-
-
-#: What a build found: (records read, bad records, the first examples, entries stored).
-_Tally: TypeAlias = tuple[int, int, list[BadRecord], int]
-
-
-def _build(source: FeedSource, snapshot_id: str, target: Path, stop: Callable[[], bool]) -> _Tally:
-    """Write a snapshot's records into a new environment at ``target``, synced and closed.
-
-    Blocking. Runs in the loader process, or on the caller's thread. Raises
-    what reading the source raises, :class:`lmdb.Error`, or :class:`FeedError`
-    once ``stop()`` is true (checked at every batch); the caller deletes
-    ``target`` then.
-    """
-    env = _open_env(target, create=True)
-    try:
-        describe = source.describe()
-        max_key = env.max_key_size()
-        pack = msgpack.Packer().pack
-        bad = seen = 0
-        examples: list[BadRecord] = []
-        batch: list[tuple[bytes, bytes]] = []
-        records = iter(source.records(snapshot_id))
-        while True:
-            try:
-                record = next(records)
-            except StopIteration as stop_iteration:
-                value = stop_iteration.value
-                read = value if isinstance(value, int) else seen
-                break
-            seen += 1
-            if not isinstance(record, BadRecord):
-                surface, user, items, scores = record
-                try:
-                    key = f"{surface}\0{user}".encode()
-                    packed = framing.seal(pack((items, scores)), key)
-                except (UnicodeEncodeError, TypeError, ValueError) as exc:
-                    record = BadRecord(where=f"{describe} record {seen}", reason=str(exc))
-                else:
-                    if len(key) <= max_key:
-                        batch.append((key, packed))
-                        if len(batch) >= BATCH:
-                            _commit(env, batch, stop)
-                        continue
-                    record = BadRecord(
-                        where=f"{describe} record {seen}",
-                        reason=f"surface and user take {len(key)} bytes; at most {max_key} fit",
-                    )
-            bad += 1
-            if len(examples) < MAX_EXAMPLES:
-                examples.append(record)
-        _commit(env, batch, stop)
-        env.sync(True)
-        return read, bad, examples, env.stat()["entries"]
-    finally:
-        env.close()
-
-
-def _commit(env: Any, batch: list[tuple[bytes, bytes]], stop: Callable[[], bool]) -> None:
-    if stop():
-        raise FeedError("load abandoned: the legacy feed store is closing")
-    while True:
-        try:
-            with env.begin(write=True) as txn:
-                # In order, overwriting: a user's last record wins.
-                txn.cursor().putmulti(batch, overwrite=True)
-            break
-        except lmdb.MapFullError:
-            new_size = env.info()["map_size"] * 2
-            log.info("legacy feed: map full; growing to %d MiB", new_size >> 20)
-            env.set_mapsize(new_size)
-    batch.clear()
-
-
-# The loader process imports this module itself (with the parent's sys.path):
-# it does not depend on the parent's __main__, unlike multiprocessing's spawn.
-_BOOTSTRAP: Final = (
-    "import json, sys; sys.path[:0] = json.loads(sys.stdin.buffer.readline()); "
-    "from legacy_adapter.feed import _loader_main; _loader_main()"
-)
-
-
-def _loader_main() -> None:
-    """The loader process: read a job on stdin, :func:`_build`, write the outcome to fd argv[1].
-
-    The job is a pickled ``(source, snapshot_id, target, parent_pid)``; the
-    outcome a pickled ``("ok", tally)`` or ``("error", exception)``. The
-    build stops if the parent dies (it checks at every batch).
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    outcome: tuple[str, object]
-    try:
-        source, snapshot_id, target, parent = pickle.load(sys.stdin.buffer)
-        tally = _build(source, snapshot_id, Path(target), lambda: os.getppid() != parent)
-        outcome = ("ok", tally)
-    except BaseException as exc:
-        exc.add_note(f"in the legacy feed loader process:\n{traceback.format_exc()}")
-        outcome = ("error", exc)
-    try:
-        data = pickle.dumps(outcome)
-    except Exception as exc:  # an exception that does not pickle
-        data = pickle.dumps(("error", FeedError(f"{outcome[1]!r} (not picklable: {exc})")))
-    with open(int(sys.argv[1]), "wb") as results:
-        results.write(data)
 
 
 class FeedStore(Closing):
@@ -338,7 +125,7 @@ class FeedStore(Closing):
             name, snapshot = current
             env_path = self.path / name
             try:
-                self._env = _open_env(env_path, create=False)
+                self._env = open_env(env_path, create=False)
                 self._entries = self._env.stat()["entries"]
             except lmdb.Error as exc:
                 if self._env is not None:
@@ -350,9 +137,9 @@ class FeedStore(Closing):
                 ) from exc
             self._env_path, self._snapshot = env_path, snapshot
         for child in self.path.iterdir():
-            if child.name.startswith(_SNAP_PREFIX) and child != self._env_path:
+            if child.name.startswith(SNAP_PREFIX) and child != self._env_path:
                 shutil.rmtree(child, ignore_errors=True)  # an interrupted load or swap
-        (self.path / f".{CURRENT}.tmp").unlink(missing_ok=True)
+        staging_path(self.path / CURRENT).unlink(missing_ok=True)
         if self._snapshot is not None:
             log.info("legacy feed: serving snapshot %s (%d entries)", self._snapshot, self._entries)
 
@@ -451,37 +238,10 @@ class FeedStore(Closing):
                 snapshot_id = source.snapshot_id()
                 if snapshot_id is None:
                     raise FeedError(f"legacy feed {describe} has no complete snapshot yet")
-            target = self.path / f"{_SNAP_PREFIX}{self._next_number()}"
-            try:
-                if self.isolate:
-                    tally = self._build_isolated(source, snapshot_id, target)
-                else:
-                    tally = _build(source, snapshot_id, target, self._closing.is_set)
-                records, bad, examples, entries = tally
-                env = _open_env(target, create=False)
-            except (OSError, sqlite3.Error, lmdb.Error) as exc:
-                shutil.rmtree(target, ignore_errors=True)
-                raise FeedError(f"loading {describe} snapshot {snapshot_id} failed: {exc}") from exc
-            except BaseException:
-                shutil.rmtree(target, ignore_errors=True)
-                raise
-            try:
-                self._write_current(target.name, snapshot_id, describe)
-            except OSError as exc:  # CURRENT still names the environment served
-                env.close()
-                shutil.rmtree(target, ignore_errors=True)
-                raise FeedError(f"cannot record the new legacy feed in {self.path}: {exc}") from exc
-            with self._lock:
-                old, old_path = self._env, self._env_path
-                self._env, self._env_path = env, target
-                self._snapshot, self._entries = snapshot_id, entries
-                self._corrupt_keys = set()
-                # Counted with the swap: a reader that sees the new feed sees it counted.
-                self._loads += 1
-                if old is not None:
-                    old.close()  # no reader is inside it: they hold the lock
-            if old_path is not None:
-                shutil.rmtree(old_path, ignore_errors=True)
+            target = self.path / f"{SNAP_PREFIX}{self._next_number()}"
+            (records, bad, examples, entries), env = self._build_env(source, snapshot_id, target)
+            self._record_current(env, target, snapshot_id, describe)
+            self._serve(env, target, snapshot_id, entries)
             report = LoadReport(
                 source=describe,
                 snapshot=snapshot_id,
@@ -494,16 +254,66 @@ class FeedStore(Closing):
             self._last_report = report
             return report
 
-    def _build_isolated(self, source: FeedSource, snapshot_id: str, target: Path) -> _Tally:
+    def _build_env(self, source: FeedSource, snapshot_id: str, target: Path) -> tuple[Tally, Any]:
+        """Build the snapshot into a new environment at ``target`` and open it.
+
+        Raises:
+            FeedError: the build failed (``target`` is deleted).
+        """
+        try:
+            if self.isolate:
+                tally = self._build_isolated(source, snapshot_id, target)
+            else:
+                tally = build(source, snapshot_id, target, self._closing.is_set)
+            return tally, open_env(target, create=False)
+        except (OSError, sqlite3.Error, lmdb.Error) as exc:
+            shutil.rmtree(target, ignore_errors=True)
+            raise FeedError(
+                f"loading {source.describe()} snapshot {snapshot_id} failed: {exc}"
+            ) from exc
+        except BaseException:
+            shutil.rmtree(target, ignore_errors=True)
+            raise
+
+    def _record_current(self, env: Any, target: Path, snapshot_id: str, describe: str) -> None:
+        """Make ``CURRENT`` name the new environment: a restart serves it from now on.
+
+        Raises:
+            FeedError: it cannot be written (the new environment is closed and deleted;
+                ``CURRENT`` still names the environment served).
+        """
+        try:
+            write_current(self.path, target.name, snapshot_id, describe)
+        except OSError as exc:
+            env.close()
+            shutil.rmtree(target, ignore_errors=True)
+            raise FeedError(f"cannot record the new legacy feed in {self.path}: {exc}") from exc
+
+    def _serve(self, env: Any, target: Path, snapshot_id: str, entries: int) -> None:
+        """Switch :meth:`get` to the new environment in one step; delete the previous one."""
+        with self._lock:
+            old, old_path = self._env, self._env_path
+            self._env, self._env_path = env, target
+            self._snapshot, self._entries = snapshot_id, entries
+            self._corrupt_keys = set()
+            # Counted with the swap: a reader that sees the new feed sees it counted.
+            self._loads += 1
+            if old is not None:
+                old.close()  # no reader is inside it: they hold the lock
+        if old_path is not None:
+            shutil.rmtree(old_path, ignore_errors=True)
+
+    def _build_isolated(self, source: FeedSource, snapshot_id: str, target: Path) -> Tally:
         # Parsing and LMDB writes in this process would contend for the GIL with
         # the event loop: py-lmdb releases and retakes it around every put.
-        try:
-            job = pickle.dumps((source, snapshot_id, str(target), os.getpid()))
-        except (pickle.PicklingError, TypeError, AttributeError) as exc:
-            raise FeedError(
-                f"legacy feed {source.describe()} cannot be sent to the loader process "
-                f"(open the store with isolate=False): {exc}"
-            ) from exc
+        data, code = self._run_loader(loader_job(source, snapshot_id, target))
+        return loader_outcome(data, code)
+
+    def _run_loader(self, job: bytes) -> tuple[bytes, int]:
+        """Run a loader process on ``job`` to its end: what it reported, and its exit code.
+
+        The process is registered in ``_child`` meanwhile, so :meth:`close` can end it.
+        """
         read_fd, write_fd = os.pipe()
         child: subprocess.Popen[bytes] | None = None
         try:
@@ -511,7 +321,7 @@ class FeedStore(Closing):
                 if self._closing.is_set():
                     raise FeedError("load abandoned: the legacy feed store is closing")
                 child = self._child = subprocess.Popen(
-                    [sys.executable, "-c", _BOOTSTRAP, str(write_fd)],
+                    [sys.executable, "-c", BOOTSTRAP, str(write_fd)],
                     stdin=subprocess.PIPE,
                     pass_fds=(write_fd,),
                     start_new_session=True,  # a terminal's Ctrl-C is for the server
@@ -524,7 +334,7 @@ class FeedStore(Closing):
             with open(read_fd, "rb") as results:
                 read_fd = -1
                 data = results.read()  # until the child exits
-            code = child.wait()
+            return data, child.wait()
         finally:
             with self._child_lock:
                 self._child = None
@@ -534,40 +344,14 @@ class FeedStore(Closing):
             if child is not None and child.poll() is None:  # we failed, not the child
                 child.kill()
                 child.wait()
-        try:
-            status, outcome = pickle.loads(data)
-        except Exception as exc:
-            raise FeedError(
-                f"the legacy feed loader process ended without a readable result "
-                f"(exit code {code}): {exc}"
-            ) from None
-        if status == "error" and isinstance(outcome, BaseException):
-            raise outcome
-        return cast(_Tally, outcome)
 
     def _next_number(self) -> int:
         numbers = [0]
         for child in self.path.iterdir():
-            suffix = child.name[len(_SNAP_PREFIX) :]
-            if child.name.startswith(_SNAP_PREFIX) and suffix.isdigit():
+            suffix = child.name[len(SNAP_PREFIX) :]
+            if child.name.startswith(SNAP_PREFIX) and suffix.isdigit():
                 numbers.append(int(suffix))
         return max(numbers) + 1
-
-    def _write_current(self, env_name: str, snapshot_id: str, source: str) -> None:
-        tmp = self.path / f".{CURRENT}.tmp"
-        with open(tmp, "w") as f:
-            json.dump({"env": env_name, "snapshot": snapshot_id, "source": source}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path / CURRENT)
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError as exc:  # CURRENT was replaced: the new feed is the one to serve
-            log.warning("legacy feed: cannot fsync %s: %s", self.path, exc)
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -589,53 +373,6 @@ class FeedStore(Closing):
             if self._lock_fd >= 0:
                 os.close(self._lock_fd)  # releases the flock
                 self._lock_fd = -1
-
-
-# -- checking -----------------------------------------------------------------------
-
-
-def check_feed_store(
-    path: str | os.PathLike[str], problem: Callable[[str, str], None]
-) -> dict[str, int]:
-    """Check a feed store directory read-only: ``CURRENT`` and every entry it leads to.
-
-    May run beside a server serving it (LMDB allows readers in other processes).
-    Each problem is reported as ``problem(where, what)``; returns the counts of
-    what was checked (``entries``, and of them ``sealed`` and ``unsealed``, the
-    latter written before entries had checksums). Blocking.
-    """
-    counts = {"entries": 0, "sealed": 0, "unsealed": 0}
-    try:
-        current = read_current(path)
-    except FeedError as exc:
-        problem(str(Path(path) / CURRENT), str(exc).removeprefix(f"{Path(path) / CURRENT}: "))
-        return counts
-    if current is None:
-        return counts
-    env_path = Path(path) / current[0]
-    try:
-        env = lmdb.open(str(env_path), readonly=True, create=False, max_dbs=0, readahead=False)
-    except lmdb.Error as exc:
-        problem(str(env_path), f"cannot open the environment: {exc}")
-        return counts
-    try:
-        with env.begin(buffers=False) as txn:
-            for key, raw in txn.cursor():
-                counts["entries"] += 1
-                counts["sealed" if framing.is_sealed(raw) else "unsealed"] += 1
-                try:
-                    decode_entry(key, raw)
-                except ValueError as exc:
-                    surface, _, user = key.decode(errors="replace").partition("\0")
-                    problem(f"{env_path}: surface {surface!r}, user {user!r}", str(exc))
-    except lmdb.Error as exc:
-        problem(str(env_path), f"LMDB cannot read it (the file may be damaged): {exc}")
-    finally:
-        env.close()
-    return counts
-
-
-# -- watching -----------------------------------------------------------------------
 
 
 async def watch_feed(

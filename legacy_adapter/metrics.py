@@ -321,6 +321,13 @@ def _percent(value: float) -> str:
     return f"{100 * value:.2f}%"
 
 
+#: A rule's finding: ``(PROBLEM | SHORTFALL | PASSED, what it says)``.
+_Finding = tuple[str, str]
+_PROBLEM: Final = "problem"
+_SHORTFALL: Final = "shortfall"
+_PASSED: Final = "passed"
+
+
 def verdict(
     stats: SurfaceStats, thresholds: Thresholds = DEFAULT_THRESHOLDS
 ) -> tuple[str, list[str]]:
@@ -333,63 +340,80 @@ def verdict(
     paths answered) gives "not enough data". Else "ready for canary", whose
     reasons say which rules passed.
     """
-    t = thresholds
-    problems: list[str] = []
-    shortfalls: list[str] = []
-    passed: list[str] = []
-
-    if stats.comparisons < t.min_requests:
-        shortfalls.append(f"only {stats.comparisons} comparisons (at least {t.min_requests})")
-
-    if stats.comparisons:
-        rate = stats.realtime_errors / stats.comparisons
-        text = f"real-time error rate {_percent(rate)}"
-        if rate > t.max_error_rate:
-            problems.append(f"{text} above {_percent(t.max_error_rate)}")
-        else:
-            passed.append(f"{text} ≤ {_percent(t.max_error_rate)}")
-
-    if stats.served:
-        rate = stats.fallbacks / stats.served
-        text = f"fallback rate {_percent(rate)}"
-        if rate > t.max_fallback_rate:
-            problems.append(f"{text} above {_percent(t.max_fallback_rate)}")
-        else:
-            passed.append(f"{text} ≤ {_percent(t.max_fallback_rate)}")
-
-    if stats.realtime_p99_ms is not None:
-        text = f"real-time p99 {stats.realtime_p99_ms:.1f} ms"
-        if stats.realtime_p99_ms > t.max_p99_ms:
-            problems.append(f"{text} above {t.max_p99_ms:g} ms")
-        else:
-            passed.append(f"{text} ≤ {t.max_p99_ms:g} ms")
-    elif stats.comparisons:
-        shortfalls.append("no real-time latency measured")
-
-    if stats.rbo_median is None:
-        shortfalls.append("no comparison where both paths answered")
-    elif stats.noise_samples < t.min_noise_samples:
-        shortfalls.append(
-            f"only {stats.noise_samples} A/A samples for the noise floor "
-            f"(at least {t.min_noise_samples})"
-        )
-    elif stats.noise_median is None:  # none required (min_noise_samples = 0), none there
-        passed.append("no A/A noise floor: the RBO rule was not applied")
-    else:
-        floor = t.min_rbo_vs_noise * stats.noise_median
-        text = (
-            f"median RBO vs legacy {stats.rbo_median:.3f}, A/A noise floor {stats.noise_median:.3f}"
-        )
-        if stats.rbo_median < floor:
-            problems.append(
-                f"{text}: below {t.min_rbo_vs_noise:g} times the floor ({floor:.3f}), a difference "
-                "beyond normal variation"
-            )
-        else:
-            passed.append(f"{text}: at least {t.min_rbo_vs_noise:g} times the floor")
-
+    findings = [
+        *_volume_rule(stats, thresholds),
+        *_rate_rules(stats, thresholds),
+        *_latency_rule(stats, thresholds),
+        *_agreement_rule(stats, thresholds),
+    ]
+    problems, shortfalls, passed = (
+        [text for found, text in findings if found == kind]
+        for kind in (_PROBLEM, _SHORTFALL, _PASSED)
+    )
     if problems:
         return INVESTIGATE, problems + shortfalls
     if shortfalls:
         return NOT_ENOUGH_DATA, shortfalls
     return READY, passed
+
+
+def _at_most(text: str, value: float, limit: float, shown_limit: str) -> _Finding:
+    """``text`` judged by ``value ≤ limit`` (a problem above it)."""
+    if value > limit:
+        return _PROBLEM, f"{text} above {shown_limit}"
+    return _PASSED, f"{text} ≤ {shown_limit}"
+
+
+def _volume_rule(stats: SurfaceStats, t: Thresholds) -> list[_Finding]:
+    if stats.comparisons < t.min_requests:
+        text = f"only {stats.comparisons} comparisons (at least {t.min_requests})"
+        return [(_SHORTFALL, text)]
+    return []
+
+
+def _rate_rules(stats: SurfaceStats, t: Thresholds) -> list[_Finding]:
+    """The real-time error rate (of comparisons) and the fallback rate (of served requests)."""
+    findings = []
+    if stats.comparisons:
+        rate = stats.realtime_errors / stats.comparisons
+        text = f"real-time error rate {_percent(rate)}"
+        findings.append(_at_most(text, rate, t.max_error_rate, _percent(t.max_error_rate)))
+    if stats.served:
+        rate = stats.fallbacks / stats.served
+        text = f"fallback rate {_percent(rate)}"
+        findings.append(_at_most(text, rate, t.max_fallback_rate, _percent(t.max_fallback_rate)))
+    return findings
+
+
+def _latency_rule(stats: SurfaceStats, t: Thresholds) -> list[_Finding]:
+    if stats.realtime_p99_ms is not None:
+        text = f"real-time p99 {stats.realtime_p99_ms:.1f} ms"
+        return [_at_most(text, stats.realtime_p99_ms, t.max_p99_ms, f"{t.max_p99_ms:g} ms")]
+    if stats.comparisons:
+        return [(_SHORTFALL, "no real-time latency measured")]
+    return []
+
+
+def _agreement_rule(stats: SurfaceStats, t: Thresholds) -> list[_Finding]:
+    """The median RBO against legacy, judged against the A/A noise floor."""
+    if stats.rbo_median is None:
+        return [(_SHORTFALL, "no comparison where both paths answered")]
+    if stats.noise_samples < t.min_noise_samples:
+        text = (
+            f"only {stats.noise_samples} A/A samples for the noise floor "
+            f"(at least {t.min_noise_samples})"
+        )
+        return [(_SHORTFALL, text)]
+    if stats.noise_median is None:  # none required (min_noise_samples = 0), none there
+        return [(_PASSED, "no A/A noise floor: the RBO rule was not applied")]
+    floor = t.min_rbo_vs_noise * stats.noise_median
+    text = f"median RBO vs legacy {stats.rbo_median:.3f}, A/A noise floor {stats.noise_median:.3f}"
+    if stats.rbo_median < floor:
+        return [
+            (
+                _PROBLEM,
+                f"{text}: below {t.min_rbo_vs_noise:g} times the floor ({floor:.3f}), a "
+                "difference beyond normal variation",
+            )
+        ]
+    return [(_PASSED, f"{text}: at least {t.min_rbo_vs_noise:g} times the floor")]

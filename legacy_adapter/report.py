@@ -223,7 +223,7 @@ def _counts(values: Sequence[float], edges: Sequence[float]) -> list[int]:
     return counts
 
 
-def _nice_ceiling(value: float) -> float:
+def nice_ceiling(value: float) -> float:
     """The smallest round number (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8 times 10^n) >= ``value``."""
     if value <= 0:
         return 1.0
@@ -238,7 +238,7 @@ def _histograms(tally: _Surface) -> dict[str, Any]:
     rbo_edges = [i / HISTOGRAM_BINS for i in range(HISTOGRAM_BINS + 1)]
     real, legacy = tally.latency["realtime"], tally.latency["legacy"]
     tops = [summary(values)["p99"] for values in (real, legacy) if values]
-    top = _nice_ceiling(max(float(t) for t in tops if t is not None)) if tops else 1.0
+    top = nice_ceiling(max(float(t) for t in tops if t is not None)) if tops else 1.0
     ms_edges = [top * i / HISTOGRAM_BINS for i in range(HISTOGRAM_BINS + 1)]
     return {
         "rbo": {
@@ -260,22 +260,12 @@ def _histograms(tally: _Surface) -> dict[str, Any]:
 
 
 def _surface_report(tally: _Surface, thresholds: Thresholds, max_points: int) -> dict[str, Any]:
+    """One surface's section of the report: metrics, verdict and chart data."""
     real_latency = summary(tally.latency["realtime"])
     noise = _brief(tally.aa_rbo)
     rbo_stats = _brief(tally.rbo)
     noise_median, rbo_median = noise["median"], rbo_stats["median"]
-    realtime_errors = sum(tally.errors["realtime"].values())
-    fallbacks = tally.sources["fallback"]
-    stats = SurfaceStats(
-        comparisons=tally.comparisons,
-        realtime_errors=realtime_errors,
-        served=tally.served,
-        fallbacks=fallbacks,
-        realtime_p99_ms=real_latency["p99"],
-        rbo_median=rbo_median,
-        noise_median=noise_median,
-        noise_samples=len(tally.aa_rbo),
-    )
+    stats = _surface_stats(tally, real_latency["p99"], rbo_median, noise_median)
     outcome, reasons = verdict(stats, thresholds)
     return {
         "k": sorted(tally.ks),
@@ -300,6 +290,36 @@ def _surface_report(tally: _Surface, thresholds: Thresholds, max_points: int) ->
             "legacy": summary(tally.latency["legacy"]),
             "served": summary(tally.latency["served"]),
         },
+        **_failures(tally),
+        "verdict": outcome,
+        "reasons": reasons,
+        "first_ts": tally.first_ts,
+        "last_ts": tally.last_ts,
+        "series": _series(tally.points, max_points),
+        "histograms": _histograms(tally),
+    }
+
+
+def _surface_stats(
+    tally: _Surface, p99_ms: float | None, rbo_median: float | None, noise_median: float | None
+) -> SurfaceStats:
+    """What :func:`~legacy_adapter.metrics.verdict` judges of a surface."""
+    return SurfaceStats(
+        comparisons=tally.comparisons,
+        realtime_errors=sum(tally.errors["realtime"].values()),
+        served=tally.served,
+        fallbacks=tally.sources["fallback"],
+        realtime_p99_ms=p99_ms,
+        rbo_median=rbo_median,
+        noise_median=noise_median,
+        noise_samples=len(tally.aa_rbo),
+    )
+
+
+def _failures(tally: _Surface) -> dict[str, Any]:
+    """The ``errors``, ``absent`` and ``fallback`` sections: what each path failed to answer."""
+    fallbacks = tally.sources["fallback"]
+    return {
         "errors": {
             name: {
                 "count": sum(kinds.values()),
@@ -320,12 +340,6 @@ def _surface_report(tally: _Surface, thresholds: Thresholds, max_points: int) ->
             "rate": _rate(fallbacks, tally.served),
             "reasons": dict(tally.fallback_reasons.most_common(10)),
         },
-        "verdict": outcome,
-        "reasons": reasons,
-        "first_ts": tally.first_ts,
-        "last_ts": tally.last_ts,
-        "series": _series(tally.points, max_points),
-        "histograms": _histograms(tally),
     }
 
 
@@ -351,12 +365,43 @@ def build_report(
     Raises:
         ValueError: ``k`` is below 1, ``p`` is not in (0, 1), or ``max_points`` is below 1.
     """
+    _check_options(k, p, max_points)
+    tallies, used = _fold(records, k=k, surface=surface, since=since, p=p)
+    sections = {
+        name: _surface_report(tallies[name], thresholds, max_points) for name in sorted(tallies)
+    }
+    firsts = [s["first_ts"] for s in sections.values() if s["first_ts"] is not None]
+    lasts = [s["last_ts"] for s in sections.values() if s["last_ts"] is not None]
+    return {
+        "k": k,
+        "p": p,
+        "filters": {"surface": surface, "since": since},
+        "thresholds": attrs.asdict(thresholds),
+        "records": used,
+        "first_ts": min(firsts) if firsts else None,
+        "last_ts": max(lasts) if lasts else None,
+        "surfaces": sections,
+    }
+
+
+def _check_options(k: int | None, p: float, max_points: int) -> None:
     if k is not None and k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     if not 0.0 < p < 1.0:
         raise ValueError(f"p must lie strictly between 0 and 1, got {p}")
     if max_points < 1:
         raise ValueError(f"max_points must be at least 1, got {max_points}")
+
+
+def _fold(
+    records: Iterable[Mapping[str, Any]],
+    *,
+    k: int | None,
+    surface: str | None,
+    since: float | None,
+    p: float,
+) -> tuple[dict[str, _Surface], int]:
+    """The tallies of the records that pass the filters, per surface, and how many passed."""
     tallies: dict[str, _Surface] = {}
     used = 0
     for record in records:
@@ -376,27 +421,13 @@ def build_report(
             _add_comparison(tally, record, k, p, ts)
         else:
             _add_served(tally, record)
-    sections = {
-        name: _surface_report(tallies[name], thresholds, max_points) for name in sorted(tallies)
-    }
-    firsts = [s["first_ts"] for s in sections.values() if s["first_ts"] is not None]
-    lasts = [s["last_ts"] for s in sections.values() if s["last_ts"] is not None]
-    return {
-        "k": k,
-        "p": p,
-        "filters": {"surface": surface, "since": since},
-        "thresholds": attrs.asdict(thresholds),
-        "records": used,
-        "first_ts": min(firsts) if firsts else None,
-        "last_ts": max(lasts) if lasts else None,
-        "surfaces": sections,
-    }
+    return tallies, used
 
 
 # --- terminal ----------------------------------------------------------------------------
 
 
-def _fmt(value: Any, spec: str = ".3f", scale: float = 1.0) -> str:
+def format_value(value: Any, spec: str = ".3f", scale: float = 1.0) -> str:
     return "-" if value is None else format(value * scale, spec)
 
 
@@ -405,26 +436,26 @@ def _printable(text: str) -> str:
     return text if text.isprintable() else repr(text)[1:-1]
 
 
-def _when(ts: float | None) -> str:
+def format_time(ts: float | None) -> str:
     if ts is None:
         return "-"
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-_COLUMNS: Final[tuple[tuple[str, int, Callable[[Mapping[str, Any]], str]], ...]] = (
+COLUMNS: Final[tuple[tuple[str, int, Callable[[Mapping[str, Any]], str]], ...]] = (
     ("cmp", 7, lambda s: str(s["comparisons"])),
     ("served", 7, lambda s: str(s["served"])),
-    ("ovl@k", 6, lambda s: _fmt(s["overlap_at_k"]["mean"])),
-    ("jac@k", 6, lambda s: _fmt(s["jaccard_at_k"]["mean"])),
-    ("rbo", 6, lambda s: _fmt(s["rbo"]["median"])),
-    ("A/A", 6, lambda s: _fmt(s["noise_floor"]["median"])),
-    ("tau", 6, lambda s: _fmt(s["kendall_tau"]["mean"])),
-    ("rt p50", 7, lambda s: _fmt(s["latency_ms"]["realtime"]["p50"], ".1f")),
-    ("rt p99", 7, lambda s: _fmt(s["latency_ms"]["realtime"]["p99"], ".1f")),
-    ("lg p50", 7, lambda s: _fmt(s["latency_ms"]["legacy"]["p50"], ".1f")),
-    ("lg p99", 7, lambda s: _fmt(s["latency_ms"]["legacy"]["p99"], ".1f")),
-    ("err%", 6, lambda s: _fmt(s["errors"]["realtime"]["rate"], ".2f", 100)),
-    ("fb%", 6, lambda s: _fmt(s["fallback"]["rate"], ".2f", 100)),
+    ("ovl@k", 6, lambda s: format_value(s["overlap_at_k"]["mean"])),
+    ("jac@k", 6, lambda s: format_value(s["jaccard_at_k"]["mean"])),
+    ("rbo", 6, lambda s: format_value(s["rbo"]["median"])),
+    ("A/A", 6, lambda s: format_value(s["noise_floor"]["median"])),
+    ("tau", 6, lambda s: format_value(s["kendall_tau"]["mean"])),
+    ("rt p50", 7, lambda s: format_value(s["latency_ms"]["realtime"]["p50"], ".1f")),
+    ("rt p99", 7, lambda s: format_value(s["latency_ms"]["realtime"]["p99"], ".1f")),
+    ("lg p50", 7, lambda s: format_value(s["latency_ms"]["legacy"]["p50"], ".1f")),
+    ("lg p99", 7, lambda s: format_value(s["latency_ms"]["legacy"]["p99"], ".1f")),
+    ("err%", 6, lambda s: format_value(s["errors"]["realtime"]["rate"], ".2f", 100)),
+    ("fb%", 6, lambda s: format_value(s["fallback"]["rate"], ".2f", 100)),
 )
 
 LEGEND: Final = (
@@ -443,17 +474,17 @@ def format_table(report: Mapping[str, Any]) -> str:
         return "no comparison or served records"
     names = {name: _printable(name) for name in sections}
     width = max(7, *(len(shown) for shown in names.values()))
-    header = f"{'surface':<{width}} " + " ".join(f"{t:>{w}}" for t, w, _ in _COLUMNS)
+    header = f"{'surface':<{width}} " + " ".join(f"{t:>{w}}" for t, w, _ in COLUMNS)
     header += "  verdict"
     lines = [
-        f"shadow report: {report['records']} records, {_when(report['first_ts'])} to "
-        f"{_when(report['last_ts'])}, k = {report['k'] or 'per record'}",
+        f"shadow report: {report['records']} records, {format_time(report['first_ts'])} to "
+        f"{format_time(report['last_ts'])}, k = {report['k'] or 'per record'}",
         "",
         header,
         "-" * len(header),
     ]
     for name, section in sections.items():
-        cells = " ".join(f"{cell(section):>{w}}" for _, w, cell in _COLUMNS)
+        cells = " ".join(f"{cell(section):>{w}}" for _, w, cell in COLUMNS)
         lines.append(f"{names[name]:<{width}} {cells}  {section['verdict']}")
     lines.append("")
     for name, section in sections.items():

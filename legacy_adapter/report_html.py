@@ -17,7 +17,7 @@ from legacy_adapter.metrics import (
     INVESTIGATE,
     READY,
 )
-from legacy_adapter.report import _COLUMNS, LEGEND, _fmt, _nice_ceiling, _when
+from legacy_adapter.report import COLUMNS, LEGEND, format_time, format_value, nice_ceiling
 
 # --- HTML --------------------------------------------------------------------------------
 
@@ -174,12 +174,8 @@ def _time_svg(
     present = [(label, color, points) for label, color, points in series if points]
     if not present:
         return _empty(title)
-    xs = [x for _, _, points in present for x, _ in points]
-    x_low, x_high = min(xs), max(xs)
-    span = x_high - x_low
-    if span <= 0:
-        x_low, x_high, span = x_low - 30, x_high + 30, 60.0
-    top = y_top or _nice_ceiling(max(y for _, _, points in present for _, y in points))
+    x_low, x_high = _time_range([x for _, _, points in present for x, _ in points])
+    top = y_top or nice_ceiling(max(y for _, _, points in present for _, y in points))
     plot_w, plot_h = _WIDTH - _LEFT - _RIGHT, _HEIGHT - _TOP - _BOTTOM
 
     def x_of(value: float) -> float:
@@ -189,12 +185,41 @@ def _time_svg(
         return _HEIGHT - _BOTTOM - plot_h * min(value, top) / top
 
     parts = [*_svg_open(title), *_y_ticks(top, y_of, ".3g"), *_frame("time (UTC)", y_label)]
+    parts.extend(_time_ticks(x_low, x_high, x_of))
+    parts.extend(_mark_lines(marks, top, y_of))
+    for _, color, points in present:
+        parts.extend(_plot_series([(x_of(x), y_of(y)) for x, y in points], color, lines=lines))
+    parts.extend(_legend([(label, color) for label, color, _ in present]))
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def _time_range(xs: Sequence[float]) -> tuple[float, float]:
+    """The time axis's ends: the first and last time, a minute wide at least."""
+    x_low, x_high = min(xs), max(xs)
+    if x_high - x_low <= 0:
+        return x_low - 30, x_high + 30
+    return x_low, x_high
+
+
+def _time_ticks(x_low: float, x_high: float, x_of: Callable[[float], float]) -> list[str]:
+    """Five time labels along the x axis, from ``x_low`` to ``x_high``."""
+    span = x_high - x_low
+    parts = []
     for i, anchor in enumerate(("start", "middle", "middle", "middle", "end")):
-        value = x_low + (x_high - x_low) * i / 4
+        value = x_low + span * i / 4
         parts.append(
             f'<text x="{x_of(value):.1f}" y="{_HEIGHT - _BOTTOM + 14}" text-anchor="{anchor}">'
             f"{_time_label(value, span)}</text>"
         )
+    return parts
+
+
+def _mark_lines(
+    marks: Sequence[tuple[str, float, str]], top: float, y_of: Callable[[float], float]
+) -> list[str]:
+    """Dashed horizontal reference lines (label, value, color), those within 0 to ``top``."""
+    parts = []
     for label, value, color in marks:
         if 0 <= value <= top:
             y = y_of(value)
@@ -204,21 +229,27 @@ def _time_svg(
                 f'<text x="{_WIDTH - _RIGHT - 4}" y="{y - 4:.1f}" text-anchor="end" '
                 f'fill="{color}">{_E(label)}</text>'
             )
-    for _, color, points in present:
-        coordinates = [(x_of(x), y_of(y)) for x, y in points]
-        if lines and len(coordinates) > 1:
-            path = " ".join(f"{x:.1f},{y:.1f}" for x, y in coordinates)
-            parts.append(
-                f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="1.2" '
-                'stroke-opacity="0.8"/>'
-            )
-        parts.extend(
-            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2" fill="{color}" fill-opacity="0.7"/>'
-            for x, y in coordinates
+    return parts
+
+
+def _plot_series(coordinates: list[tuple[float, float]], color: str, *, lines: bool) -> list[str]:
+    """One series' points (in SVG coordinates) as dots, joined by a line if ``lines``."""
+    parts = []
+    if lines and len(coordinates) > 1:
+        path = " ".join(f"{x:.1f},{y:.1f}" for x, y in coordinates)
+        parts.append(
+            f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="1.2" '
+            'stroke-opacity="0.8"/>'
         )
-    parts.extend(_legend([(label, color) for label, color, _ in present]))
-    parts.append("</svg>")
-    return "\n".join(parts)
+    parts.extend(
+        f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2" fill="{color}" fill-opacity="0.7"/>'
+        for x, y in coordinates
+    )
+    return parts
+
+
+#: A dashed reference line of a chart: (label, value, color).
+_Mark = tuple[str, float, str]
 
 
 def charts(section: Mapping[str, Any], thresholds: Mapping[str, Any] | None = None) -> list[str]:
@@ -227,20 +258,16 @@ def charts(section: Mapping[str, Any], thresholds: Mapping[str, Any] | None = No
     With ``thresholds`` (as in a report), the over-time charts mark the A/A
     median, the RBO below which the verdict is "investigate", and the p99 limit.
     """
-    histograms, series = section["histograms"], section["series"]
-    rbo_h, ms_h = histograms["rbo"], histograms["latency_ms"]
-    overflow = ms_h["overflow"]
-    ms_note = (
-        f" (last bin includes {overflow['realtime'] + overflow['legacy']} above)"
-        if overflow["realtime"] or overflow["legacy"]
-        else ""
-    )
+    rbo_marks, ms_marks = _chart_marks(section, thresholds)
+    return [*_histogram_charts(section["histograms"]), *_time_charts(section, rbo_marks, ms_marks)]
 
-    def points(key: str) -> list[tuple[float, float]]:
-        return [(p["ts"], p[key]) for p in series if p[key] is not None]
 
-    rbo_marks: list[tuple[str, float, str]] = []
-    ms_marks: list[tuple[str, float, str]] = []
+def _chart_marks(
+    section: Mapping[str, Any], thresholds: Mapping[str, Any] | None
+) -> tuple[list[_Mark], list[_Mark]]:
+    """The reference lines of the RBO and the latency over time charts."""
+    rbo_marks: list[_Mark] = []
+    ms_marks: list[_Mark] = []
     floor = section["noise_floor"]["median"]
     if floor is not None:
         rbo_marks.append((f"A/A median {floor:.3f}", floor, _COLORS["aa"]))
@@ -250,7 +277,18 @@ def charts(section: Mapping[str, Any], thresholds: Mapping[str, Any] | None = No
             rbo_marks.append((f"investigate below {low:.3f}", low, _ALERT))
         limit = thresholds["max_p99_ms"]
         ms_marks.append((f"p99 limit {limit:g} ms", limit, _ALERT))
+    return rbo_marks, ms_marks
 
+
+def _histogram_charts(histograms: Mapping[str, Any]) -> list[str]:
+    """The RBO and the latency distributions."""
+    rbo_h, ms_h = histograms["rbo"], histograms["latency_ms"]
+    overflow = ms_h["overflow"]
+    ms_note = (
+        f" (last bin includes {overflow['realtime'] + overflow['legacy']} above)"
+        if overflow["realtime"] or overflow["legacy"]
+        else ""
+    )
     return [
         _histogram_svg(
             "RBO distribution",
@@ -270,6 +308,19 @@ def charts(section: Mapping[str, Any], thresholds: Mapping[str, Any] | None = No
                 ("legacy", _COLORS["legacy"], ms_h["legacy"]),
             ],
         ),
+    ]
+
+
+def _time_charts(
+    section: Mapping[str, Any], rbo_marks: list[_Mark], ms_marks: list[_Mark]
+) -> list[str]:
+    """The RBO and the latencies over time (the latency axis as the histogram's)."""
+    series = section["series"]
+
+    def points(key: str) -> list[tuple[float, float]]:
+        return [(p["ts"], p[key]) for p in series if p[key] is not None]
+
+    return [
         _time_svg(
             "RBO over time (real time vs legacy)",
             "RBO",
@@ -284,7 +335,7 @@ def charts(section: Mapping[str, Any], thresholds: Mapping[str, Any] | None = No
                 ("real time", _COLORS["realtime"], points("realtime_ms")),
                 ("legacy", _COLORS["legacy"], points("legacy_ms")),
             ],
-            y_top=ms_h["edges"][-1],
+            y_top=section["histograms"]["latency_ms"]["edges"][-1],
             lines=True,
             marks=ms_marks,
         ),
@@ -315,17 +366,17 @@ def _details(section: Mapping[str, Any]) -> str:
         rows.append(
             (
                 label,
-                f"mean {_fmt(stats['mean'])}, median {_fmt(stats['median'])}, "
-                f"p10 {_fmt(stats['p10'])} (n={stats['count']})",
+                f"mean {format_value(stats['mean'])}, median {format_value(stats['median'])}, "
+                f"p10 {format_value(stats['p10'])} (n={stats['count']})",
             )
         )
-    rows.append(("median RBO / A/A median", _fmt(section["rbo_vs_noise"])))
+    rows.append(("median RBO / A/A median", format_value(section["rbo_vs_noise"])))
     for label, key in (("real-time", "realtime"), ("legacy", "legacy"), ("served", "served")):
         rows.append(
             (
                 f"{label} latency (ms)",
-                f"p50 {_fmt(lat[key]['p50'], '.2f')}, p99 {_fmt(lat[key]['p99'], '.2f')} "
-                f"(n={lat[key]['count']})",
+                f"p50 {format_value(lat[key]['p50'], '.2f')}, "
+                f"p99 {format_value(lat[key]['p99'], '.2f')} (n={lat[key]['count']})",
             )
         )
     for label, key in (("real-time", "realtime"), ("legacy", "legacy")):
@@ -334,17 +385,18 @@ def _details(section: Mapping[str, Any]) -> str:
         rows.append(
             (
                 f"{label} errors",
-                f"{errors['count']} ({_fmt(errors['rate'], '.2f', 100)}%)"
+                f"{errors['count']} ({format_value(errors['rate'], '.2f', 100)}%)"
                 + (f": {kinds}" if kinds else ""),
             )
         )
-        rows.append((f"{label} absent", f"{absent['count']} ({_fmt(absent['rate'], '.2f', 100)}%)"))
+        absent_share = format_value(absent["rate"], ".2f", 100)
+        rows.append((f"{label} absent", f"{absent['count']} ({absent_share}%)"))
     fallback = section["fallback"]
     reasons = ", ".join(f"{kind}: {n}" for kind, n in fallback["reasons"].items())
     rows.append(
         (
             "fallbacks",
-            f"{fallback['count']} ({_fmt(fallback['rate'], '.2f', 100)}%)"
+            f"{fallback['count']} ({format_value(fallback['rate'], '.2f', 100)}%)"
             + (f": {reasons}" if reasons else ""),
         )
     )
@@ -360,14 +412,14 @@ def render_html(report: Mapping[str, Any], *, title: str = "Matchlight shadow re
     Every record-derived string is escaped. The markup is also well-formed XML.
     """
     sections: Mapping[str, Mapping[str, Any]] = report["surfaces"]
-    head = [_E(t) for t, _, _ in _COLUMNS]
+    head = [_E(t) for t, _, _ in COLUMNS]
     overview = [_row(["surface", *head, "verdict"], "th")]
     for name, section in sections.items():
         overview.append(
             _row(
                 [
                     _E(name),
-                    *(_E(cell(section)) for _, _, cell in _COLUMNS),
+                    *(_E(cell(section)) for _, _, cell in COLUMNS),
                     _badge(section["verdict"]),
                 ]
             )
@@ -384,8 +436,9 @@ def render_html(report: Mapping[str, Any], *, title: str = "Matchlight shadow re
         "</head>",
         "<body>",
         f"<h1>{_E(title)}</h1>",
-        f'<p class="note">{report["records"]} records from {_E(_when(report["first_ts"]))} to '
-        f"{_E(_when(report['last_ts']))}; k = {_E(str(report['k'] or 'per record'))}; "
+        f'<p class="note">{report["records"]} records from '
+        f"{_E(format_time(report['first_ts']))} to {_E(format_time(report['last_ts']))}; "
+        f"k = {_E(str(report['k'] or 'per record'))}; "
         f"thresholds: {_E(thresholds)}.</p>",
         f"<table>{''.join(overview)}</table>",
         f'<p class="note">{_E(LEGEND.format(p=report["p"]))}</p>',

@@ -17,10 +17,11 @@ the feed's list is served instead (``source: "fallback"``) and why is
 recorded. Surfaces never configured are in :data:`DEFAULT_MODE`.
 
 Modes change through ``set_migration`` (RPC, admin role) or the ``[migration]``
-table of the surfaces config file; the state is persisted (``DATA/migration.json``)
-and survives restarts. A config entry is applied at startup when the surface
-has no state yet or the entry changed since it was last applied, so a change
-made over RPC stays until someone edits that surface's config entry.
+table of the surfaces config file (:mod:`legacy_adapter.migration`); the state
+is persisted (``DATA/migration.json``) and survives restarts. A config entry
+is applied at startup when the surface has no state yet or the entry changed
+since it was last applied, so a change made over RPC stays until someone
+edits that surface's config entry.
 
 Every shadowed or reverse-shadowed request leaves a comparison record, and
 every request on a surface out of ``legacy`` a served record, in a
@@ -32,11 +33,7 @@ same user's previous real-time answer on that surface (within
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import math
-import os
 import random
 import time
 import uuid
@@ -51,200 +48,25 @@ import trio
 from opentelemetry import trace
 
 from actors import RateLimitedLog
-from legacy_adapter.errors import MigrationError, RealtimeUnavailable
-from legacy_adapter.feed import FeedStore, read_json_state
+from legacy_adapter.errors import RealtimeUnavailable
+from legacy_adapter.feed import FeedStore
+from legacy_adapter.migration import (
+    STATE_FILE,
+    Migration,
+    canary_bucket,
+    check_migration,
+    read_migration_state,
+    write_migration_state,
+)
 from legacy_adapter.sources import FeedEntry
 from ranker import DecisionLog, RankerActor, RecommendRequest, RequestError
 
 log = logging.getLogger(__name__)
 
-MODES: Final = ("legacy", "shadow", "canary", "live")
-DEFAULT_MODE: Final = "legacy"
-STATE_FILE: Final = "migration.json"
 #: Shadow computations running at once; beyond it a request is not shadowed (and counted).
 MAX_SHADOWS: Final = 64
 #: Users whose latest real-time answer is remembered per surface, for the A/A noise floor.
 AA_MEMORY: Final = 100_000
-
-
-@attrs.frozen(kw_only=True)
-class Migration:
-    """One surface's migration state."""
-
-    surface: str
-    mode: str = DEFAULT_MODE
-    #: Share of users on the real-time path in ``canary``, 0 to 100.
-    percent: float = 0.0
-    #: In ``live``, keep reading the feed and record comparisons.
-    reverse_shadow: bool = False
-    #: The real-time path's deadline in ``shadow``, ``canary`` and ``live``.
-    deadline_ms: float = 50.0
-    #: Share of requests shadowed (or reverse-shadowed), 0 to 1: shadow work shares the
-    #: serving process's CPU, so a busy surface may compare a sample only.
-    shadow_share: float = 1.0
-    #: Where the state came from: ``default``, ``config`` or ``rpc``.
-    origin: str = "default"
-    updated: float = 0.0
-
-    def view(self) -> dict[str, Any]:
-        """The state as ``set_migration`` answers it."""
-        return {
-            "surface": self.surface,
-            "mode": self.mode,
-            "percent": self.percent,
-            "reverse_shadow": self.reverse_shadow,
-            "deadline_ms": self.deadline_ms,
-            "shadow_share": self.shadow_share,
-            "origin": self.origin,
-            "updated": self.updated,
-        }
-
-
-def load_migration_config(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
-    """The ``[migration.SURFACE]`` tables of a surfaces config file (checked).
-
-    Raises:
-        MigrationError: the file cannot be read or an entry is invalid.
-    """
-    import tomllib
-
-    try:
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise MigrationError(f"cannot read {path}: {exc}") from exc
-    entries = raw.get("migration", {})
-    if not isinstance(entries, dict):
-        raise MigrationError(f"{path}: migration: expected a table of surfaces")
-    out = {}
-    for surface, entry in entries.items():
-        if not isinstance(entry, dict):
-            raise MigrationError(f"{path}: migration.{surface}: expected a table")
-        check_migration(surface, entry, f"migration.{surface}")
-        out[surface] = dict(entry)
-    return out
-
-
-def check_migration(surface: str, raw: Mapping[str, Any], path: str) -> dict[str, Any]:
-    """Validate a mode change (``set_migration`` params or a config entry); the fields to set.
-
-    Raises:
-        MigrationError: naming the field (``path.mode`` …).
-    """
-    unknown = sorted(set(raw) - set(_FIELDS))
-    if unknown:
-        raise MigrationError(f"{path}.{unknown[0]}: unknown field ({', '.join(_FIELDS)})")
-    mode = raw.get("mode")
-    if mode not in MODES:
-        raise MigrationError(f"{path}.mode: expected one of {', '.join(MODES)}, got {mode!r}")
-    out: dict[str, Any] = {"mode": mode}
-    if "percent" in raw:
-        percent = raw["percent"]
-        if isinstance(percent, bool) or not isinstance(percent, int | float):
-            raise MigrationError(f"{path}.percent: expected a number from 0 to 100")
-        if not 0.0 <= percent <= 100.0:
-            raise MigrationError(f"{path}.percent: must lie in [0, 100], got {percent}")
-        out["percent"] = float(percent)
-    elif mode == "canary":
-        raise MigrationError(f"{path}.percent: canary needs the share of users to move (0-100)")
-    if "reverse_shadow" in raw:
-        if not isinstance(raw["reverse_shadow"], bool):
-            raise MigrationError(f"{path}.reverse_shadow: expected true or false")
-        out["reverse_shadow"] = raw["reverse_shadow"]
-    if "deadline_ms" in raw:
-        deadline = raw["deadline_ms"]
-        if isinstance(deadline, bool) or not isinstance(deadline, int | float):
-            raise MigrationError(f"{path}.deadline_ms: expected a number of milliseconds")
-        if not 0.0 <= deadline <= 60_000.0 or math.isnan(deadline):
-            raise MigrationError(f"{path}.deadline_ms: must lie in [0, 60000], got {deadline}")
-        out["deadline_ms"] = float(deadline)
-    if "shadow_share" in raw:
-        share = raw["shadow_share"]
-        if isinstance(share, bool) or not isinstance(share, int | float):
-            raise MigrationError(f"{path}.shadow_share: expected a number from 0 to 1")
-        if not 0.0 <= share <= 1.0:
-            raise MigrationError(f"{path}.shadow_share: must lie in [0, 1], got {share}")
-        out["shadow_share"] = float(share)
-    if not surface:
-        raise MigrationError(f"{path}: a surface name is needed")
-    return out
-
-
-_FIELDS: Final = ("mode", "percent", "reverse_shadow", "deadline_ms", "shadow_share")
-_ORIGINS: Final = ("default", "config", "rpc")
-
-
-def read_migration_state(
-    path: str | os.PathLike[str],
-) -> tuple[dict[str, Migration], dict[str, dict[str, Any]]] | None:
-    """The surfaces' states and the config entries last applied, from a ``migration.json``;
-    ``None`` if there is none. Each surface is checked by the rules of ``set_migration``.
-
-    Raises:
-        MigrationError: the file cannot be read or is invalid; the message names the file
-            and the field (``/data/migration.json: surfaces.home.mode: …``).
-    """
-    where = Path(path)
-    found = read_json_state(where, MigrationError)
-    if found is None:
-        return None
-    (raw,) = found
-    try:
-        return _parse_state(raw)
-    except MigrationError as exc:
-        raise MigrationError(f"{where}: {exc}") from None
-
-
-def _parse_state(raw: Any) -> tuple[dict[str, Migration], dict[str, dict[str, Any]]]:
-    if not isinstance(raw, dict):
-        raise MigrationError("expected an object with surfaces and config_applied")
-    unknown = sorted(set(raw) - {"surfaces", "config_applied"})
-    if unknown:
-        raise MigrationError(f"{unknown[0]}: unknown field (surfaces, config_applied)")
-    surfaces = raw.get("surfaces", {})
-    if not isinstance(surfaces, dict):
-        raise MigrationError("surfaces: expected an object of surfaces")
-    states: dict[str, Migration] = {}
-    for surface, state in surfaces.items():
-        path = f"surfaces.{surface}"
-        if not isinstance(state, dict):
-            raise MigrationError(f"{path}: expected an object")
-        fields = check_migration(
-            surface, {k: v for k, v in state.items() if k not in ("origin", "updated")}, path
-        )
-        origin = state.get("origin", "default")
-        if origin not in _ORIGINS:
-            raise MigrationError(
-                f"{path}.origin: expected one of {', '.join(_ORIGINS)}, got {origin!r}"
-            )
-        updated = state.get("updated", 0.0)
-        if (
-            isinstance(updated, bool)
-            or not isinstance(updated, int | float)
-            or not 0.0 <= updated < math.inf
-        ):
-            raise MigrationError(f"{path}.updated: expected a time in seconds, got {updated!r}")
-        states[surface] = Migration(
-            surface=surface, **fields, origin=origin, updated=float(updated)
-        )
-    applied = raw.get("config_applied", {})
-    if not isinstance(applied, dict):
-        raise MigrationError("config_applied: expected an object of surfaces")
-    for surface, entry in applied.items():
-        if not isinstance(entry, dict):
-            raise MigrationError(f"config_applied.{surface}: expected an object")
-        check_migration(surface, entry, f"config_applied.{surface}")
-    return states, {surface: dict(entry) for surface, entry in applied.items()}
-
-
-def canary_bucket(user: str, surface: str) -> float:
-    """A user's stable position in [0, 100) on a surface: in the canary when below ``percent``.
-
-    A hash, not a random draw: the same user stays in (or out of) the canary
-    across requests, restarts and processes, and raising the percent only adds users.
-    """
-    digest = hashlib.blake2b(f"{surface}\0{user}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64 * 100.0
 
 
 @attrs.frozen(kw_only=True)
@@ -347,20 +169,7 @@ class Router:
             self._states, self._config_applied = loaded
 
     def _save_state(self) -> None:
-        path = self._state_path()
-        data = {
-            "surfaces": {
-                name: {k: v for k, v in state.view().items() if k != "surface"}
-                for name, state in self._states.items()
-            },
-            "config_applied": self._config_applied,
-        }
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_migration_state(self._state_path(), self._states, self._config_applied)
 
     # -- serving --------------------------------------------------------------------
 
@@ -381,34 +190,53 @@ class Router:
             state.mode == "canary" and canary_bucket(request.user, request.surface) >= state.percent
         )
         if on_feed:
-            if entry is not None:
-                answer = self._legacy_answer(request, entry, state)
-                reason = None
-            else:
-                answer = await self._realtime(request)
-                reason = None
-                if self.feed is not None:  # without a feed there is nothing to miss
-                    answer["feed_missing"] = True
-                    reason = "absent from feed"
-            if state.mode != "legacy":
-                self._served_record(request, state, answer, reason, started)
-            return answer
+            return await self._serve_feed(request, entry, state, started)
         if state.mode == "shadow":
-            if entry is not None:
-                answer = self._legacy_answer(request, entry, state)
-                if _sampled(state.shadow_share):
-                    self._shadow(request, entry, state, answer["request_id"])
-                self._served_record(request, state, answer, None, started)
-                return answer
+            return await self._serve_shadowed(request, entry, state, started)
+        # canary (this user is in it) or live
+        return await self._serve_realtime(request, entry, state, started)
+
+    async def _serve_feed(
+        self, request: RecommendRequest, entry: FeedEntry | None, state: Migration, started: float
+    ) -> dict[str, Any]:
+        """``legacy``, or a user outside the canary: the feed's list, else real time."""
+        if entry is not None:
+            answer = self._legacy_answer(request, entry, state)
+            reason = None
+        else:
             answer = await self._realtime(request)
-            answer["feed_missing"] = True
-            realtime = _path(answer, started)
-            self._record_comparison(request, answer["request_id"], None, realtime, "shadow")
-            self._served_record(request, state, answer, "absent from feed", started)
+            reason = None
+            if self.feed is not None:  # without a feed there is nothing to miss
+                answer["feed_missing"] = True
+                reason = "absent from feed"
+        if state.mode != "legacy":
+            self._served_record(request, state, answer, reason, started)
+        return answer
+
+    async def _serve_shadowed(
+        self, request: RecommendRequest, entry: FeedEntry | None, state: Migration, started: float
+    ) -> dict[str, Any]:
+        """``shadow``: the feed's list, with the real-time answer computed beside it and
+        compared; a user absent from the feed gets (and compares) the real-time answer."""
+        if entry is not None:
+            answer = self._legacy_answer(request, entry, state)
+            if _sampled(state.shadow_share):
+                self._shadow(request, entry, state, answer["request_id"])
+            self._served_record(request, state, answer, None, started)
             return answer
-        # canary (this user is in it) or live: real time first, the feed if it fails.
-        realtime_answer, why = await self._realtime_within(request, state)
-        if realtime_answer is None:
+        answer = await self._realtime(request)
+        answer["feed_missing"] = True
+        realtime = _path(answer, started)
+        self._record_comparison(request, answer["request_id"], None, realtime, "shadow")
+        self._served_record(request, state, answer, "absent from feed", started)
+        return answer
+
+    async def _serve_realtime(
+        self, request: RecommendRequest, entry: FeedEntry | None, state: Migration, started: float
+    ) -> dict[str, Any]:
+        """``canary`` (this user is in it) or ``live``: real time first, the feed if it fails."""
+        answer, why = await self._realtime_within(request, state)
+        if answer is None:
             self._fallbacks += 1
             if entry is None:
                 raise RealtimeUnavailable(
@@ -418,7 +246,6 @@ class Router:
             fallback["fallback_reason"] = why
             self._served_record(request, state, fallback, why, started)
             return fallback
-        answer = realtime_answer
         if (
             state.mode == "live"
             and state.reverse_shadow

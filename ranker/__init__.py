@@ -1,15 +1,10 @@
 """The ranker: ``recommend`` from live state, LightFM with fold-in, and surface policies."""
 
-from ranker.actor import (
-    RankerActor,
-    RankerStatistics,
-    Recommendation,
-    RecommendRequest,
-    open_ranker,
-)
+from ranker.actor import RankerActor, RankerStatistics, open_ranker
 from ranker.decisions import DecisionLog, DecisionStatistics
 from ranker.errors import ConfigError, ModelError, RankerError, RequestError
 from ranker.model import Model, check_current, current_version, load_model, save_model
+from ranker.pipeline import Recommendation, RecommendRequest
 from ranker.policy import (
     DEFAULT_SURFACE,
     Blend,
@@ -22,7 +17,8 @@ from ranker.policy import (
     load_surfaces,
     parse_surfaces,
 )
-from ranker.train import TrainingConfig, TrainingData, fit, read_log, train
+from ranker.train import fit, train
+from ranker.train_data import TrainingConfig, TrainingData, read_log
 
 __all__ = [
     "DEFAULT_SURFACE",

@@ -49,9 +49,9 @@ from actors.item_index import index_item, new_index
 from actors.store import EventStore
 from index import EVERYTHING
 from ranker import stages
-from ranker.actor import RECENT_ITEMS_WEIGHT, ServingModel, ensure_rows, serving_model
 from ranker.model import Model
 from ranker.policy import BLEND_PARTS, DEFAULT_BLEND, HEURISTIC_BLEND, Blend
+from ranker.serving import ServingModel, model_scores, serving_model
 
 log = logging.getLogger(__name__)
 
@@ -137,22 +137,16 @@ def _sample_parts(
     at = int(np.searchsorted(docs, target))
     if at >= len(docs) or docs[at] != target:
         return None, serving
-    model_scores = None
-    if serving is not None:
-        # As RankerActor._user_vector and recommend do.
-        u, _ = serving.model.user_representation(event.user, affinity)
-        if len(engaged[0]):
-            serving = ensure_rows(serving, index, np.unique(engaged[0]))
-            u = stages.fold_in(u, serving.vectors[engaged[0]], engaged[1], RECENT_ITEMS_WEIGHT)
-        serving = ensure_rows(serving, index, docs)
-        model_scores = (serving.vectors[docs] @ u + serving.biases[docs]).astype(np.float64)
+    scores = None
+    if serving is not None:  # as the ranker scores them (``docs`` holds the target)
+        scores, serving = model_scores(serving, index, docs, event.user, affinity, engaged)
     popularity = p.signals.popularity(docs, now)
     affinity_part = stages.affinity_part(index, docs, favourites)
     ones = Blend(**dict.fromkeys(BLEND_PARTS, 1.0), clip_z=math.inf)
     scored = stages.score(
         docs,
         ones,
-        model_scores=model_scores,
+        model_scores=scores,
         popularity=popularity,
         last_interaction=p.signals.last_interaction(docs),
         affinity=affinity_part,
@@ -189,28 +183,7 @@ def learn_blend(
         say(f"blend: {targets} engagements after the cut, fewer than {MIN_SAMPLES}: not learned")
         return None
     rate = min(1.0, MAX_SAMPLES / targets)
-    rng = random.Random(seed)
-    p = _Projections()
-    serving = None if model is None else serving_model(model, p.index, 0)
-    samples: list[tuple[npt.NDArray[np.float32], int]] = []
-    tried = missed = 0
-    for stored in _log(store):
-        event = stored.event
-        if (
-            type(event) is InteractionRecorded
-            and event.ts >= cut_ts
-            and _is_target(event)
-            and rng.random() < rate
-        ):
-            state = p.users.get(event.user)
-            if state is None or event.item not in state.seen:
-                tried += 1
-                sample, serving = _sample_parts(p, serving, event, names)
-                if sample is None:
-                    missed += 1
-                else:
-                    samples.append(sample)
-        p.apply(stored)
+    samples, tried, missed = _samples(store, cut_ts, model, names, rate, seed)
     say(
         f"blend: {len(samples):,} engagements after the cut sampled ({missed:,} of {tried:,} "
         f"were not among the {CANDIDATES:,} candidates) in {time.monotonic() - started:.1f} s"
@@ -220,13 +193,7 @@ def learn_blend(
     split = int(len(samples) * (1.0 - VALIDATION_SHARE))
     early, late = samples[:split], samples[split:]
     fitted = _fit(early, len(names), seed)
-    default = (DEFAULT_BLEND if model is not None else HEURISTIC_BLEND).weights()
-    default_w = np.array([default[n] for n in names])
-    checks = {
-        "learned": _hit_rate(late, fitted),
-        "default": _hit_rate(late, default_w),
-        **{f"{n} alone": _hit_rate(late, np.eye(len(names))[i]) for i, n in enumerate(names)},
-    }
+    checks = _checks(late, fitted, names, model is not None)
     weights = _fit(samples, len(names), seed)
     top = float(weights.max())
     if not top > 0:
@@ -253,6 +220,52 @@ def learn_blend(
             "learn_s": round(time.monotonic() - started, 2),
         },
     )
+
+
+def _samples(
+    store: EventStore, cut_ts: float, model: Model | None, names: list[str], rate: float, seed: int
+) -> tuple[list[tuple[npt.NDArray[np.float32], int]], int, int]:
+    """Replay the log, sampling engagements after ``cut_ts`` at ``rate`` (seeded): each
+    sample's candidates' parts and the engaged row; and how many were tried and missed."""
+    rng = random.Random(seed)
+    p = _Projections()
+    serving = None if model is None else serving_model(model, p.index, 0)
+    samples: list[tuple[npt.NDArray[np.float32], int]] = []
+    tried = missed = 0
+    for stored in _log(store):
+        event = stored.event
+        if (
+            type(event) is InteractionRecorded
+            and event.ts >= cut_ts
+            and _is_target(event)
+            and rng.random() < rate
+        ):
+            state = p.users.get(event.user)
+            if state is None or event.item not in state.seen:
+                tried += 1
+                sample, serving = _sample_parts(p, serving, event, names)
+                if sample is None:
+                    missed += 1
+                else:
+                    samples.append(sample)
+        p.apply(stored)
+    return samples, tried, missed
+
+
+def _checks(
+    late: list[tuple[npt.NDArray[np.float32], int]],
+    fitted: Floats,
+    names: list[str],
+    with_model: bool,
+) -> dict[str, float]:
+    """Hit rates on the later samples: the learned weights, the default, each part alone."""
+    default = (DEFAULT_BLEND if with_model else HEURISTIC_BLEND).weights()
+    default_w = np.array([default[n] for n in names])
+    return {
+        "learned": _hit_rate(late, fitted),
+        "default": _hit_rate(late, default_w),
+        **{f"{n} alone": _hit_rate(late, np.eye(len(names))[i]) for i, n in enumerate(names)},
+    }
 
 
 def _log(store: EventStore) -> Iterator[StoredEvent]:

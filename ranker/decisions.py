@@ -29,6 +29,7 @@ import msgpack
 
 from actors.closing import Closing
 from actors.disk import describe_write_error
+from actors.lmdb_map import GrowingMap
 from ranker.errors import RankerError
 
 DEFAULT_RETENTION: Final = 1_000_000
@@ -63,6 +64,7 @@ class DecisionLog(Closing):
         except (OSError, lmdb.Error) as exc:
             raise RankerError(f"cannot open the decision log in {self.path}: {exc}") from exc
         self._db = self._env.open_db(b"decisions")
+        self._map = GrowingMap(self._env, "decision log")
         self._lock = threading.Lock()
         self._written = 0
         self._trimmed = 0
@@ -82,15 +84,11 @@ class DecisionLog(Closing):
         if not records:
             return
         with self._lock:
-            while True:
-                try:
-                    self._write(records)
-                    return
-                except lmdb.MapFullError:
-                    self._env.set_mapsize(self._env.info()["map_size"] * 2)
-                except lmdb.Error as exc:
-                    reason = describe_write_error(self.path, exc)
-                    raise RankerError(f"cannot write to {self.path}: {reason}") from exc
+            try:
+                self._map.write(lambda: self._write(records))
+            except lmdb.Error as exc:
+                reason = describe_write_error(self.path, exc)
+                raise RankerError(f"cannot write to {self.path}: {reason}") from exc
 
     def _write(self, records: Sequence[Mapping[str, Any]]) -> None:
         seq, kept, trimmed = self._last, self._kept, 0

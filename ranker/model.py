@@ -52,6 +52,7 @@ import attrs
 import numpy as np
 import numpy.typing as npt
 
+from actors.files import fsync_directory, write_atomically
 from ranker.errors import ModelError
 from ranker.policy import BLEND_PARTS, CLIP_Z, Blend
 
@@ -266,12 +267,10 @@ def save_model(data: str | os.PathLike[str], model: Model) -> Path:
                 "user_terms": model.user_term_weight,
             }
         (staging / "meta.json").write_text(json.dumps(meta))
-        _fsync_dir_files(staging)
+        fsync_directory(staging)
         os.rename(staging, final)
-        pointer = root / f".{CURRENT}.tmp"
-        pointer.write_text(model.version + "\n")
-        os.replace(pointer, root / CURRENT)
-        _fsync(root)
+        # Also makes the rename durable: both names live in `root`.
+        write_atomically(root / CURRENT, model.version + "\n")
     except OSError as exc:
         raise ModelError(f"cannot write model {model.version!r} under {root}: {exc}") from exc
     return final
@@ -385,17 +384,3 @@ def _by_index(vocab: Mapping[str, int]) -> Sequence[str]:
     for name, i in vocab.items():
         names[i] = name
     return names
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir_files(directory: Path) -> None:
-    for child in directory.iterdir():
-        _fsync(child)
-    _fsync(directory)

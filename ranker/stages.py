@@ -6,8 +6,9 @@ over 1,000 candidates costs microseconds per stage. No Trio, no I/O:
 :mod:`ranker.actor` gathers the inputs (user state, model, index) and runs
 the stages in order:
 
-:func:`retrieve` → :func:`score` → :func:`apply_rules` → (:func:`reciprocal`)
-→ :func:`select` (diversity) → :func:`explore` (Thompson sampling).
+:func:`retrieve` → :func:`score` → :func:`apply_rules` → (on a two-sided surface,
+:mod:`ranker.two_sided`) → :func:`select` (diversity) → :func:`explore`
+(Thompson sampling).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from pyroaring import BitMap
 from actors import ItemSignals, Recent
 from actors.cooccurrence import MIN_TYPE_WEIGHT
 from actors.user import OTHER_TYPE_WEIGHT, TYPE_WEIGHTS
-from index import AllOf, AnyOf, Index, Query, Term, to_bitmap
-from ranker.policy import CLIP_Z, Blend, Diversity, Exploration, Reciprocal
+from index import Index, Query, to_bitmap
+from ranker.policy import CLIP_Z, Blend, Diversity, Exploration
 
 Docs = npt.NDArray[np.uint32]
 Floats = npt.NDArray[np.float64]
@@ -393,147 +394,6 @@ def apply_rules(
     return effects
 
 
-# -- two-sided matching ---------------------------------------------------------------
-
-
-def willingness(
-    affinities: Sequence[Mapping[str, float]], job_terms: Sequence[str], policy: Reciprocal
-) -> Floats:
-    """Each supplier's probability of wanting a job with ``job_terms`` (``field=value`` keys).
-
-    The logistic of the prior's log-odds plus ``strength`` times the mean of
-    the supplier's time-decayed affinity over the job's terms: accepting jobs
-    with those terms raises it, declining them lowers it, and a supplier
-    without history gets the prior.
-    """
-    prior = math.log(policy.prior / (1.0 - policy.prior))
-    out = np.empty(len(affinities))
-    n = max(len(job_terms), 1)
-    for i, affinity in enumerate(affinities):
-        evidence = sum(affinity.get(term, 0.0) for term in job_terms) / n
-        out[i] = prior + policy.strength * evidence
-    return 1.0 / (1.0 + np.exp(-out))
-
-
-def interest(score: Floats) -> Floats:
-    """The consumer's interest as the score's percentile among the candidates, in (0, 1]."""
-    n = len(score)
-    if n == 0:
-        return score
-    ranks = np.empty(n)
-    ranks[np.argsort(score, kind="stable")] = np.arange(1, n + 1)
-    return ranks / n
-
-
-def harmonic_mean(a: Floats, b: Floats) -> Floats:
-    total = a + b
-    return np.where(total > 0, 2.0 * a * b / np.where(total > 0, total, 1.0), 0.0)
-
-
-def reciprocal(
-    interest: Floats, willingness: Floats, fit: Floats | None = None, weight: float = 0.0
-) -> Floats:
-    """The two-sided score: ``weight * fit`` plus the harmonic mean of interest and willingness.
-
-    Fit (:func:`job_fit`) and the harmonic mean both lie in [0, 1]: at
-    ``weight`` 1 or more, a supplier fitting the job fully ranks above one
-    fitting it not at all, whatever their interest and willingness, as when
-    retrieval kept only those carrying the job's terms (:func:`job_query`).
-    """
-    both = harmonic_mean(interest, willingness)
-    if fit is None or not weight:
-        return both
-    out: Floats = both + weight * fit
-    return out
-
-
-def job_led(docs: Docs, score: Floats, fit: Floats | None, weight: float) -> npt.NDArray[np.intp]:
-    """Candidate positions best first by ``weight * fit`` plus the score's percentile.
-
-    The score alone (as :func:`ranked`) without ``fit``. At ``weight`` 1, a
-    full fit comes before no fit whatever the scores, equal fits by score,
-    and a partial fit is weighed against the score.
-    """
-    order = ranked(docs, score)
-    if fit is None or not weight or not len(fit) or fit.min() == fit.max():
-        return order
-    n = len(docs)
-    percentile = np.empty(n)
-    percentile[order] = np.arange(n, 0, -1) / n  # ties in score stay first seen first
-    return ranked(docs, weight * fit + percentile)
-
-
-def _carrying(index: Index, field: str, values: Sequence[str]) -> BitMap:
-    """The items carrying any of ``values`` under term field ``field``. Do not mutate it.
-
-    For one value, the index's own postings (copying them would cost more than the rest).
-    """
-    if len(values) == 1:
-        return index.term_postings(field, values[0])
-    return BitMap.union(BitMap(), *(index.term_postings(field, v) for v in values))
-
-
-def job_fit(index: Index, docs: Docs, job_terms: Mapping[str, Sequence[str]]) -> Floats:
-    """How well each candidate's terms fit a job's terms (``field -> values``), in [0, 1].
-
-    The weighted share of the job's term fields on which the candidate
-    carries one of the job's values. A field weighs ``log(n / m)`` when ``m``
-    of the ``n`` candidates match it: a rare match (the job's category)
-    counts more than a common one, and a field every candidate matches (the
-    city the surface already filters on), or none does (a field only jobs
-    have), weighs nothing. All ones when no field tells the candidates apart.
-    """
-    n = len(docs)
-    total = np.zeros(n)
-    if n == 0 or not job_terms:
-        return np.ones(n)
-    within = to_bitmap(docs)
-    weights = 0.0
-    for field, values in job_terms.items():
-        hits = _carrying(index, field, values) & within
-        if 0 < len(hits) < n:
-            weight = math.log(n / len(hits))
-            total[np.searchsorted(docs, to_docs(hits))] += weight
-            weights += weight
-    if not weights:
-        return np.ones(n)
-    out: Floats = total / weights
-    return out
-
-
-def job_query(
-    index: Index,
-    query: Query,
-    job_terms: Mapping[str, Sequence[str]],
-    *,
-    exclude: BitMap,
-    at_least: int,
-) -> Query:
-    """``query`` narrowed to the items carrying the job's terms, while ``at_least`` remain.
-
-    The job's fields are tried rarest match first; each one that keeps at
-    least ``at_least`` matches (not in ``exclude``) joins the query as
-    ``any`` of the job's values for it, the others are left out. With too few
-    matches on every field, ``query`` itself (every supplier, ranked by
-    :func:`job_fit` then).
-
-    Raises:
-        QueryError: ``query`` names a field the index does not have.
-    """
-    matches = index.match(query)
-    if exclude:
-        matches -= exclude
-    carrying = {f: _carrying(index, f, values) for f, values in job_terms.items() if values}
-    narrowed: list[Query] = []
-    for field in sorted(carrying, key=lambda f: matches.intersection_cardinality(carrying[f])):
-        kept = matches & carrying[field]
-        if at_least <= len(kept) < len(matches):
-            matches = kept
-            terms = tuple(Term(field, v) for v in sorted(job_terms[field]))
-            narrowed.append(terms[0] if len(terms) == 1 else AnyOf(terms))
-    return AllOf((query, *narrowed)) if narrowed else query
-
-
 # -- diversity and selection ----------------------------------------------------------
 
 
@@ -564,59 +424,81 @@ def select(
     those already picked. Returns the chosen positions and notes per
     position: why it was skipped, or how similar an MMR pick was to earlier ones.
     """
-    notes: dict[int, str] = {}
-    cap, field = diversity.max_per_value, diversity.field
-    counts: dict[str, int] = {}
-
-    def allowed(p: int) -> bool:
-        if cap is None:
-            return True
-        values = values_of(p)
-        full = [v for v in values if counts.get(v, 0) >= cap]
-        if full:
-            notes[p] = f"diversity: already {cap} with {field}={full[0]}"
-            return False
-        return True
-
-    def take(p: int) -> None:
-        if cap is not None:
-            for v in values_of(p):
-                counts[v] = counts.get(v, 0) + 1
-
+    cap = _PerValueCap(diversity=diversity, values_of=values_of)
     chosen: list[int] = []
     if k <= 0:
-        return chosen, notes
+        return chosen, cap.notes
     if diversity.mmr > 0 and embeddings is not None and len(order):
-        pool = order[: 10 * k]
-        vectors = embeddings[pool].astype(np.float64)
-        norms = np.linalg.norm(vectors, axis=1)
-        vectors /= np.where(norms > 0, norms, 1.0)[:, None]
-        rel = score[pool]
-        spread = rel.max() - rel.min()
-        rel = (rel - rel.min()) / spread if spread > 0 else np.ones(len(pool))
-        max_sim = np.full(len(pool), -1.0)
-        open_ = np.ones(len(pool), dtype=bool)
-        lam = diversity.mmr
-        while len(chosen) < k and open_.any():
-            value = np.where(open_, (1 - lam) * rel - lam * np.maximum(max_sim, 0.0), -np.inf)
-            best = int(np.argmax(value))
-            open_[best] = False
-            p = int(pool[best])
-            if not allowed(p):
-                continue
-            if max_sim[best] > 0:
-                notes[p] = f"diversity: mmr similarity {max_sim[best]:.2f}"
-            take(p)
-            chosen.append(p)
-            max_sim = np.maximum(max_sim, vectors @ vectors[best])
-        return chosen, notes
+        return _select_mmr(order, k, diversity.mmr, cap, score, embeddings), cap.notes
     for p in order.tolist():
         if len(chosen) == k:
             break
-        if allowed(p):
-            take(p)
+        if cap.allowed(p):
+            cap.take(p)
             chosen.append(p)
-    return chosen, notes
+    return chosen, cap.notes
+
+
+@attrs.define(kw_only=True)
+class _PerValueCap:
+    """The diversity policy's ``max_per_value`` over one selection, and its notes per position."""
+
+    diversity: Diversity
+    values_of: Any
+    counts: dict[str, int] = attrs.field(factory=dict)
+    notes: dict[int, str] = attrs.field(factory=dict)
+
+    def allowed(self, p: int) -> bool:
+        """Whether position ``p`` may be chosen (noting why not when it may not)."""
+        cap = self.diversity.max_per_value
+        if cap is None:
+            return True
+        values = self.values_of(p)
+        full = [v for v in values if self.counts.get(v, 0) >= cap]
+        if full:
+            self.notes[p] = f"diversity: already {cap} with {self.diversity.field}={full[0]}"
+            return False
+        return True
+
+    def take(self, p: int) -> None:
+        """Count position ``p``'s values as chosen."""
+        if self.diversity.max_per_value is not None:
+            for v in self.values_of(p):
+                self.counts[v] = self.counts.get(v, 0) + 1
+
+
+def _select_mmr(
+    order: npt.NDArray[np.intp],
+    k: int,
+    lam: float,
+    cap: _PerValueCap,
+    score: Floats,
+    embeddings: npt.NDArray[np.float32],
+) -> list[int]:
+    """Up to ``k`` positions by maximal marginal relevance among the best ``10 * k``."""
+    chosen: list[int] = []
+    pool = order[: 10 * k]
+    vectors = embeddings[pool].astype(np.float64)
+    norms = np.linalg.norm(vectors, axis=1)
+    vectors /= np.where(norms > 0, norms, 1.0)[:, None]
+    rel = score[pool]
+    spread = rel.max() - rel.min()
+    rel = (rel - rel.min()) / spread if spread > 0 else np.ones(len(pool))
+    max_sim = np.full(len(pool), -1.0)
+    open_ = np.ones(len(pool), dtype=bool)
+    while len(chosen) < k and open_.any():
+        value = np.where(open_, (1 - lam) * rel - lam * np.maximum(max_sim, 0.0), -np.inf)
+        best = int(np.argmax(value))
+        open_[best] = False
+        p = int(pool[best])
+        if not cap.allowed(p):
+            continue
+        if max_sim[best] > 0:
+            cap.notes[p] = f"diversity: mmr similarity {max_sim[best]:.2f}"
+        cap.take(p)
+        chosen.append(p)
+        max_sim = np.maximum(max_sim, vectors @ vectors[best])
+    return chosen
 
 
 # -- exploration ----------------------------------------------------------------------

@@ -34,38 +34,35 @@ one exists) to stdout; ``--json FILE`` writes every figure.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import multiprocessing as mp
 import os
-import queue
 import random
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
-import msgpack
+import attrs
 
-from matchlight.bench.index_workload import CITIES, TOPICS, note
-from matchlight.bench.ingest import start_server
+from matchlight.bench.e2e_clients import (
+    CALL_TIMEOUT_S,
+    DEPTH,
+    HOST,
+    ITEM_BATCH,
+    RECOMMEND_K,
+    catalogue,
+    ingest_client,
+    recommend_client,
+)
+from matchlight.bench.harness import RunningServer, collect, latency_summary, start_server
+from matchlight.bench.index_workload import note
 from matchlight.cli.argtypes import positive_float, positive_int
-from matchlight.client import Client, RpcError
+from matchlight.client import Client
 
-HOST: Final = "127.0.0.1"
-#: Ingest calls each ingest client keeps in flight (as ``bench ingest``'s default).
-DEPTH: Final = 2
-ITEM_BATCH: Final = 5_000
-EVENT_TYPES: Final = ("view", "view", "view", "view", "click", "click", "like", "save")
-ZIPF_S: Final = 1.1
 FRESHNESS_PROBES: Final = 500
-RECOMMEND_K: Final = 10
-CALL_TIMEOUT_S: Final = 120.0
 WAIT_S: Final = 1_800.0
 #: DESIGN.md targets on the 2-core dev machine: figure -> (bound, "min" or "max").
 TARGETS: Final = {
@@ -80,191 +77,36 @@ TARGETS: Final = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``matchlight bench`` (the end-to-end run)."""
-    parser.add_argument(
-        "--items", type=positive_int, default=100_000, help="catalogue size (default 100000)"
-    )
-    parser.add_argument(
-        "--users", type=positive_int, default=50_000, help="distinct users (default 50000)"
-    )
+    parser.add_argument("--items", type=positive_int, default=100_000, help="catalogue size")
+    parser.add_argument("--users", type=positive_int, default=50_000, help="distinct users")
     parser.add_argument(
         "--events",
         type=positive_int,
         default=1_000_000,
-        help="events ingested in the sustained phase: the log the restart replays "
-        "(default 1000000)",
+        help="events ingested in the sustained phase: the log the restart replays",
     )
     parser.add_argument(
         "--recommend-seconds",
         type=positive_float,
         default=20.0,
         metavar="SECONDS",
-        help="how long recommend is timed under concurrent ingest (default 20)",
+        help="how long recommend is timed under concurrent ingest",
     )
     parser.add_argument(
         "--ingest-clients",
         type=positive_int,
         default=1,
-        help="ingest client processes in the sustained phase (default 1)",
+        help="ingest client processes in the sustained phase",
     )
     parser.add_argument(
         "--recommend-clients",
         type=positive_int,
         default=2,
-        help="recommend client processes, one call in flight each (default 2)",
+        help="recommend client processes, one call in flight each",
     )
-    parser.add_argument(
-        "--batch", type=positive_int, default=1000, help="events per ingest call (default 1000)"
-    )
-    parser.add_argument("--seed", type=int, default=1, help="workload seed (default 1)")
+    parser.add_argument("--batch", type=positive_int, default=1000, help="events per ingest call")
+    parser.add_argument("--seed", type=int, default=1, help="workload seed")
     parser.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
-
-
-# -- the workload (shared with the client processes) ------------------------------------------
-
-
-def _zipf_cum(n: int, s: float = ZIPF_S) -> list[float]:
-    return list(itertools.accumulate(1.0 / (k + 1) ** s for k in range(n)))
-
-
-def _items(n: int, seed: int) -> Iterator[list[dict[str, Any]]]:
-    """The catalogue in ``upsert_items`` calls of :data:`ITEM_BATCH`."""
-    rng = random.Random(f"e2e-items-{seed}")
-    topic_cum, city_cum = _zipf_cum(TOPICS, 1.0), _zipf_cum(CITIES, 1.0)
-    for lo in range(0, n, ITEM_BATCH):
-        size = min(ITEM_BATCH, n - lo)
-        topics = rng.choices(range(TOPICS), cum_weights=topic_cum, k=size)
-        cities = rng.choices(range(CITIES), cum_weights=city_cum, k=size)
-        yield [
-            {
-                "id": f"item-{lo + j}",
-                "kind": "pro",
-                "terms": {"topic": f"topic{topics[j]:03d}", "city": f"city{cities[j]:03d}"},
-                "numbers": {"price": float(rng.randrange(2_000, 50_000)) / 100.0},
-            }
-            for j in range(size)
-        ]
-
-
-class _Events:
-    """Packed ``ingest`` requests of Zipf-distributed events, with ids unique per ``tag``."""
-
-    def __init__(self, tag: str, users: int, items: int, batch: int, seed: int) -> None:
-        self.tag = tag
-        self.batch = batch
-        self.rng = random.Random(f"e2e-events-{seed}-{tag}")
-        self.users = range(users)
-        self.items = range(items)
-        self.user_cum = _zipf_cum(users)
-        self.item_cum = _zipf_cum(items)
-        self.seen_users: set[int] = set()
-        self.made = 0
-
-    def next(self, size: int) -> bytes:
-        rng, n0 = self.rng, self.made
-        us = rng.choices(self.users, cum_weights=self.user_cum, k=size)
-        its = rng.choices(self.items, cum_weights=self.item_cum, k=size)
-        types = rng.choices(EVENT_TYPES, k=size)
-        self.seen_users.update(us)
-        ts = time.time()
-        events = [
-            {
-                "id": f"{self.tag}-{n0 + j}",
-                "type": types[j],
-                "user": f"user-{us[j]}",
-                "item": f"item-{its[j]}",
-                "ts": ts,
-            }
-            for j in range(size)
-        ]
-        self.made += size
-        packed: bytes = msgpack.packb([0, n0 // self.batch + 1, "ingest", [{"events": events}]])
-        return packed
-
-    def calls(self, quota: int | None, prepared: int) -> Iterator[bytes]:
-        """Up to ``quota`` events (``None``: no end), the first ``prepared`` calls encoded now."""
-        total = quota if quota is not None else sys.maxsize
-        sizes = (min(self.batch, total - lo) for lo in range(0, total, self.batch))
-        ready = [self.next(size) for size in itertools.islice(sizes, prepared)]
-        return itertools.chain(ready, (self.next(size) for size in sizes))
-
-
-def _ingest_client(
-    port: int,
-    tag: str,
-    quota: int | None,
-    prepared: int,
-    config: dict[str, int],
-    start: Any,
-    stop: Any,
-    results: Any,
-) -> None:
-    """A client process: ingest ``quota`` events (or until ``stop``), ``DEPTH`` calls in flight.
-
-    Puts ``("ready", tag)`` once its first ``prepared`` calls are encoded, then
-    ``(tag, seconds, accepted, calls, sorted user numbers)`` when done.
-    """
-    source = _Events(tag, config["users"], config["items"], config["batch"], config["seed"])
-    calls = source.calls(quota, prepared)
-    # A raw socket rather than Client: the loop below keeps DEPTH calls in flight.
-    sock = socket.create_connection((HOST, port))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    unpacker = msgpack.Unpacker(raw=False)
-    results.put(("ready", tag))
-    start.wait()
-    t0 = time.perf_counter()
-    sent = acked = accepted = 0
-    more = True
-    while more or acked < sent:
-        while more and sent - acked < DEPTH:
-            call = None if stop.is_set() else next(calls, None)
-            if call is None:
-                more = False
-                break
-            sock.sendall(call)
-            sent += 1
-        if acked == sent:
-            break
-        data = sock.recv(1 << 16)
-        if not data:
-            raise RuntimeError("the server closed the connection")
-        unpacker.feed(data)
-        for _, _, error, result in unpacker:
-            if error is not None:
-                raise RuntimeError(f"ingest failed: {error}")
-            accepted += result["accepted"]
-            acked += 1
-    seconds = time.perf_counter() - t0
-    sock.close()
-    results.put((tag, seconds, accepted, acked, sorted(source.seen_users)))
-
-
-def _recommend_client(
-    port: int, index: int, users: list[str], seconds: float, seed: int, start: Any, results: Any
-) -> None:
-    """A client process: ``recommend`` in a closed loop for ``seconds``, timing every call.
-
-    Puts ``("ready", index)``, then ``(index, elapsed, latencies in s, errors)``.
-    """
-    rng = random.Random(f"e2e-recommend-{seed}-{index}")
-    with Client(HOST, port, timeout=CALL_TIMEOUT_S) as client:
-        client.call("recommend", {"user": users[0], "k": RECOMMEND_K})  # connect and warm up
-        results.put(("ready", index))
-        start.wait()
-        samples: list[float] = []
-        errors = 0
-        t0 = time.perf_counter()
-        deadline = t0 + seconds
-        now = t0
-        while now < deadline:
-            params = {"user": rng.choice(users), "k": RECOMMEND_K}
-            began = time.perf_counter()
-            try:
-                client.call("recommend", params)
-            except RpcError:
-                errors += 1
-            now = time.perf_counter()
-            samples.append(now - began)
-        results.put((index, now - t0, samples, errors))
 
 
 # -- the phases --------------------------------------------------------------------------------
@@ -278,49 +120,53 @@ def _rss_mib(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
-def _ms(samples: list[float]) -> dict[str, float]:
-    import numpy as np
-
-    ms = np.asarray(samples) * 1000.0
-    return {
-        "p50_ms": round(float(np.percentile(ms, 50)), 3),
-        "p99_ms": round(float(np.percentile(ms, 99)), 3),
-        "p999_ms": round(float(np.percentile(ms, 99.9)), 3),
-        "max_ms": round(float(ms.max()), 3),
-        "mean_ms": round(float(ms.mean()), 3),
-    }
+def _collect(results: Any, count: int, procs: list[Any]) -> list[Any]:
+    return collect(results, count, procs, WAIT_S)
 
 
-def collect(results: Any, count: int, procs: list[Any], wait_s: float = WAIT_S) -> list[Any]:
-    """The next ``count`` messages from the client processes ``procs``.
+@attrs.frozen(kw_only=True)
+class _Signals:
+    """What the orchestrator shares with its client processes (spawn context objects)."""
 
-    Raises RuntimeError if one of them fails first, or they do not all come within ``wait_s``.
-    """
-    out: list[Any] = []
-    deadline = time.monotonic() + wait_s
-    while len(out) < count:
-        try:
-            out.append(results.get(timeout=0.5))
-        except queue.Empty:
-            failed = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
-            if failed:
-                raise RuntimeError(f"a client process failed (exit code {failed[0]})") from None
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"no word from the clients within {wait_s:g} s") from None
-    return out
+    start: Any
+    stop: Any
+    results: Any
+
+    @classmethod
+    def make(cls, ctx: Any) -> _Signals:
+        return cls(start=ctx.Event(), stop=ctx.Event(), results=ctx.Queue())
 
 
-def _memory(proc: subprocess.Popen[str], port: int, args: argparse.Namespace) -> dict[str, Any]:
-    with Client(HOST, port, timeout=CALL_TIMEOUT_S) as admin:
+def _ingest_process(
+    ctx: Any,
+    port: int,
+    tag: str,
+    quota: int | None,
+    prepared: int,
+    args: argparse.Namespace,
+    shared: _Signals,
+) -> Any:
+    """A (not yet started) :func:`ingest_client` process."""
+    config = {"users": args.users, "items": args.items, "batch": args.batch, "seed": args.seed}
+    return ctx.Process(
+        daemon=True,
+        target=ingest_client,
+        args=(port, tag, quota, prepared, config, shared.start, shared.stop, shared.results),
+    )
+
+
+def _memory(server: RunningServer, args: argparse.Namespace) -> dict[str, Any]:
+    """Upsert the catalogue; the server's RSS before and after."""
+    with Client(HOST, server.port, timeout=CALL_TIMEOUT_S) as admin:
         admin.call("health")
-        before = _rss_mib(proc.pid)
+        before = _rss_mib(server.pid)
         t0 = time.perf_counter()
-        for calls, items in enumerate(_items(args.items, args.seed), 1):
+        for calls, items in enumerate(catalogue(args.items, args.seed), 1):
             admin.call("upsert_items", {"items": items})
             if calls % 4 == 0:
                 note(f"  upserted {calls * ITEM_BATCH:,} items")
         seconds = time.perf_counter() - t0
-        after = _rss_mib(proc.pid)
+        after = _rss_mib(server.pid)
         indexed = admin.call("stats")["index_items"]
     if indexed != args.items:
         raise RuntimeError(f"upserted {args.items} items, the index holds {indexed}")
@@ -334,41 +180,27 @@ def _memory(proc: subprocess.Popen[str], port: int, args: argparse.Namespace) ->
     }
 
 
-def _workload(args: argparse.Namespace) -> dict[str, int]:
-    return {"users": args.users, "items": args.items, "batch": args.batch, "seed": args.seed}
-
-
 def _sustained_ingest(port: int, args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    """Phase 2: ``--events`` events from ``--ingest-clients`` processes; the figures and the
+    users the events came from."""
     ctx = mp.get_context("spawn")
-    start, stop, results = ctx.Event(), ctx.Event(), ctx.Queue()
+    shared = _Signals.make(ctx)
+    start, results = shared.start, shared.results
     n = args.ingest_clients
     quotas = [args.events // n + (1 if i < args.events % n else 0) for i in range(n)]
     procs = [
-        ctx.Process(
-            daemon=True,
-            target=_ingest_client,
-            args=(
-                port,
-                f"e2e-ingest-{i}",
-                quota,
-                sys.maxsize,
-                _workload(args),
-                start,
-                stop,
-                results,
-            ),
-        )
+        _ingest_process(ctx, port, f"e2e-ingest-{i}", quota, sys.maxsize, args, shared)
         for i, quota in enumerate(quotas)
     ]
     for p in procs:
         p.start()
     with Client(HOST, port, timeout=CALL_TIMEOUT_S) as admin:
         note(f"  {n} client(s) encoding {args.events:,} events")
-        collect(results, n, procs)
+        _collect(results, n, procs)
         before = admin.call("stats")
         t0 = time.perf_counter()
         start.set()
-        done = collect(results, n, procs)
+        done = _collect(results, n, procs)
         wall = time.perf_counter() - t0
         after = admin.call("stats")
     for p in procs:
@@ -397,11 +229,12 @@ def _recommend(
     """Time ``recommend`` from ``--recommend-clients`` processes for ``seconds``; with
     ``ingest_rate`` > 0, one more process ingests at full speed meanwhile."""
     ctx = mp.get_context("spawn")
-    start, stop, results = ctx.Event(), ctx.Event(), ctx.Queue()
+    shared = _Signals.make(ctx)
+    start, stop, results = shared.start, shared.stop, shared.results
     procs = [
         ctx.Process(
             daemon=True,
-            target=_recommend_client,
+            target=recommend_client,
             args=(port, i, users, seconds, args.seed, start, results),
         )
         for i in range(args.recommend_clients)
@@ -409,29 +242,14 @@ def _recommend(
     if ingest_rate > 0:
         # Encode ahead what the ingest client should need (it makes more if it runs out).
         prepared = max(2, round(ingest_rate * seconds * 1.2 / args.batch))
-        procs.append(
-            ctx.Process(
-                daemon=True,
-                target=_ingest_client,
-                args=(
-                    port,
-                    "e2e-concurrent",
-                    None,
-                    prepared,
-                    _workload(args),
-                    start,
-                    stop,
-                    results,
-                ),
-            )
-        )
+        procs.append(_ingest_process(ctx, port, "e2e-concurrent", None, prepared, args, shared))
     for p in procs:
         p.start()
-    collect(results, len(procs), procs)
+    _collect(results, len(procs), procs)
     start.set()
-    finished = collect(results, args.recommend_clients, procs)
+    finished = _collect(results, args.recommend_clients, procs)
     stop.set()
-    ingest = collect(results, len(procs) - args.recommend_clients, procs)
+    ingest = _collect(results, len(procs) - args.recommend_clients, procs)
     for p in procs:
         p.join(timeout=60)
     samples = [s for r in finished for s in r[2]]
@@ -441,7 +259,7 @@ def _recommend(
         "calls": len(samples),
         "calls_per_s": round(sum(len(r[2]) / r[1] for r in finished), 1),
         "errors": sum(r[3] for r in finished),
-        **_ms(samples),
+        **latency_summary(samples),
     }
     for _, elapsed, accepted, _, _ in ingest:
         out["concurrent_ingest_events"] = accepted
@@ -450,6 +268,7 @@ def _recommend(
 
 
 def _freshness(port: int, users: list[str], items: int, seed: int) -> dict[str, Any]:
+    """Phase 4: like an item from a user's list; is it visible at once, and gone from the list?"""
     rng = random.Random(f"e2e-freshness-{seed}")
     acks: list[float] = []
     reads: list[float] = []
@@ -473,7 +292,7 @@ def _freshness(port: int, users: list[str], items: int, seed: int) -> dict[str, 
             after = client.call("recommend", {"user": user, "k": RECOMMEND_K})["items"]
             if any(entry["id"] == liked for entry in after):
                 still_recommended += 1
-    ack_ms, read_ms = _ms(acks), _ms(reads)
+    ack_ms, read_ms = latency_summary(acks), latency_summary(reads)
     return {
         "probes": FRESHNESS_PROBES,
         "event_to_visible_p50_ms": ack_ms["p50_ms"],
@@ -485,23 +304,21 @@ def _freshness(port: int, users: list[str], items: int, seed: int) -> dict[str, 
     }
 
 
-def _stop(proc: subprocess.Popen[str], sig: signal.Signals) -> float:
+def _stop(server: RunningServer, sig: signal.Signals) -> float:
     """Send ``sig`` and wait for the process to exit; the seconds it took."""
     t0 = time.perf_counter()
-    proc.send_signal(sig)
-    proc.wait(timeout=WAIT_S)
+    code = server.stop(sig, timeout=WAIT_S)
     seconds = time.perf_counter() - t0
-    if proc.stdout is not None:
-        proc.stdout.close()
-    if sig == signal.SIGTERM and proc.returncode != 0:
-        raise RuntimeError(f"the server exited with {proc.returncode} after SIGTERM")
+    if sig == signal.SIGTERM and code != 0:
+        raise RuntimeError(f"the server exited with {code} after SIGTERM")
     return seconds
 
 
-def _timed_start(data: Path) -> tuple[subprocess.Popen[str], int, float]:
+def _timed_start(data: Path) -> tuple[RunningServer, float]:
+    """Start a server on ``data``; it and the seconds until its ``listening`` line."""
     t0 = time.perf_counter()
-    proc, port = start_server(data)
-    return proc, port, time.perf_counter() - t0
+    server = start_server(data, log_level="WARNING", timeout=WAIT_S)
+    return server, time.perf_counter() - t0
 
 
 def _log_seq(port: int) -> int:
@@ -516,72 +333,23 @@ def _log_seq(port: int) -> int:
 def main(args: argparse.Namespace) -> int:
     """Run the five phases, print the table, write ``--json``; 0 if every check passed."""
     began = time.perf_counter()
-    report: dict[str, Any] = {
-        "config": {
-            "items": args.items,
-            "users": args.users,
-            "events": args.events,
-            "recommend_seconds": args.recommend_seconds,
-            "ingest_clients": args.ingest_clients,
-            "recommend_clients": args.recommend_clients,
-            "batch": args.batch,
-            "seed": args.seed,
-            "cores": os.cpu_count(),
-        }
-    }
+    report: dict[str, Any] = {"config": _config(args)}
     with tempfile.TemporaryDirectory(prefix="matchlight-bench-e2e-") as tmp:
         data = Path(tmp) / "data"
-        proc, port, empty_start = _timed_start(data)
+        server, empty_start = _timed_start(data)
         try:
             note(f"1/5 memory: upserting {args.items:,} items")
-            report["memory"] = _memory(proc, port, args)
+            report["memory"] = _memory(server, args)
             report["memory"]["start_empty_s"] = round(empty_start, 3)
-
-            note(f"2/5 sustained ingest: {args.events:,} events, {args.ingest_clients} client(s)")
-            report["ingest"], users = _sustained_ingest(port, args)
-            report["ingest"]["rss_after_mib"] = round(_rss_mib(proc.pid), 1)
-            note(f"  {report['ingest']['events_per_s']:,} events/s")
-
-            alone = max(1.0, args.recommend_seconds / 4)
-            note(
-                f"3/5 recommend: {args.recommend_clients} client(s), {alone:g} s alone, then "
-                f"{args.recommend_seconds:g} s beside 1 ingest client"
-            )
-            report["recommend_alone"] = _recommend(port, args, users, alone, 0.0)
-            note(
-                f"  alone: {report['recommend_alone']['calls_per_s']:,} calls/s, "
-                f"p99 {report['recommend_alone']['p99_ms']} ms"
-            )
-            rate = report["ingest"]["events_per_s"]
-            report["recommend"] = _recommend(port, args, users, args.recommend_seconds, rate)
-            note(
-                f"  {report['recommend']['calls_per_s']:,} calls/s, "
-                f"p99 {report['recommend']['p99_ms']} ms"
-            )
-
+            users = _ingest_phase(server, args, report)
+            _recommend_phase(server.port, args, users, report)
             note(f"4/5 freshness: {FRESHNESS_PROBES} like → get_user → recommend probes")
-            report["freshness"] = _freshness(port, users, args.items, args.seed)
-
+            report["freshness"] = _freshness(server.port, users, args.items, args.seed)
             note("5/5 restart: SIGTERM, start; ingest a tail, kill -9, start")
-            log_events = _log_seq(port)
-            stop_s = _stop(proc, signal.SIGTERM)
-            proc, port, clean_s = _timed_start(data)
-            note(f"  clean restart in {clean_s:.2f} s")
-            restart = _after_restart(proc, port, args, users)
-            proc, port, kill9_s = _timed_start(data)
-            lost = restart.pop("log_events_before_kill") - _log_seq(port)
-            report["restart"] = {
-                "log_events": log_events,
-                "stop_clean_s": round(stop_s, 3),
-                "restart_clean_s": round(clean_s, 3),
-                **restart,
-                "restart_kill9_s": round(kill9_s, 3),
-                "lost_events": lost,
-            }
-            note(f"  kill -9 restart in {kill9_s:.2f} s")
+            server, report["restart"] = _restart_phase(server, data, args, users)
         finally:
-            if proc.poll() is None:
-                _stop(proc, signal.SIGTERM)
+            if server.poll() is None:
+                _stop(server, signal.SIGTERM)
     report["wall_s"] = round(time.perf_counter() - began, 1)
     print_table(report)
     if args.json:
@@ -592,25 +360,88 @@ def main(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _after_restart(
-    proc: subprocess.Popen[str], port: int, args: argparse.Namespace, users: list[str]
-) -> dict[str, Any]:
+def _config(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "items": args.items,
+        "users": args.users,
+        "events": args.events,
+        "recommend_seconds": args.recommend_seconds,
+        "ingest_clients": args.ingest_clients,
+        "recommend_clients": args.recommend_clients,
+        "batch": args.batch,
+        "seed": args.seed,
+        "cores": os.cpu_count(),
+    }
+
+
+def _ingest_phase(
+    server: RunningServer, args: argparse.Namespace, report: dict[str, Any]
+) -> list[str]:
+    """Phase 2 into ``report["ingest"]``; the users the events came from."""
+    note(f"2/5 sustained ingest: {args.events:,} events, {args.ingest_clients} client(s)")
+    report["ingest"], users = _sustained_ingest(server.port, args)
+    report["ingest"]["rss_after_mib"] = round(_rss_mib(server.pid), 1)
+    note(f"  {report['ingest']['events_per_s']:,} events/s")
+    return users
+
+
+def _recommend_phase(
+    port: int, args: argparse.Namespace, users: list[str], report: dict[str, Any]
+) -> None:
+    """Phase 3 into ``report``: recommend alone, then beside an ingest client."""
+    alone = max(1.0, args.recommend_seconds / 4)
+    note(
+        f"3/5 recommend: {args.recommend_clients} client(s), {alone:g} s alone, then "
+        f"{args.recommend_seconds:g} s beside 1 ingest client"
+    )
+    report["recommend_alone"] = _recommend(port, args, users, alone, 0.0)
+    note(
+        f"  alone: {report['recommend_alone']['calls_per_s']:,} calls/s, "
+        f"p99 {report['recommend_alone']['p99_ms']} ms"
+    )
+    rate = report["ingest"]["events_per_s"]
+    report["recommend"] = _recommend(port, args, users, args.recommend_seconds, rate)
+    note(
+        f"  {report['recommend']['calls_per_s']:,} calls/s, p99 {report['recommend']['p99_ms']} ms"
+    )
+
+
+def _restart_phase(
+    server: RunningServer, data: Path, args: argparse.Namespace, users: list[str]
+) -> tuple[RunningServer, dict[str, Any]]:
+    """Phase 5: a clean stop and start, then a tail, kill -9 and start; the running server
+    and the figures."""
+    log_events = _log_seq(server.port)
+    stop_s = _stop(server, signal.SIGTERM)
+    server, clean_s = _timed_start(data)
+    note(f"  clean restart in {clean_s:.2f} s")
+    restart = _after_restart(server, args)
+    server, kill9_s = _timed_start(data)
+    lost = restart.pop("log_events_before_kill") - _log_seq(server.port)
+    note(f"  kill -9 restart in {kill9_s:.2f} s")
+    return server, {
+        "log_events": log_events,
+        "stop_clean_s": round(stop_s, 3),
+        "restart_clean_s": round(clean_s, 3),
+        **restart,
+        "restart_kill9_s": round(kill9_s, 3),
+        "lost_events": lost,
+    }
+
+
+def _after_restart(server: RunningServer, args: argparse.Namespace) -> dict[str, Any]:
     """Ingest a tail on the restarted server (so actors have unsnapshotted events), kill -9 it."""
     tail = max(args.batch, args.events // 20)
     ctx = mp.get_context("spawn")
-    start, stop, results = ctx.Event(), ctx.Event(), ctx.Queue()
-    client = ctx.Process(
-        daemon=True,
-        target=_ingest_client,
-        args=(port, "e2e-tail", tail, sys.maxsize, _workload(args), start, stop, results),
-    )
+    shared = _Signals.make(ctx)
+    client = _ingest_process(ctx, server.port, "e2e-tail", tail, sys.maxsize, args, shared)
     client.start()
-    collect(results, 1, [client])
-    start.set()
-    (done,) = collect(results, 1, [client])
+    _collect(shared.results, 1, [client])
+    shared.start.set()
+    (done,) = _collect(shared.results, 1, [client])
     client.join(timeout=60)
-    seq = _log_seq(port)
-    _stop(proc, signal.SIGKILL)
+    seq = _log_seq(server.port)
+    _stop(server, signal.SIGKILL)
     return {"tail_events": done[2], "log_events_before_kill": seq}
 
 
@@ -684,21 +515,3 @@ def _fmt(value: float) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return f"{value:.3f}" if value < 10 else f"{value:,.1f}"
-
-
-def run_cli(argv: list[str] | None = None) -> int:
-    """``python -m matchlight.bench.e2e [flags]``: the same run without the ``matchlight`` CLI."""
-    parser = argparse.ArgumentParser(
-        prog="python -m matchlight.bench.e2e",
-        description="End-to-end benchmark over RPC: ingest, recommend under ingest, "
-        "freshness, restart and memory.",
-    )
-    add_arguments(parser)
-    return main(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    # Through the importable module, so the spawned clients find its functions by name.
-    from matchlight.bench import e2e
-
-    sys.exit(e2e.run_cli())

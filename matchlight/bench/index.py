@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import math
 import os
 import random
 import sys
@@ -54,6 +53,7 @@ import numpy as np
 
 from index import Index, parse, parse_sort
 from matchlight.bench import index_rebuild
+from matchlight.bench.harness import percentiles
 from matchlight.bench.index_peers import (
     POSTGRES_ENV,
     PostgresEngine,
@@ -74,6 +74,7 @@ from matchlight.bench.index_workload import (
     make_catalogue,
     note,
 )
+from matchlight.cli.argtypes import non_negative_int, positive_int
 
 TARGET: Final = 10.0
 #: Timings of each query instance on each engine.
@@ -171,17 +172,12 @@ class MatchlightEngine:
 # -- measuring --------------------------------------------------------------------------------
 
 
-def percentile(samples_ns: Sequence[int], q: float) -> float:
-    """The nearest-rank ``q`` percentile of ``samples_ns``, in µs."""
-    ordered = sorted(samples_ns)
-    rank = max(1, math.ceil(q * len(ordered)))
-    return ordered[rank - 1] / 1000.0
-
-
 def _summary(samples_ns: Sequence[int]) -> dict[str, float]:
+    """p50 and p99 (nearest rank: always a measured timing) and the mean, in µs."""
+    p50, p99 = percentiles(np.asarray(samples_ns) / 1000.0, (50, 99), nearest_rank=True)
     return {
-        "p50_us": round(percentile(samples_ns, 0.50), 1),
-        "p99_us": round(percentile(samples_ns, 0.99), 1),
+        "p50_us": round(p50, 1),
+        "p99_us": round(p99, 1),
         "mean_us": round(sum(samples_ns) / len(samples_ns) / 1000.0, 1),
     }
 
@@ -293,6 +289,16 @@ def _cell(stats: dict[str, float]) -> str:
 
 
 def print_report(report: dict[str, Any]) -> None:
+    """The report on stdout: latency per class, builds, updates, agreement, targets."""
+    _print_latency(report)
+    _print_updates(report)
+    _print_verdicts(report)
+    if report["rebuild"] is not None:
+        index_rebuild.print_rebuild(report["rebuild"])
+
+
+def _print_latency(report: dict[str, Any]) -> None:
+    """p50 / p99 per query class and engine, with each peer's ratio to Matchlight."""
     engines: list[str] = report["engines"]
     peers = engines[1:]
     print(
@@ -326,6 +332,11 @@ def print_report(report: dict[str, Any]) -> None:
     print("build: " + ", ".join(f"{LABELS[e]} {report['build_s'][e]:.1f} s" for e in engines))
     for name, why in report["skipped"].items():
         print(f"{LABELS[name]}: skipped, {why}")
+
+
+def _print_updates(report: dict[str, Any]) -> None:
+    """The cost of a visible update per engine, one at a time and batched."""
+    engines: list[str] = report["engines"]
     updates = report["updates"]
     print(
         f"\nupdates: {updates['count']:,} like increments, each visible to the next query, "
@@ -344,6 +355,10 @@ def print_report(report: dict[str, Any]) -> None:
             f"{each['mean_us']:>10,.1f}{updates['batched_us_per_update'][e]:>10,.1f}"
             f"{ratio:>21.1f}x"
         )
+
+
+def _print_verdicts(report: dict[str, Any]) -> None:
+    """How many comparisons agreed, and which classes meet the target against each peer."""
     agree = report["agreement"]
     print(
         f"\nall engines returned the same totals and ids: {agree['checked']:,} queries "
@@ -351,7 +366,7 @@ def print_report(report: dict[str, Any]) -> None:
         f"{agree['after_updates']:,} after each visible update and "
         f"{agree['after_batch']:,} after the batch"
     )
-    for p in peers:
+    for p in report["engines"][1:]:
         misses = [
             f"{kind} {row['ratio_p50'][p]:.1f}x"
             for kind, row in report["classes"].items()
@@ -363,14 +378,46 @@ def print_report(report: dict[str, Any]) -> None:
             f"target ≥ {TARGET:.0f}x {LABELS[p]} at p50: {met}/{len(report['classes'])} "
             f"classes ({verdict})"
         )
-    if report["rebuild"] is not None:
-        index_rebuild.print_rebuild(report["rebuild"])
 
 
 # -- the command ------------------------------------------------------------------------------
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``matchlight bench index``."""
+    parser.add_argument("--items", type=positive_int, default=100_000, help="catalogue size")
+    parser.add_argument(
+        "--queries", type=positive_int, default=300, help="random query instances per class"
+    )
+    parser.add_argument(
+        "--updates",
+        type=positive_int,
+        default=1000,
+        help="like-counter updates timed per engine, and again batched",
+    )
+    parser.add_argument("--seed", type=int, default=1, help="catalogue and query seed")
+    parser.add_argument(
+        "--rebuild-items",
+        type=non_negative_int,
+        default=100_000,
+        metavar="N",
+        help="items in the LMDB event store whose startup index rebuild is timed first; 0 skips it",
+    )
+    parser.add_argument(
+        "--postgres",
+        metavar="DSN",
+        help="PostgreSQL to compare with (default: $MATCHLIGHT_BENCH_POSTGRES; skipped if unset "
+        "or unreachable)",
+    )
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+
+
 def run(args: argparse.Namespace, stack: ExitStack) -> dict[str, Any]:
+    """Every phase of the bench; the report. Engines close when ``stack`` does.
+
+    Raises:
+        BenchError: an engine disagreed with Matchlight.
+    """
     # First, in a process holding nothing else yet, as a starting server does.
     rebuild = None
     if args.rebuild_items:
@@ -381,72 +428,13 @@ def run(args: argparse.Namespace, stack: ExitStack) -> dict[str, Any]:
     cat = make_catalogue(args.items, args.seed)
     cases = make_cases(cat, args.queries, args.seed)
     tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="matchlight-bench-index-")))
-
-    built: dict[str, _Built] = {}
-    skipped: dict[str, str] = {}
-
-    def keep(name: str, make: Callable[[], Engine]) -> None:
-        built[name] = _build(name, make)
-        stack.callback(built[name].engine.close)
-
-    keep("matchlight", lambda: MatchlightEngine(cat))
-    keep("sqlite", lambda: SqliteEngine(cat, tmp))
-    try:
-        import tantivy  # noqa: F401
-    except ImportError:
-        skipped["tantivy"] = "the tantivy package is not installed (pip install tantivy)"
-    else:
-        keep("tantivy", lambda: TantivyEngine(cat))
-    conn, why = connect_postgres(args.postgres)
-    if conn is None:
-        skipped["postgres"] = why
-    else:
-        import psycopg
-
-        try:
-            keep("postgres", lambda: PostgresEngine(cat, conn))
-        except psycopg.Error as exc:
-            conn.close()
-            skipped["postgres"] = f"cannot load the table: {str(exc).strip() or type(exc).__name__}"
-    for name, reason in skipped.items():
-        note(f"bench index: {LABELS[name]} skipped: {reason}")
+    built, skipped = _build_engines(cat, tmp, args.postgres, stack)
     engines = [b.engine for b in built.values()]
-    matchlight = built["matchlight"].engine
-    assert isinstance(matchlight, MatchlightEngine)
 
     note("bench index: checking that every engine returns the same results (warm-up)…")
     checked, comparisons = check(engines, cases)
-
-    classes: dict[str, Any] = {}
-    for kind, kind_cases in cases.items():
-        note(f"bench index: timing {kind}…")
-        row: dict[str, Any] = {
-            "description": CLASSES[kind],
-            "median_total": int(np.median([matchlight.runner(kind)(c)[0] for c in kind_cases])),
-        }
-        runners = [(e.name, e.runner(kind)) for e in engines]
-        runners.append(("matchlight_preparsed", matchlight.preparsed_runner(kind, kind_cases)))
-        for name, timings in time_rounds(runners, kind_cases, ROUNDS).items():
-            row[name] = _summary(timings)
-        base = row["matchlight"]["p50_us"]
-        row["ratio_p50"] = {
-            e.name: round(row[e.name]["p50_us"] / base, 2) if base else None for e in engines[1:]
-        }
-        classes[kind] = row
-
-    note(f"bench index: {args.updates:,} visible updates per engine…")
-    rng = random.Random(f"updates-{args.seed}")
-    each_changes = plan_updates(cat, args.updates, rng)
-    each = {e.name: _summary(time_updates(e, each_changes)) for e in engines}
-    after_updates, _ = check(engines, cases)
-    batch_changes = plan_updates(cat, args.updates, rng)
-    batched = {}
-    for engine in engines:
-        t0 = time.perf_counter_ns()
-        engine.update_batch(batch_changes)
-        batched[engine.name] = round((time.perf_counter_ns() - t0) / len(batch_changes) / 1000, 1)
-    after_batch, _ = check(engines, cases)
-
+    classes = {kind: _time_class(engines, kind, kind_cases) for kind, kind_cases in cases.items()}
+    updates, after_updates, after_batch = _time_all_updates(engines, cat, cases, args)
     return {
         "items": args.items,
         "queries_per_class": args.queries,
@@ -457,7 +445,7 @@ def run(args: argparse.Namespace, stack: ExitStack) -> dict[str, Any]:
         "skipped": skipped,
         "build_s": {name: round(b.seconds, 2) for name, b in built.items()},
         "classes": classes,
-        "updates": {"count": args.updates, "each": each, "batched_us_per_update": batched},
+        "updates": updates,
         "agreement": {
             "checked": checked,
             "comparisons": comparisons,
@@ -474,6 +462,90 @@ def run(args: argparse.Namespace, stack: ExitStack) -> dict[str, Any]:
         },
         "rebuild": rebuild,
     }
+
+
+def _build_engines(
+    cat: Catalogue, tmp: Path, postgres: str | None, stack: ExitStack
+) -> tuple[dict[str, _Built], dict[str, str]]:
+    """Matchlight (first: the reference), SQLite, and Tantivy and PostgreSQL when available.
+
+    Returns the engines built, by name, and why each missing one was skipped.
+    """
+    built: dict[str, _Built] = {}
+    skipped: dict[str, str] = {}
+
+    def keep(name: str, make: Callable[[], Engine]) -> None:
+        built[name] = _build(name, make)
+        stack.callback(built[name].engine.close)
+
+    keep("matchlight", lambda: MatchlightEngine(cat))
+    keep("sqlite", lambda: SqliteEngine(cat, tmp))
+    try:
+        import tantivy  # noqa: F401
+    except ImportError:
+        skipped["tantivy"] = "the tantivy package is not installed (pip install tantivy)"
+    else:
+        keep("tantivy", lambda: TantivyEngine(cat))
+    conn, why = connect_postgres(postgres)
+    if conn is None:
+        skipped["postgres"] = why
+    else:
+        import psycopg
+
+        try:
+            keep("postgres", lambda: PostgresEngine(cat, conn))
+        except psycopg.Error as exc:
+            conn.close()
+            skipped["postgres"] = f"cannot load the table: {str(exc).strip() or type(exc).__name__}"
+    for name, reason in skipped.items():
+        note(f"bench index: {LABELS[name]} skipped: {reason}")
+    return built, skipped
+
+
+def _time_class(engines: Sequence[Engine], kind: str, cases: Sequence[Case]) -> dict[str, Any]:
+    """One class's row: its median hit count, each engine's timings and ratio to Matchlight."""
+    note(f"bench index: timing {kind}…")
+    matchlight = engines[0]
+    assert isinstance(matchlight, MatchlightEngine)
+    row: dict[str, Any] = {
+        "description": CLASSES[kind],
+        "median_total": int(np.median([matchlight.runner(kind)(c)[0] for c in cases])),
+    }
+    runners = [(e.name, e.runner(kind)) for e in engines]
+    runners.append(("matchlight_preparsed", matchlight.preparsed_runner(kind, cases)))
+    for name, timings in time_rounds(runners, cases, ROUNDS).items():
+        row[name] = _summary(timings)
+    base = row["matchlight"]["p50_us"]
+    row["ratio_p50"] = {
+        e.name: round(row[e.name]["p50_us"] / base, 2) if base else None for e in engines[1:]
+    }
+    return row
+
+
+def _time_all_updates(
+    engines: Sequence[Engine],
+    cat: Catalogue,
+    cases: dict[str, list[Case]],
+    args: argparse.Namespace,
+) -> tuple[dict[str, Any], int, int]:
+    """``--updates`` visible updates one at a time, then as many in one batch, on each engine.
+
+    Returns the figures and how many queries agreed after each phase.
+    """
+    note(f"bench index: {args.updates:,} visible updates per engine…")
+    rng = random.Random(f"updates-{args.seed}")
+    each_changes = plan_updates(cat, args.updates, rng)
+    each = {e.name: _summary(time_updates(e, each_changes)) for e in engines}
+    after_updates, _ = check(engines, cases)
+    batch_changes = plan_updates(cat, args.updates, rng)
+    batched = {}
+    for engine in engines:
+        t0 = time.perf_counter_ns()
+        engine.update_batch(batch_changes)
+        batched[engine.name] = round((time.perf_counter_ns() - t0) / len(batch_changes) / 1000, 1)
+    after_batch, _ = check(engines, cases)
+    figures = {"count": args.updates, "each": each, "batched_us_per_update": batched}
+    return figures, after_updates, after_batch
 
 
 def main(args: argparse.Namespace) -> int:

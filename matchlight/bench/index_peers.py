@@ -220,88 +220,93 @@ class TantivyEngine:
         )
 
     def runner(self, kind: str) -> Runner:
-        t, schema, index, names = self._t, self.schema, self.index, self._names
-        term, must, must_not = t.Query.term_query, t.Occur.Must, t.Occur.MustNot
-        ascending, descending = t.Order.Asc, t.Order.Desc
-        unsigned, floating = t.FieldType.Unsigned, t.FieldType.Float
+        if kind == "price_sorted":
+            return self._price_sorted_runner()
+        if kind == "geo":
+            return self._geo_runner()
+        if kind not in ("term", "two_terms", "term_likes", "any_not"):
+            raise ValueError(kind)
+        query_of = self._filter_query(kind)
+        index, names, ascending = self.index, self._names, self._t.Order.Asc
 
-        def first(query: Any) -> Result:
+        def first(case: Case) -> Result:
             found = index.searcher().search(
-                query, LIMIT, count=True, order_by_field="ord", order=ascending
+                query_of(case), LIMIT, count=True, order_by_field="ord", order=ascending
             )
             return found.count, [names[o] for o, _ in found.hits]
 
+        return first
+
+    def _filter_query(self, kind: str) -> Callable[[Case], Any]:
+        """The Tantivy query of a case of the filter-only class ``kind``."""
+        t, schema = self._t, self.schema
+        term, must, must_not = t.Query.term_query, t.Occur.Must, t.Occur.MustNot
         if kind == "term":
-            return lambda case: first(term(schema, "topic", case.topic))
+            return lambda case: term(schema, "topic", case.topic)
         if kind == "two_terms":
-            return lambda case: first(
-                t.Query.boolean_query(
-                    [
-                        (must, term(schema, "topic", case.topic)),
-                        (must, term(schema, "city", case.city)),
-                    ]
-                )
+            return lambda case: t.Query.boolean_query(
+                [
+                    (must, term(schema, "topic", case.topic)),
+                    (must, term(schema, "city", case.city)),
+                ]
             )
         if kind == "term_likes":
-            return lambda case: first(
-                t.Query.boolean_query(
-                    [
-                        (must, term(schema, "city", case.city)),
-                        (
-                            must,
-                            t.Query.range_query(schema, "likes", unsigned, case.min_likes, None),
-                        ),
-                    ]
-                )
+            unsigned = t.FieldType.Unsigned
+            return lambda case: t.Query.boolean_query(
+                [
+                    (must, term(schema, "city", case.city)),
+                    (must, t.Query.range_query(schema, "likes", unsigned, case.min_likes, None)),
+                ]
             )
-        if kind == "any_not":
-            return lambda case: first(
-                t.Query.boolean_query(
-                    [
-                        (must, t.Query.term_set_query(schema, "tags", list(case.tags))),
-                        (must_not, term(schema, "city", case.city)),
-                    ]
-                )
+        return lambda case: t.Query.boolean_query(
+            [
+                (must, t.Query.term_set_query(schema, "tags", list(case.tags))),
+                (must_not, term(schema, "city", case.city)),
+            ]
+        )
+
+    def _price_sorted_runner(self) -> Runner:
+        t, schema, index, names = self._t, self.schema, self.index, self._names
+        floating, descending = t.FieldType.Float, t.Order.Desc
+
+        def price_sorted(case: Case) -> Result:
+            searcher = index.searcher()
+            query = t.Query.range_query(schema, "price", floating, case.lo, case.hi)
+            found = searcher.search(
+                query, LIMIT, count=True, order_by_field="price", order=descending
             )
-        if kind == "price_sorted":
+            ords = searcher.fast_field_values("ord", [address for _, address in found.hits])
+            return found.count, [names[o] for o in ords]
 
-            def price_sorted(case: Case) -> Result:
-                searcher = index.searcher()
-                query = t.Query.range_query(schema, "price", floating, case.lo, case.hi)
-                found = searcher.search(
-                    query, LIMIT, count=True, order_by_field="price", order=descending
-                )
-                ords = searcher.fast_field_values("ord", [address for _, address in found.hits])
-                return found.count, [names[o] for o in ords]
+        return price_sorted
 
-            return price_sorted
-        if kind == "geo":
+    def _geo_runner(self) -> Runner:
+        t, schema, index, names = self._t, self.schema, self.index, self._names
+        term, must = t.Query.term_query, t.Occur.Must
+        floating, ascending = t.FieldType.Float, t.Order.Asc
 
-            def geo(case: Case) -> Result:
-                searcher = index.searcher()
-                lat_lo, lat_hi, lon_lo, lon_hi = case.box
-                query = t.Query.boolean_query(
-                    [
-                        (must, term(schema, "topic", case.topic)),
-                        (must, t.Query.range_query(schema, "lat", floating, lat_lo, lat_hi)),
-                        (must, t.Query.range_query(schema, "lon", floating, lon_lo, lon_hi)),
-                    ]
-                )
-                # Tantivy wants a limit above zero and at least the matches to return them all.
-                size = searcher.search(query, 1, count=True).count
-                if not size:
-                    return 0, []
-                found = searcher.search(
-                    query, size, count=False, order_by_field="ord", order=ascending
-                )
-                addresses = [address for _, address in found.hits]
-                ords = np.array([o for o, _ in found.hits], dtype=np.int64)
-                lats = np.array(searcher.fast_field_values("lat", addresses), dtype=np.float64)
-                lons = np.array(searcher.fast_field_values("lon", addresses), dtype=np.float64)
-                return _within(names, ords, lats, lons, case)
+        def geo(case: Case) -> Result:
+            searcher = index.searcher()
+            lat_lo, lat_hi, lon_lo, lon_hi = case.box
+            query = t.Query.boolean_query(
+                [
+                    (must, term(schema, "topic", case.topic)),
+                    (must, t.Query.range_query(schema, "lat", floating, lat_lo, lat_hi)),
+                    (must, t.Query.range_query(schema, "lon", floating, lon_lo, lon_hi)),
+                ]
+            )
+            # Tantivy wants a limit above zero and at least the matches to return them all.
+            size = searcher.search(query, 1, count=True).count
+            if not size:
+                return 0, []
+            found = searcher.search(query, size, count=False, order_by_field="ord", order=ascending)
+            addresses = [address for _, address in found.hits]
+            ords = np.array([o for o, _ in found.hits], dtype=np.int64)
+            lats = np.array(searcher.fast_field_values("lat", addresses), dtype=np.float64)
+            lons = np.array(searcher.fast_field_values("lon", addresses), dtype=np.float64)
+            return _within(names, ords, lats, lons, case)
 
-            return geo
-        raise ValueError(kind)
+        return geo
 
     def _replace(self, ord_: int, likes: int) -> None:
         # delete_documents_by_term would guess the int's type (i64) and delete nothing.

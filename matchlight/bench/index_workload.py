@@ -19,7 +19,6 @@ Tantivy's query API.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import random
@@ -28,6 +27,8 @@ from collections.abc import Callable
 from typing import Any, Final
 
 import attrs
+
+from matchlight.bench.harness import zipf_cum
 
 LIMIT: Final = 100
 TOPICS: Final = 200
@@ -98,10 +99,6 @@ class Catalogue:
         return {"price": self.prices[ord_], "loc.lat": self.lats[ord_], "loc.lon": self.lons[ord_]}
 
 
-def _zipf_cum(n: int, s: float = 1.0) -> list[float]:
-    return list(itertools.accumulate(1.0 / (k + 1) ** s for k in range(n)))
-
-
 def _jitter(rng: random.Random, lat: float, lon: float, km: float) -> tuple[float, float]:
     """A point uniformly spread over the disc of radius ``km`` around (lat, lon)."""
     r = km * math.sqrt(rng.random())
@@ -114,7 +111,11 @@ def _jitter(rng: random.Random, lat: float, lon: float, km: float) -> tuple[floa
 def make_catalogue(items: int, seed: int) -> Catalogue:
     """``items`` synthetic pros; the same ``seed`` gives the same catalogue."""
     rng = random.Random(f"catalogue-{seed}")
-    zipf = {"topic": _zipf_cum(TOPICS), "city": _zipf_cum(CITIES), "tag": _zipf_cum(TAGS)}
+    zipf = {
+        "topic": zipf_cum(TOPICS, 1.0),
+        "city": zipf_cum(CITIES, 1.0),
+        "tag": zipf_cum(TAGS, 1.0),
+    }
     city_names = [f"city{k:03d}" for k in range(CITIES)]
     centres = {c: (rng.uniform(26.0, 48.0), rng.uniform(-122.0, -71.0)) for c in city_names}
     topic_pick = rng.choices(range(TOPICS), cum_weights=zipf["topic"], k=items)
@@ -182,82 +183,107 @@ def _box(lat: float, lon: float, km: float) -> tuple[float, float, float, float]
 
 def make_cases(cat: Catalogue, per_class: int, seed: int) -> dict[str, list[Case]]:
     """``per_class`` instances of each class; half the values Zipf-drawn, half uniform."""
-    rng = random.Random(f"queries-{seed}")
-
-    def pick(vocabulary: str, n: int, fmt: str) -> str:
-        if rng.random() < 0.5:
-            k = rng.choices(range(n), cum_weights=cat.zipf[vocabulary])[0]
-        else:
-            k = rng.randrange(n)
-        return fmt.format(k)
-
-    def topic() -> str:
-        return pick("topic", TOPICS, "topic{:03d}")
-
-    def city() -> str:
-        return pick("city", CITIES, "city{:03d}")
-
+    draw = _Draw(cat=cat, rng=random.Random(f"queries-{seed}"))
     prices = sorted(cat.prices)
     cases: dict[str, list[Case]] = {kind: [] for kind in CLASSES}
     for _ in range(per_class):
-        t = topic()
-        cases["term"].append(Case(kind="term", topic=t, wire={"term": ["topic", t]}))
-        t, c = topic(), city()
-        cases["two_terms"].append(
-            Case(
-                kind="two_terms",
-                topic=t,
-                city=c,
-                wire={"all": [{"term": ["topic", t]}, {"term": ["city", c]}]},
-            )
-        )
-        c, n = city(), rng.choice((10, 50, 50, 50, 200))
-        cases["term_likes"].append(
-            Case(
-                kind="term_likes",
-                city=c,
-                min_likes=n,
-                wire={"all": [{"term": ["city", c]}, {"range": ["like", n, None]}]},
-            )
-        )
-        # Ranges from a few items to about half the catalogue, bounds in whole cents.
-        width = max(1, round(len(prices) * math.exp(rng.uniform(math.log(0.0005), math.log(0.5)))))
-        start = rng.randrange(max(1, len(prices) - width))
-        lo = round(prices[start], 2)
-        hi = round(prices[min(len(prices) - 1, start + width)], 2)
-        lo, hi = min(lo, hi), max(lo, hi)
-        cases["price_sorted"].append(
-            Case(kind="price_sorted", lo=lo, hi=hi, wire={"range": ["price", lo, hi]})
-        )
-        a = pick("tag", TAGS, "tag{:03d}")
-        b = a
-        while b == a:
-            b = pick("tag", TAGS, "tag{:03d}")
-        c = city()
-        cases["any_not"].append(
-            Case(
-                kind="any_not",
-                tags=(a, b),
-                city=c,
-                wire={
-                    "all": [
-                        {"any": [{"term": ["tags", a]}, {"term": ["tags", b]}]},
-                        {"not": {"term": ["city", c]}},
-                    ]
-                },
-            )
-        )
-        t = topic()
-        lat, lon = cat.centres[city()]
-        cases["geo"].append(
-            Case(
-                kind="geo",
-                topic=t,
-                lat=lat,
-                lon=lon,
-                km=NEAR_KM,
-                box=_box(lat, lon, NEAR_KM),
-                wire={"all": [{"term": ["topic", t]}, {"near": ["loc", lat, lon, NEAR_KM]}]},
-            )
-        )
+        # One of each class in turn: the order of the draws is what a seed reproduces.
+        cases["term"].append(_term_case(draw))
+        cases["two_terms"].append(_two_terms_case(draw))
+        cases["term_likes"].append(_term_likes_case(draw))
+        cases["price_sorted"].append(_price_sorted_case(draw.rng, prices))
+        cases["any_not"].append(_any_not_case(draw))
+        cases["geo"].append(_geo_case(draw))
     return cases
+
+
+@attrs.frozen(kw_only=True)
+class _Draw:
+    """Draws query values: half the time by the catalogue's Zipf weights, half uniformly."""
+
+    cat: Catalogue
+    rng: random.Random
+
+    def pick(self, vocabulary: str, n: int, fmt: str) -> str:
+        if self.rng.random() < 0.5:
+            k = self.rng.choices(range(n), cum_weights=self.cat.zipf[vocabulary])[0]
+        else:
+            k = self.rng.randrange(n)
+        return fmt.format(k)
+
+    def topic(self) -> str:
+        return self.pick("topic", TOPICS, "topic{:03d}")
+
+    def city(self) -> str:
+        return self.pick("city", CITIES, "city{:03d}")
+
+    def tag(self) -> str:
+        return self.pick("tag", TAGS, "tag{:03d}")
+
+
+def _term_case(draw: _Draw) -> Case:
+    t = draw.topic()
+    return Case(kind="term", topic=t, wire={"term": ["topic", t]})
+
+
+def _two_terms_case(draw: _Draw) -> Case:
+    t, c = draw.topic(), draw.city()
+    return Case(
+        kind="two_terms",
+        topic=t,
+        city=c,
+        wire={"all": [{"term": ["topic", t]}, {"term": ["city", c]}]},
+    )
+
+
+def _term_likes_case(draw: _Draw) -> Case:
+    c, n = draw.city(), draw.rng.choice((10, 50, 50, 50, 200))
+    return Case(
+        kind="term_likes",
+        city=c,
+        min_likes=n,
+        wire={"all": [{"term": ["city", c]}, {"range": ["like", n, None]}]},
+    )
+
+
+def _price_sorted_case(rng: random.Random, prices: list[float]) -> Case:
+    """A price range from a few items to about half the catalogue, bounds in whole cents."""
+    width = max(1, round(len(prices) * math.exp(rng.uniform(math.log(0.0005), math.log(0.5)))))
+    start = rng.randrange(max(1, len(prices) - width))
+    lo = round(prices[start], 2)
+    hi = round(prices[min(len(prices) - 1, start + width)], 2)
+    lo, hi = min(lo, hi), max(lo, hi)
+    return Case(kind="price_sorted", lo=lo, hi=hi, wire={"range": ["price", lo, hi]})
+
+
+def _any_not_case(draw: _Draw) -> Case:
+    a = draw.tag()
+    b = a
+    while b == a:
+        b = draw.tag()
+    c = draw.city()
+    return Case(
+        kind="any_not",
+        tags=(a, b),
+        city=c,
+        wire={
+            "all": [
+                {"any": [{"term": ["tags", a]}, {"term": ["tags", b]}]},
+                {"not": {"term": ["city", c]}},
+            ]
+        },
+    )
+
+
+def _geo_case(draw: _Draw) -> Case:
+    t = draw.topic()
+    lat, lon = draw.cat.centres[draw.city()]
+    return Case(
+        kind="geo",
+        topic=t,
+        lat=lat,
+        lon=lon,
+        km=NEAR_KM,
+        box=_box(lat, lon, NEAR_KM),
+        wire={"all": [{"term": ["topic", t]}, {"near": ["loc", lat, lon, NEAR_KM]}]},
+    )

@@ -23,8 +23,6 @@ import json
 import multiprocessing as mp
 import os
 import random
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,41 +31,60 @@ from typing import Any
 
 import msgpack
 
+from matchlight.bench.harness import IngestConnection, pack_ingest, start_server, zipf_cum
+from matchlight.cli.argtypes import positive_int
 from matchlight.client import Client
 
 EVENT_TYPES = ("view", "view", "view", "click", "like", "save", "dismiss", "hire")
+#: Zipf exponent of user activity and item popularity.
+ZIPF_S = 1.1
+#: Users and items each client draws from (Zipf-distributed) to make its events.
+POOL = 200_000
+#: Items per ``upsert_items`` call when loading the catalogue.
+ITEM_BATCH = 5000
 
 
-def start_server(data: Path, *extra: str) -> tuple[subprocess.Popen[str], int]:
-    """Start ``matchlight serve`` on port 0; return the process and its port."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "matchlight.cli",
-            "--log-level",
-            "WARNING",
-            "serve",
-            "--data",
-            str(data),
-            "--listen",
-            "127.0.0.1:0",
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``matchlight bench ingest``."""
+    parser.add_argument("--events", type=positive_int, default=200_000, help="events per run")
+    parser.add_argument("--batch", type=positive_int, default=1000, help="events per ingest call")
+    parser.add_argument("--clients", default="1,4", help="comma-separated client process counts")
+    parser.add_argument("--users", type=positive_int, default=100_000, help="distinct users")
+    parser.add_argument("--items", type=positive_int, default=20_000, help="distinct items")
+    parser.add_argument(
+        "--depth",
+        type=positive_int,
+        default=2,
+        help="ingest calls each client keeps in flight",
     )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if "listening on" not in line:
-        proc.kill()
-        raise RuntimeError(f"server did not start: {line!r}")
-    return proc, int(line.rsplit(":", 1)[1])
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
 
 
-def _zipf_sampler(n: int, rng: random.Random, s: float = 1.1) -> list[int]:
-    weights = [1.0 / (k + 1) ** s for k in range(n)]
-    return rng.choices(range(n), weights=weights, k=200_000)
+def _zipf_pool(n: int, rng: random.Random) -> list[int]:
+    """:data:`POOL` ranks of ``0..n-1`` drawn Zipf-like: a client picks its events from it."""
+    return rng.choices(range(n), cum_weights=zipf_cum(n, ZIPF_S), k=POOL)
+
+
+def _requests(run: str, index: int, events: int, batch: int, users: int, items: int) -> list[bytes]:
+    """Client ``index``'s ``ingest`` calls of run ``run``, encoded."""
+    rng = random.Random(f"{run}-{index}")
+    user_pool = _zipf_pool(users, rng)
+    item_pool = _zipf_pool(items, rng)
+    ts = 1_700_000_000.0
+    payloads = []
+    for b in range(0, events, batch):
+        evs = [
+            {
+                "id": f"{run}-{index}-{i}",
+                "type": rng.choice(EVENT_TYPES),
+                "user": f"u{rng.choice(user_pool)}",
+                "item": f"i{rng.choice(item_pool)}",
+                "ts": ts + i * 0.01,
+            }
+            for i in range(b, min(b + batch, events))
+        ]
+        payloads.append(evs)
+    return [pack_ingest(k + 1, evs) for k, evs in enumerate(payloads)]
 
 
 def _client(
@@ -82,50 +99,18 @@ def _client(
     start: Any,
     results: Any,
 ) -> None:
-    rng = random.Random(f"{run}-{index}")
-    user_pool = _zipf_sampler(users, rng)
-    item_pool = _zipf_sampler(items, rng)
-    ts = 1_700_000_000.0
-    payloads = []
-    for b in range(0, events, batch):
-        evs = [
-            {
-                "id": f"{run}-{index}-{i}",
-                "type": rng.choice(EVENT_TYPES),
-                "user": f"u{rng.choice(user_pool)}",
-                "item": f"i{rng.choice(item_pool)}",
-                "ts": ts + i * 0.01,
-            }
-            for i in range(b, min(b + batch, events))
-        ]
-        payloads.append((len(evs), evs))
-    # A raw socket rather than Client: the loop below keeps `depth` calls in flight.
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    packed = [
-        msgpack.packb([0, k + 1, "ingest", [{"events": evs}]])
-        for k, (_, evs) in enumerate(payloads)
-    ]
-    unpacker = msgpack.Unpacker(raw=False)
+    """A client process: encode its calls, say ready, then send them ``depth`` in flight.
+
+    Puts ``("ready", index)``, then ``(index, seconds, accepted)``.
+    """
+    packed = _requests(run, index, events, batch, users, items)
+    connection = IngestConnection("127.0.0.1", port)
     results.put(("ready", index))
     start.wait()
     t0 = time.perf_counter()
-    sent = acked = accepted = 0
-    while acked < len(packed):
-        while sent < len(packed) and sent - acked < depth:
-            sock.sendall(packed[sent])
-            sent += 1
-        data = sock.recv(1 << 16)
-        if not data:
-            raise RuntimeError("the server closed the connection")
-        unpacker.feed(data)
-        for _, _, error, result in unpacker:
-            if error is not None:
-                raise RuntimeError(f"ingest failed: {error}")
-            accepted += result["accepted"]
-            acked += 1
+    accepted, _ = connection.pipeline(iter(packed), depth)
     results.put((index, time.perf_counter() - t0, accepted))
-    sock.close()
+    connection.close()
 
 
 def run_ingest(
@@ -230,54 +215,78 @@ def peer_sqlite(tmp: Path, n: int = 50_000, batch: int = 1000) -> float:
 
 
 def main(args: argparse.Namespace) -> int:
+    """Run every client count against one server, then the peers; print the table."""
     clients = [int(c) for c in args.clients.split(",")]
-    depth = args.depth
     with tempfile.TemporaryDirectory(prefix="matchlight-bench-") as tmp:
-        proc, port = start_server(Path(tmp) / "data")
+        server = start_server(Path(tmp) / "data", log_level="WARNING")
         try:
-            with Client("127.0.0.1", port) as c:
-                rng = random.Random(7)
-                for k in range(0, args.items, 5000):
-                    c.call(
-                        "upsert_items",
-                        {
-                            "items": [
-                                {
-                                    "id": f"i{i}",
-                                    "kind": "pro",
-                                    "terms": {
-                                        "category": f"cat{rng.randrange(40)}",
-                                        "city": f"city{rng.randrange(50)}",
-                                    },
-                                    "numbers": {"price": float(rng.randrange(20, 500))},
-                                }
-                                for i in range(k, min(k + 5000, args.items))
-                            ]
-                        },
-                    )
-            rows = []
-            for run, n in enumerate(clients):
-                # Ids unique per run, so repeating a client count still sends new events.
-                row = run_ingest(
-                    port, n, args.events, args.batch, depth, args.users, args.items, f"r{run}"
-                )
-                rows.append(row)
-                print(
-                    f"  {n} client(s): {row['events_per_s']:,} events/s",
-                    file=sys.stderr,
-                    flush=True,
-                )
+            _load_catalogue(server.port, args.items)
+            rows = _runs(server.port, clients, args)
         finally:
-            proc.terminate()
-            proc.wait(timeout=60)
+            server.stop()
         print("  peers: LMDB commit per event, SQLite batches", file=sys.stderr, flush=True)
         peers = {
             "lmdb_commit_per_event": round(peer_lmdb_commit_per_event(Path(tmp))),
             "sqlite_wal_full_batch_1000": round(peer_sqlite(Path(tmp))),
         }
+    print_report(args, rows, peers)
+    for r in rows:
+        if r["log_seq_delta"] != r["events"]:
+            print(
+                f"ERROR: {r['clients']} clients: log grew by {r['log_seq_delta']}, "
+                f"acknowledged {r['events']}",
+                file=sys.stderr,
+            )
+            return 1
+    if args.json:
+        Path(args.json).write_text(json.dumps({"ingest": rows, "peers": peers}, indent=2))
+    return 0
+
+
+def _load_catalogue(port: int, items: int) -> None:
+    """Upsert ``items`` pros (a category, a city, a price) in calls of :data:`ITEM_BATCH`."""
+    with Client("127.0.0.1", port) as c:
+        rng = random.Random(7)
+        for k in range(0, items, ITEM_BATCH):
+            c.call(
+                "upsert_items",
+                {
+                    "items": [
+                        {
+                            "id": f"i{i}",
+                            "kind": "pro",
+                            "terms": {
+                                "category": f"cat{rng.randrange(40)}",
+                                "city": f"city{rng.randrange(50)}",
+                            },
+                            "numbers": {"price": float(rng.randrange(20, 500))},
+                        }
+                        for i in range(k, min(k + ITEM_BATCH, items))
+                    ]
+                },
+            )
+
+
+def _runs(port: int, clients: list[int], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One :func:`run_ingest` row per client count, each reported on stderr as it ends."""
+    rows = []
+    for run, n in enumerate(clients):
+        # Ids unique per run, so repeating a client count still sends new events.
+        row = run_ingest(
+            port, n, args.events, args.batch, args.depth, args.users, args.items, f"r{run}"
+        )
+        rows.append(row)
+        print(f"  {n} client(s): {row['events_per_s']:,} events/s", file=sys.stderr, flush=True)
+    return rows
+
+
+def print_report(
+    args: argparse.Namespace, rows: list[dict[str, Any]], peers: dict[str, int]
+) -> None:
+    """The runs' table, then the peers' with the best run's ratio to each, on stdout."""
     print(
         f"\nmatchlight bench ingest — {args.events:,} events per run, {args.batch} per call, "
-        f"{depth} calls in flight per client, {args.users:,} users, {args.items:,} items, "
+        f"{args.depth} calls in flight per client, {args.users:,} users, {args.items:,} items, "
         f"{os.cpu_count()} cores"
     )
     print(
@@ -297,14 +306,3 @@ def main(args: argparse.Namespace) -> int:
         ("sqlite_wal_full_batch_1000", "SQLite WAL sync=FULL, 1,000 per txn"),
     ):
         print(f"{label:>40} {peers[name]:>10,} {best / peers[name]:>23.2f}x")
-    for r in rows:
-        if r["log_seq_delta"] != r["events"]:
-            print(
-                f"ERROR: {r['clients']} clients: log grew by {r['log_seq_delta']}, "
-                f"acknowledged {r['events']}",
-                file=sys.stderr,
-            )
-            return 1
-    if args.json:
-        Path(args.json).write_text(json.dumps({"ingest": rows, "peers": peers}, indent=2))
-    return 0

@@ -24,15 +24,33 @@ import random
 import time
 from typing import Any, Final
 
+import attrs
 import numpy as np
 import trio
 
-from actors import MemoryEventStore, RecordInteraction, UpsertItem, open_actor_system
-from matchlight.bench.index_workload import make_catalogue, note
+from actors import (
+    ActorSystem,
+    MemoryEventStore,
+    RecordInteraction,
+    UpsertItem,
+    open_actor_system,
+)
+from matchlight.bench.harness import latency_summary
+from matchlight.bench.index_workload import Catalogue, make_catalogue, note
+from matchlight.cli.argtypes import positive_int
 from matchlight.server.app import tune_gc
-from ranker import RecommendRequest, TrainingConfig, fit, open_ranker, parse_surfaces, read_log
-from ranker.actor import serving_model
+from ranker import (
+    Model,
+    RankerActor,
+    RecommendRequest,
+    TrainingConfig,
+    fit,
+    open_ranker,
+    parse_surfaces,
+    read_log,
+)
 from ranker.policy import BLEND_PARTS
+from ranker.serving import serving_model
 
 SURFACES: Final = {
     "surfaces": {
@@ -54,56 +72,33 @@ SURFACES: Final = {
 TYPES: Final = ("view", "view", "view", "click", "like", "like", "save", "hire", "dismiss")
 
 
-def _percentiles(samples: list[float]) -> dict[str, float]:
-    ms = np.array(samples) * 1000.0
-    return {
-        "p50_ms": round(float(np.percentile(ms, 50)), 3),
-        "p99_ms": round(float(np.percentile(ms, 99)), 3),
-        "p999_ms": round(float(np.percentile(ms, 99.9)), 3),
-        "mean_ms": round(float(ms.mean()), 3),
-    }
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``matchlight bench recommend``."""
+    parser.add_argument("--items", type=positive_int, default=100_000, help="catalogue size")
+    parser.add_argument("--users", type=positive_int, default=20_000, help="users with history")
+    parser.add_argument("--events", type=positive_int, default=200_000, help="history events")
+    parser.add_argument(
+        "--requests", type=positive_int, default=2000, help="timed requests per case"
+    )
+    parser.add_argument("--epochs", type=positive_int, default=5, help="training epochs")
+    parser.add_argument("--seed", type=int, default=1, help="data seed")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+
+
+def _latency(samples: list[float]) -> dict[str, float]:
+    return latency_summary(samples, stats=("p50", "p99", "p999", "mean"))
 
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
+    """Load, time the heuristic ranker, train, time the model's cases and the peer."""
     rng = random.Random(args.seed)
     cat = make_catalogue(args.items, args.seed)
     store = MemoryEventStore()
     results: dict[str, Any] = {"items": args.items, "users": args.users, "events": args.events}
     async with open_actor_system(store) as system:
         started = time.perf_counter()
-        for lo in range(0, len(cat), 5000):
-            await system.upsert_items(
-                [
-                    UpsertItem(
-                        event_id=f"bench-item-{i}",
-                        item=cat.names[i],
-                        ts=1.0,
-                        kind="pro",
-                        terms=cat.terms(i),
-                        numbers=cat.numbers(i),
-                    )
-                    for i in range(lo, min(lo + 5000, len(cat)))
-                ]
-            )
-        by_topic: dict[str, list[int]] = {}
-        for i, topic in enumerate(cat.topics):
-            by_topic.setdefault(topic, []).append(i)
-        topics = sorted(by_topic)
-        tastes = [rng.sample(topics, 2) for _ in range(args.users)]
-        events = []
-        for n in range(args.events):
-            u = int(rng.paretovariate(1.0)) % args.users
-            pool = by_topic[rng.choice(tastes[u])]
-            item = pool[min(int(rng.expovariate(1.0 / 30.0)), len(pool) - 1)]
-            events.append(
-                RecordInteraction(
-                    id=f"bench-ev-{n}",
-                    type=rng.choice(TYPES),
-                    user=f"user-{u}",
-                    item=cat.names[item],
-                    ts=1.7e9 + n,
-                )
-            )
+        await _load_catalogue(system, cat)
+        events = _history(cat, args, rng)
         for lo in range(0, len(events), 10_000):
             await system.ingest(events[lo : lo + 10_000])
         note(
@@ -113,56 +108,123 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         tune_gc()  # as `matchlight serve` does once its state is loaded
         known = sorted({e.user for e in events})
         people = [rng.choice(known) if rng.random() < 0.8 else f"new-{n}" for n in range(10_000)]
-        cities = sorted(set(cat.cities))
-
+        timer = _Timer(people=people, cities=sorted(set(cat.cities)), rng=rng)
         async with open_ranker(system, parse_surfaces(SURFACES)) as ranker:
-
-            async def time_requests(surface: str, count: int) -> dict[str, Any]:
-                samples = []
-                candidates = 0
-                for n in range(count + count // 10):  # the first tenth warms up
-                    request = RecommendRequest(
-                        user=people[n % len(people)],
-                        surface=surface,
-                        k=10,
-                        context={"city": rng.choice(cities)},
-                    )
-                    t0 = time.perf_counter()
-                    result = await ranker.recommend(request)
-                    if n >= count // 10:
-                        samples.append(time.perf_counter() - t0)
-                        candidates += result.candidates
-                return _percentiles(samples) | {"candidates_mean": round(candidates / count)}
-
-            results["heuristic"] = await time_requests("default", args.requests)
-            note("training a model")
-            t0 = time.perf_counter()
-            data = await trio.to_thread.run_sync(read_log, store)
-            model = await trio.to_thread.run_sync(
-                lambda: fit(data, TrainingConfig(epochs=args.epochs, seed=args.seed), version="b")
-            )
-            results["train_s"] = round(time.perf_counter() - t0, 1)
+            results["heuristic"] = await timer.time(ranker, "default", args.requests)
+            model = await _train(store, args, results)
             await ranker.use_model(model)
             note(f"trained in {results['train_s']} s; timing the model and the surface")
-            results["model"] = await time_requests("default", args.requests)
-            results["surface"] = await time_requests("local", args.requests)
-            results["every_part"] = await time_requests("every_part", args.requests)
-            results["cooccurrence"] = system.cooccurrence.statistics()
-
-            # The peer: score every item with the same model, then take the top k.
-            serving = serving_model(model, system.index, len(cat))
-            vectors, biases = serving.vectors[: len(cat)], serving.biases[: len(cat)]
-            samples = []
-            for n in range(args.requests):
-                state = (await system.get_users([people[n % len(people)]]))[0]
-                t0 = time.perf_counter()
-                u, _ = model.user_representation(state.id, dict(state.affinity))
-                scores = vectors @ u + biases
-                top = np.argpartition(-scores, 10)[:10]
-                top[np.argsort(-scores[top])]
-                samples.append(time.perf_counter() - t0)
-            results["peer_full_scan"] = _percentiles(samples)
+            results["model"] = await timer.time(ranker, "default", args.requests)
+            results["surface"] = await timer.time(ranker, "local", args.requests)
+            results["every_part"] = await timer.time(ranker, "every_part", args.requests)
+            results["cooccurrence"] = attrs.asdict(system.cooccurrence.statistics())
+            results["peer_full_scan"] = await _peer_full_scan(
+                system, model, len(cat), people, args.requests
+            )
     return results
+
+
+async def _load_catalogue(system: ActorSystem, cat: Catalogue) -> None:
+    """Upsert the catalogue in batches of 5,000."""
+    for lo in range(0, len(cat), 5000):
+        await system.upsert_items(
+            [
+                UpsertItem(
+                    event_id=f"bench-item-{i}",
+                    item=cat.names[i],
+                    ts=1.0,
+                    kind="pro",
+                    terms=cat.terms(i),
+                    numbers=cat.numbers(i),
+                )
+                for i in range(lo, min(lo + 5000, len(cat)))
+            ]
+        )
+
+
+def _history(
+    cat: Catalogue, args: argparse.Namespace, rng: random.Random
+) -> list[RecordInteraction]:
+    """``--events`` interactions of Pareto-active users who favour two topics each."""
+    by_topic: dict[str, list[int]] = {}
+    for i, topic in enumerate(cat.topics):
+        by_topic.setdefault(topic, []).append(i)
+    topics = sorted(by_topic)
+    tastes = [rng.sample(topics, 2) for _ in range(args.users)]
+    events = []
+    for n in range(args.events):
+        u = int(rng.paretovariate(1.0)) % args.users
+        pool = by_topic[rng.choice(tastes[u])]
+        item = pool[min(int(rng.expovariate(1.0 / 30.0)), len(pool) - 1)]
+        events.append(
+            RecordInteraction(
+                id=f"bench-ev-{n}",
+                type=rng.choice(TYPES),
+                user=f"user-{u}",
+                item=cat.names[item],
+                ts=1.7e9 + n,
+            )
+        )
+    return events
+
+
+@attrs.frozen(kw_only=True)
+class _Timer:
+    """Times ``recommend`` for the bench's users, each with a random city as context."""
+
+    people: list[str]
+    cities: list[str]
+    rng: random.Random
+
+    async def time(self, ranker: RankerActor, surface: str, count: int) -> dict[str, Any]:
+        """Latency of ``count`` requests on ``surface`` (after a tenth as many to warm up)."""
+        samples = []
+        candidates = 0
+        for n in range(count + count // 10):  # the first tenth warms up
+            request = RecommendRequest(
+                user=self.people[n % len(self.people)],
+                surface=surface,
+                k=10,
+                context={"city": self.rng.choice(self.cities)},
+            )
+            t0 = time.perf_counter()
+            result = await ranker.recommend(request)
+            if n >= count // 10:
+                samples.append(time.perf_counter() - t0)
+                candidates += result.candidates
+        return _latency(samples) | {"candidates_mean": round(candidates / count)}
+
+
+async def _train(
+    store: MemoryEventStore, args: argparse.Namespace, results: dict[str, Any]
+) -> Model:
+    """A LightFM model of the log (its training time goes to ``results["train_s"]``)."""
+    note("training a model")
+    t0 = time.perf_counter()
+    data = await trio.to_thread.run_sync(read_log, store)
+    model = await trio.to_thread.run_sync(
+        lambda: fit(data, TrainingConfig(epochs=args.epochs, seed=args.seed), version="b")
+    )
+    results["train_s"] = round(time.perf_counter() - t0, 1)
+    return model
+
+
+async def _peer_full_scan(
+    system: ActorSystem, model: Model, items: int, people: list[str], requests: int
+) -> dict[str, float]:
+    """The peer: score every item with the same model, then take the top k."""
+    serving = serving_model(model, system.index, items)
+    vectors, biases = serving.vectors[:items], serving.biases[:items]
+    samples = []
+    for n in range(requests):
+        state = (await system.get_users([people[n % len(people)]]))[0]
+        t0 = time.perf_counter()
+        u, _ = model.user_representation(state.id, dict(state.affinity))
+        scores = vectors @ u + biases
+        top = np.argpartition(-scores, 10)[:10]
+        top[np.argsort(-scores[top])]
+        samples.append(time.perf_counter() - t0)
+    return _latency(samples)
 
 
 def main(args: argparse.Namespace) -> int:

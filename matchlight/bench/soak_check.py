@@ -61,62 +61,81 @@ def read_log(
     ``acked_batches``). Returns the findings (a JSON-able map) and the state the
     log implies. Raises :class:`actors.StoreError` if the store cannot be read.
     """
-    counts = {i: bytearray(r["batch"] * r["batches"]) for i, r in clients.items()}
-    other_ids: set[str] = set()
-    twice_other: list[str] = []
-    unexpected: list[str] = []
-    expect = Expectations()
-    totals: Counter[str] = Counter()
-    gaps = foreign = 0
-    mark = f"{run}-"
-    store = LmdbEventStore(data / "events")
-    try:
-        seq = 0
-        while page := store.read_all(after=seq, limit=PAGE):
+    scan = _LogScan(
+        mark=f"{run}-", counts={i: bytearray(r["batch"] * r["batches"]) for i, r in clients.items()}
+    )
+    with LmdbEventStore(data / "events") as store:
+        while page := store.read_all(after=scan.seq, limit=PAGE):
             for stored in page:
-                gaps += stored.seq != seq + 1
-                seq = stored.seq
-                event = stored.event
-                kind = type(event)
-                totals[kind.__name__] += 1
-                if kind is InteractionRecorded:
-                    assert isinstance(event, InteractionRecorded)
-                    if not _count_id(event.id, mark, counts, other_ids, twice_other, unexpected):
-                        foreign += 1
-                    user = expect.users.get(event.user)
-                    if user is None:
-                        user = expect.users[event.user] = Counter()
-                    user[event.type] += 1
-                    _item(expect, event.item).counters[event.type] += 1
-                else:
-                    if event.id in other_ids:
-                        twice_other.append(event.id)
-                    other_ids.add(event.id)
-                    state = _item(expect, event.item)
-                    if kind is ItemRemoved:
-                        state.counters.clear()
-                        state.exists = False
-                    elif kind is ItemUpserted:
-                        state.exists = True
-        expect.last_seq = seq
-        findings = _findings(counts, clients, run)
+                scan.add(stored.seq, stored.event)
+        scan.expect.last_seq = scan.seq
+        findings = _findings(scan.counts, clients, run)
         findings["idempotency"] = _idempotency(store, clients, run)
-    finally:
-        store.close()
     twice_ours = findings.pop("_twice_ours")
     findings.update(
-        events=seq,
-        seq_gaps=gaps,
-        by_type=dict(sorted(totals.items())),
-        other_interactions=foreign,
-        unexpected_ids=len(unexpected),
-        unexpected_examples=unexpected[:EXAMPLES],
-        in_log_twice=twice_ours + len(twice_other),
-        in_log_twice_examples=(findings.pop("_twice_examples") + twice_other)[:EXAMPLES],
-        users=len(expect.users),
-        items=len(expect.items),
+        events=scan.seq,
+        seq_gaps=scan.gaps,
+        by_type=dict(sorted(scan.totals.items())),
+        other_interactions=scan.foreign,
+        unexpected_ids=len(scan.unexpected),
+        unexpected_examples=scan.unexpected[:EXAMPLES],
+        in_log_twice=twice_ours + len(scan.twice_other),
+        in_log_twice_examples=(findings.pop("_twice_examples") + scan.twice_other)[:EXAMPLES],
+        users=len(scan.expect.users),
+        items=len(scan.expect.items),
     )
-    return findings, expect
+    return findings, scan.expect
+
+
+@attrs.define(kw_only=True)
+class _LogScan:
+    """One pass over the log: which of the run's ids it holds (``counts``: how many times
+    each, per client), the other ids seen twice, and the state the events imply."""
+
+    #: The prefix of this run's event ids.
+    mark: str
+    counts: dict[int, bytearray]
+    seq: int = 0
+    gaps: int = 0
+    #: Interactions that are not this run's.
+    foreign: int = 0
+    totals: Counter[str] = attrs.field(factory=Counter)
+    other_ids: set[str] = attrs.field(factory=set)
+    twice_other: list[str] = attrs.field(factory=list)
+    unexpected: list[str] = attrs.field(factory=list)
+    expect: Expectations = attrs.field(factory=Expectations)
+
+    def add(self, seq: int, event: Any) -> None:
+        """The next stored event, at ``seq``."""
+        self.gaps += seq != self.seq + 1
+        self.seq = seq
+        self.totals[type(event).__name__] += 1
+        if isinstance(event, InteractionRecorded):
+            self._interaction(event)
+        else:
+            self._catalogue(event)
+
+    def _interaction(self, event: InteractionRecorded) -> None:
+        if not _count_id(
+            event.id, self.mark, self.counts, self.other_ids, self.twice_other, self.unexpected
+        ):
+            self.foreign += 1
+        user = self.expect.users.get(event.user)
+        if user is None:
+            user = self.expect.users[event.user] = Counter()
+        user[event.type] += 1
+        _item(self.expect, event.item).counters[event.type] += 1
+
+    def _catalogue(self, event: Any) -> None:
+        if event.id in self.other_ids:
+            self.twice_other.append(event.id)
+        self.other_ids.add(event.id)
+        state = _item(self.expect, event.item)
+        if type(event) is ItemRemoved:
+            state.counters.clear()
+            state.exists = False
+        elif type(event) is ItemUpserted:
+            state.exists = True
 
 
 def _item(expect: Expectations, item_id: str) -> ItemExpectation:

@@ -31,7 +31,6 @@ reset, closed: expected while it is down) is counted apart, as is a timeout.
 from __future__ import annotations
 
 import bisect
-import itertools
 import random
 import time
 from array import array
@@ -39,6 +38,9 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any, Final
 
+import attrs
+
+from matchlight.bench.harness import zipf_cum
 from matchlight.client import Client, RpcError
 
 HOST: Final = "127.0.0.1"
@@ -83,16 +85,11 @@ def catalogue_entry(k: int, rng: random.Random) -> dict[str, Any]:
     }
 
 
-def zipf_cum(n: int, s: float = ZIPF_S) -> list[float]:
-    """Cumulative Zipf weights over ranks ``0..n-1`` (for ``random.choices``)."""
-    return list(itertools.accumulate(1.0 / (k + 1) ** s for k in range(n)))
-
-
 def tastes(users: int, items: int, seed: int) -> list[list[str]]:
     """Each user's taste set: :data:`TASTE` item ids drawn by popularity, the same in every
     process for a ``seed``."""
     rng = random.Random(f"soak-tastes-{seed}")
-    cum = zipf_cum(items)
+    cum = zipf_cum(items, ZIPF_S)
     return [
         [item_id(k) for k in rng.choices(range(items), cum_weights=cum, k=TASTE)]
         for _ in range(users)
@@ -186,77 +183,102 @@ def ingest_client(
     ``config``: ``run``, ``users``, ``items``, ``batch``, ``rate`` (this
     client's events/s), ``seed``, ``timeout``.
     """
-    rng = random.Random(f"soak-ingest-{config['seed']}-{index}")
-    users, size = config["users"], config["batch"]
-    user_cum = zipf_cum(users, USER_ZIPF_S)
-    user_ranks = range(users)
-    # Rank k is user-k: the readers ask about the same active users.
-    user_names = [user_id(k) for k in user_ranks]
-    taste = tastes(users, config["items"], config["seed"])
-    prefix = f"{config['run']}-{index}-"
-    interval = size / config["rate"]
+    batches = _Batches(index, config)
+    interval = batches.size / config["rate"]
     link = Link(port, config["timeout"])
     tally = Tally(shared)
-    acked: list[int] = []
-    gave_up: list[int] = []
-    accepted = duplicates = retried = partial = 0
+    outcome = _IngestOutcome(size=batches.size)
     batch_no = 0
     due = time.monotonic()
     while not stop.is_set():
         _pause(due - time.monotonic(), stop)
         if stop.is_set():
             break
-        first = batch_no * size
-        now = time.time()  # the wall clock: the server refuses events from the future
-        us = rng.choices(user_ranks, cum_weights=user_cum, k=size)
-        types = rng.choices(EVENT_TYPES, weights=EVENT_WEIGHTS, k=size)
-        events = [
-            {
-                "id": f"{prefix}{first + j}",
-                "type": types[j],
-                "user": user_names[us[j]],
-                "item": taste[us[j]][rng.randrange(TASTE)],
-                "ts": now,
-            }
-            for j in range(size)
-        ]
+        events = batches.make(batch_no)
         answer, attempts = _until_acked(link, tally, {"events": events}, stop)
-        if answer is None:
-            gave_up.append(batch_no)
-        else:
-            acked.append(batch_no)
-            accepted += answer["accepted"]
-            duplicates += answer["duplicates"]
-            if (
-                answer["duplicates"] not in (0, size)
-                or answer["accepted"] + answer["duplicates"] != size
-            ):
-                partial += 1
+        outcome.record(batch_no, answer, attempts)
+        if answer is not None:
             with shared.get_lock():
-                shared[ACKED] += size
-        retried += attempts > 1
+                shared[ACKED] += batches.size
         batch_no += 1
         # Paced; after a long outage the schedule restarts rather than bursting to catch up.
         due = max(due + interval, time.monotonic() - 1.0)
     link.close()
-    results.put(
-        (
-            "ingest",
-            index,
+    report = {"prefix": batches.prefix, "batch": batches.size, "batches": batch_no}
+    results.put(("ingest", index, report | outcome.report() | tally.report()))
+
+
+class _Batches:
+    """Client ``index``'s batches: Zipf-active users, each within their taste set, ids
+    ``{run}-{index}-{n}``, stamped with the wall clock."""
+
+    def __init__(self, index: int, config: Mapping[str, Any]) -> None:
+        self.rng = random.Random(f"soak-ingest-{config['seed']}-{index}")
+        users = config["users"]
+        self.size: int = config["batch"]
+        self.user_cum = zipf_cum(users, USER_ZIPF_S)
+        self.user_ranks = range(users)
+        # Rank k is user-k: the readers ask about the same active users.
+        self.user_names = [user_id(k) for k in self.user_ranks]
+        self.taste = tastes(users, config["items"], config["seed"])
+        self.prefix = f"{config['run']}-{index}-"
+
+    def make(self, batch_no: int) -> list[dict[str, Any]]:
+        """Batch ``batch_no``'s events (drawn now: call it once per batch)."""
+        rng, size = self.rng, self.size
+        first = batch_no * size
+        now = time.time()  # the wall clock: the server refuses events from the future
+        us = rng.choices(self.user_ranks, cum_weights=self.user_cum, k=size)
+        types = rng.choices(EVENT_TYPES, weights=EVENT_WEIGHTS, k=size)
+        return [
             {
-                "prefix": prefix,
-                "batch": size,
-                "batches": batch_no,
-                "acked_batches": acked,
-                "gave_up_batches": gave_up,
-                "accepted": accepted,
-                "duplicates": duplicates,
-                "retried_batches": retried,
-                "partial_batches": partial,
-                **tally.report(),
-            },
-        )
-    )
+                "id": f"{self.prefix}{first + j}",
+                "type": types[j],
+                "user": self.user_names[us[j]],
+                "item": self.taste[us[j]][rng.randrange(TASTE)],
+                "ts": now,
+            }
+            for j in range(size)
+        ]
+
+
+@attrs.define(kw_only=True)
+class _IngestOutcome:
+    """What became of an ingest client's batches."""
+
+    size: int
+    acked: list[int] = attrs.field(factory=list)
+    gave_up: list[int] = attrs.field(factory=list)
+    accepted: int = 0
+    duplicates: int = 0
+    retried: int = 0
+    partial: int = 0
+
+    def record(self, batch_no: int, answer: dict[str, Any] | None, attempts: int) -> None:
+        """Batch ``batch_no`` was answered ``answer`` (None: given up) after ``attempts``."""
+        if answer is None:
+            self.gave_up.append(batch_no)
+        else:
+            self.acked.append(batch_no)
+            self.accepted += answer["accepted"]
+            self.duplicates += answer["duplicates"]
+            # All new or all duplicates (a resend of an applied batch); anything else is partial.
+            if (
+                answer["duplicates"] not in (0, self.size)
+                or answer["accepted"] + answer["duplicates"] != self.size
+            ):
+                self.partial += 1
+        self.retried += attempts > 1
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "acked_batches": self.acked,
+            "gave_up_batches": self.gave_up,
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "retried_batches": self.retried,
+            "partial_batches": self.partial,
+        }
 
 
 def _until_acked(
@@ -299,12 +321,8 @@ def catalogue_client(
     seconds: remove ``config['removals']`` items, each re-added (a full
     upsert) :data:`READD_AFTER_S` seconds later.
     """
-    rng = random.Random(f"soak-catalogue-{config['seed']}")
-    items = config["items"]
     link = Link(port, config["timeout"])
-    tally = Tally(shared)
-    removed: dict[int, float] = {}  # item number -> when to re-add it
-    upserts = removals = readds = 0
+    changes = _CatalogueChanges(config=config, link=link, tally=Tally(shared), stop=stop)
     next_change = time.monotonic() + 1.0
     next_removal = time.monotonic() + config["remove_every"]
     while not stop.is_set():
@@ -312,50 +330,81 @@ def catalogue_client(
         if stop.is_set():
             break
         now = time.monotonic()
-        due = sorted(k for k, at in removed.items() if at <= now)
-        if due:
-            entries = [catalogue_entry(k, rng) for k in due]
-            if _repeat(link, tally, "upsert_items", {"items": entries}, stop):
-                readds += len(due)
-                for k in due:
-                    del removed[k]
+        changes.readd(sorted(k for k, at in changes.removed.items() if at <= now))
         if now >= next_change:
-            changed = []
-            for k in rng.sample(range(items), min(config["changes"], items)):
-                if k in removed:
-                    continue
-                entry: dict[str, Any] = {
-                    "id": item_id(k),
-                    "numbers": {"price": float(rng.randrange(2_000, 50_000)) / 100.0},
-                }
-                if rng.random() < 1 / 3:
-                    entry["terms"] = {"topic": f"topic{rng.randrange(TOPICS)}"}
-                changed.append(entry)
-            if changed and _repeat(link, tally, "upsert_items", {"items": changed}, stop):
-                upserts += len(changed)
+            changes.change()
             next_change = now + 1.0
         if now >= next_removal:
-            candidates = [k for k in range(items) if k not in removed]
-            chosen = rng.sample(candidates, min(config["removals"], len(candidates)))
-            ids = [item_id(k) for k in chosen]
-            if chosen and _repeat(link, tally, "remove_items", {"ids": ids}, stop):
-                removals += len(chosen)
-                for k in chosen:
-                    removed[k] = time.monotonic() + READD_AFTER_S
+            changes.remove()
             next_removal = now + config["remove_every"]
     # Put the removed items back, so that the final catalogue is whole.
-    if removed:
-        entries = [catalogue_entry(k, rng) for k in sorted(removed)]
-        if _repeat(link, tally, "upsert_items", {"items": entries}, stop, finishing=True):
-            readds += len(removed)
+    changes.readd(sorted(changes.removed), finishing=True)
     link.close()
-    results.put(
-        (
-            "catalogue",
-            0,
-            {"upserts": upserts, "removals": removals, "readds": readds, **tally.report()},
-        )
-    )
+    results.put(("catalogue", 0, changes.report()))
+
+
+@attrs.define(kw_only=True)
+class _CatalogueChanges:
+    """The catalogue client's changes, each call repeated until answered, and their counts."""
+
+    config: Mapping[str, Any]
+    link: Link
+    tally: Tally
+    stop: Any
+    rng: random.Random = attrs.field()
+    #: Item number -> when to re-add it.
+    removed: dict[int, float] = attrs.field(factory=dict)
+    upserts: int = 0
+    removals: int = 0
+    readds: int = 0
+
+    @rng.default
+    def _rng(self) -> random.Random:
+        return random.Random(f"soak-catalogue-{self.config['seed']}")
+
+    def readd(self, due: list[int], *, finishing: bool = False) -> None:
+        """Upsert the removed items ``due`` again, in full."""
+        if not due:
+            return
+        entries = [catalogue_entry(k, self.rng) for k in due]
+        params = {"items": entries}
+        if _repeat(self.link, self.tally, "upsert_items", params, self.stop, finishing=finishing):
+            self.readds += len(due)
+            for k in due:
+                del self.removed[k]
+
+    def change(self) -> None:
+        """New prices (and for a third, a new topic) for ``changes`` random present items."""
+        rng, items = self.rng, self.config["items"]
+        changed = []
+        for k in rng.sample(range(items), min(self.config["changes"], items)):
+            if k in self.removed:
+                continue
+            entry: dict[str, Any] = {
+                "id": item_id(k),
+                "numbers": {"price": float(rng.randrange(2_000, 50_000)) / 100.0},
+            }
+            if rng.random() < 1 / 3:
+                entry["terms"] = {"topic": f"topic{rng.randrange(TOPICS)}"}
+            changed.append(entry)
+        if changed and _repeat(
+            self.link, self.tally, "upsert_items", {"items": changed}, self.stop
+        ):
+            self.upserts += len(changed)
+
+    def remove(self) -> None:
+        """Remove ``removals`` random present items, to be re-added :data:`READD_AFTER_S` later."""
+        candidates = [k for k in range(self.config["items"]) if k not in self.removed]
+        chosen = self.rng.sample(candidates, min(self.config["removals"], len(candidates)))
+        ids = [item_id(k) for k in chosen]
+        if chosen and _repeat(self.link, self.tally, "remove_items", {"ids": ids}, self.stop):
+            self.removals += len(chosen)
+            for k in chosen:
+                self.removed[k] = time.monotonic() + READD_AFTER_S
+
+    def report(self) -> dict[str, Any]:
+        counts = {"upserts": self.upserts, "removals": self.removals, "readds": self.readds}
+        return counts | self.tally.report()
 
 
 def _repeat(
@@ -407,15 +456,10 @@ def read_client(
     """
     rng = random.Random(f"soak-read-{config['seed']}-{index}")
     users, items = config["users"], config["items"]
-    user_cum, item_cum = zipf_cum(users, USER_ZIPF_S), zipf_cum(items)
+    user_cum, item_cum = zipf_cum(users, USER_ZIPF_S), zipf_cum(items, ZIPF_S)
     interval = 1.0 / config["rate"]
     link = Link(port, config["timeout"])
-    tally = Tally(shared)
-    samples: dict[str, tuple[array[float], array[float]]] = {
-        m: (array("d"), array("d")) for m in READS
-    }
-    models: Counter[str] = Counter()
-    not_found = empty = 0
+    reads = _Reads(tally=Tally(shared))
     due = time.monotonic()
     while not stop.is_set():
         _pause(due - time.monotonic(), stop)
@@ -423,41 +467,56 @@ def read_client(
             break
         method = rng.choices(READS, weights=READ_WEIGHTS)[0]
         params = _read_params(method, rng, users, items, user_cum, item_cum)
-        tally.calls[method] += 1
+        reads.call(link, method, params, stop)
+        due = max(due + interval, time.monotonic() - 1.0)
+    link.close()
+    results.put(("read", index, reads.report()))
+
+
+@attrs.define(kw_only=True)
+class _Reads:
+    """The read client's calls: timings of the successful ones and what they answered."""
+
+    tally: Tally
+    #: method -> (wall-clock starts, durations in s) of its successful calls.
+    samples: dict[str, tuple[array[float], array[float]]] = attrs.field(
+        factory=lambda: {m: (array("d"), array("d")) for m in READS}
+    )
+    models: Counter[str] = attrs.field(factory=Counter)
+    not_found: int = 0
+    empty: int = 0
+
+    def call(self, link: Link, method: str, params: Mapping[str, Any], stop: Any) -> None:
+        """Make one call, timed, and count its outcome."""
+        self.tally.calls[method] += 1
         began, t0 = time.time(), time.perf_counter()
         try:
             answer = link.call(method, params)
         except (OSError, RpcError) as exc:
             if isinstance(exc, RpcError) and exc.code == "not_found" and method == "get_item":
-                not_found += 1
+                self.not_found += 1
             else:
-                tally.failed(method, exc)
+                self.tally.failed(method, exc)
                 if isinstance(exc, OSError):
                     _pause(0.1, stop)  # the server is down: do not spin
-        else:
-            seconds = time.perf_counter() - t0
-            tally.ok[method] += 1
-            starts, durations = samples[method]
-            starts.append(began)
-            durations.append(seconds)
-            if method == "recommend":
-                models[str(answer.get("model"))] += 1
-                empty += not answer.get("items")
-        due = max(due + interval, time.monotonic() - 1.0)
-    link.close()
-    results.put(
-        (
-            "read",
-            index,
-            {
-                "samples": {m: (list(s), list(d)) for m, (s, d) in samples.items()},
-                "models": dict(models),
-                "get_item_not_found": not_found,
-                "recommend_empty": empty,
-                **tally.report(),
-            },
-        )
-    )
+            return
+        seconds = time.perf_counter() - t0
+        self.tally.ok[method] += 1
+        starts, durations = self.samples[method]
+        starts.append(began)
+        durations.append(seconds)
+        if method == "recommend":
+            self.models[str(answer.get("model"))] += 1
+            self.empty += not answer.get("items")
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "samples": {m: (list(s), list(d)) for m, (s, d) in self.samples.items()},
+            "models": dict(self.models),
+            "get_item_not_found": self.not_found,
+            "recommend_empty": self.empty,
+            **self.tally.report(),
+        }
 
 
 def _read_params(

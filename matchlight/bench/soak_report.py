@@ -9,6 +9,7 @@ from typing import Any, Final
 import attrs
 
 from matchlight.bench import soak_load
+from matchlight.bench.harness import latency_summary, percentiles
 from matchlight.bench.soak_server import Lifetime, SoakServer, Trainer
 
 #: The RSS at the end may differ from its value after warm-up by this share.
@@ -16,16 +17,12 @@ RSS_TOLERANCE: Final = 0.20
 
 
 def _percentiles(durations: list[float]) -> dict[str, float]:
-    import numpy as np
-
     if not durations:
         return {"calls": 0}
-    ms = np.asarray(durations) * 1000.0
     return {
         "calls": len(durations),
-        "p50_ms": round(float(np.percentile(ms, 50)), 2),
-        "p99_ms": round(float(np.percentile(ms, 99)), 2),
-        "max_ms": round(float(ms.max()), 1),
+        **latency_summary(durations, stats=("p50", "p99"), digits=2),
+        **latency_summary(durations, stats=("max",), digits=1),
     }
 
 
@@ -47,10 +44,50 @@ def summarise(
     server: SoakServer,
     trainer: Trainer,
 ) -> dict[str, Any]:
+    """The report's figures from the load's timeline, the clients' reports and the checks."""
     ingest = [r for kind, _, r in reports if kind == "ingest"]
     reads = [r for kind, _, r in reports if kind == "read"]
     catalogue = next(r for kind, _, r in reports if kind == "catalogue")
-    every = [r for _, _, r in reports]
+    lifetimes = [attrs.asdict(life) for life in server.lifetimes]
+    # The first lifetime is the initial start, the last the post-check restart: restarts
+    # under load are those in between, each after a kill (or a crash).
+    restarts = server.lifetimes[1:-1]
+    return {
+        "load_s": load["load_s"],
+        "kills": load["kills"],
+        "crashes": load["crashes"],
+        "stop": load["stop"],
+        "final_stop": load["final_stop"],
+        "events": _event_figures(ingest, load["load_s"]),
+        "log": log,
+        "state": state,
+        "errors": _error_figures([r for _, _, r in reports]),
+        "reads": _read_figures(reads, load["downtimes"]),
+        "catalogue": {k: catalogue[k] for k in ("upserts", "removals", "readds")},
+        "train": {"runs": trainer.runs, "skipped": trainer.skipped},
+        "restarts": _restart_figures(restarts),
+        "lifetimes": lifetimes,
+        "rss": _rss_verdict(server.lifetimes[:-1], load["rss_samples"], load["load_s"]),
+    }
+
+
+def _event_figures(ingest: list[dict[str, Any]], load_s: float) -> dict[str, Any]:
+    """What the ingest clients sent and had acknowledged."""
+    acked = sum(len(r["acked_batches"]) * r["batch"] for r in ingest)
+    return {
+        "acked": acked,
+        "acked_per_s": round(acked / load_s),
+        "batches": sum(r["batches"] for r in ingest),
+        "retried_batches": sum(r["retried_batches"] for r in ingest),
+        "gave_up_batches": sum(len(r["gave_up_batches"]) for r in ingest),
+        "duplicates_reported": sum(r["duplicates"] for r in ingest),
+        "partial_batches": sum(r["partial_batches"] for r in ingest),
+    }
+
+
+def _error_figures(every: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every client's failed calls: error answers by method and code, connection failures,
+    timeouts, and a message per kind."""
     errors: Counter[str] = Counter()
     connection: Counter[str] = Counter()
     timeouts: Counter[str] = Counter()
@@ -63,71 +100,45 @@ def summarise(
     by_code: Counter[str] = Counter()
     for key, n in errors.items():
         by_code[key.split()[1]] += n
-    acked = sum(len(r["acked_batches"]) * r["batch"] for r in ingest)
+    return {
+        "rpc": dict(sorted(errors.items())),
+        "by_code": dict(sorted(by_code.items())),
+        "internal": by_code["internal"],
+        "connection": dict(sorted(connection.items())),
+        "timeouts": dict(sorted(timeouts.items())),
+        "messages": messages,
+    }
+
+
+def _read_figures(reads: list[dict[str, Any]], downtimes: list[Any]) -> dict[str, Any]:
+    """The read client's latency per method (all, and outside restarts) and what it saw."""
     latency = {}
-    models: Counter[str] = Counter()
     for method in soak_load.READS:
         starts = [s for r in reads for s in r["samples"][method][0]]
         durations = [d for r in reads for d in r["samples"][method][1]]
-        latency[method] = _latency(starts, durations, load["downtimes"])
+        latency[method] = _latency(starts, durations, downtimes)
+    models: Counter[str] = Counter()
     for r in reads:
         models.update(r["models"])
-    lifetimes = [attrs.asdict(life) for life in server.lifetimes]
-    # The first lifetime is the initial start, the last the post-check restart: restarts
-    # under load are those in between, each after a kill (or a crash).
-    restarts = server.lifetimes[1:-1]
     return {
-        "load_s": load["load_s"],
-        "kills": load["kills"],
-        "crashes": load["crashes"],
-        "stop": load["stop"],
-        "final_stop": load["final_stop"],
-        "events": {
-            "acked": acked,
-            "acked_per_s": round(acked / load["load_s"]),
-            "batches": sum(r["batches"] for r in ingest),
-            "retried_batches": sum(r["retried_batches"] for r in ingest),
-            "gave_up_batches": sum(len(r["gave_up_batches"]) for r in ingest),
-            "duplicates_reported": sum(r["duplicates"] for r in ingest),
-            "partial_batches": sum(r["partial_batches"] for r in ingest),
-        },
-        "log": log,
-        "state": state,
-        "errors": {
-            "rpc": dict(sorted(errors.items())),
-            "by_code": dict(sorted(by_code.items())),
-            "internal": by_code["internal"],
-            "connection": dict(sorted(connection.items())),
-            "timeouts": dict(sorted(timeouts.items())),
-            "messages": messages,
-        },
-        "reads": {
-            "latency": latency,
-            "get_item_not_found": sum(r["get_item_not_found"] for r in reads),
-            "recommend_empty": sum(r["recommend_empty"] for r in reads),
-            "models_served": dict(models),
-        },
-        "catalogue": {k: catalogue[k] for k in ("upserts", "removals", "readds")},
-        "train": {"runs": trainer.runs, "skipped": trainer.skipped},
-        "restarts": _restart_figures(restarts),
-        "lifetimes": lifetimes,
-        "rss": _rss_verdict(server.lifetimes[:-1], load["rss_samples"], load["load_s"]),
+        "latency": latency,
+        "get_item_not_found": sum(r["get_item_not_found"] for r in reads),
+        "recommend_empty": sum(r["recommend_empty"] for r in reads),
+        "models_served": dict(models),
     }
 
 
 def _restart_figures(restarts: list[Lifetime]) -> dict[str, Any]:
-    import numpy as np
-
     if not restarts:
         return {"count": 0}
-    listening = np.asarray([r.listening_s for r in restarts])
-    healthy = np.asarray([r.healthy_s for r in restarts])
+    listening = [r.listening_s for r in restarts]
+    healthy = [r.healthy_s for r in restarts]
     return {
         "count": len(restarts),
-        "listening_p50_s": round(float(np.percentile(listening, 50)), 3),
-        "listening_max_s": round(float(listening.max()), 3),
-        "healthy_p50_s": round(float(np.percentile(healthy, 50)), 3),
-        "healthy_max_s": round(float(healthy.max()), 3),
+        "listening_p50_s": round(percentiles(listening, (50,))[0], 3),
+        "listening_max_s": round(max(listening), 3),
+        "healthy_p50_s": round(percentiles(healthy, (50,))[0], 3),
+        "healthy_max_s": round(max(healthy), 3),
     }
 
 

@@ -10,30 +10,24 @@ process's resident set from ``/proc``.
 
 from __future__ import annotations
 
-import os
 import re
-import selectors
 import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import Any, Final
 
 import attrs
 
+from matchlight.bench.harness import RunningServer, ServerFailed, start_server
 from matchlight.bench.index_workload import note
 from matchlight.bench.soak_load import HOST
 from matchlight.client import Client, RpcError
 
 START_TIMEOUT_S: Final = 120.0
 STOP_TIMEOUT_S: Final = 60.0
-_READY: Final = re.compile(rb"matchlight listening on (\S+)")
-
-
-class ServerFailed(RuntimeError):
-    """The server did not start, or did not stop when told to."""
 
 
 @attrs.define(kw_only=True)
@@ -64,7 +58,7 @@ class SoakServer:
         self.logs = logs
         self.port = port
         self.t0 = t0
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: RunningServer | None = None
         self.lifetimes: list[Lifetime] = []
 
     @property
@@ -73,40 +67,8 @@ class SoakServer:
 
     def start(self) -> Lifetime:
         """Start a process; return once it answered ``health``. Raises ServerFailed."""
-        for _ in range(3):
-            number = len(self.lifetimes) + 1
-            log_path = self.logs / f"server-{number}.log"
-            began = time.perf_counter()
-            with log_path.open("wb") as log:
-                proc = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "matchlight.cli",
-                        "serve",
-                        "--data",
-                        str(self.data),
-                        "--listen",
-                        f"{HOST}:{self.port.value}",
-                    ],
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=log,
-                )
-            ready = _ready_line(proc, time.monotonic() + START_TIMEOUT_S)
-            listening = time.perf_counter() - began
-            if ready is not None:
-                break
-            proc.kill()
-            proc.wait(timeout=STOP_TIMEOUT_S)
-            _close(proc.stdout)
-            tail = log_path.read_text(errors="replace")[-3000:]
-            if "in use" not in tail:
-                raise ServerFailed(f"the server did not start (log {log_path}):\n{tail}")
-            self.port.value = free_port()  # someone took the port: the clients follow
-            log_path.rename(log_path.with_suffix(".address-in-use.log"))
-        else:
-            raise ServerFailed("no free port to restart the server on")
+        proc, number, began = self._spawn()
+        listening = time.perf_counter() - began
         self.proc = proc
         _wait_healthy(self.port.value, time.monotonic() + START_TIMEOUT_S)
         healthy = time.perf_counter() - began
@@ -121,51 +83,72 @@ class SoakServer:
         )
         return self.current
 
+    def _spawn(self) -> tuple[RunningServer, int, float]:
+        """A process that printed its ``listening`` line, its number and when it was spawned.
+
+        If the port turned out to be taken, up to three tries, each on a new
+        port (the clients follow); raises ServerFailed for any other failure.
+        """
+        for _ in range(3):
+            number = len(self.lifetimes) + 1
+            log_path = self.logs / f"server-{number}.log"
+            began = time.perf_counter()
+            try:
+                proc = start_server(
+                    self.data,
+                    listen=f"{HOST}:{self.port.value}",
+                    stderr=log_path,
+                    timeout=START_TIMEOUT_S,
+                )
+            except ServerFailed:
+                tail = log_path.read_text(errors="replace")[-3000:]
+                if "in use" not in tail:
+                    raise ServerFailed(
+                        f"the server did not start (log {log_path}):\n{tail}"
+                    ) from None
+                self.port.value = free_port()  # someone took the port: the clients follow
+                log_path.rename(log_path.with_suffix(".address-in-use.log"))
+            else:
+                return proc, number, began
+        raise ServerFailed("no free port to restart the server on")
+
     def exited(self) -> int | None:
         """The exit code if the process ended by itself, else None."""
         return None if self.proc is None else self.proc.poll()
 
     def kill(self, end: str = "kill -9") -> None:
         """SIGKILL the process and wait for it to be gone."""
-        proc = self._proc()
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=STOP_TIMEOUT_S)
+        self._proc().kill(STOP_TIMEOUT_S)
         self._ended(end)
 
     def terminate(self) -> tuple[float, int]:
         """SIGTERM: (seconds until it exited, exit code). Raises ServerFailed if it hangs."""
         proc = self._proc()
         began = time.perf_counter()
-        proc.send_signal(signal.SIGTERM)
         try:
-            code = proc.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=STOP_TIMEOUT_S)
+            code = proc.stop(signal.SIGTERM, STOP_TIMEOUT_S)
+        except ServerFailed:
             self._ended("hung on SIGTERM")
-            raise ServerFailed(f"the server did not exit within {STOP_TIMEOUT_S:g} s") from None
+            raise
         self._ended(f"SIGTERM (exit {code})")
         return time.perf_counter() - began, code
 
     def crashed(self, code: int) -> None:
         """Record that the process ended by itself with ``code``."""
+        self._proc().stop()  # reaps it: it has exited, so no signal is sent
         self._ended(f"exited by itself ({code})")
 
     def close(self) -> None:
         """Kill whatever still runs (on the way out after an error)."""
         if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.kill()
-            self.proc.wait(timeout=STOP_TIMEOUT_S)
+            self.proc.kill(STOP_TIMEOUT_S)
             self._ended("killed on abort")
 
-    def _proc(self) -> subprocess.Popen[bytes]:
+    def _proc(self) -> RunningServer:
         assert self.proc is not None, "no server process"
         return self.proc
 
     def _ended(self, how: str) -> None:
-        if self.proc is not None:
-            _close(self.proc.stdout)
         self.proc = None
         self.current.ended_s = round(time.monotonic() - self.t0, 3)
         self.current.end = how
@@ -179,27 +162,6 @@ def free_port() -> int:
     return port
 
 
-def _ready_line(proc: subprocess.Popen[bytes], deadline: float) -> bytes | None:
-    """The server's ``listening`` line, or None if it exited or said nothing in time."""
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    buffer = b""
-    with selectors.DefaultSelector() as selector:
-        selector.register(fd, selectors.EVENT_READ)
-        while b"\n" not in buffer:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            if not selector.select(timeout=remaining):
-                continue
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                return None
-            buffer += chunk
-    line = buffer.partition(b"\n")[0]
-    return line if _READY.fullmatch(line) else None
-
-
 def _wait_healthy(port: int, deadline: float) -> None:
     last: BaseException | None = None
     while time.monotonic() < deadline:
@@ -211,11 +173,6 @@ def _wait_healthy(port: int, deadline: float) -> None:
             last = exc
         time.sleep(0.02)
     raise ServerFailed(f"the server listens but did not answer health: {last!r}")
-
-
-def _close(stream: IO[bytes] | None) -> None:
-    if stream is not None:
-        stream.close()
 
 
 def rss(pid: int) -> dict[str, float]:

@@ -13,22 +13,22 @@ that the token is accepted.
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
+from matchlight.address import parse_connect
 from matchlight.cli.argtypes import positive_float
+from matchlight.cli.command import Subparsers, add_command, fail
 from matchlight.client import Client
 from matchlight.errors import RpcError
 
 DEFAULT_CONNECT = "127.0.0.1:7420"
 DEFAULT_TIMEOUT_S = 3.0
 
-_PROG = "matchlight health"
 
-
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the ``health`` subcommand to the ``matchlight`` command line."""
-    health = sub.add_parser(
+def register(sub: Subparsers) -> None:
+    """Add ``health`` to the ``matchlight`` command line."""
+    health = add_command(
+        sub,
         "health",
         help="check that a running server answers health",
         description="Call the health RPC of a running server; exit 0 and print 'ok VERSION' "
@@ -39,32 +39,34 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--connect",
         default=DEFAULT_CONNECT,
         metavar="HOST:PORT|unix:PATH",
-        help=f"the server's address (default {DEFAULT_CONNECT})",
+        help="the server's address",
     )
     health.add_argument(
         "--timeout",
         type=positive_float,
         default=DEFAULT_TIMEOUT_S,
         metavar="SECONDS",
-        help="give up on connecting, or on an answer, after this long (default 3)",
+        help="give up on connecting, or on an answer, after this long",
     )
     health.add_argument(
         "--token",
         metavar="TOKEN",
         help="authenticate with this token first (the check then fails if it is refused)",
     )
-    health.set_defaults(func=main)
+    health.set_defaults(func=run)
 
 
-def main(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run the check described by ``args``; return the exit code (0 healthy, 1 not)."""
     try:
-        host, port, unix = parse_connect(args.connect)
+        address = parse_connect(args.connect)
     except ValueError as exc:
         return _fail(str(exc))
     try:
         # One attempt: a probe that retries would take several timeouts to say "no".
-        with Client(host, port, unix=unix, timeout=args.timeout, retries=0) as client:
+        with Client(
+            address.host, address.port, unix=address.unix, timeout=args.timeout, retries=0
+        ) as client:
             if args.token is not None:
                 client.call("auth", {"token": args.token})
             result: Any = client.call("health")
@@ -83,23 +85,5 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_connect(address: str) -> tuple[str, int, str | None]:
-    """``HOST:PORT`` → ``(host, port, None)``; ``unix:PATH`` → ``("", 0, path)``.
-
-    Raises:
-        ValueError: the address is in neither form.
-    """
-    if address.startswith("unix:"):
-        path = address[len("unix:") :]
-        if not path:
-            raise ValueError("--connect unix: needs a socket path, e.g. unix:/run/matchlight.sock")
-        return "", 0, path
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"--connect must be HOST:PORT or unix:PATH, got {address!r}")
-    return host.strip("[]"), int(port), None
-
-
 def _fail(message: str) -> int:
-    print(f"{_PROG}: {message}", file=sys.stderr, flush=True)
-    return 1
+    return fail("health", message)

@@ -29,10 +29,10 @@ from legacy_adapter.metrics import DEFAULT_THRESHOLDS, Thresholds
 from legacy_adapter.report import build_report, format_table
 from legacy_adapter.report_html import render_html
 from matchlight.cli.argtypes import fraction, non_negative_float, non_negative_int, positive_int
+from matchlight.cli.command import Subparsers, add_command, fail
 
 COMPARISONS: Final = "comparisons"
 _PAGE: Final = 5000
-_PROG: Final = "matchlight shadow-report"
 
 if TYPE_CHECKING:
     from ranker import DecisionLog
@@ -66,10 +66,10 @@ def parse_since(text: str) -> float:
     return moment.timestamp()
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the ``shadow-report`` subcommand to the ``matchlight`` command line."""
-    t = DEFAULT_THRESHOLDS
-    report = sub.add_parser(
+def register(sub: Subparsers) -> None:
+    """Add ``shadow-report`` to the ``matchlight`` command line."""
+    report = add_command(
+        sub,
         "shadow-report",
         help="compare the real-time path with legacy per surface, with a verdict",
         description="Read the shadow comparisons in DIR/comparisons (also while a server "
@@ -96,56 +96,59 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     report.add_argument("--html", metavar="FILE", help="also write an HTML report with charts")
     report.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    _threshold_arguments(report)
+    report.set_defaults(func=run)
+
+
+def _threshold_arguments(report: argparse.ArgumentParser) -> None:
+    """The verdict's thresholds (:class:`legacy_adapter.metrics.Thresholds`)."""
+    t = DEFAULT_THRESHOLDS
     report.add_argument(
         "--min-requests",
         type=non_negative_int,
         default=t.min_requests,
         metavar="N",
-        help=f"fewer comparisons is 'not enough data' (default {t.min_requests})",
+        help="fewer comparisons is 'not enough data'",
     )
     report.add_argument(
         "--max-error-rate",
         type=fraction,
         default=t.max_error_rate,
         metavar="R",
-        help=f"real-time errors per comparison, at most (default {t.max_error_rate:g})",
+        help="real-time errors per comparison, at most",
     )
     report.add_argument(
         "--max-fallback-rate",
         type=fraction,
         default=t.max_fallback_rate,
         metavar="R",
-        help=f"fallbacks per served request, at most (default {t.max_fallback_rate:g})",
+        help="fallbacks per served request, at most",
     )
     report.add_argument(
         "--max-p99-ms",
         type=non_negative_float,
         default=t.max_p99_ms,
         metavar="MS",
-        help=f"real-time p99 latency, at most (default {t.max_p99_ms:g})",
+        help="real-time p99 latency, at most",
     )
     report.add_argument(
         "--min-rbo-vs-noise",
         type=non_negative_float,
         default=t.min_rbo_vs_noise,
         metavar="F",
-        help="median RBO(real time, legacy) at least this fraction of the A/A noise-floor "
-        f"median (default {t.min_rbo_vs_noise:g})",
+        help="median RBO(real time, legacy) at least this fraction of the A/A noise-floor median",
     )
     report.add_argument(
         "--min-noise-samples",
         type=non_negative_int,
         default=t.min_noise_samples,
         metavar="N",
-        help=f"A/A pairs needed to judge RBO against the noise floor (default "
-        f"{t.min_noise_samples})",
+        help="A/A pairs needed to judge RBO against the noise floor",
     )
-    report.set_defaults(func=main)
 
 
 def _fail(message: str) -> int:
-    print(f"{_PROG}: {message}", file=sys.stderr)
-    return 1
+    return fail("shadow-report", message)
 
 
 def _records(log: DecisionLog) -> Iterator[dict[str, Any]]:
@@ -163,7 +166,7 @@ def _write(path: str, text: str) -> None:
     Path(path).write_text(text, encoding="utf-8")
 
 
-def main(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run the report described by ``args``; return the exit code (0 done, 1 nothing or failed)."""
     # Imported here: the ranker package loads LightFM, which only this command needs.
     from ranker import DecisionLog, RankerError
@@ -208,10 +211,10 @@ def main(args: argparse.Namespace) -> int:
     try:
         if args.json:
             _write(args.json, json.dumps(report, indent=2, allow_nan=False) + "\n")
-            print(f"{_PROG}: wrote {args.json}", file=sys.stderr)
+            print(f"matchlight shadow-report: wrote {args.json}", file=sys.stderr)
         if args.html:
             _write(args.html, render_html(report))
-            print(f"{_PROG}: wrote {args.html}", file=sys.stderr)
+            print(f"matchlight shadow-report: wrote {args.html}", file=sys.stderr)
     except OSError as exc:
         return _fail(f"cannot write the report: {exc}")
     return 0

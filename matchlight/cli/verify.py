@@ -31,6 +31,7 @@ from typing import Any
 import attrs
 
 from matchlight.cli.argtypes import positive_int
+from matchlight.cli.command import Subparsers, add_command, fail
 
 #: Problems listed per part (all are counted).
 DEFAULT_EXAMPLES = 20
@@ -64,9 +65,10 @@ class Part:
         }
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the ``verify`` subcommand to the ``matchlight`` command line."""
-    verify = sub.add_parser(
+def register(sub: Subparsers) -> None:
+    """Add ``verify`` to the ``matchlight`` command line."""
+    verify = add_command(
+        sub,
         "verify",
         help="check a data directory for damaged or inconsistent records",
         description="Check everything stored in DIR, read-only (safe while a server runs on "
@@ -88,17 +90,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         type=positive_int,
         default=DEFAULT_EXAMPLES,
         metavar="N",
-        help=f"problems listed per part; all are counted (default {DEFAULT_EXAMPLES})",
+        help="problems listed per part; all are counted",
     )
     verify.add_argument("--quiet", action="store_true", help="no progress messages on stderr")
-    verify.set_defaults(func=main)
+    verify.set_defaults(func=run)
 
 
-def main(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """Check every part of the data directory; return the exit status (0 clean, 1 problems)."""
     data = Path(args.data)
     if not data.is_dir():
-        print(f"matchlight verify: no data directory {data}", file=sys.stderr)
-        return 2
+        return fail("verify", f"no data directory {data}", 2)
 
     def progress(message: str) -> None:
         if not args.quiet:
@@ -134,8 +136,7 @@ def main(args: argparse.Namespace) -> int:
         try:
             Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
         except OSError as exc:
-            print(f"matchlight verify: cannot write {args.json}: {exc}", file=sys.stderr)
-            return 2
+            return fail("verify", f"cannot write {args.json}: {exc}", 2)
     return 1 if total else 0
 
 

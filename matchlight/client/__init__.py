@@ -16,8 +16,9 @@ background task reads answers and hands each to the task that asked.
 Errors: an error answer raises (from ``call``) or is returned in place of the
 result (from ``call_many``) as an :class:`~matchlight.errors.RpcError` subclass
 per contract code (:class:`BadRequest`, :class:`NotFound`, :class:`Unauthorized`,
-…). A connection that breaks before the answer arrives raises
-:class:`ConnectionLost`; no answer within ``timeout`` raises :class:`TimeoutError`.
+…): the classes the server raises, re-exported here. A connection that breaks
+before the answer arrives raises :class:`ConnectionLost`; no answer within
+``timeout`` raises :class:`TimeoutError`.
 
 Retries (:class:`RetryPolicy`): a call of an idempotent method
 (:data:`IDEMPOTENT_METHODS`) that failed with :class:`ConnectionLost`, a
@@ -42,16 +43,20 @@ from matchlight.client.common import (
     IDEMPOTENT_METHODS,
     ClientClosed,
     ConnectionLost,
+    RetryPolicy,
+    inject_trace,
+)
+from matchlight.errors import (
+    BadRequest,
     Forbidden,
     InternalError,
+    NotFound,
     Overloaded,
-    RetryPolicy,
+    RpcError,
     Unauthorized,
     Unavailable,
     error_from_wire,
-    inject_trace,
 )
-from matchlight.errors import BadRequest, NotFound, RpcError
 
 __all__ = [
     "IDEMPOTENT_METHODS",

@@ -16,9 +16,7 @@ from matchlight.client.common import (
     READ_SIZE,
     ClientClosed,
     ConnectionLost,
-    Overloaded,
     RetryPolicy,
-    Unavailable,
     _answers,
     _check_timeout,
     _Endpoint,
@@ -33,9 +31,7 @@ from matchlight.client.common import (
     _timeout_error,
     inject_trace,
 )
-from matchlight.errors import (
-    RpcError,
-)
+from matchlight.errors import Overloaded, RpcError, Unavailable
 
 # -- the Trio client -----------------------------------------------------------------------------
 
@@ -295,10 +291,10 @@ class AsyncClient:
     async def _open_stream(self) -> trio.abc.Stream:
         endpoint = self.endpoint
         stream: trio.abc.Stream
-        if endpoint.unix is not None:
-            stream = await trio.open_unix_socket(endpoint.unix)
+        if endpoint.address.unix is not None:
+            stream = await trio.open_unix_socket(endpoint.address.unix)
         else:
-            stream = await trio.open_tcp_stream(endpoint.host, endpoint.port)
+            stream = await trio.open_tcp_stream(endpoint.address.host, endpoint.address.port)
         if endpoint.tls is None:
             return stream
         secure = trio.SSLStream(stream, endpoint.tls, server_hostname=endpoint.server_hostname)

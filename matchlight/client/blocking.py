@@ -16,9 +16,7 @@ from matchlight.client.common import (
     READ_SIZE,
     ClientClosed,
     ConnectionLost,
-    Overloaded,
     RetryPolicy,
-    Unavailable,
     _answers,
     _check_timeout,
     _Endpoint,
@@ -33,9 +31,7 @@ from matchlight.client.common import (
     _timeout_error,
     inject_trace,
 )
-from matchlight.errors import (
-    RpcError,
-)
+from matchlight.errors import Overloaded, RpcError, Unavailable
 
 # -- the blocking client ---------------------------------------------------------------------
 
@@ -293,16 +289,18 @@ class Client:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError(f"no connection to {endpoint} in time")
-        if endpoint.unix is not None:
+        if endpoint.address.unix is not None:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 sock.settimeout(remaining)
-                sock.connect(endpoint.unix)
+                sock.connect(endpoint.address.unix)
             except BaseException:
                 sock.close()
                 raise
         else:
-            sock = socket.create_connection((endpoint.host, endpoint.port), timeout=remaining)
+            sock = socket.create_connection(
+                (endpoint.address.host, endpoint.address.port), timeout=remaining
+            )
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if endpoint.tls is None:
             return sock

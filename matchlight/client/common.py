@@ -1,9 +1,9 @@
-"""What both clients share: errors by contract code, the retry policy, and the wire format."""
+"""What both clients share: transport errors, the retry policy, and the wire format."""
 
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable, Container, Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from typing import Any, Final
 
 import attrs
@@ -12,18 +12,8 @@ import trio
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from matchlight.errors import (
-    BAD_REQUEST,
-    FORBIDDEN,
-    INTERNAL,
-    NOT_FOUND,
-    OVERLOADED,
-    UNAUTHORIZED,
-    UNAVAILABLE,
-    BadRequest,
-    NotFound,
-    RpcError,
-)
+from matchlight.address import Address
+from matchlight.errors import Overloaded, Unavailable, error_from_wire
 
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 7420
@@ -31,42 +21,7 @@ READ_SIZE: Final = 256 << 10
 _MSGID_MASK: Final = 2**32 - 1
 
 
-# -- errors -------------------------------------------------------------------------------------
-
-
-class Unauthorized(RpcError):
-    """No valid token: the connection did not ``auth``, or its token was refused."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(UNAUTHORIZED, message)
-
-
-class Forbidden(RpcError):
-    """The connection's role may not call this method."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(FORBIDDEN, message)
-
-
-class Overloaded(RpcError):
-    """The server has too much in flight; retry later."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(OVERLOADED, message)
-
-
-class Unavailable(RpcError):
-    """The server cannot serve now (shutting down, store unavailable)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(UNAVAILABLE, message)
-
-
-class InternalError(RpcError):
-    """A bug in the server; its log says more."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(INTERNAL, message)
+# -- transport errors (error answers are matchlight.errors classes) -------------------------
 
 
 class ConnectionLost(ConnectionError):
@@ -76,33 +31,6 @@ class ConnectionLost(ConnectionError):
 
 class ClientClosed(trio.ClosedResourceError):
     """The client was closed by its owner; it makes no more calls."""
-
-
-_ERRORS: Final[Mapping[str, Callable[[str], RpcError]]] = {
-    BAD_REQUEST: BadRequest,
-    UNAUTHORIZED: Unauthorized,
-    FORBIDDEN: Forbidden,
-    NOT_FOUND: NotFound,
-    OVERLOADED: Overloaded,
-    UNAVAILABLE: Unavailable,
-    INTERNAL: InternalError,
-}
-
-
-def error_from_wire(error: Any) -> RpcError:
-    """The exception for an answer's ``error`` field: the class of its code, else :class:`RpcError`.
-
-    A malformed error (not a ``{code, message}`` map) becomes an ``internal`` error.
-    """
-    if not isinstance(error, Mapping):
-        return InternalError(str(error))
-    code = error.get("code")
-    message = error.get("message")
-    message = message if isinstance(message, str) else "" if message is None else str(message)
-    if not isinstance(code, str):
-        return InternalError(message)
-    make = _ERRORS.get(code)
-    return RpcError(code, message) if make is None else make(message)
 
 
 def _lost(message: str, cause: BaseException | None = None) -> ConnectionLost:
@@ -186,8 +114,12 @@ _PROPAGATOR: Final = TraceContextTextMapPropagator()
 def inject_trace(params: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     """``params`` plus ``_trace`` (W3C trace context) if a valid span is current.
 
-    Params that already carry ``_trace`` are returned unchanged, as are params
-    when no span is current.
+    The one way a caller's trace reaches the server (whose
+    :meth:`~matchlight.server.telemetry.Telemetry.server_span` reads it back).
+    Params that already carry ``_trace`` are returned unchanged (a ``_trace``
+    the caller set itself is kept, as README promises), as are params when no
+    span is current; otherwise a new map, and ``params`` is not modified. Uses
+    the W3C propagator whatever the global propagator is.
     """
     if params is not None and "_trace" in params:
         return params
@@ -250,6 +182,7 @@ def _answers(unpacker: Any, data: bytes | bytearray) -> list[tuple[int, Any, Any
 
 
 def _outcome(error: Any, result: Any) -> Any:
+    """The result of an answer, or the :class:`~matchlight.errors.RpcError` its error stands for."""
     return result if error is None else error_from_wire(error)
 
 
@@ -259,9 +192,9 @@ def _timeout_error(where: str, timeout: float) -> TimeoutError:
 
 @attrs.frozen(kw_only=True)
 class _Endpoint:
-    host: str
-    port: int
-    unix: str | None
+    """The server's address and how to secure the connection to it."""
+
+    address: Address
     tls: ssl.SSLContext | None
     server_hostname: str | None
 
@@ -277,10 +210,11 @@ class _Endpoint:
         context = ssl.create_default_context() if tls is True else tls or None
         if server_hostname is None and unix is None:
             server_hostname = host
-        return cls(host=host, port=port, unix=unix, tls=context, server_hostname=server_hostname)
+        address = Address(host=host, port=port, unix=unix)
+        return cls(address=address, tls=context, server_hostname=server_hostname)
 
     def __str__(self) -> str:
-        return f"unix:{self.unix}" if self.unix is not None else f"{self.host}:{self.port}"
+        return str(self.address)
 
 
 def _check_timeout(timeout: float) -> float:

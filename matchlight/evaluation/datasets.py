@@ -76,6 +76,20 @@ class BadLine:
     reason: str
 
 
+@attrs.define
+class BadLines:
+    """The bad lines a reader skipped: how many, and the first :data:`MAX_EXAMPLES` of them."""
+
+    count: int = 0
+    examples: list[BadLine] = attrs.field(factory=list)
+
+    def add(self, line: int, reason: str) -> None:
+        """Count line number ``line`` as bad for ``reason`` (kept if among the first)."""
+        self.count += 1
+        if len(self.examples) < MAX_EXAMPLES:
+            self.examples.append(BadLine(line=line, reason=reason))
+
+
 @attrs.frozen(kw_only=True)
 class Dataset:
     """A stream to replay, and what reading it found."""
@@ -189,8 +203,8 @@ def load_movielens(path: str | os.PathLike[str]) -> Dataset:
     """
     ratings = _ratings_file(Path(path))
     events: list[tuple[float, dict[str, Any]]] = []
-    examples: list[BadLine] = []
-    bad = lines = 0
+    bad = BadLines()
+    lines = 0
     separator: str | None = None
     try:
         with ratings.open("rb") as f:
@@ -207,9 +221,7 @@ def load_movielens(path: str | os.PathLike[str]) -> Dataset:
                 try:
                     events.append(_event(raw, separator, number))
                 except _Bad as exc:
-                    bad += 1
-                    if len(examples) < MAX_EXAMPLES:
-                        examples.append(BadLine(line=number, reason=str(exc)))
+                    bad.add(number, str(exc))
     except OSError as exc:
         raise DatasetError(f"cannot read the MovieLens ratings {str(ratings)!r}: {exc}") from exc
     genres, genres_file = _genres(ratings)
@@ -217,8 +229,8 @@ def load_movielens(path: str | os.PathLike[str]) -> Dataset:
         name=f"{MOVIELENS}{path}",
         records=movie_records(events, genres),
         lines=lines,
-        bad=bad,
-        examples=tuple(examples),
+        bad=bad.count,
+        examples=tuple(bad.examples),
         genres=None if genres_file is None else genres_file.name,
     )
 

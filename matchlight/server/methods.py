@@ -14,10 +14,10 @@ from typing import Any
 from actors import ActorSystem, FieldLimitError, ItemState, UserState, item, user
 from index import QueryError
 from legacy_adapter import MigrationError, RealtimeUnavailable, Router
-from matchlight.errors import UNAVAILABLE, BadRequest, NotFound, RpcError
-from matchlight.server import validation
-from matchlight.server.rpc import Handler, RpcServer
-from matchlight.server.telemetry import NOOP
+from matchlight.errors import BadRequest, NotFound, Unavailable
+from matchlight.server import statistics, validation
+from matchlight.server.rpc import Handler, RpcCounters
+from matchlight.server.telemetry import NOOP, Telemetry
 from ranker import RankerActor, RequestError
 
 
@@ -51,23 +51,29 @@ def user_view(state: UserState) -> dict[str, Any]:
 
 
 class Methods:
+    """The contract's methods (:meth:`table`), over the server's components."""
+
     def __init__(
         self,
         system: ActorSystem,
         ranker: RankerActor,
         *,
         router: Router | None = None,
+        rpc: RpcCounters,
+        telemetry: Telemetry = NOOP,
         version: str,
         started: float,
     ) -> None:
+        """``rpc``: what the RPC server serving these methods counts (for ``stats``);
+        ``started``: when the server started (``time.monotonic()``)."""
         self.system = system
         self.ranker = ranker
         #: Serves recommend by each surface's migration mode, when there is one.
         self.router = router
-        self.telemetry = NOOP
+        self.rpc = rpc
+        self.telemetry = telemetry
         self.version = version
         self.started = started
-        self.rpc: RpcServer | None = None
 
     def table(self) -> Mapping[str, Handler]:
         return {
@@ -149,14 +155,14 @@ class Methods:
         except RequestError as exc:
             raise BadRequest(str(exc)) from None
         except RealtimeUnavailable as exc:
-            raise RpcError(UNAVAILABLE, str(exc)) from None
+            raise Unavailable(str(exc)) from None
         return result.view()
 
     async def set_migration(self, params: Any) -> dict[str, Any]:
         p = validation.params_map(params)
         surface = validation.ident(validation.require(p, "surface"), "surface")
         if self.router is None:
-            raise RpcError(UNAVAILABLE, "this server has no migration router")
+            raise Unavailable("this server has no migration router")
         try:
             state = self.router.set_migration(
                 surface, {k: v for k, v in p.items() if k not in ("surface", "_trace")}
@@ -167,80 +173,24 @@ class Methods:
 
     async def stats(self, params: Any) -> dict[str, Any]:
         validation.params_map(params)
+        return statistics.flatten(self._statistics())
+
+    def _statistics(self) -> dict[str, object | None]:
+        """Each :data:`~matchlight.server.statistics.SECTIONS` source's value, now."""
         s = self.system.statistics()
-        out: dict[str, Any] = {
-            "version": self.version,
-            "uptime_s": round(time.monotonic() - self.started, 3),
-            "log_seq": s.store.last_seq,
-            "store_map_bytes": s.store.map_size,
-            "store_resizes": s.store.resizes,
-            # Found while reading (see `matchlight verify` for the whole store).
-            "corrupt_snapshots": s.store.corrupt_snapshots,
-            "corrupt_events": s.store.corrupt_events,
-            "commits": s.writer.commits,
-            "events_committed": s.writer.events,
-            "batches_committed": s.writer.batches,
-            "commit_events_mean": round(s.writer.mean_group_events, 2),
-            "commit_events_max": s.writer.largest_group_events,
-            "commit_batches_mean": round(s.writer.batches / s.writer.commits, 2)
-            if s.writer.commits
-            else 0.0,
+        router, feed = self.router, None if self.router is None else self.router.feed
+        return {
+            "server": statistics.ServerStatistics(
+                version=self.version, uptime_s=round(time.monotonic() - self.started, 3)
+            ),
+            "store": s.store,
+            "writer": s.writer,
+            "items": s.items,
+            "users": s.users,
+            "index": s.index,
+            "migration": None if router is None else router.states(),
+            "router": None if router is None else router.statistics(),
+            "feed": None if feed is None else feed.statistics(),
+            "ranker": self.ranker.statistics(),
+            "rpc": self.rpc.statistics(),
         }
-        for runtime in (s.items, s.users):
-            prefix = f"{runtime.kind}_actors"
-            out[f"{prefix}_active"] = runtime.active
-            out[f"{prefix}_activations"] = runtime.activations
-            out[f"{prefix}_passivations"] = runtime.passivations
-            out[f"{prefix}_restarts"] = runtime.restarts
-        out.update(
-            index_items=s.index.items,
-            index_ids=s.index.ids,
-            index_term_fields=s.index.term_fields,
-            index_postings=s.index.postings,
-            index_numeric_fields=s.index.numeric_fields,
-            index_geo_fields=s.index.geo_fields,
-        )
-        if self.router is not None:
-            rs = self.router.statistics()
-            out.update(
-                migration=self.router.states(),
-                served_realtime=rs.served["realtime"],
-                served_legacy=rs.served["legacy"],
-                served_fallback=rs.served["fallback"],
-                shadows=rs.shadows,
-                shadows_skipped=rs.shadows_skipped,
-                comparisons_kept=rs.comparisons_kept,
-                comparisons_lost=rs.comparisons_lost,
-            )
-            if self.router.feed is not None:
-                out.update(
-                    feed_snapshot=self.router.feed.snapshot,
-                    feed_entries=self.router.feed.entries,
-                    feed_corrupt_entries=self.router.feed.statistics().corrupt_entries,
-                )
-        r = self.ranker.statistics()
-        out.update(
-            recommend_requests=r.requests,
-            model=r.model,
-            model_swaps=r.model_swaps,
-            model_failures=r.model_failures,
-            decisions_written=r.decisions_written,
-            decisions_kept=r.decisions_kept,
-            decisions_lost=r.decisions_lost,
-        )
-        if self.rpc is not None:
-            st = self.rpc.stats
-            out.update(
-                connections_open=st.connections_open,
-                connections_total=st.connections_total,
-                requests=st.requests,
-                notifications=st.notifications,
-                request_errors=st.errors,
-                protocol_errors=st.protocol_errors,
-                connections_refused=st.connections_refused,
-                connections_timed_out=st.connections_timed_out,
-                overloaded=st.overloaded,
-                unauthorized=st.unauthorized,
-                forbidden=st.forbidden,
-            )
-        return out

@@ -1,18 +1,31 @@
-"""OpenTelemetry tracing and metrics for the server (issue #5).
+"""OpenTelemetry tracing and metrics: one pipeline, configured once by the application.
 
-:func:`configure` builds a :class:`Telemetry` from the standard ``OTEL_*``
-variables; :data:`NOOP` is the do-nothing default, so code can always call
-``telemetry.server_span(...)``. Nothing here sets the global OpenTelemetry
-providers: the composition root passes its ``Telemetry`` (or its ``tracer``)
-to whatever needs it, and tests build as many as they like.
+The path, as OpenTelemetry prescribes (libraries use the API, the application
+configures the SDK):
 
-Spans: one ``SERVER`` span per RPC call (:meth:`Telemetry.server_span`), named
-``matchlight/{method}`` after the RPC conventions (``{rpc.service}/{rpc.method}``),
-whose parent is the caller's W3C trace context when the request map carries
-``"_trace": {"traceparent": ..., "tracestate": ...}``; ``INTERNAL`` child spans
-(:meth:`Telemetry.span`) for actor handling, store commit, index query, scoring
-and re-ranking. Clients put their current context into a request with
-:func:`inject_trace`.
+1. :func:`configure` builds a :class:`Telemetry` (an SDK tracer provider and
+   meter provider) from the standard ``OTEL_*`` variables;
+2. the application (``matchlight serve``) calls :meth:`Telemetry.install`
+   once, making them the process's global providers;
+3. every library layer gets its tracer and meter from the OpenTelemetry API by
+   name (``trace.get_tracer("matchlight.actors")``,
+   ``metrics.get_meter("matchlight.actors")``): ``actors/`` (decide and commit
+   spans, the commit-size histogram), ``ranker/`` (index query, scoring,
+   re-ranking spans), ``legacy_adapter/``. Nothing is handed a ``Telemetry``
+   object; until step 2 their instruments are the API's no-ops.
+
+The server (this package), which owns the ``Telemetry``, records its own spans
+and metrics on it directly: one ``SERVER`` span per RPC call
+(:meth:`Telemetry.server_span`), named ``matchlight/{method}`` after the RPC
+conventions (``{rpc.service}/{rpc.method}``), whose parent is the caller's W3C
+trace context when the request map carries ``"_trace": {"traceparent": ...,
+"tracestate": ...}``, and the instruments listed on :class:`Telemetry`. They are
+the same providers the libraries reach once installed, so a library's span
+started while a server span is current is its child. Clients put their current
+context into a request with :func:`matchlight.client.inject_trace`.
+:func:`configure` itself leaves the global providers alone, so tests build as
+many as they like with in-memory exporters; :data:`NOOP` is the do-nothing
+default.
 
 The semantic conventions have no ``rpc.system`` value for msgpack-RPC, so spans
 and metrics say ``rpc.system = "msgpack_rpc"`` (the enum's spelling style, as in
@@ -38,6 +51,7 @@ from types import TracebackType
 from typing import Any, Final
 
 from opentelemetry import context as otel_context
+from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.metrics import Counter, Histogram, Meter, NoOpMeter
@@ -60,6 +74,8 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
+from matchlight import __version__
+
 __all__ = [
     "ERROR_CODE_ATTRIBUTE",
     "NOOP",
@@ -68,7 +84,6 @@ __all__ = [
     "RPC_SYSTEM",
     "Telemetry",
     "configure",
-    "inject_trace",
 ]
 
 #: ``rpc.system``: the conventions' enum has no msgpack-RPC value; this follows its spelling.
@@ -104,24 +119,25 @@ _MS_BUCKETS: Final = (
     5000.0,
     10000.0,
 )
-_BATCH_BUCKETS: Final = tuple(float(2**i) for i in range(17))  # 1 … 65,536 events
 
 _PROPAGATOR: Final = TraceContextTextMapPropagator()
 _DISABLED: Final = nullcontext(trace.INVALID_SPAN)  # reusable: nullcontext keeps no state
 
 
 class Telemetry:
-    """A tracer and a meter with Matchlight's instruments, over their own SDK providers.
+    """The SDK's tracer and meter providers, and the server's instruments on them.
 
-    Build one with :func:`configure` (or use :data:`NOOP`). Instruments:
+    Build one with :func:`configure` (or use :data:`NOOP`); :meth:`install` makes
+    its providers the global ones the libraries use. The server's instruments:
 
     - ``rpc_duration``: histogram ``rpc.server.duration`` (ms) per ``rpc.method``,
       recorded by :meth:`server_span`;
     - ``events_ingested``: counter ``matchlight.events.ingested`` (events accepted);
-    - ``commit_batch_size``: histogram ``matchlight.store.commit.events`` (events per
-      group commit);
     - ``visible_lag``: histogram ``matchlight.event.visible_lag`` (ms from an event's
       acceptance to its being applied and indexed).
+
+    (The events per group commit, ``matchlight.store.commit.events``, are
+    recorded by the store writer in ``actors/``, through the global meter.)
     """
 
     def __init__(
@@ -134,9 +150,9 @@ class Telemetry:
     ) -> None:
         """Wrap two providers; ``tracing``/``metrics`` say whether anything reads their output.
 
-        Without ``tracing``, :meth:`span` does nothing and :meth:`server_span` only
-        times the call; without ``metrics`` the instruments are the API's no-ops; with
-        neither, :meth:`server_span` does nothing at all.
+        Without ``tracing``, :meth:`server_span` only times the call; without
+        ``metrics`` the instruments are the API's no-ops; with neither,
+        :meth:`server_span` does nothing at all.
         """
         self.tracer_provider = tracer_provider
         self.meter_provider = meter_provider
@@ -153,12 +169,6 @@ class Telemetry:
         )
         self.events_ingested: Counter = self.meter.create_counter(
             "matchlight.events.ingested", unit="{event}", description="Events accepted"
-        )
-        self.commit_batch_size: Histogram = self.meter.create_histogram(
-            "matchlight.store.commit.events",
-            unit="{event}",
-            description="Events written by one group commit",
-            explicit_bucket_boundaries_advisory=_BATCH_BUCKETS,
         )
         self.visible_lag: Histogram = self.meter.create_histogram(
             "matchlight.event.visible_lag",
@@ -195,16 +205,16 @@ class Telemetry:
             return _DISABLED
         return _ServerSpan(self, method, params, peer)
 
-    def span(self, name: str, **attributes: AttributeValue) -> AbstractContextManager[Span]:
-        """An ``INTERNAL`` span, child of the current span, current inside the block.
+    def install(self) -> None:
+        """Make these the process's global tracer and meter providers.
 
-        For the steps of a call: actor handling, store commit, index query, scoring,
-        re-ranking. If the block raises, the span records the exception and gets
-        status ERROR; the exception propagates. Not a checkpoint.
+        What the libraries' tracers and meters (got by name from the OpenTelemetry
+        API) record through from then on, instruments made earlier included. Call it
+        once, at startup: OpenTelemetry keeps the first global providers set and
+        ignores (with a warning) any later ones.
         """
-        if not self._tracing:
-            return _DISABLED
-        return self.tracer.start_as_current_span(name, attributes=attributes)
+        trace.set_tracer_provider(self.tracer_provider)
+        otel_metrics.set_meter_provider(self.meter_provider)
 
     def shutdown(self) -> None:
         """Flush and shut down both providers (exports what is pending); idempotent.
@@ -327,22 +337,6 @@ def _qualified_name(cls: type[BaseException]) -> str:
     return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
 
 
-def inject_trace(params: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of a request's params map carrying the current span's W3C trace context.
-
-    Adds (or replaces) ``"_trace": {"traceparent": ..., "tracestate": ...}`` (no
-    ``tracestate`` key when it is empty) from the current OpenTelemetry context, with
-    the W3C propagator whatever the global propagator is. With no valid current span
-    the copy is unchanged. The argument is never modified.
-    """
-    out = dict(params)
-    carrier: dict[str, str] = {}
-    _PROPAGATOR.inject(carrier)
-    if "traceparent" in carrier:
-        out["_trace"] = carrier
-    return out
-
-
 def configure(
     environ: Mapping[str, str] | None = None,
     *,
@@ -365,8 +359,9 @@ def configure(
 
     ``span_exporter`` (through a :class:`SimpleSpanProcessor`, so spans are there as
     soon as they end) and ``metric_reader`` are added to whatever the environment
-    selects; tests pass in-memory ones. The global providers are left alone.
-    Call :meth:`Telemetry.shutdown` at exit.
+    selects; tests pass in-memory ones. The global providers are left alone: the
+    application calls :meth:`Telemetry.install` once, and
+    :meth:`Telemetry.shutdown` at exit.
 
     Raises :exc:`ValueError` naming the variable for an exporter value other than
     ``console``, ``otlp`` or ``none``, or, with ``otlp``, for an
@@ -375,43 +370,14 @@ def configure(
     """
     env = os.environ if environ is None else environ
     traces = _exporters(env, _TRACES_EXPORTER)
-    metrics = _exporters(env, _METRICS_EXPORTER)
+    metric_exporters = _exporters(env, _METRICS_EXPORTER)
     if "otlp" in traces:
         _check_protocol(env, "TRACES")
-    if "otlp" in metrics:
+    if "otlp" in metric_exporters:
         _check_protocol(env, "METRICS")
-
-    # Imported here: matchlight/__init__ imports the client, which will import this module.
-    import matchlight
-
-    resource = Resource.create(
-        {
-            "service.name": env.get("OTEL_SERVICE_NAME") or "matchlight",
-            "service.version": matchlight.__version__,
-        }
-    )
-
-    processors: list[SpanProcessor] = []
-    if "console" in traces:
-        # The stdout of now, not of the SDK's import (the exporter's default).
-        processors.append(SimpleSpanProcessor(ConsoleSpanExporter(out=sys.stdout)))
-    if "otlp" in traces:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        processors.append(BatchSpanProcessor(OTLPSpanExporter()))
-    if span_exporter is not None:
-        processors.append(SimpleSpanProcessor(span_exporter))
-
-    readers: list[MetricReader] = []
-    if "console" in metrics:
-        readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter(out=sys.stdout)))
-    if "otlp" in metrics:
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-
-        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
-    if metric_reader is not None:
-        readers.append(metric_reader)
-
+    resource = _resource(env)
+    processors = _span_processors(traces, span_exporter)
+    readers = _metric_readers(metric_exporters, metric_reader)
     # Without a processor a span would be built and dropped: sample nothing instead.
     tracer_provider = TracerProvider(resource=resource, sampler=None if processors else ALWAYS_OFF)
     for processor in processors:
@@ -423,6 +389,45 @@ def configure(
         tracing=bool(processors),
         metrics=bool(readers),
     )
+
+
+def _resource(env: Mapping[str, str]) -> Resource:
+    """``service.name`` from ``OTEL_SERVICE_NAME`` (default ``matchlight``), and the version."""
+    return Resource.create(
+        {
+            "service.name": env.get("OTEL_SERVICE_NAME") or "matchlight",
+            "service.version": __version__,
+        }
+    )
+
+
+def _span_processors(exporters: frozenset[str], extra: SpanExporter | None) -> list[SpanProcessor]:
+    """A processor per selected exporter, and one for ``extra`` (spans there once they end)."""
+    processors: list[SpanProcessor] = []
+    if "console" in exporters:
+        # The stdout of now, not of the SDK's import (the exporter's default).
+        processors.append(SimpleSpanProcessor(ConsoleSpanExporter(out=sys.stdout)))
+    if "otlp" in exporters:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        processors.append(BatchSpanProcessor(OTLPSpanExporter()))
+    if extra is not None:
+        processors.append(SimpleSpanProcessor(extra))
+    return processors
+
+
+def _metric_readers(exporters: frozenset[str], extra: MetricReader | None) -> list[MetricReader]:
+    """A periodic reader per selected exporter, and ``extra``."""
+    readers: list[MetricReader] = []
+    if "console" in exporters:
+        readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter(out=sys.stdout)))
+    if "otlp" in exporters:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+    if extra is not None:
+        readers.append(extra)
+    return readers
 
 
 def _exporters(env: Mapping[str, str], variable: str) -> frozenset[str]:
@@ -463,6 +468,6 @@ def _noop() -> Telemetry:
     )
 
 
-#: Telemetry that records and exports nothing: ``server_span`` and ``span`` return a
-#: shared no-op context manager yielding an invalid (non-recording) span.
+#: Telemetry that records and exports nothing: ``server_span`` returns a shared
+#: no-op context manager yielding an invalid (non-recording) span.
 NOOP: Final = _noop()

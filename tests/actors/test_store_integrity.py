@@ -37,10 +37,10 @@ from actors.codec import encode_state
 from actors.integrity import check_event_store
 from actors.item_actor import item_actor
 from actors.item_index import rebuild_index
-from actors.store import entity_key
+from actors.lmdb_layout import entity_key
 from actors.user_actor import user_actor
 from index import parse
-from tests.contract.test_event_store import recovery_log, upsert
+from tests.contract.events import recovery_log, upsert
 
 SEQ = struct.Struct(">Q")
 

@@ -91,7 +91,8 @@ def test_a_column_reads_like_a_dict_through_any_history(
 ) -> None:
     """Read after some steps only: reads bring a sparse column's arrays up to date, so
     changes between reads pile up in different ways."""
-    column, model = Column(), {}
+    column = Column()
+    model: dict[int, float] = {}
     for (op, docs, values_), read in history:
         if op == "load":
             column.load(as_ids(docs), np.array(values_, dtype=float))

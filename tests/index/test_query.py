@@ -111,7 +111,7 @@ def test_queries_may_have_as_many_parts_as_the_limit() -> None:
 
 # -- malformed queries ----------------------------------------------------------------------
 
-BAD_QUERIES = [
+BAD_QUERIES: list[tuple[Any, str]] = [
     # The whole query.
     (None, "filter: expected a map with one key"),
     ([], "filter: expected a map with one key"),

@@ -146,18 +146,15 @@ def synthetic(seed: int = 5) -> list[dict[str, Any]]:
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
     directory = tmp_path / "data"
-    log = DecisionLog(directory / "comparisons")
-    try:
+    with DecisionLog(directory / "comparisons") as log:
         log.write(synthetic())
-    finally:
-        log.close()
     return directory
 
 
 def run(*argv: str) -> int:
     parser = argparse.ArgumentParser(prog="matchlight")
     sub = parser.add_subparsers(dest="command", required=True)
-    shadow_report.add_parser(sub)
+    shadow_report.register(sub)
     args = parser.parse_args(["shadow-report", *argv])
     code: int = args.func(args)
     return code
@@ -470,7 +467,7 @@ def test_threshold_flags_change_the_verdict(
 def test_help_shows_the_threshold_defaults() -> None:
     parser = argparse.ArgumentParser(prog="matchlight")
     sub = parser.add_subparsers(dest="command")
-    shadow_report.add_parser(sub)
+    shadow_report.register(sub)
     text = sub.choices["shadow-report"].format_help()
     t = Thresholds()
     for flag, default in (

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,16 @@ class FakeRanker:
             matched=2,
             candidates=2,
         )
+
+
+def running_router(tmp_path: Path, ranker: FakeRanker) -> AbstractAsyncContextManager[Router]:
+    """A running router over ``ranker`` and a feed that holds u1 only."""
+    return open_router(
+        ranker,  # type: ignore[arg-type]
+        FakeFeed({"u1"}),  # type: ignore[arg-type]
+        data_dir=tmp_path,
+        comparisons=None,
+    )
 
 
 def router(tmp_path: Path, ranker: FakeRanker | None = None, users: set[str] | None = None) -> Any:
@@ -183,12 +194,7 @@ def test_a_migration_table_is_read_from_the_config_file(tmp_path: Path) -> None:
 
 async def test_each_mode_serves_its_path(tmp_path: Path) -> None:
     ranker = FakeRanker()
-    async with open_router(
-        ranker,  # type: ignore[arg-type]
-        FakeFeed({"u1"}),  # type: ignore[arg-type]
-        data_dir=tmp_path,
-        comparisons=None,
-    ) as r:
+    async with running_router(tmp_path, ranker) as r:
         legacy = await r.recommend(req())
         assert legacy["source"] == "legacy"
         assert [i["id"] for i in legacy["items"]] == ["f1", "f2"]
@@ -213,12 +219,7 @@ async def test_each_mode_serves_its_path(tmp_path: Path) -> None:
 
 async def test_live_falls_back_to_the_feed_on_errors_and_deadlines(tmp_path: Path) -> None:
     ranker = FakeRanker(fail=RuntimeError("model exploded"))
-    async with open_router(
-        ranker,  # type: ignore[arg-type]
-        FakeFeed({"u1"}),  # type: ignore[arg-type]
-        data_dir=tmp_path,
-        comparisons=None,
-    ) as r:
+    async with running_router(tmp_path, ranker) as r:
         r.set_migration("home", {"mode": "live", "deadline_ms": 20})
         answer = await r.recommend(req())
         assert answer["source"] == "fallback"

@@ -19,9 +19,9 @@ import trio
 
 from actors import MemoryEventStore, open_actor_system
 from matchlight.cli import build_parser
-from matchlight.evaluation import demo, movielens
+from matchlight.evaluation import demo, demo_page, demo_replays, movielens
 from matchlight.evaluation.datasets import dataset_from_spec
-from matchlight.evaluation.demo import SURFACES, two_sided_example
+from matchlight.evaluation.demo_tour import SURFACES, two_sided_example
 from matchlight.evaluation.report import LABELS, ROW_LABELS, SYSTEMS
 from matchlight.evaluation.synthetic import MarketplaceConfig, generate
 from matchlight.server import validation
@@ -121,7 +121,7 @@ def test_real_data_replays_the_cached_table_and_prints_its_cohort_table(
     assert real.results is not None
     assert set(SYSTEMS) <= set(real.results)
     assert real.results["protocol"]["cut"] == 0.8
-    assert real.results["protocol"]["evaluated"] == demo.expected_requests(
+    assert real.results["protocol"]["evaluated"] == demo_replays.expected_requests(
         dataset_from_spec("movielens-small", cache_dir=cached_table).records, 0.8
     )
     out = capsys.readouterr().out
@@ -134,12 +134,12 @@ def test_real_data_replays_the_cached_table_and_prints_its_cohort_table(
 def test_the_page_explains_every_system_and_embeds_each_cohort_table(
     cached_table: Path,
 ) -> None:
-    real = demo.run_real_data(cached_table)
+    real = demo_replays.run_real_data(cached_table)
     assert real.results is not None
     example = {"title": "pros for job-1 (painting in austin), two-sided", "rows": ["pro-1 …"]}
 
-    with_real = demo.report_html(real.results, [example], 10, durable=True, real=real)
-    without = demo.report_html(real.results, [example], 10, durable=True)
+    with_real = demo_page.report_html(real.results, [example], 10, durable=True, real=real)
+    without = demo_page.report_html(real.results, [example], 10, durable=True)
 
     assert with_real.startswith("<!doctype html>")
     assert with_real.count("<table class='replay-cohorts'>") == 2  # synthetic and real
@@ -147,7 +147,7 @@ def test_the_page_explains_every_system_and_embeds_each_cohort_table(
     assert "make demo-real" in without
     for system in SYSTEMS:
         assert html.escape(LABELS[system]) in with_real
-        assert html.escape(demo.SYSTEM_NOTES[system]) in with_real
+        assert html.escape(demo_page.SYSTEM_NOTES[system]) in with_real
     for label in ROW_LABELS.values():
         assert html.escape(label) in with_real
     assert "ratio to" in with_real
@@ -161,10 +161,10 @@ def test_when_the_table_cannot_be_fetched_the_demo_says_so_and_writes_the_rest(
     capfd: pytest.CaptureFixture[str],
 ) -> None:
     """Offline: one clear line on stderr, the page without the real data, exit status 3."""
-    stand_in = demo.run_real_data(_wheel_dir(tmp_path))
+    stand_in = demo_replays.run_real_data(_wheel_dir(tmp_path))
     assert stand_in.results is not None
-    monkeypatch.setattr(demo, "_replay", lambda market: stand_in.results)
-    monkeypatch.setattr(demo, "_tour", lambda data, market: (True, []))
+    monkeypatch.setattr(demo, "replay_synthetic", lambda market: stand_in.results)
+    monkeypatch.setattr(demo, "tour", lambda data, market: (True, []))
     page = tmp_path / "demo.html"
     args = _args("--real-data", "--cache-dir", str(tmp_path / "empty"), "--html", str(page))
 

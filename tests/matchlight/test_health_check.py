@@ -24,7 +24,7 @@ start_server = system.start_server
 
 
 def check(connect: str, *, timeout: float = 5.0, token: str | None = None) -> int:
-    return health.main(argparse.Namespace(connect=connect, timeout=timeout, token=token))
+    return health.run(argparse.Namespace(connect=connect, timeout=timeout, token=token))
 
 
 def closed_port() -> int:
@@ -115,7 +115,7 @@ def test_a_malformed_address_is_unhealthy_without_connecting(
 
 def test_the_health_subcommand_parses_its_options_with_defaults() -> None:
     parser = argparse.ArgumentParser(prog="matchlight")
-    health.add_parser(parser.add_subparsers(dest="command"))
+    health.register(parser.add_subparsers(dest="command"))
 
     defaults = parser.parse_args(["health"])
     given = parser.parse_args(
@@ -123,7 +123,7 @@ def test_the_health_subcommand_parses_its_options_with_defaults() -> None:
     )
 
     assert (defaults.connect, defaults.timeout, defaults.token) == ("127.0.0.1:7420", 3.0, None)
-    assert defaults.func is health.main
+    assert defaults.func is health.run
     assert (given.connect, given.timeout, given.token) == ("unix:/run/m.sock", 0.5, "t")
     with pytest.raises(SystemExit):
         parser.parse_args(["health", "--timeout", "0"])

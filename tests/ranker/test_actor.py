@@ -1,15 +1,16 @@
-"""The RankerActor over a live actor system: invariants, fold-in, hot swap, two-sided matching.
+"""The RankerActor over a live actor system: invariants, fold-in and hot swap.
 
 Every test drives a real :class:`ActorSystem` over an in-memory store and an
 :func:`open_ranker` over it; models are fitted in-process on the log with one
-thread and fixed seeds, so rankings are deterministic.
+thread and fixed seeds, so rankings are deterministic. Two-sided surfaces are
+in ``test_actor_two_sided.py``; the decision log, explanations, surfaces and
+errors in ``test_actor_responses.py``.
 """
 
 from __future__ import annotations
 
 import collections
 import gc
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +28,9 @@ from actors import (
     UpsertItem,
     open_actor_system,
 )
-from index import parse
 from ranker import (
-    DecisionLog,
-    Model,
     RankerActor,
-    Recommendation,
     RecommendRequest,
-    RequestError,
     TrainingConfig,
     fit,
     open_ranker,
@@ -42,50 +38,16 @@ from ranker import (
     read_log,
     save_model,
 )
-from ranker.policy import DEFAULT_BLEND, HEURISTIC_BLEND
-
-#: The background model watcher never wakes up during a test: reloads are explicit.
-NO_POLL = 1e9
-CATEGORIES = ("plumbing", "roofing", "painting", "electrical")
-
-
-def upsert(
-    item_id: str,
-    category: str | Sequence[str],
-    *,
-    kind: str = "service",
-    active: bool | None = None,
-) -> UpsertItem:
-    categories = (category,) if isinstance(category, str) else tuple(category)
-    return UpsertItem(
-        event_id=f"up-{item_id}-{active}",
-        item=item_id,
-        ts=1.0,
-        kind=kind,
-        terms={"category": categories},
-        active=active,
-    )
-
-
-def event(
-    n: int, type_: str, user_id: str, item_id: str, ts: float | None = None
-) -> RecordInteraction:
-    return RecordInteraction(
-        id=f"ev-{n}", type=type_, user=user_id, item=item_id, ts=1000.0 + n if ts is None else ts
-    )
-
-
-def category_of(item_id: str) -> str:
-    return item_id.split("-")[0]
-
-
-async def fitted(system: ActorSystem, version: str, *, epochs: int = 2, seed: int = 0) -> Model:
-    """A model fitted on everything in the system's log (on a worker thread)."""
-    config = TrainingConfig(epochs=epochs, threads=1, seed=seed)
-    return await trio.to_thread.run_sync(
-        lambda: fit(read_log(system.store), config, version=version)
-    )
-
+from tests.ranker.actor_world import (
+    CATEGORIES,
+    NO_POLL,
+    catalogue_id,
+    category_of,
+    event,
+    fitted,
+    small_catalogue,
+    upsert,
+)
 
 # -- invariants over random catalogues, histories and requests ------------------------
 
@@ -349,22 +311,6 @@ async def test_an_item_whose_terms_change_under_a_model_is_scored_from_its_new_t
 # -- hot swap -------------------------------------------------------------------------
 
 
-def catalogue_id(n: int) -> str:
-    """Item ``n`` of the small catalogue: its category is ``CATEGORIES[n % 4]``."""
-    return f"{CATEGORIES[n % 4]}-{n:03d}"
-
-
-async def small_catalogue(system: ActorSystem) -> None:
-    """60 items in 4 categories; 12 users who each like items of their one category."""
-    await system.upsert_items([upsert(catalogue_id(n), CATEGORIES[n % 4]) for n in range(60)])
-    events: list[RecordInteraction] = []
-    for u in range(12):
-        for j in range(2 + u % 5):
-            n = 4 * ((u + 3 * j) % 15) + u % 4
-            events.append(event(len(events), "like", f"u{u}", catalogue_id(n)))
-    await system.ingest(events)
-
-
 async def test_a_probe_says_whether_an_item_was_among_the_candidates() -> None:
     # 60 items, 5 candidates: retrieval picks, it does not score the catalogue whole.
     surfaces = parse_surfaces({"surfaces": {"default": {"candidates": 5}}})
@@ -499,417 +445,3 @@ async def test_a_corrupt_artifact_is_skipped_and_the_old_model_keeps_serving(
             assert await actor.reload_model()
             assert (await actor.recommend(RecommendRequest(user="u1", k=5))).model == "v3"
             assert actor.statistics().model_failures == 1
-
-
-# -- two-sided matching ---------------------------------------------------------------
-
-MARKETPLACE = {
-    "surfaces": {
-        "pro_match": {
-            "k": 5,
-            "retrieval": {"term": ["kind", "pro"]},
-            "reciprocal": {"job": "job", "prior": 0.5},
-        }
-    }
-}
-KEEN = ("pro-keen-1", "pro-keen-2")  # accepted every roofing job
-PICKY = ("pro-picky-1", "pro-picky-2")  # declined every roofing job, accepted painting ones
-NEW = "pro-new"  # no history at all
-AWAY = "pro-away"  # keen, but unavailable
-FILLERS = ("pro-f1", "pro-f2", "pro-f3")
-
-
-async def marketplace(system: ActorSystem) -> None:
-    jobs = [upsert(f"job-roof-{n}", "roofing", kind="job") for n in range(1, 5)]
-    jobs += [upsert(f"job-paint-{n}", "painting", kind="job") for n in range(1, 5)]
-    pros = [upsert(p, "roofing", kind="pro") for p in (*KEEN, *PICKY, NEW, AWAY, *FILLERS)]
-    await system.upsert_items(jobs + pros)
-    events: list[RecordInteraction] = []
-
-    def add(type_: str, user_id: str, item_id: str) -> None:
-        events.append(event(len(events), type_, user_id, item_id))
-
-    for n in range(1, 4):
-        for pro in (*KEEN, AWAY):
-            add("accept", pro, f"job-roof-{n}")
-        for pro in PICKY:
-            add("decline", pro, f"job-roof-{n}")
-            add("accept", pro, f"job-paint-{n}")
-    # Consumers like the picky pros most: willingness, not popularity, must push them down.
-    likes = {PICKY[0]: 6, PICKY[1]: 5, AWAY: 6, KEEN[0]: 3, KEEN[1]: 2, NEW: 3}
-    likes |= dict.fromkeys(FILLERS, 1)
-    for pro, count in likes.items():
-        for c in range(count):
-            add("like", f"consumer-{c}", pro)
-    await system.ingest(events)
-    await system.upsert_items([upsert(AWAY, "roofing", kind="pro", active=False)])
-
-
-@pytest.mark.parametrize("with_model", [False, True], ids=["heuristic", "model"])
-async def test_pro_match_ranks_willing_pros_first_and_unwilling_ones_last(
-    with_model: bool,
-) -> None:
-    async with open_actor_system(MemoryEventStore()) as system:
-        await marketplace(system)
-        async with open_ranker(system, parse_surfaces(MARKETPLACE), poll_s=NO_POLL) as actor:
-            if with_model:
-                await actor.use_model(await fitted(system, "m"))
-            request = RecommendRequest(
-                user="consumer-new",
-                surface="pro_match",
-                context={"job": "job-roof-1"},
-                explain=True,
-            )
-            top = await actor.recommend(request)
-            everyone = await actor.recommend(attrs.evolve(request, k=20))
-
-    assert top.surface == "pro_match"
-    top_ids = [e["id"] for e in top.items]
-    ranked = [e["id"] for e in everyone.items]
-    assert len(top_ids) == 5
-    assert set(top_ids[:2]) == set(KEEN)
-    assert not set(top_ids) & set(PICKY)
-    assert set(ranked) == {*KEEN, *PICKY, NEW, *FILLERS}  # never the unavailable pro
-    assert set(ranked[-2:]) == set(PICKY)
-    assert (
-        max(ranked.index(p) for p in KEEN) < ranked.index(NEW) < min(ranked.index(p) for p in PICKY)
-    )
-
-    reasons = {e["id"]: e["reasons"]["reciprocal"] for e in everyone.items}
-    for pro in KEEN:
-        assert reasons[pro]["willingness"] > 0.9
-    for pro in PICKY:
-        assert reasons[pro]["willingness"] < 0.1
-    assert reasons[NEW]["willingness"] == 0.5
-    assert all(0 < r["interest"] <= 1 for r in reasons.values())
-    if not with_model:
-        # The heuristic scores by popularity: the most liked (picky) pro interests most.
-        assert reasons[PICKY[0]]["interest"] == max(r["interest"] for r in reasons.values())
-
-
-async def test_pro_match_without_the_job_in_context_is_a_request_error() -> None:
-    async with open_actor_system(MemoryEventStore()) as system:
-        await marketplace(system)
-        async with open_ranker(system, parse_surfaces(MARKETPLACE), poll_s=NO_POLL) as actor:
-            for context in ({}, {"job": ""}, {"job": 7}, {"city": "austin"}):
-                with pytest.raises(RequestError, match=r"context\.job"):
-                    await actor.recommend(
-                        RecommendRequest(user="c", surface="pro_match", context=context)
-                    )
-            assert actor.statistics().requests == 0
-
-
-# -- the job's own terms lead ---------------------------------------------------------
-
-PAINTER = "pro-painter"  # the job's category, no history, no likes
-PLUMBERS = tuple(f"pro-plumber-{n}" for n in range(6))  # liked, never answered a job
-
-
-def described(item_id: str, kind: str, category: str, city: str = "austin") -> UpsertItem:
-    return UpsertItem(
-        event_id=f"up-{item_id}",
-        item=item_id,
-        ts=1.0,
-        kind=kind,
-        terms={"category": (category,), "city": (city,)},
-    )
-
-
-def job_led_surfaces(**reciprocal: float) -> Any:
-    return parse_surfaces(
-        {
-            "surfaces": {
-                "pro_match": {
-                    "k": 3,
-                    "retrieval": {"term": ["kind", "pro"]},
-                    "reciprocal": {"job": "job", **reciprocal},
-                }
-            }
-        }
-    )
-
-
-async def painter_and_popular_plumbers(system: ActorSystem) -> None:
-    await system.upsert_items(
-        [
-            described("job-paint", "job", "painting"),
-            described("job-roof", "job", "roofing"),
-            described(PAINTER, "pro", "painting"),
-            *(described(p, "pro", "plumbing") for p in PLUMBERS),
-        ]
-    )
-    likes = [
-        event(n * 10 + c, "like", f"consumer-{c}", pro)
-        for n, pro in enumerate(PLUMBERS)
-        for c in range(10 - n)
-    ]
-    await system.ingest(likes)
-
-
-async def pros_for(
-    system: ActorSystem, surfaces: Any, job: str, k: int, *, with_model: bool = False
-) -> Recommendation:
-    async with open_ranker(system, surfaces, poll_s=NO_POLL) as actor:
-        if with_model:
-            await actor.use_model(await fitted(system, "m"))
-        return await actor.recommend(
-            RecommendRequest(
-                user="consumer-new", surface="pro_match", k=k, context={"job": job}, explain=True
-            )
-        )
-
-
-@pytest.mark.parametrize("with_model", [False, True], ids=["heuristic", "model"])
-async def test_a_pro_of_the_jobs_category_without_history_outranks_popular_pros_of_another(
-    with_model: bool,
-) -> None:
-    async with open_actor_system(MemoryEventStore()) as system:
-        await painter_and_popular_plumbers(system)
-        result = await pros_for(system, job_led_surfaces(), "job-paint", 3, with_model=with_model)
-        unled = await pros_for(
-            system, job_led_surfaces(fit=0.0), "job-paint", 3, with_model=with_model
-        )
-
-    ranked = [e["id"] for e in result.items]
-    assert ranked[0] == PAINTER
-    assert result.matched == 1 + len(PLUMBERS)  # one painter is fewer than k: every pro
-    reasons = {e["id"]: e["reasons"]["reciprocal"] for e in result.items}
-    assert reasons[PAINTER]["fit"] == 1.0
-    assert all(reasons[p]["fit"] == 0.0 for p in ranked[1:])
-    assert {r["willingness"] for r in reasons.values()} == {0.5}
-    # Without the job's terms leading, popularity alone ranks the painter out.
-    assert PAINTER not in [e["id"] for e in unled.items]
-    assert all("fit" not in e["reasons"]["reciprocal"] for e in unled.items)
-
-
-async def test_retrieval_keeps_the_pros_carrying_the_jobs_terms_while_k_do() -> None:
-    async with open_actor_system(MemoryEventStore()) as system:
-        await painter_and_popular_plumbers(system)
-        one = await pros_for(system, job_led_surfaces(), "job-paint", 1)
-        unled = await pros_for(system, job_led_surfaces(fit=0.0), "job-paint", 1)
-
-    assert [e["id"] for e in one.items] == [PAINTER]
-    assert one.matched == 1
-    assert unled.matched == 1 + len(PLUMBERS)
-
-
-async def test_retrieval_falls_back_to_every_pro_when_none_carries_the_jobs_terms() -> None:
-    async with open_actor_system(MemoryEventStore()) as system:
-        await painter_and_popular_plumbers(system)
-        result = await pros_for(system, job_led_surfaces(), "job-roof", 3)
-
-    assert result.matched == 1 + len(PLUMBERS)
-    assert [e["id"] for e in result.items] == list(PLUMBERS[:3])  # the most liked
-    # Nothing in the job's terms tells these pros apart: they all fit as well.
-    assert {e["reasons"]["reciprocal"]["fit"] for e in result.items} == {1.0}
-
-
-# -- the decision log -----------------------------------------------------------------
-
-
-async def test_every_response_is_logged_once_with_its_decision(tmp_path: Path) -> None:
-    decisions = DecisionLog(tmp_path / "d")
-    surfaces = parse_surfaces({"surfaces": {"explore": {"exploration": {"share": 0.5, "seed": 1}}}})
-    results: list[Recommendation] = []
-    requested: list[str] = []
-    try:
-        async with open_actor_system(MemoryEventStore()) as system:
-            await small_catalogue(system)
-            async with open_ranker(system, surfaces, decisions=decisions, poll_s=NO_POLL) as actor:
-                for n, surface in enumerate(["default", "explore", "unknown", "explore"]):
-                    requested.append(surface)
-                    results.append(
-                        await actor.recommend(RecommendRequest(user=f"u{n}", k=4, surface=surface))
-                    )
-                await actor.use_model(await fitted(system, "logged"))
-                requested.append("default")
-                results.append(await actor.recommend(RecommendRequest(user="u9", k=6)))
-            # Leaving open_ranker wrote every queued decision.
-            records = decisions.read()
-            statistics = decisions.statistics()
-    finally:
-        decisions.close()
-
-    assert statistics.written == statistics.kept == len(results) == 5
-    assert [r["request_id"] for r in records] == [r.request_id for r in results]
-    for record, result, surface in zip(records, results, requested, strict=True):
-        assert record["surface"] == result.surface
-        assert record["requested_surface"] == surface
-        assert record["items"] == [e["id"] for e in result.items]
-        assert record["scores"] == [e["score"] for e in result.items]
-        assert len(record["propensities"]) == len(result.items)
-        assert all(0 < p <= 1 for p in record["propensities"])
-        assert record["model"] == result.model
-        assert record["latency_ms"] >= 0
-        assert record["source"] == "realtime"
-    assert [r["user"] for r in records] == ["u0", "u1", "u2", "u3", "u9"]
-    assert records[2]["surface"] == "default"
-    assert records[-1]["model"] == "logged"
-    assert any(p < 1 for r in records if r["surface"] == "explore" for p in r["propensities"])
-
-
-# -- explain --------------------------------------------------------------------------
-
-EXPLAINED = {
-    "surfaces": {
-        "home": {
-            "rules": [
-                {
-                    "action": "boost",
-                    "name": "promote-roofing",
-                    "query": {"term": ["category", "roofing"]},
-                    "weight": 3.0,
-                }
-            ],
-            "exploration": {"share": 0.3, "seed": 3},
-        }
-    }
-}
-
-
-@pytest.mark.parametrize("with_model", [False, True], ids=["heuristic", "model"])
-async def test_explained_items_name_their_parts_terms_rules_and_slot(with_model: bool) -> None:
-    async with open_actor_system(MemoryEventStore()) as system:
-        await small_catalogue(system)
-        await system.ingest(
-            [event(5000 + n, "like", "me", f"plumbing-{n:03d}", ts=9000.0) for n in (0, 4)]
-        )
-        async with open_ranker(system, parse_surfaces(EXPLAINED), poll_s=NO_POLL) as actor:
-            if with_model:
-                await actor.use_model(await fitted(system, "x"))
-            result = await actor.recommend(
-                RecommendRequest(user="me", k=10, surface="home", explain=True)
-            )
-
-    assert len(result.items) == 10
-    # Without a [blend] table: the default mixes (no learned blend with this model).
-    parts = (HEURISTIC_BLEND if not with_model else DEFAULT_BLEND).weights()
-    parts = {name for name, weight in parts.items() if weight}
-    slots: collections.Counter[str] = collections.Counter()
-    for entry in result.items:
-        reasons = entry["reasons"]
-        category = category_of(entry["id"])
-        assert set(reasons["parts"]) == parts
-        assert reasons["matched"] == (["category=plumbing"] if category == "plumbing" else [])
-        assert reasons["rules"] == (["boost promote-roofing +3"] if category == "roofing" else [])
-        assert "reciprocal" not in reasons
-        exploration = reasons["exploration"]
-        slots[exploration["slot"]] += 1
-        if exploration["slot"] == "explore":
-            assert 0 <= exploration["draw"] <= 1
-            assert 0 < exploration["propensity"] <= 1
-        else:
-            assert exploration == {"slot": "exploit", "propensity": 1.0}
-    assert slots == {"exploit": 7, "explore": 3}
-    assert any(e["reasons"]["rules"] for e in result.items)
-    assert any(e["reasons"]["matched"] for e in result.items)
-
-
-async def test_items_are_unexplained_unless_asked() -> None:
-    async with open_actor_system(MemoryEventStore()) as system:
-        await small_catalogue(system)
-        async with open_ranker(system, poll_s=NO_POLL) as actor:
-            result = await actor.recommend(RecommendRequest(user="u1", k=3))
-
-    assert [set(entry) for entry in result.items] == [{"id", "score"}] * 3
-    assert result.ranker == "heuristic"
-    assert result.model is None
-
-
-# -- surfaces and errors --------------------------------------------------------------
-
-
-async def test_an_unknown_surface_is_served_by_the_default_policy() -> None:
-    surfaces = parse_surfaces({"surfaces": {"jobs": {"retrieval": {"term": ["kind", "job"]}}}})
-    async with open_actor_system(MemoryEventStore()) as system:
-        await small_catalogue(system)
-        async with open_ranker(system, surfaces, poll_s=NO_POLL) as actor:
-            unknown = await actor.recommend(RecommendRequest(user="u1", k=5, surface="nope"))
-            default = await actor.recommend(RecommendRequest(user="u1", k=5))
-            jobs = await actor.recommend(RecommendRequest(user="u1", k=5, surface="jobs"))
-
-    assert unknown.surface == "default"
-    assert [e["id"] for e in unknown.items] == [e["id"] for e in default.items]
-    assert len(unknown.items) == 5
-    assert jobs.surface == "jobs"
-    assert jobs.items == []  # no item has kind job
-
-
-async def test_a_request_filter_naming_an_unknown_field_is_a_request_error() -> None:
-    async with open_actor_system(MemoryEventStore()) as system:
-        await small_catalogue(system)
-        async with open_ranker(system, poll_s=NO_POLL) as actor:
-            for query in (
-                {"term": ["colour", "red"]},
-                {"range": ["price", 1, 10]},
-                {"all": [{"term": ["category", "roofing"]}, {"term": ["colour", "red"]}]},
-            ):
-                with pytest.raises(RequestError, match="filter"):
-                    await actor.recommend(RecommendRequest(user="u1", filter=parse(query)))
-            fine = await actor.recommend(
-                RecommendRequest(user="u1", k=20, filter=parse({"term": ["category", "roofing"]}))
-            )
-
-    assert fine.items
-    assert {category_of(e["id"]) for e in fine.items} == {"roofing"}
-
-
-async def test_a_surface_template_naming_an_unknown_field_recommends_nothing() -> None:
-    surfaces = parse_surfaces(
-        {
-            "surfaces": {
-                "by-colour": {"retrieval": {"term": ["colour", "$context.colour"]}},
-                "cheap": {"retrieval": {"range": ["price", None, 10]}},
-                "filtered": {"rules": [{"action": "filter", "query": {"term": ["colour", "red"]}}]},
-                "boosted": {"rules": [{"action": "boost", "query": {"term": ["colour", "red"]}}]},
-            }
-        }
-    )
-    async with open_actor_system(MemoryEventStore()) as system:
-        await small_catalogue(system)
-        async with open_ranker(system, surfaces, poll_s=NO_POLL) as actor:
-            empty = [
-                await actor.recommend(
-                    RecommendRequest(user="u1", surface=name, context={"colour": "red"})
-                )
-                for name in ("by-colour", "cheap", "filtered")
-            ]
-            boosted = await actor.recommend(
-                RecommendRequest(user="u1", k=4, surface="boosted", explain=True)
-            )
-
-    for result in empty:
-        assert result.items == []
-        assert result.matched == result.candidates == 0
-    # A rule naming an unknown field is skipped, the surface still serves.
-    assert len(boosted.items) == 4
-    assert all(e["reasons"]["rules"] == [] for e in boosted.items)
-
-
-# -- found while writing these tests ---------------------------------------------------
-
-
-async def test_mmr_with_every_slot_explored_still_recommends() -> None:
-    surfaces = parse_surfaces(
-        {"surfaces": {"mix": {"diversity": {"mmr": 0.5}, "exploration": {"share": 0.5}}}}
-    )
-    async with open_actor_system(MemoryEventStore()) as system:
-        await small_catalogue(system)
-        async with open_ranker(system, surfaces, poll_s=NO_POLL) as actor:
-            await actor.use_model(await fitted(system, "mmr"))
-            result = await actor.recommend(RecommendRequest(user="u1", k=1, surface="mix"))
-
-    assert len(result.items) == 1
-
-
-async def test_a_log_with_a_liked_then_removed_item_can_be_fitted_and_served() -> None:
-    async with open_actor_system(MemoryEventStore()) as system:
-        await small_catalogue(system)  # u0 likes plumbing-000
-        await system.remove_items([RemoveItem(event_id="rm", item="plumbing-000", ts=2.0)])
-        async with open_ranker(system, poll_s=NO_POLL) as actor:
-            await actor.use_model(await fitted(system, "after-removal"))
-            result = await actor.recommend(RecommendRequest(user="u4", k=60))
-
-    assert result.model == "after-removal"
-    assert len(result.items) > 0
-    assert "plumbing-000" not in {e["id"] for e in result.items}

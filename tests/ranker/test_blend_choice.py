@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from ranker import Model, RankerActor, parse_surfaces
-from ranker.actor import ServingModel
 from ranker.model import UNCLIPPED, learned_blend
 from ranker.policy import CLIP_Z, DEFAULT_BLEND, HEURISTIC_BLEND, Blend
+from ranker.serving import ServingModel
 
 
 def model_with(facts: dict[str, Any]) -> Model:

@@ -31,7 +31,8 @@ async def write_log(store: MemoryEventStore, choices: list[list[int]]) -> float:
                 for i in range(ITEMS)
             ]
         )
-        commands, ts = [], 1_000.0
+        commands: list[RecordInteraction] = []
+        ts = 1_000.0
         for u, items in enumerate(choices):
             for i in items:
                 ts += 60.0

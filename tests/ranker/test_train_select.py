@@ -10,7 +10,7 @@ import pytest
 
 from actors import MemoryEventStore, RecordInteraction, UpsertItem
 from ranker import TrainingConfig, fit, read_log
-from ranker.train import common_terms, feature_candidates
+from ranker.train_features import common_terms, feature_candidates
 from tests.ranker.test_train import fill
 
 CONFIG = TrainingConfig(components=8, epochs=15, threads=1, seed=3)

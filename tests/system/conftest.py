@@ -1,5 +1,8 @@
 """Run the real ``matchlight serve`` as a subprocess, on port 0, for whole-process tests.
 
+The process itself is started and stopped by :mod:`matchlight.bench.harness`,
+as the benchmarks do; :class:`ServerProcess` adds what a test needs around it.
+
 Every process a test starts is killed at teardown whatever happened; every wait
 has a deadline, and a server that does not come up fails the test with its
 stderr.
@@ -7,18 +10,22 @@ stderr.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
-import selectors
+import shutil
 import signal
 import subprocess
 import sys
-import time
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, NoReturn
 
 import pytest
 
+from matchlight.bench import harness
+from matchlight.bench.harness import RunningServer, ServerFailed
 from matchlight.client import Client
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +34,7 @@ STOP_TIMEOUT_S = 20.0
 CALL_TIMEOUT_S = 15.0
 HOST = "127.0.0.1"
 
-_READY = re.compile(rb"matchlight listening on 127\.0\.0\.1:(\d+)")
+READY_PREFIX = b"matchlight listening on "
 
 
 def server_env() -> dict[str, str]:
@@ -54,27 +61,36 @@ def run_cli(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[s
 class ServerProcess:
     """One data directory served by successive ``matchlight serve`` processes.
 
-    ``start``/``restart`` launch a process on a fresh port (``port`` changes);
-    ``kill9`` and ``terminate`` end it. ``close`` (run at teardown) kills
-    whatever still runs and closes every client made by :meth:`client`.
+    ``start``/``restart`` launch a process (on a fresh port unless ``listen``
+    names a fixed address); ``kill9`` and ``terminate`` end it. ``close`` (run
+    at teardown) kills whatever still runs and closes every client made by
+    :meth:`client`.
     """
 
-    def __init__(self, data: Path, logs: Path, args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, data: Path, logs: Path, args: tuple[str, ...] = (), listen: str = f"{HOST}:0"
+    ) -> None:
         self.data = data
         self.host = HOST
         self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
         self.runs = 0
+        self._listen = listen
         self._logs = logs
         self._args = args
         self._clients: list[Client] = []
+        self._server: RunningServer | None = None
         self._stdout_rest = b""
 
     # -- lifecycle --------------------------------------------------------------------------
 
     @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        """The current process (to signal it or read its pid), None between processes."""
+        return None if self._server is None else self._server.proc
+
+    @property
     def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self._server is not None and self._server.poll() is None
 
     @property
     def stderr_path(self) -> Path:
@@ -89,39 +105,40 @@ class ServerProcess:
 
     def start(self) -> None:
         """Launch a server on the data dir and wait (≤ 30 s) for its ``listening`` line."""
-        assert self.proc is None, "a server process is already running"
+        assert self._server is None, "a server process is already running"
         self.runs += 1
         self._logs.mkdir(parents=True, exist_ok=True)
-        command = [
-            sys.executable,
-            "-m",
-            "matchlight.cli",
-            "serve",
-            "--data",
-            str(self.data),
-            "--listen",
-            f"{HOST}:0",
-            *self._args,
-        ]
-        with self.stderr_path.open("wb") as stderr:
+        try:
             # cwd is not the repo: the server must find its code through PYTHONPATH alone.
-            self.proc = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
+            server = harness.start_server(
+                self.data,
+                *self._args,
+                listen=self._listen,
+                stderr=self.stderr_path,
                 env=server_env(),
                 cwd=self._logs,
+                timeout=START_TIMEOUT_S,
             )
-        line = self._read_ready_line(time.monotonic() + START_TIMEOUT_S)
-        match = _READY.fullmatch(line)
-        if match is None:
-            self._abort(f"unexpected first stdout line {line!r}")
-        self.port = int(match.group(1))
+        except ServerFailed as failed:
+            self._fail(failed.why, failed.code)
+        self._server = server
+        if not self._expected(server.address):
+            self._abort(f"unexpected first stdout line {READY_PREFIX + server.address.encode()!r}")
+        assert not server.early_output, (
+            f"more than one stdout line at startup: {server.early_output!r}"
+        )
+        if self._listen.endswith(":0"):
+            self.port = server.port
+
+    def _expected(self, address: str) -> bool:
+        """Whether the server listens where asked (any port if asked for port 0)."""
+        if self._listen == f"{HOST}:0":
+            return re.fullmatch(rf"{re.escape(HOST)}:\d+", address) is not None
+        return address == self._listen
 
     def restart(self) -> None:
         """Stop the current process cleanly if it still runs, then start a new one."""
-        if self.proc is not None:
+        if self._server is not None:
             if self.running:
                 self.terminate()
             else:
@@ -130,20 +147,17 @@ class ServerProcess:
 
     def kill9(self) -> None:
         """SIGKILL the server and wait for it to be gone."""
-        proc = self._require_proc()
-        proc.send_signal(signal.SIGKILL)
-        code = proc.wait(timeout=STOP_TIMEOUT_S)
+        code = self._require_server().kill(STOP_TIMEOUT_S)
         assert code == -signal.SIGKILL, f"server exited with {code} before the kill"
         self._reap()
 
     def terminate(self) -> int:
         """SIGTERM the server; return its exit code (it must exit within 20 s)."""
-        proc = self._require_proc()
-        proc.send_signal(signal.SIGTERM)
         try:
-            code = proc.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self._abort(f"server did not stop within {STOP_TIMEOUT_S} s of SIGTERM")
+            code = self._require_server().stop(signal.SIGTERM, STOP_TIMEOUT_S)
+        except ServerFailed as failed:
+            self._reap()
+            self._fail(failed.why, failed.code)
         self._reap()
         return code
 
@@ -157,61 +171,44 @@ class ServerProcess:
         for client in self._clients:
             client.close()
         self._clients.clear()
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.kill()
-            self.proc.wait(timeout=STOP_TIMEOUT_S)
+        if self._server is not None:
+            self._server.kill(STOP_TIMEOUT_S)
             self._reap()
 
     # -- internals --------------------------------------------------------------------------
 
-    def _require_proc(self) -> subprocess.Popen[bytes]:
-        assert self.proc is not None, "no server process"
-        return self.proc
+    def _require_server(self) -> RunningServer:
+        assert self._server is not None, "no server process"
+        return self._server
 
     def _reap(self) -> None:
         """Forget the (exited) process, keeping what it wrote on stdout after the ready line."""
-        proc = self._require_proc()
-        assert proc.stdout is not None
-        if proc.poll() is not None:
-            self._stdout_rest = proc.stdout.read()
-        proc.stdout.close()
-        self.proc = None
+        server = self._require_server()
+        server.stop()  # it has exited: this only reaps it and reads the rest of its stdout
+        self._stdout_rest = server.stdout_after_ready
+        self._server = None
 
     def stdout_after_ready(self) -> bytes:
         """What the last stopped process printed on stdout after its ``listening`` line."""
         return self._stdout_rest
 
-    def _read_ready_line(self, deadline: float) -> bytes:
-        proc = self._require_proc()
-        assert proc.stdout is not None
-        fd = proc.stdout.fileno()
-        buffer = b""
-        with selectors.DefaultSelector() as selector:
-            selector.register(fd, selectors.EVENT_READ)
-            while b"\n" not in buffer:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    self._abort(f"no 'listening' line within {START_TIMEOUT_S} s")
-                if not selector.select(timeout=remaining):
-                    continue
-                chunk = os.read(fd, 4096)
-                if not chunk:
-                    self._abort(f"server exited before listening (stdout so far {buffer!r})")
-                buffer += chunk
-        line, _, rest = buffer.partition(b"\n")
-        assert not rest, f"more than one stdout line at startup: {rest!r}"
-        return line
-
-    def _abort(self, why: str) -> None:
-        proc = self._require_proc()
-        if proc.poll() is None:
-            proc.kill()
-        code = proc.wait(timeout=STOP_TIMEOUT_S)
+    def _abort(self, why: str) -> NoReturn:
+        code = self._require_server().kill(STOP_TIMEOUT_S)
         self._reap()
+        self._fail(why, code)
+
+    def _fail(self, why: str, code: int | None) -> NoReturn:
         pytest.fail(
             f"{why}; exit code {code}; stderr:\n{self.stderr_text()[-4000:]}", pytrace=False
         )
+
+
+class UnixServer(ServerProcess):
+    """A ``ServerProcess`` listening on ``unix:PATH``, so a restart keeps its address."""
+
+    def __init__(self, data: Path, logs: Path, path: str, args: tuple[str, ...] = ()) -> None:
+        super().__init__(data, logs, args, listen=f"unix:{path}")
+        self.path = path
 
 
 StartServer = Callable[..., ServerProcess]
@@ -257,3 +254,45 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
     finally:
         for server in started:
             server.close()
+
+
+StartUnixServer = Callable[..., UnixServer]
+
+
+@pytest.fixture
+def start_unix_server(tmp_path: Path) -> Iterator[StartUnixServer]:
+    """A factory of servers on Unix sockets; all of them are killed at teardown."""
+    # Socket paths are limited to ~100 bytes: tmp_path can be longer.
+    sockets = Path(tempfile.mkdtemp(prefix="ml-client-", dir="/tmp"))
+    started: list[UnixServer] = []
+
+    def start(*args: str) -> UnixServer:
+        n = len(started)
+        server = UnixServer(
+            tmp_path / f"data-{n}", tmp_path / f"logs-{n}", str(sockets / f"{n}.sock"), args
+        )
+        started.append(server)
+        server.start()
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.close()
+        shutil.rmtree(sockets, ignore_errors=True)
+
+
+_client_event_ids = itertools.count()
+
+
+def new_event(item: str, type_: str = "like") -> dict[str, Any]:
+    """A new ``type_`` event on ``item`` (ids ``cl-N``) by one of five users."""
+    n = next(_client_event_ids)
+    return {
+        "id": f"cl-{n}",
+        "type": type_,
+        "user": f"cl-user-{n % 5}",
+        "item": item,
+        "ts": 1.7e9 + n,
+    }

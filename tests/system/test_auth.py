@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 import pytest
 
+from matchlight.bench.harness import start_server
 from matchlight.server import auth
 from tests.system.conftest import REPO_ROOT, server_env
 from tests.system.test_rpc_isolation import TIMEOUT_S, Raw
@@ -184,22 +185,19 @@ def test_serving_beyond_loopback_without_tokens_is_refused(tmp_path: Path) -> No
 
 def test_serving_beyond_loopback_is_allowed_with_tokens_or_when_told(tmp_path: Path) -> None:
     for extra in (["--tokens", str(tokens_file(tmp_path))], ["--allow-unauthenticated"]):
-        proc = subprocess.Popen(
-            [*SERVE, "--data", str(tmp_path / "d"), "--listen", "0.0.0.0:0", *extra],
-            cwd=REPO_ROOT,
+        server = start_server(
+            tmp_path / "d",
+            *extra,
+            listen="0.0.0.0:0",
+            stderr=tmp_path / "stderr",
             env=server_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+            cwd=REPO_ROOT,
         )
         try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            assert line.startswith("matchlight listening on 0.0.0.0:"), line
+            assert server.address.startswith("0.0.0.0:"), server.address
         finally:
-            proc.terminate()
-            proc.communicate(timeout=30)
-        assert proc.returncode == 0
+            code = server.stop(timeout=30)
+        assert code == 0
 
 
 @pytest.mark.parametrize(

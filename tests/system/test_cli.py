@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import html
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from matchlight.bench.harness import start_server
 from matchlight.evaluation.report import LABELS, ROW_LABELS, SYSTEMS
 from tests.system.conftest import REPO_ROOT, ServerProcess, run_cli, server_env
 
@@ -112,31 +111,16 @@ def test_ingest_benchmark_accounts_for_every_acknowledged_event(tmp_path: Path) 
 
 
 def test_json_logs_are_one_object_per_line(tmp_path: Path) -> None:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "matchlight.cli",
-            "--log-format",
-            "json",
-            "serve",
-            "--data",
-            str(tmp_path / "d"),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    # start_server returns once the server printed "matchlight listening on ...".
+    server = start_server(
+        tmp_path / "d",
+        log_format="json",
+        stderr=tmp_path / "stderr",
         env=server_env(),
         cwd=REPO_ROOT,
     )
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().startswith("matchlight listening on")
-    finally:
-        proc.terminate()
-        _, stderr = proc.communicate(timeout=30)
+    server.stop(timeout=30)
+    stderr = (tmp_path / "stderr").read_text()
     records = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     assert any("serving 127.0.0.1:" in r["message"] for r in records)
     for record in records:

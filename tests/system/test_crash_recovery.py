@@ -26,7 +26,7 @@ from matchlight.client import Client
 from matchlight.errors import RpcError
 
 if TYPE_CHECKING:
-    from conftest import ServerProcess, StartServer
+    from tests.system.conftest import ServerProcess, StartServer
 
 pytestmark = pytest.mark.system
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from matchlight.bench.harness import start_server
 from matchlight.client import Client
 from matchlight.errors import RpcError
 from tests.system.conftest import STOP_TIMEOUT_S, ServerProcess, server_env
@@ -232,16 +233,11 @@ def test_a_unix_socket_a_live_server_listens_on_is_never_taken_over(
     tmp_path: Path, socket_path: Path
 ) -> None:
     listen = f"unix:{socket_path}"
-    with (tmp_path / "first.err").open("wb") as stderr:
-        first = subprocess.Popen(
-            [*SERVE, "--data", str(tmp_path / "one"), "--listen", listen],
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            env=server_env(),
-        )
+    first = start_server(
+        tmp_path / "one", listen=listen, stderr=tmp_path / "first.err", env=server_env()
+    )
     try:
-        assert first.stdout is not None
-        assert first.stdout.readline().decode().strip() == f"matchlight listening on {listen}"
+        assert first.address == listen
 
         second = run_serve("--data", str(tmp_path / "two"), "--listen", listen)
 
@@ -252,24 +248,15 @@ def test_a_unix_socket_a_live_server_listens_on_is_never_taken_over(
         with Client(unix=str(socket_path), timeout=10) as client:
             assert client.call("health")["status"] == "ok"
     finally:
-        first.kill()
-        first.wait(timeout=STOP_TIMEOUT_S)
-        assert first.stdout is not None
-        first.stdout.close()
+        first.kill(STOP_TIMEOUT_S)
     # Its socket file is left behind by the kill: a new server takes it over.
-    third = subprocess.Popen(
-        [*SERVE, "--data", str(tmp_path / "two"), "--listen", listen],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=server_env(),
+    third = start_server(
+        tmp_path / "two", listen=listen, stderr=tmp_path / "third.err", env=server_env()
     )
     try:
-        assert third.stdout is not None
-        assert third.stdout.readline().decode().strip() == f"matchlight listening on {listen}"
+        assert third.address == listen
     finally:
-        third.kill()
-        third.wait(timeout=STOP_TIMEOUT_S)
-        third.stdout.close()  # type: ignore[union-attr]
+        third.kill(STOP_TIMEOUT_S)
 
 
 # -- diagnostics -------------------------------------------------------------------------

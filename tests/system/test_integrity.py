@@ -17,7 +17,7 @@ import lmdb
 import pytest
 
 from actors import InteractionRecorded, ItemUpserted, LmdbEventStore
-from actors.store import entity_key
+from actors.lmdb_layout import entity_key
 from matchlight.errors import RpcError
 from tests.system.conftest import run_cli
 

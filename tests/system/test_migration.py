@@ -126,11 +126,8 @@ def test_a_surface_walks_from_legacy_to_live_while_another_stays_legacy(
     assert stats["feed_entries"] == 2 * len(USERS)
     assert server.terminate() == 0
 
-    log = DecisionLog(server.data / "comparisons")
-    try:
+    with DecisionLog(server.data / "comparisons") as log:
         records = log.read(limit=10_000)
-    finally:
-        log.close()
     comparisons = [r for r in records if r["kind"] == "comparison"]
     assert {r["mode"] for r in comparisons} == {"shadow", "live"}
     shadowed = [r for r in comparisons if r["mode"] == "shadow" and r["legacy"]["error"] is None]

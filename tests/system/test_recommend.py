@@ -145,7 +145,7 @@ def test_a_model_trained_beside_the_running_server_is_swapped_in_without_failure
         stderr=subprocess.PIPE,
         text=True,
     )
-    answers = []
+    answers: list[dict[str, Any]] = []
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         # Requests run all along: none may fail while the model is trained and swapped in.
@@ -228,11 +228,8 @@ def test_every_response_is_in_the_decision_log_after_a_clean_stop(server: Server
     results = [recommend(client, user=f"user-{n}", k=3) for n in range(25)]
     assert server.terminate() == 0
 
-    log = DecisionLog(server.data / "decisions")
-    try:
+    with DecisionLog(server.data / "decisions") as log:
         records = log.read(limit=100)
-    finally:
-        log.close()
     assert [r["request_id"] for r in records] == [r["request_id"] for r in results]
     for record, result in zip(records, results, strict=True):
         assert record["items"] == [item["id"] for item in result["items"]]

@@ -24,7 +24,7 @@ from matchlight.client import Client
 from matchlight.errors import RpcError
 
 if TYPE_CHECKING:
-    from conftest import ServerProcess
+    from tests.system.conftest import ServerProcess
 
 pytestmark = pytest.mark.system
 

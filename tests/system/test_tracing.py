@@ -15,6 +15,7 @@ from typing import Any
 import msgpack
 import pytest
 
+from matchlight.bench.harness import start_server
 from tests.system.conftest import REPO_ROOT, server_env
 
 pytestmark = pytest.mark.system
@@ -52,29 +53,12 @@ def test_a_callers_traceparent_parents_the_server_span_and_its_children(tmp_path
     import socket
 
     env = server_env() | {"OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "ml-under-test"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "matchlight.cli",
-            "--log-level",
-            "WARNING",
-            "serve",
-            "--data",
-            str(tmp_path / "d"),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+    process = start_server(
+        tmp_path / "d", log_level="WARNING", stderr=tmp_path / "stderr", env=env, cwd=REPO_ROOT
     )
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().decode()
-        assert line.startswith("matchlight listening on 127.0.0.1:"), line
-        port = int(line.rsplit(":", 1)[1])
+        assert process.address.startswith("127.0.0.1:"), process.address
+        port = process.port
         trace = {"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01", "tracestate": "k=v"}
         with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
             item = {"id": "p1", "kind": "pro", "terms": {"city": "austin"}}
@@ -84,10 +68,9 @@ def test_a_callers_traceparent_parents_the_server_span_and_its_children(tmp_path
             call(sock, 3, "recommend", {"user": "u2", "k": 3, "_trace": trace})
             call(sock, 4, "health", {})  # no _trace: a root span of its own
     finally:
-        proc.terminate()
-        out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err.decode()[-2000:]
-    spans = spans_in(out.decode())
+        code = process.stop(timeout=30)
+    assert code == 0, (tmp_path / "stderr").read_text()[-2000:]
+    spans = spans_in(process.stdout_after_ready.decode())
     by_name: dict[str, list[dict[str, Any]]] = {}
     for span in spans:
         by_name.setdefault(span["name"], []).append(span)

@@ -1,0 +1,147 @@
+"""The load of ``matchlight bench`` (:mod:`matchlight.bench.e2e`): the catalogue, the events
+and the client processes that send them.
+
+The functions here run in client processes (``multiprocessing`` spawn context)
+and talk to the server over their own connections: :func:`ingest_client`
+keeps :data:`DEPTH` ``ingest`` calls of Zipf-distributed events in flight,
+:func:`recommend_client` calls ``recommend`` in a closed loop and times every call.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any, Final
+
+from matchlight.bench.harness import IngestConnection, pack_ingest, zipf_cum
+from matchlight.bench.index_workload import CITIES, TOPICS
+from matchlight.client import Client, RpcError
+
+HOST: Final = "127.0.0.1"
+#: Ingest calls each ingest client keeps in flight (as ``bench ingest``'s default).
+DEPTH: Final = 2
+ITEM_BATCH: Final = 5_000
+EVENT_TYPES: Final = ("view", "view", "view", "view", "click", "click", "like", "save")
+ZIPF_S: Final = 1.1
+RECOMMEND_K: Final = 10
+CALL_TIMEOUT_S: Final = 120.0
+
+
+def catalogue(n: int, seed: int) -> Iterator[list[dict[str, Any]]]:
+    """The catalogue in ``upsert_items`` calls of :data:`ITEM_BATCH`."""
+    rng = random.Random(f"e2e-items-{seed}")
+    topic_cum, city_cum = zipf_cum(TOPICS, 1.0), zipf_cum(CITIES, 1.0)
+    for lo in range(0, n, ITEM_BATCH):
+        size = min(ITEM_BATCH, n - lo)
+        topics = rng.choices(range(TOPICS), cum_weights=topic_cum, k=size)
+        cities = rng.choices(range(CITIES), cum_weights=city_cum, k=size)
+        yield [
+            {
+                "id": f"item-{lo + j}",
+                "kind": "pro",
+                "terms": {"topic": f"topic{topics[j]:03d}", "city": f"city{cities[j]:03d}"},
+                "numbers": {"price": float(rng.randrange(2_000, 50_000)) / 100.0},
+            }
+            for j in range(size)
+        ]
+
+
+class Events:
+    """Packed ``ingest`` requests of Zipf-distributed events, with ids unique per ``tag``."""
+
+    def __init__(self, tag: str, users: int, items: int, batch: int, seed: int) -> None:
+        self.tag = tag
+        self.batch = batch
+        self.rng = random.Random(f"e2e-events-{seed}-{tag}")
+        self.users = range(users)
+        self.items = range(items)
+        self.user_cum = zipf_cum(users, ZIPF_S)
+        self.item_cum = zipf_cum(items, ZIPF_S)
+        self.seen_users: set[int] = set()
+        self.made = 0
+
+    def next(self, size: int) -> bytes:
+        rng, n0 = self.rng, self.made
+        us = rng.choices(self.users, cum_weights=self.user_cum, k=size)
+        its = rng.choices(self.items, cum_weights=self.item_cum, k=size)
+        types = rng.choices(EVENT_TYPES, k=size)
+        self.seen_users.update(us)
+        ts = time.time()
+        events = [
+            {
+                "id": f"{self.tag}-{n0 + j}",
+                "type": types[j],
+                "user": f"user-{us[j]}",
+                "item": f"item-{its[j]}",
+                "ts": ts,
+            }
+            for j in range(size)
+        ]
+        self.made += size
+        return pack_ingest(n0 // self.batch + 1, events)
+
+    def calls(self, quota: int | None, prepared: int) -> Iterator[bytes]:
+        """Up to ``quota`` events (``None``: no end), the first ``prepared`` calls encoded now."""
+        total = quota if quota is not None else sys.maxsize
+        sizes = (min(self.batch, total - lo) for lo in range(0, total, self.batch))
+        ready = [self.next(size) for size in itertools.islice(sizes, prepared)]
+        return itertools.chain(ready, (self.next(size) for size in sizes))
+
+
+def ingest_client(
+    port: int,
+    tag: str,
+    quota: int | None,
+    prepared: int,
+    config: dict[str, int],
+    start: Any,
+    stop: Any,
+    results: Any,
+) -> None:
+    """A client process: ingest ``quota`` events (or until ``stop``), ``DEPTH`` calls in flight.
+
+    Puts ``("ready", tag)`` once its first ``prepared`` calls are encoded, then
+    ``(tag, seconds, accepted, calls, sorted user numbers)`` when done.
+    """
+    source = Events(tag, config["users"], config["items"], config["batch"], config["seed"])
+    calls = source.calls(quota, prepared)
+    connection = IngestConnection(HOST, port)
+    results.put(("ready", tag))
+    start.wait()
+    t0 = time.perf_counter()
+    accepted, acked = connection.pipeline(calls, DEPTH, stop.is_set)
+    seconds = time.perf_counter() - t0
+    connection.close()
+    results.put((tag, seconds, accepted, acked, sorted(source.seen_users)))
+
+
+def recommend_client(
+    port: int, index: int, users: list[str], seconds: float, seed: int, start: Any, results: Any
+) -> None:
+    """A client process: ``recommend`` in a closed loop for ``seconds``, timing every call.
+
+    Puts ``("ready", index)``, then ``(index, elapsed, latencies in s, errors)``.
+    """
+    rng = random.Random(f"e2e-recommend-{seed}-{index}")
+    with Client(HOST, port, timeout=CALL_TIMEOUT_S) as client:
+        client.call("recommend", {"user": users[0], "k": RECOMMEND_K})  # connect and warm up
+        results.put(("ready", index))
+        start.wait()
+        samples: list[float] = []
+        errors = 0
+        t0 = time.perf_counter()
+        deadline = t0 + seconds
+        now = t0
+        while now < deadline:
+            params = {"user": rng.choice(users), "k": RECOMMEND_K}
+            began = time.perf_counter()
+            try:
+                client.call("recommend", params)
+            except RpcError:
+                errors += 1
+            now = time.perf_counter()
+            samples.append(now - began)
+        results.put((index, now - t0, samples, errors))

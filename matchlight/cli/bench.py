@@ -1,0 +1,135 @@
+"""``matchlight bench [NAME]``: every benchmark, from one table.
+
+Without NAME it runs the end-to-end benchmark (:mod:`matchlight.bench.e2e`);
+each NAME is a module of :mod:`matchlight.bench` with ``add_arguments(parser)``
+and ``main(args) -> int``, registered from :data:`BENCHES`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from typing import Final, Protocol
+
+import attrs
+
+from matchlight.cli.command import HelpFormatter, Subparsers, add_command
+
+
+class BenchModule(Protocol):
+    """What a benchmark module provides."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def main(self, args: argparse.Namespace) -> int: ...
+
+
+@attrs.frozen(kw_only=True)
+class Bench:
+    """One ``matchlight bench NAME``: its module under ``matchlight.bench`` and its help."""
+
+    name: str
+    module: str
+    help: str
+    description: str
+
+
+#: The end-to-end benchmark: ``matchlight bench`` without NAME.
+END_TO_END: Final = Bench(
+    name="bench",
+    module="e2e",
+    help="run benchmarks",
+    description="Without BENCH: the end-to-end benchmark over RPC from separate client "
+    "processes (durable ingest, recommend latency alone and under concurrent ingest, "
+    "event-to-visible freshness, restart with 1M events, memory per 100k items; about "
+    "2-3 minutes). Sub-benchmarks: `ingest` loads a real server from client processes; "
+    "`index` times in-process retrieval against SQLite, Tantivy and PostgreSQL, and the "
+    "item index's rebuild; `recommend` times in-process recommend over 100k items; "
+    "`soak` runs mixed load for 10 minutes with kill -9 every minute and checks that "
+    "nothing acknowledged was lost or applied twice and that memory stays flat; "
+    "`shadow-cost` times what shadow mode costs the serving path.",
+)
+
+BENCHES: Final = (
+    Bench(
+        name="ingest",
+        module="ingest",
+        help="durable, acknowledged ingest throughput over RPC",
+        description="Start `matchlight serve` on a temporary data dir and measure durable, "
+        "acknowledged events/s over RPC with 1 and 4 client processes, plus the group-commit "
+        "size the server achieved.",
+    ),
+    Bench(
+        name="index",
+        module="index",
+        help="filtered retrieval latency vs SQLite, Tantivy and PostgreSQL, same results",
+        description="Load the same synthetic catalogue into Matchlight's index, SQLite, Tantivy "
+        "and (given a server) PostgreSQL, check that every engine returns the same results for "
+        "six query classes, and print p50/p99 latency per class, the cost of a visible update "
+        "and the ratios to each peer; first, time the index's startup rebuild from an LMDB "
+        "event store written through the actor system.",
+    ),
+    Bench(
+        name="recommend",
+        module="recommend",
+        help="in-process recommend latency over a 100,000-item catalogue",
+        description="Load a synthetic catalogue and interaction history into the in-process "
+        "engine, train a LightFM model, and print recommend latency percentiles for the "
+        "heuristic ranker, the model on the default surface and a configured surface, next to "
+        "scoring the whole catalogue with the same model.",
+    ),
+    Bench(
+        name="soak",
+        module="soak",
+        help="mixed load with kill -9 every minute: nothing lost or applied twice, flat memory",
+        description="Run a real server for --minutes (setup and checks add about a "
+        "minute) under mixed load from separate client processes: paced ingest of "
+        "Zipf-distributed events of a fixed user population (each batch resent with the same "
+        "ids until acknowledged), catalogue upserts and removals, recommend/search/get_item "
+        "reads, and `matchlight train` every --train-every seconds. The server is killed with "
+        "SIGKILL every --kill-every seconds and restarted on the same data and port. Measures "
+        "acknowledged events lost, events applied twice (ids twice in the log; user and item "
+        "counters against the log after a final restart), errors by code, the server's RSS "
+        "over time and per lifetime, restart times, events/s and read latency. Prints PASS or "
+        "FAIL (exit 1) for: 0 lost, 0 applied twice, 0 internal errors, and the server's own "
+        "memory (anonymous RSS) at the end within 20% of its value after warm-up (the end of "
+        "the second server lifetime); VmRSS, which also counts the log's mapped pages, is "
+        "reported beside it.",
+    ),
+    Bench(
+        name="shadow-cost",
+        module="shadow_cost",
+        help="what shadow mode costs the serving path: recommend latency, legacy vs shadow",
+        description="Start a real server with a legacy feed for every user, load a catalogue "
+        "and a history, then time recommend over RPC on one surface in alternating blocks of "
+        "legacy mode (the feed's list is served, nothing else runs) and shadow mode (the same "
+        "list is served and the real-time answer is computed off the request path and "
+        "recorded).",
+    ),
+)
+
+
+def register(sub: Subparsers) -> None:
+    """Add ``bench`` (the end-to-end run) and ``bench NAME`` for each of :data:`BENCHES`."""
+    parser = add_command(
+        sub, END_TO_END.name, help=END_TO_END.help, description=END_TO_END.description
+    )
+    _attach(parser, END_TO_END)
+    names = parser.add_subparsers(dest="bench", required=False, metavar="BENCH")
+    for bench in BENCHES:
+        _attach(
+            names.add_parser(
+                bench.name,
+                help=bench.help,
+                description=bench.description,
+                formatter_class=HelpFormatter,
+            ),
+            bench,
+        )
+
+
+def _attach(parser: argparse.ArgumentParser, bench: Bench) -> None:
+    """Give ``parser`` the flags of ``bench``'s module and make its ``main`` the command."""
+    module: BenchModule = importlib.import_module(f"matchlight.bench.{bench.module}")
+    module.add_arguments(parser)
+    parser.set_defaults(func=module.main)
