@@ -1,5 +1,6 @@
 """What the benchmarks, the demo and the system tests share: one copy of each.
 
+- :func:`matchlight_command`: the argv of any ``matchlight`` command run as a subprocess;
 - :func:`start_server` runs ``python -m matchlight.cli serve`` as a subprocess,
   waits (bounded) for its ``matchlight listening on ADDRESS`` line and returns
   a :class:`RunningServer`, which stops it with a signal and waits;
@@ -54,30 +55,14 @@ class ServerFailed(RuntimeError):
         self.code = code
 
 
-def _serve_command(
-    data: Path,
-    listen: str,
-    args: Sequence[str] = (),
-    log_level: str | None = None,
-    log_format: str | None = None,
+def matchlight_command(
+    *args: str, log_level: str | None = None, log_format: str | None = None
 ) -> list[str]:
-    """The argv of ``matchlight [--log-level L] [--log-format F] serve --data DATA
-    --listen LISTEN ARGS``."""
+    """The argv of ``matchlight [--log-level L] [--log-format F] ARGS`` in this interpreter
+    (``python -m matchlight.cli``, so it runs from a checkout without an installed script)."""
     level = ["--log-level", log_level] if log_level is not None else []
     form = ["--log-format", log_format] if log_format is not None else []
-    return [
-        sys.executable,
-        "-m",
-        "matchlight.cli",
-        *level,
-        *form,
-        "serve",
-        "--data",
-        str(data),
-        "--listen",
-        listen,
-        *args,
-    ]
+    return [sys.executable, "-m", "matchlight.cli", *level, *form, *args]
 
 
 class RunningServer:
@@ -156,7 +141,16 @@ def start_server(
     log (``None``: ours). Raises ServerFailed, after killing the process, if it
     exits or says nothing else within ``timeout`` seconds.
     """
-    command = _serve_command(data, listen, args, log_level, log_format)
+    command = matchlight_command(
+        "serve",
+        "--data",
+        str(data),
+        "--listen",
+        listen,
+        *args,
+        log_level=log_level,
+        log_format=log_format,
+    )
     with open(stderr, "wb") if stderr is not None else contextlib.nullcontext() as err:
         proc = subprocess.Popen(
             command,

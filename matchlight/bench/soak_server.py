@@ -14,14 +14,13 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Final
 
 import attrs
 
-from matchlight.bench.harness import RunningServer, ServerFailed, start_server
+from matchlight.bench.harness import RunningServer, ServerFailed, matchlight_command, start_server
 from matchlight.bench.index_workload import note
 from matchlight.bench.soak_load import HOST
 from matchlight.client import Client, RpcError
@@ -210,18 +209,9 @@ class Trainer:
         path = self.logs / f"train-{len(self.runs) + 1}.log"
         with path.open("wb") as log:
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "matchlight.cli",
-                    "train",
-                    "--data",
-                    str(self.data),
-                    "--epochs",
-                    "2",
-                    "--threads",
-                    "1",
-                ],
+                matchlight_command(
+                    "train", "--data", str(self.data), "--epochs", "2", "--threads", "1"
+                ),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

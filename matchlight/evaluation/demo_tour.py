@@ -19,11 +19,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from matchlight.bench.harness import start_server
+from matchlight.bench.harness import matchlight_command, start_server
 from matchlight.client import Client
 from matchlight.evaluation.demo_console import progress, say
 from matchlight.evaluation.synthetic import Marketplace
-from matchlight.evaluation.systems import train_command
 
 SURFACES: Final = """
 [surfaces.home]
@@ -88,7 +87,10 @@ def _load(c: Client, market: Marketplace) -> int:
 def _train_beside(c: Client, data: Path) -> None:
     """``matchlight train`` on the server's data directory; wait (bounded) until it serves it."""
     say("   training a model beside the running server (matchlight train)")
-    subprocess.run(train_command(data, "--epochs", "20", log_level="WARNING"), check=True)
+    subprocess.run(
+        matchlight_command("train", "--data", str(data), "--epochs", "20", log_level="WARNING"),
+        check=True,
+    )
     deadline = time.monotonic() + MODEL_WAIT_S
     while c.call("stats")["model"] is None and time.monotonic() < deadline:
         time.sleep(0.2)

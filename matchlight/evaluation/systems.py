@@ -32,6 +32,7 @@ import trio
 
 from actors import ActorSystem, MemoryEventStore, open_actor_system
 from matchlight.address import parse_connect
+from matchlight.bench.harness import matchlight_command
 from matchlight.server import validation
 from ranker import RankerActor, RecommendRequest, TrainingConfig, fit, open_ranker, read_log
 
@@ -221,12 +222,6 @@ class OverRpc:
 _MODEL_LINE: Final = re.compile(r"^model (\S+):", re.MULTILINE)
 
 
-def train_command(data: Path, *flags: str, log_level: str | None = None) -> list[str]:
-    """The argv of ``matchlight [--log-level L] train --data DATA FLAGS``."""
-    level = ["--log-level", log_level] if log_level is not None else []
-    return [sys.executable, "-m", "matchlight.cli", *level, "train", "--data", str(data), *flags]
-
-
 def training_flags(training: TrainingConfig) -> list[str]:
     """``matchlight train``'s flags for the replay's training settings."""
     return [
@@ -246,7 +241,7 @@ def run_train(data: Path, training: TrainingConfig) -> str:
         ReplayServerError: it failed, or did not say which model it wrote.
     """
     done = subprocess.run(
-        train_command(data, *training_flags(training)),
+        matchlight_command("train", "--data", str(data), *training_flags(training)),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=sys.stderr,

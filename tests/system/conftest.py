@@ -16,7 +16,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any, NoReturn
 import pytest
 
 from matchlight.bench import harness
-from matchlight.bench.harness import RunningServer, ServerFailed
+from matchlight.bench.harness import RunningServer, ServerFailed, matchlight_command
 from matchlight.client import Client
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -48,7 +47,7 @@ def server_env() -> dict[str, str]:
 def run_cli(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
     """``matchlight ARGS`` (logging at WARNING) in a subprocess, bounded by ``timeout``."""
     return subprocess.run(
-        [sys.executable, "-m", "matchlight.cli", "--log-level", "WARNING", *args],
+        matchlight_command(*args, log_level="WARNING"),
         capture_output=True,
         text=True,
         timeout=timeout,
