@@ -243,8 +243,11 @@ def rebuild_cooccurrence(
     store: EventStore,
     index: Index,
     cooccurrence: CoOccurrence | None = None,
+    *,
+    until: int | None = None,
 ) -> CoOccurrence:
-    """The co-occurrence of everything in ``store``, from its log in order. Blocking.
+    """The co-occurrence of everything in ``store`` (up to ``until``, by default its last
+    ``seq``), from its log in order. Blocking.
 
     ``index`` gives the internal ids (a rebuilt index numbers items as the live one).
 
@@ -254,7 +257,7 @@ def rebuild_cooccurrence(
     """
     started = time.perf_counter()
     out = CoOccurrence() if cooccurrence is None else cooccurrence
-    seq, last, events = 0, store.last_seq(), 0
+    seq, last, events = 0, store.last_seq() if until is None else until, 0
     left_out, careful_until = 0, 0
     while seq < last:
         # After a corrupt event, read one at a time for a page's length to find it.
@@ -269,6 +272,9 @@ def rebuild_cooccurrence(
                 seq += 1  # sequence numbers are consecutive
                 log.error("co-occurrence: event %d left out: %s", seq, exc)
             continue
+        if page and page[-1].seq > last:
+            # Another process appended since `last` was read: a follower goes on from `last`.
+            page = [stored for stored in page if stored.seq <= last]
         if not page:
             break
         seq = page[-1].seq

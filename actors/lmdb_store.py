@@ -329,14 +329,21 @@ class LmdbEventStore(CommitMixin, Closing):
     def _replaceable(self, key: bytes, current: bytes, seq: int) -> bool:
         """Whether a snapshot at ``seq`` may replace the stored ``current`` (older or corrupt).
 
-        Only the stored ``seq`` is read, not the checksum (the writer thread would pay a
-        CRC of every replaced snapshot): an entity's snapshot is read, and found corrupt,
-        when it is activated, before it writes a snapshot of its own.
+        An older one is replaced on its stored ``seq`` alone (the writer thread would pay
+        a CRC of every replaced snapshot). One that is not older is checked: an entity's
+        snapshot is found corrupt when it is activated, and in a node of worker processes
+        that happens in a reader, whose snapshot of the same ``seq`` must replace it here.
         """
         if key in self._corrupt_keys:
             return True
         stored = stored_seq(current)
-        return stored is None or stored < seq
+        if stored is None or stored < seq:
+            return True
+        try:
+            open_snapshot(key, current)
+        except CorruptRecordError:
+            return True
+        return False
 
     # Read transactions use buffers=False, so every value read is `bytes`;
     # `_bytes` only tells the type checker so.
@@ -358,6 +365,23 @@ class LmdbEventStore(CommitMixin, Closing):
 
     def last_seq(self) -> int:
         return self._last_seq
+
+    def head(self) -> int:
+        """The log's last ``seq`` as stored now, including what another process wrote since
+        this store opened (a reader worker follows the writer's log this way).
+
+        Raises:
+            StoreError: the store cannot be read.
+        """
+        try:
+            with self._lock, self._read_txn() as txn:
+                cursor = txn.cursor(db=self._events)
+                seq = SEQ.unpack(_bytes(cursor.key()))[0] if cursor.last() else 0
+        except lmdb.Error as exc:
+            raise self._read_error(exc) from exc
+        if seq > self._last_seq:
+            self._last_seq = seq
+        return seq
 
     def contains(self, event_id: str) -> bool:
         try:

@@ -78,6 +78,18 @@ class DirectoryLock:
             pass  # the note only helps the message of a refused process
         self._fd = fd
 
+    def fileno(self) -> int:
+        """The lock file's descriptor. A child process that inherits it holds the same lock:
+        the kernel releases it only when every process holding it has exited (how the
+        writer worker of ``matchlight serve --workers N`` shares the supervisor's lock).
+
+        Raises:
+            ValueError: the lock is not held.
+        """
+        if self._fd < 0:
+            raise ValueError("the lock is not held")
+        return self._fd
+
     def release(self) -> None:
         """Give the lock up (closing the file releases the flock). Idempotent."""
         if self._fd >= 0:

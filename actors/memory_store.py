@@ -87,6 +87,9 @@ class MemoryEventStore(CommitMixin):
     def last_seq(self) -> int:
         return len(self._log)
 
+    def head(self) -> int:
+        return self.last_seq()
+
     def contains(self, event_id: str) -> bool:
         self._check_open()
         return event_id in self._ids

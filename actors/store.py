@@ -149,6 +149,11 @@ class EventStore(Protocol):
 
     def last_seq(self) -> int: ...
 
+    def head(self) -> int:
+        """The last ``seq`` stored now, whoever wrote it (:meth:`last_seq` may be older in a
+        process that only reads)."""
+        ...
+
     def contains(self, event_id: str) -> bool: ...
 
     def read_all(self, after: int = 0, limit: int = 10_000) -> list[StoredEvent]:

@@ -14,9 +14,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Final, TypeVar
 
 import attrs
@@ -24,14 +24,16 @@ import trio
 from opentelemetry import trace
 
 from actors.cooccurrence import CoOccurrence, observe_events, rebuild_cooccurrence
-from actors.errors import ActorError, AskTimeoutError, FieldLimitError
+from actors.errors import ActorError, AskTimeoutError
 from actors.events import Event, InteractionRecorded, StoredEvent
+from actors.fields import FieldAdmission
+from actors.follower import LogFollower
 from actors.item import ItemState, RecordInteraction, RemoveItem, UpsertItem
 from actors.item_actor import item_actor
 from actors.item_index import ItemSignals, new_index, rebuild_index
 from actors.messages import ApplyEvents, GetState
 from actors.runtime import ActorRuntime, RuntimeConfig, RuntimeStatistics
-from actors.store import EventStore, StoreStatistics
+from actors.store import EventStore, Snapshot, StoreStatistics
 from actors.user import UserState
 from actors.user_actor import user_actor
 from actors.writer import Completion, StoreWriter, WriterStatistics
@@ -90,7 +92,10 @@ class ActorSystem:
         index: Index | None = None,
         signals: ItemSignals | None = None,
         cooccurrence: CoOccurrence | None = None,
+        save_snapshot: Callable[[Snapshot], None] | None = None,
     ) -> None:
+        """``save_snapshot``: where the actors' snapshots go; by default into the writer's
+        next commit (a reader worker, which never commits, passes them on or drops them)."""
         self.store = store
         self.config = config or SystemConfig()
         #: Searchable items, kept current by the item actors (see actors.item_index).
@@ -101,53 +106,20 @@ class ActorSystem:
         self.cooccurrence = CoOccurrence() if cooccurrence is None else cooccurrence
         self.writer = StoreWriter(store, max_group_events=self.config.max_group_events)
         self.writer.set_dispatch(self._dispatch)
-        save = self.writer.save_snapshot_nowait
+        save = self.writer.save_snapshot_nowait if save_snapshot is None else save_snapshot
+        #: In a reader worker: what keeps the projections following the writer's log.
+        self.follower: LogFollower | None = None
         self.items = ActorRuntime(
             item_actor(store, self.index, self.signals),
             save_snapshot=save,
             config=self.config.runtime,
         )
         self.users = ActorRuntime(user_actor(store), save_snapshot=save, config=self.config.runtime)
-        #: New numeric field names of writes in progress (admitted, not yet in the index).
-        self._pending_fields: Counter[str] = Counter()
+        self._fields = FieldAdmission(
+            self.index.numeric_field_names, limit=self.config.max_numeric_fields
+        )
 
     # -- writes ---------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _admit_fields(self, names: Iterable[str], path_of: Callable[[str], str]) -> Iterator[None]:
-        """Hold the numeric field ``names`` a write brings for its duration, within the limit.
-
-        Names the index has are free; new ones count against ``max_numeric_fields``
-        together with those of writes still in progress (so concurrent writes cannot
-        overshoot). ``names`` come in request order; ``path_of(name)`` gives a name's
-        path in the request, for the error (called only then).
-
-        Raises:
-            FieldLimitError: the new names do not fit; nothing is held.
-        """
-        known = self.index.numeric_field_names()
-        new = [name for name in names if name not in known]
-        if not new:
-            yield
-            return
-        pending = self._pending_fields
-        unseen = [name for name in new if name not in pending]
-        limit = self.config.max_numeric_fields
-        in_use = len(known) + len(pending.keys() - known)
-        if unseen and in_use + len(unseen) > limit:
-            raise FieldLimitError(
-                f"{path_of(unseen[0])}: {unseen[0]!r} would be a new numeric field, but the "
-                f"catalogue has {in_use} of the {limit} allowed (item numbers and event "
-                "types together; see --max-numeric-fields)"
-            )
-        pending.update(new)
-        try:
-            yield
-        finally:
-            pending.subtract(new)
-            for name in new:
-                if pending[name] <= 0:
-                    del pending[name]
 
     async def _decide(
         self, commands: Sequence[RecordInteraction | UpsertItem | RemoveItem]
@@ -180,11 +152,7 @@ class ActorSystem:
         Raises:
             FieldLimitError: a new event type would exceed ``max_numeric_fields``.
         """
-
-        def path_of(name: str) -> str:
-            return f"events[{next(i for i, c in enumerate(commands) if c.type == name)}].type"
-
-        with self._admit_fields(dict.fromkeys(c.type for c in commands), path_of):
+        with self._fields.admit_events(commands):
             return await self._append(await self._decide(commands))
 
     async def upsert_items(self, commands: Sequence[UpsertItem]) -> WriteResult:
@@ -193,18 +161,7 @@ class ActorSystem:
         Raises:
             FieldLimitError: new ``numbers`` fields would exceed ``max_numeric_fields``.
         """
-        names = dict.fromkeys(
-            name
-            for command in commands
-            for name, value in (command.numbers or {}).items()
-            if value is not None
-        )
-
-        def path_of(name: str) -> str:
-            i = next(i for i, c in enumerate(commands) if (c.numbers or {}).get(name) is not None)
-            return f"items[{i}].numbers.{name}"
-
-        with self._admit_fields(names, path_of):
+        with self._fields.admit_items(commands):
             return await self._append(await self._decide(commands))
 
     async def remove_items(self, commands: Sequence[RemoveItem]) -> WriteResult:
@@ -269,6 +226,12 @@ class ActorSystem:
             ) from None
 
     # -- reads ----------------------------------------------------------------
+
+    async def catch_up(self) -> None:
+        """In a reader worker, wait until every event stored now is applied (read-your-writes
+        across processes); otherwise nothing: a single process applies before it answers."""
+        if self.follower is not None:
+            await self.follower.catch_up()
 
     async def get_item(self, item_id: str) -> ItemState:
         """The item's current state (``exists`` is false for unknown or removed items)."""
@@ -370,3 +333,53 @@ async def open_actor_system(
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(store.commit, [], snapshots)
         log.info("flushed %d snapshots on shutdown", len(snapshots))
+
+
+@asynccontextmanager
+async def open_follower_system(
+    store: EventStore,
+    config: SystemConfig | None = None,
+    *,
+    save_snapshot: Callable[[Snapshot], None],
+) -> AsyncIterator[ActorSystem]:
+    """Run an actor system that follows a log another process writes (a reader worker).
+
+    It rebuilds the index and co-occurrence as of the log's head now, then a
+    :class:`~actors.follower.LogFollower` applies everything after it, in
+    order, as it is committed. It never writes: its actors' snapshots go to
+    ``save_snapshot`` (to the writer, or nowhere), on exit too (every active actor
+    is passivated). Reads call :meth:`ActorSystem.catch_up` first.
+    """
+    start = store.head()
+    signals = ItemSignals()
+    index = await trio.to_thread.run_sync(rebuild_index, store, signals)
+    cooccurrence = await trio.to_thread.run_sync(
+        partial(rebuild_cooccurrence, store, index, until=start)
+    )
+    system = ActorSystem(
+        store,
+        config,
+        index=index,
+        signals=signals,
+        cooccurrence=cooccurrence,
+        save_snapshot=save_snapshot,
+    )
+    follower = system.follower = LogFollower(store, system._dispatch, start=start)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(system.items.run)
+        await nursery.start(system.users.run)
+        following = trio.CancelScope()
+
+        async def follow() -> None:
+            with following:
+                await follower.run()
+
+        nursery.start_soon(follow)
+        try:
+            yield system
+        finally:
+            # Stop following, then passivate every actor: their snapshots go to save_snapshot.
+            following.cancel()
+            with trio.CancelScope(shield=True):
+                await system.items.aclose()
+                await system.users.aclose()

@@ -8,6 +8,16 @@ a restart serves the last loaded feed without the source. The reading and
 writing run in a child process by default (:mod:`legacy_adapter.feed_loader`).
 :func:`watch_feed` loads the current snapshot and every new one while serving.
 
+Several processes may serve one store directory: exactly one *loader*
+(``FeedStore(path)``, which holds the directory's lock and alone loads,
+publishes and deletes environments) and any number of *followers*
+(``FeedStore(path, loader=False)``), which never write there: each
+:meth:`FeedStore.get` of a follower looks at ``CURRENT`` (one ``stat``) and,
+when it names a new environment, switches to it as a load would. A follower
+reads published environments only; the loader deletes the one it replaced
+at once, and a follower still reading it keeps its open files until it
+switches (POSIX keeps a deleted file's data while it is open).
+
 A damaged entry is never served: :meth:`FeedStore.get` answers ``None`` and
 the router serves that user in real time. A ``CURRENT`` that is invalid or
 names a missing environment refuses to open; the files and their checks are
@@ -43,7 +53,9 @@ from legacy_adapter.feed_files import (
     SNAP_PREFIX,
     decode_entry,
     open_env,
+    open_published_env,
     read_current,
+    state_signature,
     write_current,
 )
 from legacy_adapter.feed_loader import BOOTSTRAP, Tally, build, loader_job, loader_outcome
@@ -71,17 +83,25 @@ class FeedStore(Closing):
     load reads and writes in a child Python process, so a long load never
     holds this process's GIL; the source must then pickle (those of
     :func:`open_source` do). ``isolate=False`` loads on the calling thread.
-    One process at a time may open a directory (a ``LOCK`` file holds an
-    exclusive ``flock``). The constructor blocks briefly: it opens the
-    current environment and removes leftovers of interrupted loads.
+
+    A ``loader`` store (the default) loads: one process at a time may open a
+    directory so (a ``LOCK`` file holds an exclusive ``flock``), and its
+    constructor removes leftovers of interrupted loads. With ``loader=False``
+    the store follows the loader of the directory (see the module docstring)
+    and cannot :meth:`load`. Either constructor blocks briefly: it opens the
+    current environment.
 
     Raises:
-        FeedError: the directory cannot be created or is in use by another process.
+        FeedError: the directory cannot be created, is in use by another loader,
+            or its ``CURRENT`` is invalid or names an environment that cannot be opened.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, isolate: bool = True) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, isolate: bool = True, loader: bool = True
+    ) -> None:
         self.path = Path(path)
         self.isolate = isolate
+        self.loader = loader
         self._child_lock = threading.Lock()
         self._child: subprocess.Popen[bytes] | None = None
         # Guards `_env` for readers and the swap; readers hold it for their whole
@@ -97,9 +117,27 @@ class FeedStore(Closing):
         self._last_report: LoadReport | None = None
         #: Keys of the served environment found corrupt (cleared when a new feed is served).
         self._corrupt_keys: set[bytes] = set()
-        self._corrupt_log = RateLimitedLog(log)
+        #: Failures that would repeat on every read are logged once a minute.
+        self._errors = RateLimitedLog(log)
+        #: A follower's signature of the ``CURRENT`` it last followed (see refresh).
+        self._followed: tuple[int, int, int] | None = None
+        self._lock_fd = -1
         try:
             self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise FeedError(f"cannot open the legacy feed store in {self.path}: {exc}") from exc
+        if loader:
+            self._open_as_loader()
+        else:
+            self.refresh()
+
+    def _open_as_loader(self) -> None:
+        """Take the directory's lock, open the current environment, remove leftovers.
+
+        Raises:
+            FeedError: another loader holds the directory, or it cannot be opened.
+        """
+        try:
             self._lock_fd = os.open(self.path / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise FeedError(f"cannot open the legacy feed store in {self.path}: {exc}") from exc
@@ -107,6 +145,7 @@ class FeedStore(Closing):
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(self._lock_fd)
+            self._lock_fd = -1
             raise FeedError(f"the legacy feed store {self.path} is in use: {exc}") from exc
         try:
             self._recover()
@@ -143,6 +182,64 @@ class FeedStore(Closing):
         if self._snapshot is not None:
             log.info("legacy feed: serving snapshot %s (%d entries)", self._snapshot, self._entries)
 
+    # -- following (loader=False) -----------------------------------------------------
+
+    def refresh(self) -> bool:
+        """A follower: serve the environment ``CURRENT`` names, if it is not the one served.
+
+        Blocking: one ``stat`` of ``CURRENT``; reading it and opening an
+        environment (a millisecond) only when it was replaced. Returns whether
+        the store switched. A loader store never follows (it answers ``False``).
+
+        Raises:
+            FeedError: ``CURRENT`` is invalid or its environment cannot be opened; the
+                store keeps serving what it served and tries again only once
+                ``CURRENT`` is replaced.
+        """
+        if self.loader:
+            return False
+        where = self.path / CURRENT
+        signature: tuple[int, int, int] | None = None
+        try:
+            signature = state_signature(where)
+            if signature == self._followed:
+                return False
+            with self._load_lock:  # one switch at a time
+                if self._closing.is_set():
+                    return False
+                self._followed = signature
+                return self._follow_current()
+        except (FeedError, OSError, lmdb.Error) as exc:
+            with contextlib.suppress(OSError):
+                if state_signature(where) != signature:
+                    # The loader published anew meanwhile (and may have deleted the
+                    # environment this one named): the next refresh follows it.
+                    return False
+            raise FeedError(f"legacy feed {self.path}: cannot follow {where}: {exc}") from exc
+
+    def _follow_current(self) -> bool:
+        """Switch to the environment ``CURRENT`` names, unless it is the one served."""
+        current = read_current(self.path)
+        if current is None or self.path / current[0] == self._env_path:
+            return False
+        name, snapshot = current
+        env = open_published_env(self.path / name)
+        try:
+            entries = env.stat()["entries"]
+        except lmdb.Error:
+            env.close()
+            raise
+        self._serve(env, self.path / name, snapshot, entries)
+        log.info("legacy feed: following snapshot %s (%d entries)", snapshot, entries)
+        return True
+
+    def _follow(self) -> None:
+        """:meth:`refresh` for :meth:`get`: a failure is logged (once a minute), not raised."""
+        try:
+            self.refresh()
+        except FeedError as exc:
+            self._errors.error("follow", "%s; the previous feed keeps serving", exc)
+
     # -- reading ----------------------------------------------------------------------
 
     def get(self, surface: str, user: str) -> FeedEntry | None:
@@ -153,8 +250,11 @@ class FeedStore(Closing):
         so does an entry that fails its checksum, does not decode or has the
         wrong shape, or that LMDB cannot read (counted in
         :meth:`statistics`, logged once a minute per surface), so the
-        router serves that user from the real-time path.
+        router serves that user from the real-time path. A follower first
+        switches to a snapshot newly published in ``CURRENT`` (see :meth:`refresh`).
         """
+        if not self.loader:
+            self._follow()
         try:
             key = f"{surface}\0{user}".encode()
         except UnicodeEncodeError:
@@ -182,7 +282,7 @@ class FeedStore(Closing):
     def _corrupt(self, key: bytes, surface: str, user: str, reason: str) -> None:
         """Count and log (once a minute per surface) an entry that cannot be served."""
         self._corrupt_keys.add(key)
-        self._corrupt_log.error(
+        self._errors.error(
             f"entry:{surface}",
             "legacy feed %s: the entry of user %r on surface %r is corrupt: %s; the real-time "
             "path serves them (run `matchlight verify`)",
@@ -226,9 +326,11 @@ class FeedStore(Closing):
             FeedError: the source has no complete snapshot, cannot be read
                 (the snapshot vanished or changed, an I/O or SQLite error),
                 cannot be sent to the loader process, the disk is full, or
-                the store is closing. Nothing changed: the previous feed keeps
-                serving.
+                the store is closing, or it is a follower. Nothing changed: the
+                previous feed keeps serving.
         """
+        if not self.loader:
+            raise FeedError(f"the legacy feed store {self.path} follows its loader: it cannot load")
         with self._load_lock:
             if self._closing.is_set():
                 raise FeedError("the legacy feed store is closed")
@@ -300,7 +402,7 @@ class FeedStore(Closing):
             self._loads += 1
             if old is not None:
                 old.close()  # no reader is inside it: they hold the lock
-        if old_path is not None:
+        if old_path is not None and self.loader:  # a follower deletes nothing
             shutil.rmtree(old_path, ignore_errors=True)
 
     def _build_isolated(self, source: FeedSource, snapshot_id: str, target: Path) -> Tally:
@@ -392,8 +494,13 @@ async def watch_feed(
     until the source changes again; the previous feed keeps serving. Each
     load's report is logged (INFO; WARNING with the first bad records).
     Cancelling it abandons a load in progress; :meth:`FeedStore.close` then
-    stops that load.
+    stops that load. A follower store needs no watcher: it follows its loader.
+
+    Raises:
+        FeedError: ``store`` is a follower (``loader=False``).
     """
+    if not store.loader:
+        raise FeedError(f"the legacy feed store {store.path} follows its loader: do not watch it")
     failed: str | None = None
 
     async def check() -> None:

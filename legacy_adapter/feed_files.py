@@ -47,6 +47,32 @@ def open_env(path: Path, *, create: bool) -> Any:
     )
 
 
+def open_published_env(path: Path) -> Any:
+    """Open a published snapshot environment to read it only. Raises :class:`lmdb.Error`.
+
+    A published environment is never written again, so it is opened without
+    LMDB's lock file: this creates no file, not even in an environment that
+    the loading process is deleting (the open fails instead).
+    """
+    return lmdb.open(str(path), readonly=True, lock=False, create=False, max_dbs=0, readahead=False)
+
+
+def state_signature(path: Path) -> tuple[int, int, int] | None:
+    """A cheap fingerprint of a state file replaced by :func:`actors.files.write_atomically`:
+    its inode, size and modification time (ns); ``None`` if there is no such file.
+
+    A different signature means the file was replaced. Blocking (one ``stat``).
+
+    Raises:
+        OSError: it cannot be looked at (other than being absent).
+    """
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return found.st_ino, found.st_size, found.st_mtime_ns
+
+
 def decode_entry(key: bytes, raw: bytes) -> FeedEntry:
     """The entry stored as ``raw`` under ``key`` (sealed, or from before checksums).
 

@@ -6,27 +6,38 @@ them). A mode change comes from ``set_migration`` (RPC) or a
 ``[migration.SURFACE]`` table of the surfaces config file and is checked by
 the same rules either way (:func:`check_migration`). The states, and the
 config entries last applied, persist in ``DATA/migration.json``
-(:func:`read_migration_state`, :func:`write_migration_state`).
+(:func:`read_migration_state`, :func:`write_migration_state`), which every
+process serving the data directory shares through :class:`MigrationFile`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import math
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import attrs
 
 from actors.files import read_json_state, write_atomically
 from legacy_adapter.errors import MigrationError
+from legacy_adapter.feed_files import state_signature
 
 MODES: Final = ("legacy", "shadow", "canary", "live")
 DEFAULT_MODE: Final = "legacy"
 STATE_FILE: Final = "migration.json"
+#: Held (an exclusive ``flock``) while a process reads, changes and writes ``STATE_FILE``.
+LOCK_FILE: Final = "migration.lock"
+#: A file modified this recently may be replaced again within the same tick of the
+#: file system's clock, with the same size and a recycled inode: its signature is not
+#: trusted yet (it is read again), as git does with "racily clean" entries.
+RACY_NS: Final = 1_000_000_000
 
 
 @attrs.frozen(kw_only=True)
@@ -60,6 +71,29 @@ class Migration:
             "origin": self.origin,
             "updated": self.updated,
         }
+
+    def changed(self, fields: Mapping[str, Any], origin: str) -> Migration:
+        """This state after a change (the fields :func:`check_migration` returned) made now.
+
+        Fields left out keep their values, except ``percent``, which only a
+        canary keeps (any other mode is 0).
+        """
+        mode = fields["mode"]
+        return attrs.evolve(
+            self,
+            mode=mode,
+            percent=fields.get("percent", self.percent if mode == "canary" else 0.0),
+            reverse_shadow=fields.get("reverse_shadow", self.reverse_shadow),
+            deadline_ms=fields.get("deadline_ms", self.deadline_ms),
+            shadow_share=fields.get("shadow_share", self.shadow_share),
+            origin=origin,
+            updated=time.time(),
+        )
+
+
+#: The surfaces' states and the config entries last applied, by surface.
+States: TypeAlias = dict[str, Migration]
+Applied: TypeAlias = dict[str, dict[str, Any]]
 
 
 def load_migration_config(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
@@ -227,3 +261,71 @@ def write_migration_state(
         "config_applied": config_applied,
     }
     write_atomically(path, json.dumps(data, indent=2, sort_keys=True))
+
+
+class MigrationFile:
+    """``DATA/migration.json`` as one of the processes serving a data directory sees it.
+
+    :attr:`states` and :attr:`config_applied` are what this process last read.
+    :meth:`refresh` reads the file again only when it was replaced (one
+    ``stat`` otherwise), so a change made by another process is seen by the
+    next request here. :meth:`update` reads, changes and writes the file under
+    an exclusive ``flock`` on ``DATA/migration.lock``, so changes made at once
+    by several processes all stand. The constructor reads the file.
+
+    Raises:
+        MigrationError: the file is invalid (see :func:`read_migration_state`).
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / STATE_FILE
+        self.lock_path = data_dir / LOCK_FILE
+        self.states: States = {}
+        self.config_applied: Applied = {}
+        self._signature: tuple[int, int, int] | None = None
+        self._read()
+
+    def refresh(self) -> None:
+        """Read the file again if it was replaced since it was last read. Blocking.
+
+        Raises:
+            MigrationError: it was replaced by an invalid file; the states last read
+                stay, and it is not read again until it is replaced again.
+            OSError: it cannot be looked at.
+        """
+        if state_signature(self.path) != self._signature:
+            self._read()
+
+    @contextlib.contextmanager
+    def update(self) -> Iterator[tuple[States, Applied]]:
+        """Change the states: the block gets them as the file holds them now, changes them in
+        place, and they are written back (atomically) if changed. Blocking.
+
+        The lock is held for the block, which must therefore be short and not
+        wait for anything else. Nothing is written if the block raises.
+
+        Raises:
+            MigrationError: the file is invalid (nothing is written).
+            OSError: the lock cannot be taken or the file cannot be written.
+        """
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd is closed
+            self._read()
+            states = dict(self.states)
+            applied = {surface: dict(entry) for surface, entry in self.config_applied.items()}
+            yield states, applied
+            if (states, applied) != (self.states, self.config_applied):
+                write_migration_state(self.path, states, applied)
+                self._read()
+        finally:
+            os.close(fd)
+
+    def _read(self) -> None:
+        # The signature is taken before the read: if the file is replaced in between,
+        # the next refresh sees a new signature and reads it again.
+        signature = state_signature(self.path)
+        racy = signature is not None and time.time_ns() - signature[2] < RACY_NS
+        self._signature = None if racy else signature
+        loaded = read_migration_state(self.path)
+        self.states, self.config_applied = loaded if loaded is not None else ({}, {})

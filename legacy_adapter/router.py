@@ -23,6 +23,12 @@ is applied at startup when the surface has no state yet or the entry changed
 since it was last applied, so a change made over RPC stays until someone
 edits that surface's config entry.
 
+Several processes may serve one data directory, each with its router: every
+change is made under a lock on the file (none is lost, and a config entry
+applied by one process at startup is not applied again by the others), and
+each request looks whether the file was replaced (one ``stat``), so a change
+made in any process applies to the next request in every process.
+
 Every shadowed or reverse-shadowed request leaves a comparison record, and
 every request on a surface out of ``legacy`` a served record, in a
 :class:`~ranker.DecisionLog` at ``DATA/comparisons``: what ``matchlight
@@ -38,7 +44,7 @@ import random
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Final
@@ -48,16 +54,9 @@ import trio
 from opentelemetry import trace
 
 from actors import RateLimitedLog
-from legacy_adapter.errors import RealtimeUnavailable
+from legacy_adapter.errors import MigrationError, RealtimeUnavailable
 from legacy_adapter.feed import FeedStore
-from legacy_adapter.migration import (
-    STATE_FILE,
-    Migration,
-    canary_bucket,
-    check_migration,
-    read_migration_state,
-    write_migration_state,
-)
+from legacy_adapter.migration import Migration, MigrationFile, canary_bucket, check_migration
 from legacy_adapter.sources import FeedEntry
 from ranker import DecisionLog, RankerActor, RecommendRequest, RequestError
 
@@ -95,8 +94,7 @@ class Router:
         self.feed = feed
         self.data_dir = data_dir
         self.comparisons = comparisons
-        self._states: dict[str, Migration] = {}
-        self._config_applied: dict[str, dict[str, Any]] = {}
+        self._file = MigrationFile(data_dir)
         self._nursery: trio.Nursery | None = None
         self._shadow_slots = trio.Semaphore(MAX_SHADOWS)
         self._aa: OrderedDict[tuple[str, str], tuple[list[str], float, float]] = OrderedDict()
@@ -111,65 +109,73 @@ class Router:
         self._records_lost = 0
         #: Failures that repeat per request (a full disk) are logged once a minute.
         self._log_errors = RateLimitedLog(log)
-        self._load_state()
+        #: Where shadow work goes instead of this process's event loop, if anywhere: a
+        #: node's reader worker hands it to a sibling (see matchlight.server.shadow_offload).
+        #: Called with the request, its id and the feed's answer; False: not taken.
+        self.offload: Callable[[RecommendRequest, str, dict[str, Any]], bool] | None = None
 
     # -- state ----------------------------------------------------------------------
 
     def migration(self, surface: str) -> Migration:
-        return self._states.get(surface) or Migration(surface=surface)
+        """``surface``'s state, as changed last by any process (see :meth:`refresh`)."""
+        self.refresh()
+        return self._file.states.get(surface) or Migration(surface=surface)
 
     def states(self) -> dict[str, dict[str, Any]]:
-        return {name: state.view() for name, state in sorted(self._states.items())}
+        """Every surface's state (as changed last by any process), by surface."""
+        self.refresh()
+        return {name: state.view() for name, state in sorted(self._file.states.items())}
+
+    def refresh(self) -> None:
+        """Take up the states another process changed (cheap when none did: one ``stat``).
+
+        Never raises: if the file was replaced by one that cannot be read, the
+        states last read keep serving, and the failure is logged once a minute.
+        """
+        try:
+            self._file.refresh()
+        except (MigrationError, OSError) as exc:
+            self._log_errors.error(
+                "migration", "the migration states last read keep serving", exc=exc
+            )
 
     def set_migration(self, surface: str, raw: Mapping[str, Any], origin: str = "rpc") -> Migration:
-        """Change a surface's mode (validated), persist it, and return the new state.
+        """Change a surface's mode (validated), persist it, and return the new state. Blocking
+        (briefly: the file's lock, one write).
 
         Raises:
-            MigrationError: a field is wrong (nothing changes).
+            MigrationError: a field is wrong, or the state file is invalid (nothing changes).
+            OSError: the state file cannot be locked or written (nothing changes).
         """
         fields = check_migration(surface, raw, "set_migration" if origin == "rpc" else surface)
-        old = self.migration(surface)
-        percent = fields.get("percent", old.percent if fields["mode"] == "canary" else 0.0)
-        new = attrs.evolve(
-            old,
-            mode=fields["mode"],
-            percent=percent,
-            reverse_shadow=fields.get("reverse_shadow", old.reverse_shadow),
-            deadline_ms=fields.get("deadline_ms", old.deadline_ms),
-            shadow_share=fields.get("shadow_share", old.shadow_share),
-            origin=origin,
-            updated=time.time(),
-        )
-        self._states[surface] = new
-        self._save_state()
+        with self._file.update() as (states, _):
+            new = (states.get(surface) or Migration(surface=surface)).changed(fields, origin)
+            states[surface] = new
         log.info("surface %s: migration %s", surface, new.view())
         return new
 
     def apply_config(self, entries: Mapping[str, Mapping[str, Any]]) -> None:
         """Apply the config file's ``[migration.SURFACE]`` entries (see the module docstring).
 
+        Checked and applied under the state file's lock, so processes starting at
+        once with the same config apply each entry once.
+
         Raises:
-            MigrationError: an entry is invalid.
+            MigrationError: an entry is invalid, or the state file is (nothing changes).
+            OSError: the state file cannot be locked or written (nothing changes).
         """
-        for surface, entry in entries.items():
-            check_migration(surface, entry, f"migration.{surface}")
-        for surface, entry in entries.items():
-            entry = dict(entry)
-            if surface in self._states and self._config_applied.get(surface) == entry:
-                continue  # applied before: a later RPC change, if any, stands
-            self._config_applied[surface] = entry
-            self.set_migration(surface, entry, origin="config")
-
-    def _state_path(self) -> Path:
-        return self.data_dir / STATE_FILE
-
-    def _load_state(self) -> None:
-        loaded = read_migration_state(self._state_path())
-        if loaded is not None:
-            self._states, self._config_applied = loaded
-
-    def _save_state(self) -> None:
-        write_migration_state(self._state_path(), self._states, self._config_applied)
+        checked = {
+            surface: check_migration(surface, entry, f"migration.{surface}")
+            for surface, entry in entries.items()
+        }
+        with self._file.update() as (states, applied):
+            for surface, entry in entries.items():
+                if surface in states and applied.get(surface) == dict(entry):
+                    continue  # applied before: a later RPC change, if any, stands
+                applied[surface] = dict(entry)
+                old = states.get(surface) or Migration(surface=surface)
+                states[surface] = old.changed(checked[surface], "config")
+                log.info("surface %s: migration %s", surface, states[surface].view())
 
     # -- serving --------------------------------------------------------------------
 
@@ -311,6 +317,25 @@ class Router:
         self, request: RecommendRequest, entry: FeedEntry, state: Migration, request_id: str
     ) -> None:
         """Start the real-time answer off the request path (skipped when too many run)."""
+        legacy = _feed_path(entry)
+        if self.offload is not None and self.offload(request, request_id, legacy):
+            self._shadows += 1
+            return
+        self.shadow_here(request, request_id, legacy, state)
+
+    def shadow_here(
+        self,
+        request: RecommendRequest,
+        request_id: str,
+        legacy: dict[str, Any],
+        state: Migration | None = None,
+        *,
+        count: bool = True,
+    ) -> None:
+        """Compute the real-time answer to ``request`` in this process, off the request path,
+        and record its comparison with ``legacy`` (skipped when too many run). ``state``:
+        the surface's migration state (its current one by default); ``count``: false for
+        work a sibling handed over (it counted the request as shadowed)."""
         if self._nursery is None:
             return
         try:
@@ -318,8 +343,9 @@ class Router:
         except trio.WouldBlock:
             self._shadows_skipped += 1
             return
-        self._shadows += 1
-        legacy = _feed_path(entry)
+        self._shadows += count
+        if state is None:
+            state = self.migration(request.surface)
         self._nursery.start_soon(self._run_shadow, request, state, request_id, legacy)
 
     async def _run_shadow(

@@ -45,7 +45,11 @@ class DecisionStatistics:
 
 
 class DecisionLog(Closing):
-    """Decision records in an LMDB environment at ``path`` (created if missing)."""
+    """Decision records in an LMDB environment at ``path`` (created if missing).
+
+    Several processes may write one log at once (the reader workers of a node):
+    each write numbers its records after the last one stored, whoever wrote it.
+    ``statistics()`` counts this process's writes, and the log's size as last seen."""
 
     def __init__(
         self,
@@ -91,11 +95,17 @@ class DecisionLog(Closing):
                 raise RankerError(f"cannot write to {self.path}: {reason}") from exc
 
     def _write(self, records: Sequence[Mapping[str, Any]]) -> None:
-        seq, kept, trimmed = self._last, self._kept, 0
-        with self._env.begin(write=True, db=self._db) as txn:
+        # Several processes (a node's reader workers) may append to one log: LMDB lets one
+        # write transaction in at a time, so the last seq and the count are read inside it.
+        trimmed = 0
+        with self._begin(write=True) as txn:
+            cursor = txn.cursor()
+            seq = _SEQ.unpack(cursor.key())[0] if cursor.last() else 0
+            kept = txn.stat(self._db)["entries"]
             for record in records:
                 seq += 1
-                txn.put(_SEQ.pack(seq), msgpack.packb({**record, "seq": seq}), append=True)
+                if not txn.put(_SEQ.pack(seq), msgpack.packb({**record, "seq": seq}), append=True):
+                    raise lmdb.Error(f"record {seq} was not stored (key out of order)")
             kept += len(records)
             if kept > self.retention:
                 cursor = txn.cursor()
@@ -111,8 +121,16 @@ class DecisionLog(Closing):
         """Records with ``seq`` above ``after``, oldest first, at most ``limit``."""
         return list(self._iter(after, limit))
 
+    def _begin(self, *, write: bool = False) -> lmdb.Transaction:
+        try:
+            return self._env.begin(write=write, db=self._db, buffers=False)
+        except lmdb.MapResizedError:
+            # Another process grew the map: take its size (no transaction is open here).
+            self._env.set_mapsize(0)
+            return self._env.begin(write=write, db=self._db, buffers=False)
+
     def _iter(self, after: int, limit: int) -> Iterator[dict[str, Any]]:
-        with self._env.begin(db=self._db, buffers=False) as txn:
+        with self._begin() as txn:
             cursor = txn.cursor()
             if not cursor.set_range(_SEQ.pack(after + 1)):
                 return
@@ -122,6 +140,14 @@ class DecisionLog(Closing):
                 yield msgpack.unpackb(value, raw=False)
 
     def statistics(self) -> DecisionStatistics:
+        """This process's writes and trims; the log's records and last seq as stored now."""
+        try:
+            with self._begin() as txn:
+                cursor = txn.cursor()
+                self._last = _SEQ.unpack(cursor.key())[0] if cursor.last() else 0
+                self._kept = txn.stat(self._db)["entries"]
+        except lmdb.Error:
+            pass  # the figures as last seen
         return DecisionStatistics(
             written=self._written, kept=self._kept, trimmed=self._trimmed, last_seq=self._last
         )

@@ -3,7 +3,8 @@ and the client processes that send them.
 
 The functions here run in client processes (``multiprocessing`` spawn context)
 and talk to the server over their own connections: :func:`ingest_client`
-keeps :data:`DEPTH` ``ingest`` calls of Zipf-distributed events in flight,
+keeps :data:`DEPTH` ``ingest`` calls of Zipf-distributed events in flight, or,
+given a rate, sends one call at a time on a steady schedule (:func:`paced`);
 :func:`recommend_client` calls ``recommend`` in a closed loop and times every call.
 """
 
@@ -13,7 +14,7 @@ import itertools
 import random
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 from matchlight.bench.harness import IngestConnection, pack_ingest, zipf_cum
@@ -91,6 +92,25 @@ class Events:
         return itertools.chain(ready, (self.next(size) for size in sizes))
 
 
+def paced(calls: Iterator[bytes], interval: float, stop: Callable[[], bool]) -> Iterator[bytes]:
+    """``calls``, the n-th no sooner than ``n * interval`` seconds after the first, until
+    ``stop()``.
+
+    The schedule is fixed from the start: a call that comes late (the previous
+    answer took longer than ``interval``) is sent at once and the ones after it
+    keep their times, so the rate does not drift below the target while the
+    server keeps up.
+    """
+    t0 = time.perf_counter()
+    for n, call in enumerate(calls):
+        wait = t0 + n * interval - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
+        if stop():
+            return
+        yield call
+
+
 def ingest_client(
     port: int,
     tag: str,
@@ -101,18 +121,22 @@ def ingest_client(
     stop: Any,
     results: Any,
 ) -> None:
-    """A client process: ingest ``quota`` events (or until ``stop``), ``DEPTH`` calls in flight.
+    """A client process: ingest ``quota`` events (or until ``stop``), ``DEPTH`` calls in flight;
+    with ``config["rate"]`` (events/s), one call in flight, paced to that rate (:func:`paced`).
 
     Puts ``("ready", tag)`` once its first ``prepared`` calls are encoded, then
     ``(tag, seconds, accepted, calls, sorted user numbers)`` when done.
     """
     source = Events(tag, config["users"], config["items"], config["batch"], config["seed"])
     calls = source.calls(quota, prepared)
+    rate = config.get("rate")
     connection = IngestConnection(HOST, port)
     results.put(("ready", tag))
     start.wait()
     t0 = time.perf_counter()
-    accepted, acked = connection.pipeline(calls, DEPTH, stop.is_set)
+    if rate:
+        calls = paced(calls, config["batch"] / rate, stop.is_set)
+    accepted, acked = connection.pipeline(calls, 1 if rate else DEPTH, stop.is_set)
     seconds = time.perf_counter() - t0
     connection.close()
     results.put((tag, seconds, accepted, acked, sorted(source.seen_users)))

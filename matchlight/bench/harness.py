@@ -65,6 +65,22 @@ def matchlight_command(
     return [sys.executable, "-m", "matchlight.cli", *level, *form, *args]
 
 
+def children_of(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (Linux: read from ``/proc``)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            children.append(int(entry.name))
+    return children
+
+
 class RunningServer:
     """One ``matchlight serve`` process that printed its ``listening`` line.
 
@@ -113,7 +129,12 @@ class RunningServer:
         return code
 
     def kill(self, timeout: float = STOP_TIMEOUT_S) -> int:
-        """SIGKILL the process and wait for it to be gone; its exit code."""
+        """SIGKILL the process and its workers (``--workers N``) at once, and wait for the
+        process to be gone; its exit code."""
+        workers = children_of(self.proc.pid) if self.proc.poll() is None else []
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         return self.stop(signal.SIGKILL, timeout)
 
     def _close_stdout(self) -> None:

@@ -34,6 +34,7 @@ import msgpack
 from matchlight.bench.harness import IngestConnection, pack_ingest, start_server, zipf_cum
 from matchlight.cli.argtypes import positive_int
 from matchlight.client import Client
+from matchlight.server.node import default_workers
 
 EVENT_TYPES = ("view", "view", "view", "click", "like", "save", "dismiss", "hire")
 #: Zipf exponent of user activity and item popularity.
@@ -56,6 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=positive_int,
         default=2,
         help="ingest calls each client keeps in flight",
+    )
+    parser.add_argument(
+        "--workers",
+        default=f"1,{default_workers()}",
+        help="comma-separated `serve --workers` counts: each gets a fresh server",
     )
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
 
@@ -139,6 +145,11 @@ def run_ingest(
         done = [results.get(timeout=600) for _ in procs]
         wall = time.perf_counter() - t0
         after = admin.call("stats")
+        # How long the first read after the burst waits for the projections to catch up
+        # (reader workers apply the log after the writer acknowledged it).
+        t1 = time.perf_counter()
+        admin.call("search", {"filter": {"range": ["price", None, None]}, "limit": 1})
+        caught_up = time.perf_counter() - t1
     for p in procs:
         p.join()
     accepted = sum(a for _, _, a in done)
@@ -154,6 +165,7 @@ def run_ingest(
         "events_per_commit": round(committed / commits, 1) if commits else 0,
         "batches_per_commit": round(batches / commits, 2) if commits else 0,
         "log_seq_delta": after["log_seq"] - before["log_seq"],
+        "first_read_s": round(caught_up, 3),
     }
 
 
@@ -217,13 +229,17 @@ def peer_sqlite(tmp: Path, n: int = 50_000, batch: int = 1000) -> float:
 def main(args: argparse.Namespace) -> int:
     """Run every client count against one server, then the peers; print the table."""
     clients = [int(c) for c in args.clients.split(",")]
+    rows = []
     with tempfile.TemporaryDirectory(prefix="matchlight-bench-") as tmp:
-        server = start_server(Path(tmp) / "data", log_level="WARNING")
-        try:
-            _load_catalogue(server.port, args.items)
-            rows = _runs(server.port, clients, args)
-        finally:
-            server.stop()
+        for workers in (int(w) for w in args.workers.split(",")):
+            print(f"  --workers {workers}", file=sys.stderr, flush=True)
+            data = Path(tmp) / f"data-{workers}"
+            server = start_server(data, "--workers", str(workers), log_level="WARNING")
+            try:
+                _load_catalogue(server.port, args.items)
+                rows += [{"workers": workers, **row} for row in _runs(server.port, clients, args)]
+            finally:
+                server.stop()
         print("  peers: LMDB commit per event, SQLite batches", file=sys.stderr, flush=True)
         peers = {
             "lmdb_commit_per_event": round(peer_lmdb_commit_per_event(Path(tmp))),
@@ -290,13 +306,14 @@ def print_report(
         f"{os.cpu_count()} cores"
     )
     print(
-        f"{'clients':>8} {'events/s':>10} {'seconds':>8} {'commits':>8} {'events/commit':>14} "
-        f"{'calls/commit':>13}"
+        f"{'workers':>8} {'clients':>8} {'events/s':>10} {'seconds':>8} {'commits':>8} "
+        f"{'events/commit':>14} {'calls/commit':>13} {'first read, s':>14}"
     )
     for r in rows:
         print(
-            f"{r['clients']:>8} {r['events_per_s']:>10,} {r['seconds']:>8} {r['commits']:>8} "
-            f"{r['events_per_commit']:>14} {r['batches_per_commit']:>13}"
+            f"{r['workers']:>8} {r['clients']:>8} {r['events_per_s']:>10,} {r['seconds']:>8} "
+            f"{r['commits']:>8} {r['events_per_commit']:>14} {r['batches_per_commit']:>13} "
+            f"{r['first_read_s']:>14}"
         )
     best = max(r["events_per_s"] for r in rows)
     print("\nstorage-only peers on the same disk, same run (no validation, no actors, no RPC):")

@@ -69,10 +69,10 @@ from matchlight.bench.soak_server import (
     SoakServer,
     Trainer,
     free_port,
-    rss,
 )
 from matchlight.cli.argtypes import positive_float, positive_int
 from matchlight.client import Client, RpcError
+from matchlight.server.worker_figures import memory
 
 CALL_TIMEOUT_S: Final = 60.0
 RSS_EVERY_S: Final = 2.0
@@ -403,7 +403,7 @@ class _Driver:
     def sample(self) -> dict[str, float]:
         """The current server's RSS now (empty if it is gone), also kept as a sample."""
         life = self.server.current
-        now = rss(life.pid)
+        now = memory(life.pid)
         if now:
             self.last = dict(now)
             self.samples.append(

@@ -174,20 +174,6 @@ def _wait_healthy(port: int, deadline: float) -> None:
     raise ServerFailed(f"the server listens but did not answer health: {last!r}")
 
 
-def rss(pid: int) -> dict[str, float]:
-    """``VmRSS``, ``RssAnon`` and ``RssFile`` of process ``pid`` in MiB (empty if it is gone)."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return {}
-    out = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "RssAnon", "RssFile"):
-            out[key] = round(int(value.split()[0]) / 1024.0, 1)
-    return out
-
-
 # -- training -----------------------------------------------------------------------------------
 
 

@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     from matchlight.server import logs
 
     args = build_parser().parse_args(argv)
+    #: The command line as given: `serve --workers N` starts its workers with it.
+    args.argv = sys.argv[1:] if argv is None else list(argv)
     try:
         logs.configure(args.log_level, args.log_format)
     except ValueError as exc:

@@ -41,9 +41,11 @@ END_TO_END: Final = Bench(
     module="e2e",
     help="run benchmarks",
     description="Without BENCH: the end-to-end benchmark over RPC from separate client "
-    "processes (durable ingest, recommend latency alone and under concurrent ingest, "
-    "event-to-visible freshness, restart with 1M events, memory per 100k items; about "
-    "2-3 minutes). Sub-benchmarks: `ingest` loads a real server from client processes; "
+    "processes against `matchlight serve --workers N`, each figure next to its target "
+    "(durable ingest from 4 clients, recommend latency alone and beside one ingest client "
+    "paced at 5,000 events/s, event-to-visible freshness read on another worker than the "
+    "one that took the ingest, restart with 1M events, memory per 100k items and per "
+    "worker; about 3 minutes). Sub-benchmarks: `ingest` loads a real server from client processes; "
     "`index` times in-process retrieval against SQLite, Tantivy and PostgreSQL, and the "
     "item index's rebuild; `recommend` times in-process recommend over 100k items; "
     "`soak` runs mixed load for 10 minutes with kill -9 every minute and checks that "

@@ -10,6 +10,7 @@ directory) with one line and exit status 1. Only bugs print a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,11 +22,12 @@ from actors.system import DEFAULT_MAX_NUMERIC_FIELDS
 from matchlight.address import Address, parse_listen
 from matchlight.cli.argtypes import non_negative_float, positive_float, positive_int
 from matchlight.cli.command import Subparsers, add_command, fail
+from matchlight.server.node import default_workers
 
 if TYPE_CHECKING:
     import ssl
 
-    from matchlight.server.app import ServeConfig
+    from matchlight.server.config import ServeConfig
     from matchlight.server.telemetry import Telemetry
 
 
@@ -45,6 +47,18 @@ def register(sub: Subparsers) -> None:
         metavar="HOST:PORT|unix:PATH",
         help="where to listen (port 0 picks a free port)",
     )
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=default_workers(),
+        metavar="N",
+        help="processes on this node: N > 1 runs one writer (owns the event log) and N-1 "
+        "readers (answer every request from projections that follow the log) under a "
+        "supervisor that restarts them; 1 serves everything in one process. The default is "
+        "one reader per core plus the writer, at least 3",
+    )
+    # Set by the supervisor for each worker it starts (see matchlight.server.workers).
+    parser.add_argument("--worker-spec", help=argparse.SUPPRESS)
     _actor_arguments(parser)
     _connection_arguments(parser)
     _ranking_arguments(parser)
@@ -200,6 +214,8 @@ def run(args: argparse.Namespace) -> int:
         error = operator_error(exc)
         if error is None:
             raise  # a bug: keep its traceback
+        if config.worker is not None and config.worker.say_failed(reason(error)):
+            return 1  # its supervisor says why, once for every worker that failed alike
         return fail("serve", reason(error))
     finally:
         config.telemetry.shutdown()  # flush what is still batched
@@ -212,11 +228,15 @@ class _Refused(Exception):
 
 def _from_flags(args: argparse.Namespace) -> ServeConfig:
     """What the flags say by themselves; the files they name are read by :func:`_load`."""
-    from matchlight.server.app import ServeConfig
+    from matchlight.server.config import ServeConfig
     from matchlight.server.rpc import Limits
+    from matchlight.server.worker_roles import WorkerRole
 
     return ServeConfig(
         data=Path(args.data),
+        workers=args.workers,
+        worker=None if args.worker_spec is None else WorkerRole(**json.loads(args.worker_spec)),
+        argv=tuple(args.argv),
         listen=args.listen,
         drain_s=args.drain,
         feed_poll_s=args.feed_poll,

@@ -2,7 +2,8 @@
 
 ``matchlight --log-format json ...`` writes records like
 ``{"ts": "2026-11-28T21:47:00.123Z", "level": "INFO", "logger": "matchlight.server.app",
-"message": "...", "trace_id": "..."}``; an exception adds ``"exc"``. The trace
+"message": "...", "trace_id": "..."}``; an exception adds ``"exc"``, and a worker process of
+``serve --workers N`` adds ``"worker"`` (its name; text lines show it as ``[reader-1]``). The trace
 and span ids of the current OpenTelemetry span, when there is one, let a log
 line be found from its trace.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from typing import Final
@@ -19,6 +21,12 @@ from opentelemetry import trace
 
 FORMATS: Final = ("text", "json")
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: Set by the supervisor of ``serve --workers N`` in each worker's environment: its name.
+WORKER_VARIABLE: Final = "MATCHLIGHT_WORKER"
+
+
+def _worker() -> str | None:
+    return os.environ.get(WORKER_VARIABLE) or None
 
 
 class JsonFormatter(logging.Formatter):
@@ -32,6 +40,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        worker = _worker()
+        if worker is not None:
+            out["worker"] = worker
         context = trace.get_current_span().get_span_context()
         if context.is_valid:
             out["trace_id"] = f"{context.trace_id:032x}"
@@ -50,7 +61,11 @@ def configure(level: str, fmt: str = "text") -> None:
     if fmt not in FORMATS:
         raise ValueError(f"unknown log format {fmt!r} (text or json)")
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    worker = _worker()
+    text = (
+        TEXT_FORMAT if worker is None else TEXT_FORMAT.replace("%(name)s", f"[{worker}] %(name)s")
+    )
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(text))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

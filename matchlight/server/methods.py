@@ -11,13 +11,14 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from actors import ActorSystem, FieldLimitError, ItemState, UserState, item, user
+from actors import ActorSystem, ItemState, UserState, item, user
 from index import QueryError
 from legacy_adapter import MigrationError, RealtimeUnavailable, Router
 from matchlight.errors import BadRequest, NotFound, Unavailable
 from matchlight.server import statistics, validation
 from matchlight.server.rpc import Handler, RpcCounters
 from matchlight.server.telemetry import NOOP, Telemetry
+from matchlight.server.write_methods import WriteMethods
 from ranker import RankerActor, RequestError
 
 
@@ -60,13 +61,16 @@ class Methods:
         *,
         router: Router | None = None,
         rpc: RpcCounters,
+        writes: Mapping[str, Handler] | None = None,
         telemetry: Telemetry = NOOP,
         version: str,
         started: float,
     ) -> None:
         """``rpc``: what the RPC server serving these methods counts (for ``stats``);
-        ``started``: when the server started (``time.monotonic()``)."""
+        ``writes``: the write methods (by default through ``system``; a reader worker's
+        go to the writer worker); ``started``: when the server started (``time.monotonic()``)."""
         self.system = system
+        self.writes = writes
         self.ranker = ranker
         #: Serves recommend by each surface's migration mode, when there is one.
         self.router = router
@@ -78,9 +82,7 @@ class Methods:
     def table(self) -> Mapping[str, Handler]:
         return {
             "health": self.health,
-            "ingest": self.ingest,
-            "upsert_items": self.upsert_items,
-            "remove_items": self.remove_items,
+            **self._write_methods(),
             "get_item": self.get_item,
             "get_user": self.get_user,
             "search": self.search,
@@ -89,42 +91,21 @@ class Methods:
             "stats": self.stats,
         }
 
+    def _write_methods(self) -> Mapping[str, Handler]:
+        if self.writes is not None:
+            return self.writes
+        return WriteMethods(
+            self.system, clock_skew_s=self.system.config.clock_skew_s, telemetry=self.telemetry
+        ).table()
+
     async def health(self, params: Any) -> dict[str, Any]:
         validation.params_map(params)
         return {"status": "ok", "version": self.version}
 
-    async def ingest(self, params: Any) -> dict[str, Any]:
-        commands = validation.events(
-            validation.params_map(params),
-            now=time.time(),
-            clock_skew_s=self.system.config.clock_skew_s,
-        )
-        started = time.perf_counter()
-        try:
-            result = await self.system.ingest(commands)
-        except FieldLimitError as exc:
-            raise BadRequest(str(exc)) from None
-        # Accepted → durable, applied and indexed: what a client waits for visibility.
-        self.telemetry.visible_lag.record((time.perf_counter() - started) * 1000)
-        self.telemetry.events_ingested.add(result.accepted)
-        return {"accepted": result.accepted, "duplicates": result.duplicates, "seq": result.seq}
-
-    async def upsert_items(self, params: Any) -> dict[str, Any]:
-        commands = validation.items(validation.params_map(params), now=time.time())
-        try:
-            result = await self.system.upsert_items(commands)
-        except FieldLimitError as exc:
-            raise BadRequest(str(exc)) from None
-        return {"accepted": result.accepted, "seq": result.seq}
-
-    async def remove_items(self, params: Any) -> dict[str, Any]:
-        commands = validation.removals(validation.params_map(params), now=time.time())
-        result = await self.system.remove_items(commands)
-        return {"removed": result.accepted, "seq": result.seq}
-
     async def get_item(self, params: Any) -> dict[str, Any]:
         p = validation.params_map(params)
         item_id = validation.ident(validation.require(p, "id"), "id")
+        await self.system.catch_up()
         state = await self.system.get_item(item_id)
         if not state.exists and not state.counters:
             raise NotFound(f"no item {item_id!r}")
@@ -133,6 +114,7 @@ class Methods:
     async def get_user(self, params: Any) -> dict[str, Any]:
         p = validation.params_map(params)
         user_id = validation.ident(validation.require(p, "id"), "id")
+        await self.system.catch_up()
         state = await self.system.get_user(user_id)
         if state.seq == 0:
             raise NotFound(f"no events for user {user_id!r}")
@@ -140,6 +122,7 @@ class Methods:
 
     async def search(self, params: Any) -> dict[str, Any]:
         query, limit, sort = validation.search(validation.params_map(params))
+        await self.system.catch_up()
         try:
             result = self.system.search(query, limit=limit, sort=sort)
         except QueryError as exc:  # an unknown field
@@ -148,6 +131,7 @@ class Methods:
 
     async def recommend(self, params: Any) -> dict[str, Any]:
         request = validation.recommend(validation.params_map(params))
+        await self.system.catch_up()
         try:
             if self.router is not None:
                 return await self.router.recommend(request)

@@ -192,6 +192,11 @@ class RpcServer:
         self._idle = trio.Event()
         self._idle.set()
 
+    @property
+    def counters(self) -> RpcCounters:
+        """What this server counts (live)."""
+        return self._counters
+
     def start_draining(self) -> None:
         """Refuse new requests with ``unavailable``; in-flight ones finish."""
         self._draining = True

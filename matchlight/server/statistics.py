@@ -119,6 +119,11 @@ SECTIONS: Final = (
 )
 
 
+def source_names() -> list[str]:
+    """The sources :func:`flatten` reads, in order."""
+    return [section.source for section in SECTIONS]
+
+
 def flatten(values: Mapping[str, object | None]) -> dict[str, Any]:
     """The ``stats`` map from each source's statistics value (``None``: the source is absent).
 

@@ -75,6 +75,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.util.types import AttributeValue
 
 from matchlight import __version__
+from matchlight.server.logs import WORKER_VARIABLE
 
 __all__ = [
     "ERROR_CODE_ATTRIBUTE",
@@ -392,13 +393,16 @@ def configure(
 
 
 def _resource(env: Mapping[str, str]) -> Resource:
-    """``service.name`` from ``OTEL_SERVICE_NAME`` (default ``matchlight``), and the version."""
-    return Resource.create(
-        {
-            "service.name": env.get("OTEL_SERVICE_NAME") or "matchlight",
-            "service.version": __version__,
-        }
-    )
+    """``service.name`` from ``OTEL_SERVICE_NAME`` (default ``matchlight``), the version, and
+    in a worker process of ``serve --workers N`` which worker (``matchlight.worker``)."""
+    attributes = {
+        "service.name": env.get("OTEL_SERVICE_NAME") or "matchlight",
+        "service.version": __version__,
+    }
+    worker = env.get(WORKER_VARIABLE)
+    if worker:
+        attributes["matchlight.worker"] = worker
+    return Resource.create(attributes)
 
 
 def _span_processors(exporters: frozenset[str], extra: SpanExporter | None) -> list[SpanProcessor]:

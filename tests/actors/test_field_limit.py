@@ -3,12 +3,17 @@
 Every item ``numbers`` name and every event type is a numeric field of the index;
 ``SystemConfig.max_numeric_fields`` bounds how many distinct ones exist at once,
 counting writes still in flight, so no request can add an unbounded number of them.
+A node's writer worker (:mod:`actors.write_path`) counts them as the single process's
+index does: every test runs against both.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import AsyncIterator, Callable, Set
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
+import attrs
 import pytest
 import trio
 
@@ -22,6 +27,8 @@ from actors import (
     open_actor_system,
 )
 from actors.item_index import COUNTER_FIELDS
+from actors.system import ActorSystem
+from actors.write_path import WritePath, open_write_path
 
 STANDARD = len(COUNTER_FIELDS)
 _ids = itertools.count()
@@ -39,8 +46,44 @@ def config(extra: int) -> SystemConfig:
     return SystemConfig(max_numeric_fields=STANDARD + extra)
 
 
-async def test_new_fields_fit_up_to_the_limit_and_the_next_is_refused_by_path() -> None:
-    async with open_actor_system(MemoryEventStore(), config(3)) as system:
+@attrs.frozen
+class Node:
+    """A write path under test, and what it counts as the catalogue's numeric fields."""
+
+    writes: ActorSystem | WritePath
+
+    def fields(self) -> Set[str]:
+        if isinstance(self.writes, WritePath):
+            return self.writes.catalogue.fields
+        return self.writes.index.numeric_field_names()
+
+    async def exists(self, item_id: str) -> bool:
+        if isinstance(self.writes, WritePath):
+            return item_id in self.writes.catalogue.items
+        return (await self.writes.get_item(item_id)).exists
+
+
+OpenNode = Callable[[SystemConfig], AbstractAsyncContextManager[Node]]
+
+
+@pytest.fixture(params=["one process", "writer worker"])
+def open_node(request: pytest.FixtureRequest) -> OpenNode:
+    """The single process's actor system, or a node's writer: both count fields alike."""
+
+    @asynccontextmanager
+    async def open_(cfg: SystemConfig) -> AsyncIterator[Node]:
+        opener = open_actor_system if request.param == "one process" else open_write_path
+        async with opener(MemoryEventStore(), cfg) as writes:
+            yield Node(writes)
+
+    return open_
+
+
+async def test_new_fields_fit_up_to_the_limit_and_the_next_is_refused_by_path(
+    open_node: OpenNode,
+) -> None:
+    async with open_node(config(3)) as node:
+        system = node.writes
         await system.upsert_items([upsert("a", price=1.0, rating=4.0)])
         await system.ingest([event("share")])  # a new event type is a counter field
 
@@ -50,8 +93,8 @@ async def test_new_fields_fit_up_to_the_limit_and_the_next_is_refused_by_path() 
         message = str(caught.value)
         assert message.startswith("items[1].numbers.size: 'size' would be a new numeric field")
         assert f"has {STANDARD + 3} of the {STANDARD + 3} allowed" in message
-        assert (await system.get_item("b")).exists is False  # nothing of the batch was written
-        assert sorted(system.index.numeric_field_names() - set(COUNTER_FIELDS)) == [
+        assert await node.exists("b") is False  # nothing of the batch was written
+        assert sorted(node.fields() - set(COUNTER_FIELDS)) == [
             "price",
             "rating",
             "share",
@@ -61,8 +104,11 @@ async def test_new_fields_fit_up_to_the_limit_and_the_next_is_refused_by_path() 
         await system.ingest([event("share", "b")])
 
 
-async def test_a_new_event_type_beyond_the_limit_is_refused_at_its_path() -> None:
-    async with open_actor_system(MemoryEventStore(), config(1)) as system:
+async def test_a_new_event_type_beyond_the_limit_is_refused_at_its_path(
+    open_node: OpenNode,
+) -> None:
+    async with open_node(config(1)) as node:
+        system = node.writes
         await system.upsert_items([upsert("a")])
         await system.ingest([event("like"), event("share")])
 
@@ -70,8 +116,9 @@ async def test_a_new_event_type_beyond_the_limit_is_refused_at_its_path() -> Non
             await system.ingest([event("like"), event("share"), event("tip")])
 
 
-async def test_a_field_no_item_has_any_more_frees_its_place() -> None:
-    async with open_actor_system(MemoryEventStore(), config(1)) as system:
+async def test_a_field_no_item_has_any_more_frees_its_place(open_node: OpenNode) -> None:
+    async with open_node(config(1)) as node:
+        system = node.writes
         await system.upsert_items([upsert("a", price=1.0)])
         with pytest.raises(FieldLimitError):
             await system.upsert_items([upsert("a", weight=1.0)])
@@ -79,11 +126,12 @@ async def test_a_field_no_item_has_any_more_frees_its_place() -> None:
         await system.remove_items([RemoveItem(event_id="rm", item="a", ts=3.0)])
         await system.upsert_items([upsert("a", weight=1.0)])
 
-        assert "weight" in system.index.numeric_field_names()
+        assert "weight" in node.fields()
 
 
-async def test_concurrent_writes_cannot_overshoot_the_limit() -> None:
-    async with open_actor_system(MemoryEventStore(), config(2)) as system:
+async def test_concurrent_writes_cannot_overshoot_the_limit(open_node: OpenNode) -> None:
+    async with open_node(config(2)) as node:
+        system = node.writes
         await system.upsert_items([upsert("a")])
         outcomes: list[str] = []
 
@@ -99,4 +147,4 @@ async def test_concurrent_writes_cannot_overshoot_the_limit() -> None:
             nursery.start_soon(write, "c", "y1", "y2")
 
         assert sorted(outcomes) == ["ok", "refused"]
-        assert len(system.index.numeric_field_names()) == STANDARD + 2
+        assert len(node.fields()) == STANDARD + 2

@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
@@ -61,9 +62,9 @@ class ServerProcess:
     """One data directory served by successive ``matchlight serve`` processes.
 
     ``start``/``restart`` launch a process (on a fresh port unless ``listen``
-    names a fixed address); ``kill9`` and ``terminate`` end it. ``close`` (run
-    at teardown) kills whatever still runs and closes every client made by
-    :meth:`client`.
+    names a fixed address; ``--workers 1`` unless ``args`` say otherwise);
+    ``kill9`` and ``terminate`` end it. ``close`` (run at teardown) kills
+    whatever still runs and closes every client made by :meth:`client`.
     """
 
     def __init__(
@@ -75,7 +76,12 @@ class ServerProcess:
         self.runs = 0
         self._listen = listen
         self._logs = logs
-        self._args = args
+        # The contract suites run one process unless MATCHLIGHT_TEST_WORKERS says otherwise
+        # (`MATCHLIGHT_TEST_WORKERS=3 make test` runs them against a writer and two readers);
+        # a test of one process's limits, counters or signals, or of the node as worker
+        # processes, says --workers itself.
+        workers = os.environ.get("MATCHLIGHT_TEST_WORKERS", "1")
+        self._args = args if "--workers" in args else ("--workers", workers, *args)
         self._clients: list[Client] = []
         self._server: RunningServer | None = None
         self._stdout_rest = b""
@@ -249,7 +255,8 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
     """One server for a whole module, for tests that only need it to keep serving."""
     start, started = _factory(tmp_path_factory.mktemp("shared-server"))
     try:
-        yield start()
+        # One process: tests SIGSTOP it and read its connection counters.
+        yield start("--workers", "1")
     finally:
         for server in started:
             server.close()
@@ -295,3 +302,75 @@ def new_event(item: str, type_: str = "like") -> dict[str, Any]:
         "item": item,
         "ts": 1.7e9 + n,
     }
+
+
+# -- a node run as worker processes (``serve --workers N``) ------------------------------------
+
+POLL_S = 0.05
+
+
+def wait_for(what: str, condition: Callable[[], bool], timeout: float = START_TIMEOUT_S) -> float:
+    """Poll ``condition`` until it holds; the seconds that took. Fails saying ``what`` did not
+    happen if it still does not hold after ``timeout`` seconds (a deadline, not a measure)."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            pytest.fail(f"{what}: not within {timeout:g} s", pytrace=False)
+        time.sleep(POLL_S)
+    return time.monotonic() - started
+
+
+def process_gone(pid: int) -> bool:
+    """Whether process ``pid`` has exited (gone, or a zombie its parent has not reaped yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    # "pid (comm) state ...": comm may hold spaces and parentheses.
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def clients_by_reader(server: ServerProcess, readers: int) -> dict[str, Client]:
+    """One connection to each of the ``readers`` reader workers, by the name ``health`` gives.
+
+    The kernel hands each new connection to one reader, by a hash of its
+    addresses: new connections are opened until every reader has answered one.
+    """
+    found: dict[str, Client] = {}
+    for _ in range(100):
+        client = server.client()
+        worker = client.call("health")["worker"]
+        if worker in found:
+            client.close()
+            continue
+        found[worker] = client
+        if len(found) == readers:
+            return dict(sorted(found.items()))
+    pytest.fail(f"100 connections reached only the readers {sorted(found)}", pytrace=False)
+
+
+def worker_pids(server: ServerProcess) -> dict[str, int]:
+    """The pid of each worker of a node (``writer``, ``reader-1`` …), as ``stats`` shows them."""
+    with server.client() as client:
+        workers = client.call("stats")["workers"]
+    return {name: figures["pid"] for name, figures in workers.items()}
+
+
+def kill_process(pid: int) -> None:
+    """SIGKILL process ``pid`` (a worker: its supervisor restarts it) and wait until it is dead."""
+    os.kill(pid, signal.SIGKILL)
+    wait_for(f"process {pid} dies of SIGKILL", lambda: process_gone(pid))
+
+
+def wait_restarted(server: ServerProcess, name: str, old_pid: int) -> dict[str, Any]:
+    """Wait until ``stats`` shows worker ``name`` restarted (a new pid, alive); its figures."""
+    figures: dict[str, Any] = {}
+
+    def restarted() -> bool:
+        nonlocal figures
+        with server.client() as client:
+            figures = client.call("stats")["workers"][name]
+        return figures["pid"] != old_pid and not process_gone(figures["pid"])
+
+    wait_for(f"the {name} worker (pid {old_pid}) is restarted", restarted)
+    return figures

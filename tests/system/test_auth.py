@@ -75,7 +75,8 @@ class Conn(Raw):
 
 @pytest.fixture
 def secured(start_server: StartServer, tmp_path: Path) -> ServerProcess:
-    server = start_server("--tokens", str(tokens_file(tmp_path)))
+    # One process: tests read its counters of refused calls.
+    server = start_server("--tokens", str(tokens_file(tmp_path)), "--workers", "1")
     conn = Conn(server)
     try:
         assert conn.call("auth", {"token": TOKENS["admin"]}) == (None, {"role": "admin"})

@@ -9,21 +9,30 @@ from typing import Any
 
 import pytest
 
-from matchlight.bench import e2e
+from matchlight.bench import e2e, e2e_report
+from matchlight.server.node import default_workers
 from tests.system.conftest import server_env
 
 pytestmark = pytest.mark.system
 
-TINY = ["--items", "2000", "--users", "500", "--events", "20000", "--recommend-seconds", "2"]
+TINY = [
+    *("--items", "2000", "--users", "500", "--events", "20000", "--recommend-seconds", "2"),
+    *("--workers", "3"),
+]
 
+#: The recommend figures of both runs (alone, and beside the paced ingest).
+LATENCY = {"clients", "seconds", "calls", "calls_per_s", "errors"} | {
+    f"{stat}_ms" for stat in ("p50", "p99", "p999", "max", "mean")
+}
 #: Every figure the JSON must carry, by section.
 FIGURES = {
     "memory": {
         "items",
         "upsert_s",
         "upsert_items_per_s",
-        "rss_before_mib",
-        "rss_after_mib",
+        "measure",
+        "before_mib",
+        "after_mib",
         "mib_per_100k_items",
         "start_empty_s",
     },
@@ -36,40 +45,26 @@ FIGURES = {
         "events_per_s",
         "events_per_commit",
         "distinct_users",
-        "rss_after_mib",
+        "memory_after_mib",
     },
-    "recommend_alone": {
-        "clients",
-        "seconds",
-        "calls",
-        "calls_per_s",
-        "errors",
-        "p50_ms",
-        "p99_ms",
-        "p999_ms",
-        "max_ms",
-        "mean_ms",
-    },
-    "recommend": {
-        "clients",
-        "seconds",
-        "calls",
-        "calls_per_s",
-        "errors",
-        "p50_ms",
-        "p99_ms",
-        "p999_ms",
-        "max_ms",
-        "mean_ms",
-        "concurrent_ingest_events",
-        "concurrent_ingest_events_per_s",
+    "recommend_alone": LATENCY,
+    "recommend_mixed": LATENCY
+    | {
+        "ingest_target_per_s",
+        "ingest_batch",
+        "ingest_events",
+        "ingest_events_per_s",
+        "p99_over_alone",
     },
     "freshness": {
         "probes",
+        "read_on",
+        "read_elsewhere",
+        "ingest_ack_p50_ms",
+        "ingest_ack_p99_ms",
         "event_to_visible_p50_ms",
         "event_to_visible_p99_ms",
         "event_to_visible_max_ms",
-        "get_user_p50_ms",
         "get_user_violations",
         "recommend_violations",
     },
@@ -84,6 +79,8 @@ FIGURES = {
 }
 #: Counts that must be zero: every other figure must be positive.
 MUST_BE_ZERO = {"errors", "get_user_violations", "recommend_violations", "lost_events"}
+#: The figures that are words, not numbers.
+WORDS = {"measure", "read_on"}
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -95,11 +92,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def test_defaults_are_the_issue_s_configuration() -> None:
     args = parse([])
     assert (args.items, args.users, args.events) == (100_000, 50_000, 1_000_000)
-    assert (args.recommend_seconds, args.ingest_clients, args.recommend_clients) == (20.0, 1, 2)
-    assert (args.batch, args.json) == (1000, None)
+    assert (args.recommend_seconds, args.ingest_clients, args.recommend_clients) == (20.0, 4, 2)
+    assert (args.batch, args.mixed_rate, args.mixed_batch, args.json) == (1000, 5000, 100, None)
+    assert args.workers == default_workers()  # as `matchlight serve`
 
 
-def test_tiny_run_reports_every_figure_and_no_violation(
+def test_tiny_run_with_workers_reports_every_figure_and_no_violation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # The server subprocess finds the code through PYTHONPATH, wherever pytest runs.
@@ -113,9 +111,12 @@ def test_tiny_run_reports_every_figure_and_no_violation(
     report: dict[str, Any] = json.loads(out.read_text())
     assert report["config"]["items"] == 2000
     assert report["config"]["events"] == 20000
+    assert report["config"]["workers"] == 3
     for section, keys in FIGURES.items():
         assert set(report[section]) == keys, section
         for key, value in report[section].items():
+            if key in WORDS:
+                continue
             assert isinstance(value, (int, float)), (section, key, value)
             if key in MUST_BE_ZERO:
                 assert value == 0, (section, key)
@@ -124,23 +125,43 @@ def test_tiny_run_reports_every_figure_and_no_violation(
     assert report["wall_s"] > 0
     assert report["ingest"]["events"] == 20000
     assert report["freshness"]["probes"] == e2e.FRESHNESS_PROBES
+    # Two readers: the reads of the freshness probes went to the one the ingest did not.
+    assert report["freshness"]["read_elsewhere"] is True
+    # With workers, memory is each worker's own (RssAnon), at every point.
+    assert report["memory"]["measure"] == "RssAnon"
+    assert set(report["memory_by_process"]) == {"writer", "reader-1", "reader-2"}
+    for figures in report["memory_by_process"].values():
+        assert set(figures) == {
+            f"{measure}_{point}"
+            for measure in ("VmRSS", "RssAnon")
+            for point in ("start", "catalogue", "ingest")
+        }
+    assert set(report["targets_met"]) == set(e2e_report.TARGETS)
     # The log holds exactly what was acknowledged before the clean stop.
     assert report["restart"]["log_events"] == (
-        2000 + 20000 + report["recommend"]["concurrent_ingest_events"] + e2e.FRESHNESS_PROBES
+        2000 + 20000 + report["recommend_mixed"]["ingest_events"] + e2e.FRESHNESS_PROBES
     )
-    p = report["recommend"]
+    p = report["recommend_mixed"]
     assert p["p50_ms"] <= p["p99_ms"] <= p["p999_ms"] <= p["max_ms"]
 
     assert "matchlight bench (end to end over RPC)" in stdout
+    assert "3 workers (1 writer, 2 readers)" in stdout
     for label in (
-        "memory per 100k items",
-        "durable ingest",
-        "recommend under ingest: latency p99.9",
-        "event → visible (ingest ack) p99",
+        "memory per 100k items (workers' RssAnon, summed)",
+        "durable ingest, 4 client(s)",
+        "paced ingest beside recommend (asked 5,000/s)",
+        "recommend beside ingest: latency p99.9",
+        "recommend p99 beside ingest / p99 alone",
+        "event → visible (ack + read elsewhere) p99",
         "seen-item violations",
         "restart, clean",
         "restart after kill -9",
+        "memory by process",
     ):
         assert label in stdout, label
-    assert "≥ 50,000" in stdout  # the ingest target printed next to its figure
+    # Each target printed next to its figure.
+    assert "≥ 30,000 (stretch 50,000)" in stdout
+    assert "≤ 1.5 " in stdout
+    assert "≤ 8 " in stdout
+    assert stdout.count("≤ 5 ") == 1  # recommend alone
     assert stdout.count("≤ 10 ") == 3  # event → visible, both restarts

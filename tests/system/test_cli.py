@@ -92,6 +92,8 @@ def test_ingest_benchmark_accounts_for_every_acknowledged_event(tmp_path: Path) 
         "300",
         "--items",
         "200",
+        "--workers",
+        "1,3",
         "--json",
         str(out),
         timeout=300,
@@ -99,7 +101,13 @@ def test_ingest_benchmark_accounts_for_every_acknowledged_event(tmp_path: Path) 
 
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(out.read_text())
-    assert [row["clients"] for row in report["ingest"]] == [1, 2]
+    # Every client count against a single process, then against a writer and two readers.
+    assert [(row["workers"], row["clients"]) for row in report["ingest"]] == [
+        (1, 1),
+        (1, 2),
+        (3, 1),
+        (3, 2),
+    ]
     for row in report["ingest"]:
         assert row["events"] == 4000
         assert row["log_seq_delta"] == 4000

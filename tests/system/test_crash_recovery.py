@@ -255,11 +255,13 @@ def check_recovery(server: ServerProcess, workload: Workload) -> None:
     assert users == Counter(e.user for e in log.interactions)
 
 
+@pytest.mark.parametrize("workers", ["1", "3"])
 def test_kill_9_mid_stream_loses_no_acknowledged_event_and_applies_none_twice(
-    start_server: StartServer,
+    start_server: StartServer, workers: str
 ) -> None:
+    """With ``--workers 3`` the kill takes the supervisor, the writer and the readers at once."""
     rng = random.Random(SEED)
-    server = start_server("--snapshot-every", "5")
+    server = start_server("--snapshot-every", "5", "--workers", workers)
     with server.client() as client:
         assert client.call("upsert_items", {"items": [{"id": i} for i in ITEMS]}) == {
             "accepted": len(ITEMS),

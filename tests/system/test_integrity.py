@@ -69,10 +69,12 @@ def search_ids(client: Client, query: dict[str, Any]) -> list[str]:
 # -- (a) a flipped bit in an item's snapshot ------------------------------------------------
 
 
+# A reader finds the damage; the writer must let its new snapshot replace the damaged one.
+@pytest.mark.parametrize("workers", ["1", "3"])
 def test_a_flipped_bit_in_an_item_snapshot_is_caught_and_the_item_rebuilt_from_its_events(
-    start_server: StartServer,
+    start_server: StartServer, workers: str
 ) -> None:
-    server = start_server("--snapshot-every", "1")
+    server = start_server("--snapshot-every", "1", "--workers", workers)
     client = server.client()
     client.call("upsert_items", {"items": catalogue()})
     client.call("ingest", {"events": likes("pro-1", LIKES) + likes("pro-2", 3)})
@@ -110,10 +112,13 @@ def test_a_flipped_bit_in_an_item_snapshot_is_caught_and_the_item_rebuilt_from_i
     assert mended.returncode == 0, mended.stdout + mended.stderr
 
 
+# In one process, and as a writer and two readers (the writer's catalogue and each
+# reader's projections meet the corrupt event apart).
+@pytest.mark.parametrize("workers", ["1", "3"])
 def test_a_corrupt_event_fails_its_entities_clearly_and_the_server_serves_the_rest(
-    start_server: StartServer,
+    start_server: StartServer, workers: str
 ) -> None:
-    server = start_server()
+    server = start_server("--workers", workers)
     client = server.client()
     client.call("upsert_items", {"items": catalogue()})  # seq 1..8
     client.call("ingest", {"events": likes("pro-1", 3) + likes("pro-2", 3)})  # seq 9..14

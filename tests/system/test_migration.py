@@ -63,12 +63,15 @@ def set_migration(client: Client, **params: Any) -> dict[str, Any]:
     return state
 
 
+# In one process, and as a writer and two readers (the router's state and the feed are
+# then shared through the data directory).
+@pytest.mark.parametrize("workers", ["1", "3"])
 def test_a_surface_walks_from_legacy_to_live_while_another_stays_legacy(
-    start_server: StartServer, tmp_path: Path
+    start_server: StartServer, tmp_path: Path, workers: str
 ) -> None:
     feed = tmp_path / "feed.jsonl"
     feed.write_text("\n".join(json.dumps(line) for line in feed_lines()) + "\n")
-    server = start_server("--legacy-feed", str(feed))
+    server = start_server("--legacy-feed", str(feed), "--workers", workers)
     client = server.client()
     client.call("upsert_items", {"items": catalogue()})
     legacy_home = [f"pro-{n}" for n in range(K)]

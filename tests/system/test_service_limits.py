@@ -42,7 +42,8 @@ def test_200000_nested_arrays_close_only_their_connection(server: ServerProcess)
     assert_serving(server, before)
 
 
-def test_200_connect_disconnect_cycles_leave_nothing_behind(server: ServerProcess) -> None:
+def test_200_connect_disconnect_cycles_leave_nothing_behind(start_server: StartServer) -> None:
+    server = start_server("--workers", "1")  # one process: its connection counters see all
     before = server.client()
     baseline = before.call("stats")["connections_open"]
     for n in range(200):
@@ -58,7 +59,7 @@ def test_200_connect_disconnect_cycles_leave_nothing_behind(server: ServerProces
 
 
 def test_connections_beyond_the_cap_are_closed_at_once(start_server: StartServer) -> None:
-    server = start_server("--max-connections", "3")
+    server = start_server("--max-connections", "3", "--workers", "1")  # limits are per process
     first = server.client()
     held = [Raw(server), Raw(server)]  # three open now
     try:
@@ -86,7 +87,7 @@ def test_connections_beyond_the_cap_are_closed_at_once(start_server: StartServer
 
 
 def test_idle_connections_and_slow_messages_are_closed(start_server: StartServer) -> None:
-    server = start_server("--idle-timeout", "0.5", "--message-timeout", "0.5")
+    server = start_server("--idle-timeout", "0.5", "--message-timeout", "0.5", "--workers", "1")
     idle = Raw(server)
     slow = Raw(server)
     try:
@@ -109,7 +110,7 @@ def test_idle_connections_and_slow_messages_are_closed(start_server: StartServer
 def test_requests_beyond_the_in_flight_cap_are_answered_overloaded(
     start_server: StartServer,
 ) -> None:
-    server = start_server("--max-in-flight", "1")
+    server = start_server("--max-in-flight", "1", "--workers", "1")  # limits are per process
     conn = Raw(server)
     try:
         events = [new_event(item=f"flood-{n % 50}") for n in range(20_000)]

@@ -53,8 +53,14 @@ def test_a_callers_traceparent_parents_the_server_span_and_its_children(tmp_path
     import socket
 
     env = server_env() | {"OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "ml-under-test"}
+    # One process: every span of a call is in its exporter (see the worker test below).
     process = start_server(
-        tmp_path / "d", log_level="WARNING", stderr=tmp_path / "stderr", env=env, cwd=REPO_ROOT
+        tmp_path / "d",
+        *("--workers", "1"),
+        log_level="WARNING",
+        stderr=tmp_path / "stderr",
+        env=env,
+        cwd=REPO_ROOT,
     )
     try:
         assert process.address.startswith("127.0.0.1:"), process.address
@@ -108,6 +114,49 @@ def test_a_callers_traceparent_parents_the_server_span_and_its_children(tmp_path
     for child, parent in expected.items():
         assert child in by_name, f"no {child} span among {sorted(by_name)}"
         assert parent in {parent_name(span) for span in by_name[child]}, child
+
+
+def test_with_workers_a_forwarded_write_is_traced_across_processes(tmp_path: Path) -> None:
+    """A reader's server span parents the writer's, in the caller's trace; each span's
+    resource names the worker that made it."""
+    import socket
+
+    env = server_env() | {"OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "ml-under-test"}
+    process = start_server(
+        tmp_path / "d",
+        *("--workers", "3"),
+        log_level="WARNING",
+        stderr=tmp_path / "stderr",
+        env=env,
+        cwd=REPO_ROOT,
+    )
+    try:
+        trace = {"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01", "tracestate": "k=v"}
+        with socket.create_connection(("127.0.0.1", process.port), timeout=15) as sock:
+            event = {"id": "e1", "type": "like", "user": "u1", "item": "p1", "ts": 1.0}
+            call(sock, 1, "ingest", {"events": [event], "_trace": trace})
+    finally:
+        code = process.stop(timeout=30)
+    assert code == 0, (tmp_path / "stderr").read_text()[-2000:]
+    spans = [
+        s
+        for s in spans_in(process.stdout_after_ready.decode())
+        if s["context"]["trace_id"] == f"0x{CALLER_TRACE}"
+    ]
+    ingests = [s for s in spans if s["name"] == "matchlight/ingest"]
+    assert len(ingests) == 2, ingests  # the reader's, then the writer's
+    (reader,) = [s for s in ingests if s["parent_id"] == f"0x{CALLER_SPAN}"]
+    (writer,) = [s for s in ingests if s is not reader]
+    assert reader["resource"]["attributes"]["matchlight.worker"].startswith("reader-")
+    assert writer["resource"]["attributes"]["matchlight.worker"] == "writer"
+    by_id = {s["context"]["span_id"]: s for s in spans}
+    # The writer's span descends from the reader's (through the forwarding client's context).
+    parent = by_id.get(writer["parent_id"])
+    while parent is not None and parent is not reader:
+        parent = by_id.get(parent["parent_id"])
+    assert parent is reader
+    commits = [s for s in spans if s["name"] == "store.commit"]
+    assert [c["parent_id"] for c in commits] == [writer["context"]["span_id"]]
 
 
 def test_an_unknown_traces_exporter_stops_the_server_with_a_clear_message(tmp_path: Path) -> None:

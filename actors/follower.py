@@ -1,0 +1,145 @@
+"""A reader worker's projections, following a log that another process writes.
+
+In a node run as several worker processes (``matchlight serve --workers N``),
+one process owns the write path and appends to the LMDB log; every reader
+process keeps its own actors, index and signals as projections of that log.
+:class:`LogFollower` moves them along: it reads the events committed after
+what it has applied, in pages, and dispatches them through the actor system
+exactly as the writer's own commits are dispatched in a single-process node
+(so both build the same state, and the actors' ``seq`` check makes a delivery
+that overlaps a recovery harmless).
+
+Read-your-writes across processes: a read calls :meth:`LogFollower.catch_up`
+first, which waits until everything stored when the read arrived is applied.
+A write acknowledged before the read was sent was committed before then, so
+the read sees it. The follower also wakes every ``poll_s`` on its own, so a
+read usually finds nothing left to apply; it applies at most ``page`` events
+between two checkpoints, so reads that need nothing more are answered between
+pages rather than after a whole burst.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Final
+
+import attrs
+import trio
+
+from actors.errors import CodecError
+from actors.events import StoredEvent
+from actors.store import EventStore
+from actors.writer import Completion
+
+log = logging.getLogger(__name__)
+
+#: Events applied between two checkpoints, at most.
+DEFAULT_PAGE: Final = 128
+#: How often an idle follower looks for new events, seconds.
+DEFAULT_POLL_S: Final = 0.002
+
+Dispatch = Callable[[Sequence[StoredEvent]], Awaitable[Completion]]
+
+
+@attrs.frozen(kw_only=True)
+class FollowerStatistics:
+    #: The last ``seq`` applied to this process's projections.
+    applied_seq: int
+    #: Events applied since this process started following.
+    events: int
+    #: Reads that waited for events to be applied first.
+    catch_ups: int
+    #: Events left out because they could not be decoded (the store counts them too).
+    left_out: int
+
+
+class LogFollower:
+    """Applies ``store``'s events after ``start`` through ``dispatch``. Run :meth:`run`
+    in a nursery; call :meth:`catch_up` before every read."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        dispatch: Dispatch,
+        *,
+        start: int,
+        page: int = DEFAULT_PAGE,
+        poll_s: float = DEFAULT_POLL_S,
+    ) -> None:
+        self._store = store
+        self._dispatch = dispatch
+        self._page = page
+        self._poll_s = poll_s
+        #: Everything up to here is applied.
+        self.applied = start
+        self._advanced = trio.Event()
+        self._wake = trio.Event()
+        self._events = 0
+        self._catch_ups = 0
+        self._left_out = 0
+
+    async def catch_up(self) -> None:
+        """Return once every event stored now is applied. A checkpoint only if it waits.
+
+        Raises:
+            StoreError: the store cannot be read.
+        """
+        target = self._store.head()
+        if self.applied >= target:
+            return
+        self._catch_ups += 1
+        self._wake.set()
+        while self.applied < target:
+            await self._advanced.wait()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Follow the log until cancelled."""
+        task_status.started()
+        while True:
+            with trio.move_on_after(self._poll_s):
+                await self._wake.wait()
+            self._wake = trio.Event()
+            while await self._apply_page():
+                await trio.lowlevel.checkpoint()
+
+    async def _apply_page(self) -> bool:
+        """Apply the next page of events, if any; whether there was one."""
+        before = self.applied
+        page = self._read_page()
+        if not page:
+            if self.applied != before:  # corrupt events were left out
+                self._advanced.set()
+                self._advanced = trio.Event()
+            return False
+        completion = await self._dispatch(page)
+        await completion.wait()
+        self._events += len(page)
+        self.applied = page[-1].seq
+        self._advanced.set()
+        self._advanced = trio.Event()
+        return True
+
+    def _read_page(self) -> list[StoredEvent]:
+        """The next events after :attr:`applied`, leaving out (and logging) one that is corrupt."""
+        try:
+            return self._store.read_all(after=self.applied, limit=self._page)
+        except CodecError:
+            pass
+        # Somewhere in this page is an event that does not decode: read one at a time.
+        for _ in range(self._page):
+            try:
+                return self._store.read_all(after=self.applied, limit=1)
+            except CodecError as exc:
+                self._left_out += 1
+                self.applied += 1  # sequence numbers are consecutive
+                log.error("follower: event %d left out: %s", self.applied, exc)
+        return []
+
+    def statistics(self) -> FollowerStatistics:
+        return FollowerStatistics(
+            applied_seq=self.applied,
+            events=self._events,
+            catch_ups=self._catch_ups,
+            left_out=self._left_out,
+        )

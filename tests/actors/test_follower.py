@@ -1,0 +1,116 @@
+"""A reader worker's projections follow a log another process writes (actors.follower).
+
+What a follower builds must be what the writing process's own actors build
+(the index, item and user state, co-occurrence), and a read that catches up
+must see everything stored when it asked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import trio
+
+from actors import (
+    InteractionRecorded,
+    ItemUpserted,
+    MemoryEventStore,
+    RecordInteraction,
+    UpsertItem,
+    open_actor_system,
+)
+from actors.events import StoredEvent
+from actors.follower import LogFollower
+from actors.system import ActorSystem, open_follower_system
+from actors.writer import Completion
+from index import parse
+
+ITEMS = [f"i{n}" for n in range(12)]
+USERS = [f"u{n}" for n in range(7)]
+
+
+def catalogue() -> list[UpsertItem]:
+    return [
+        UpsertItem(
+            event_id=f"up-{n}",
+            item=item_id,
+            ts=1.0,
+            kind="pro",
+            terms={"city": ("austin" if n % 2 else "boston",)},
+            numbers={"price": float(n)},
+        )
+        for n, item_id in enumerate(ITEMS)
+    ]
+
+
+def events(first: int, count: int) -> list[RecordInteraction]:
+    return [
+        RecordInteraction(
+            id=f"ev-{n}",
+            type=("view", "click", "like", "save")[n % 4],
+            user=USERS[n % len(USERS)],
+            item=ITEMS[(n * 7) % len(ITEMS)],
+            ts=10.0 + n,
+        )
+        for n in range(first, first + count)
+    ]
+
+
+def like(n: int) -> InteractionRecorded:
+    return InteractionRecorded(id=f"ev-{n}", type="like", user="u1", item="i0", ts=2.0 + n)
+
+
+async def projections(system: ActorSystem) -> dict[str, object]:
+    """Everything a read can see, from one system."""
+    users = await system.get_users(USERS)
+    items = [await system.get_item(i) for i in ITEMS]
+    austin, liked = parse({"term": ["city", "austin"]}), parse({"range": ["like", 1, None]})
+    return {
+        "users": [(u.counters, [(r.item, r.type) for r in u.recent], u.seq) for u in users],
+        "items": [(i.counters, i.exists, i.seq) for i in items],
+        "search": system.search(austin, limit=50).ids,
+        "liked": system.search(liked, limit=50).ids,
+        "cooccurrence": system.cooccurrence.statistics(),
+    }
+
+
+async def test_a_follower_builds_what_the_writing_actors_build() -> None:
+    store = MemoryEventStore()
+    async with open_actor_system(store) as writer:
+        await writer.upsert_items(catalogue()[:6])
+        snapshots: list[object] = []
+        async with open_follower_system(store, save_snapshot=snapshots.append) as reader:
+            # It started from the log as it was (six items) and follows what comes after.
+            await writer.upsert_items(catalogue()[6:])
+            for first in range(0, 400, 100):
+                await writer.ingest(events(first, 100))
+            await reader.catch_up()
+            assert reader.follower is not None
+            assert reader.follower.applied == store.head() == 12 + 400
+            assert await projections(reader) == await projections(writer)
+        # Its actors snapshot like the writer's (every 100 events, and on exit), to the sink.
+        assert snapshots
+
+
+async def test_catch_up_applies_what_was_stored_when_it_was_called_in_pages() -> None:
+    store = MemoryEventStore()
+    store.commit([[ItemUpserted(id="up", item="i0", ts=1.0)]])
+    delivered: list[list[int]] = []
+
+    async def dispatch(page: Sequence[StoredEvent]) -> Completion:
+        delivered.append([s.seq for s in page])
+        return Completion(remaining=0)
+
+    # A long poll: only catch_up moves it along here.
+    follower = LogFollower(store, dispatch, start=1, page=2, poll_s=60.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(follower.run)
+        await follower.catch_up()  # nothing new: returns at once
+        assert delivered == []
+        store.commit([[like(n) for n in range(5)]])
+        await follower.catch_up()
+        assert delivered == [[2, 3], [4, 5], [6]]
+        assert follower.applied == 6
+        statistics = follower.statistics()
+        assert (statistics.events, statistics.catch_ups) == (5, 1)
+        nursery.cancel_scope.cancel()
