@@ -329,13 +329,10 @@ class Router:
         request_id: str,
         legacy: dict[str, Any],
         state: Migration | None = None,
-        *,
-        count: bool = True,
     ) -> None:
         """Compute the real-time answer to ``request`` in this process, off the request path,
         and record its comparison with ``legacy`` (skipped when too many run). ``state``:
-        the surface's migration state (its current one by default); ``count``: false for
-        work a sibling handed over (it counted the request as shadowed)."""
+        the surface's migration state (its current one by default)."""
         if self._nursery is None:
             return
         try:
@@ -343,9 +340,21 @@ class Router:
         except trio.WouldBlock:
             self._shadows_skipped += 1
             return
-        self._shadows += count
+        self._shadows += 1
         if state is None:
             state = self.migration(request.surface)
+        self._nursery.start_soon(self._run_shadow, request, state, request_id, legacy)
+
+    async def shadow_for_sibling(
+        self, request: RecommendRequest, request_id: str, legacy: dict[str, Any]
+    ) -> None:
+        """Like :meth:`shadow_here`, for work a sibling process handed over (it counted the
+        request as shadowed): waits for a free slot instead of skipping, so that the
+        sibling's batches queue up rather than being dropped. A checkpoint."""
+        if self._nursery is None:
+            return
+        await self._shadow_slots.acquire()
+        state = self.migration(request.surface)
         self._nursery.start_soon(self._run_shadow, request, state, request_id, legacy)
 
     async def _run_shadow(

@@ -66,8 +66,7 @@ def main(args: argparse.Namespace) -> int:
                 with Client("127.0.0.1", server.port, timeout=60) as c:
                     _load(c, args, rng)
                     samples = _time_modes(c, args, rng)
-                    time.sleep(1.0)  # the last shadows finish
-                    stats = c.call("stats")
+                    stats = _after_the_last_shadow(c)
             finally:
                 server.stop()
         print_report(args, samples, stats, workers)
@@ -129,6 +128,20 @@ def _time_modes(c: Client, args: argparse.Namespace, rng: random.Random) -> dict
             samples[mode].append(elapsed)
         n += 1
     return samples
+
+
+def _after_the_last_shadow(c: Client, limit_s: float = 30.0) -> dict[str, Any]:
+    """``stats`` once the comparison records stop growing (shadows handed to another
+    reader may still be running when the last request is answered)."""
+    stats: dict[str, Any] = c.call("stats")
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now: dict[str, Any] = c.call("stats")
+        if now["comparisons_kept"] == stats["comparisons_kept"]:
+            return now
+        stats = now
+    return stats
 
 
 def print_report(

@@ -50,7 +50,8 @@ END_TO_END: Final = Bench(
     "item index's rebuild; `recommend` times in-process recommend over 100k items; "
     "`soak` runs mixed load for 10 minutes with kill -9 every minute and checks that "
     "nothing acknowledged was lost or applied twice and that memory stays flat; "
-    "`shadow-cost` times what shadow mode costs the serving path.",
+    "`shadow-cost` times what shadow mode costs the serving path; `write-path` times each "
+    "stage of a write per event.",
 )
 
 BENCHES: Final = (
@@ -58,9 +59,10 @@ BENCHES: Final = (
         name="ingest",
         module="ingest",
         help="durable, acknowledged ingest throughput over RPC",
-        description="Start `matchlight serve` on a temporary data dir and measure durable, "
-        "acknowledged events/s over RPC with 1 and 4 client processes, plus the group-commit "
-        "size the server achieved.",
+        description="Start `matchlight serve` on a temporary data dir, once per --workers "
+        "count, and measure durable, acknowledged events/s over RPC with 1 and 4 client "
+        "processes, the group-commit size the server achieved, and how long the first read "
+        "after the burst waits for the readers to catch up.",
     ),
     Bench(
         name="index",
@@ -107,7 +109,17 @@ BENCHES: Final = (
         "and a history, then time recommend over RPC on one surface in alternating blocks of "
         "legacy mode (the feed's list is served, nothing else runs) and shadow mode (the same "
         "list is served and the real-time answer is computed off the request path and "
-        "recorded).",
+        "recorded), once per --workers count (with two readers or more, the real-time answer "
+        "is computed by another reader).",
+    ),
+    Bench(
+        name="write-path",
+        module="write_path",
+        help="what each stage of a write costs per event: one process, the writer, a reader",
+        description="In-process, without RPC: time each stage of ingest (decode, validate, "
+        "decide, prepare, commit, apply) per event in one process, in a node's writer worker "
+        "(which decides from its catalogue and does not apply), and in a reader worker "
+        "following the writer's log (read and decode, apply).",
     ),
 )
 

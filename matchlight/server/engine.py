@@ -154,10 +154,14 @@ async def serve_until_signal(
     rpc: RpcServer,
     listeners: list[trio.SocketListener],
     ready: Callable[[], None],
+    *,
+    public: bool = True,
 ) -> None:
     """Accept connections until SIGTERM or SIGINT, then stop accepting, drain and cut off.
 
-    ``ready()`` is called once connections are accepted."""
+    ``ready()`` is called once connections are accepted. ``public``: the listeners are
+    the address clients use (TLS with ``--tls-cert``), not the writer worker's own unix
+    socket."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as connections:
             async with trio.open_nursery() as acceptors:
@@ -165,7 +169,7 @@ async def serve_until_signal(
                     partial(
                         trio.serve_listeners,
                         rpc.serve_stream,
-                        secured(listeners, config.tls),
+                        secured(listeners, config.tls if public else None),
                         handler_nursery=connections,
                     )
                 )

@@ -10,12 +10,12 @@ same feed and migration state, so it computes the same answer, and records the
 comparison in the shared comparison log. The serving reader only queues a
 small message.
 
-A shadow is best effort, as in one process: the sibling skips (and counts)
-shadows beyond its limit of concurrent ones. While the sibling cannot be
-reached (it is starting or restarting), shadows queue; once the queue is full,
-and for requests with a ``filter`` (a parsed query is not sent), they are
-computed here as in one process. A batch being sent when the sibling dies is
-lost.
+The sibling runs what it is handed as its limit of concurrent shadows allows,
+and the rest waits (in its socket, then in this reader's queue). While the
+sibling cannot be reached (it is starting or restarting), shadows queue too;
+once the queue is full, and for requests with a ``filter`` (a parsed query is
+not sent), they are computed here as in one process. A batch being sent when
+the sibling dies is lost.
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ log = logging.getLogger(__name__)
 
 #: Shadow requests waiting to be sent, at most; beyond it a request is shadowed locally.
 QUEUE: Final = 1024
-#: How long to wait before trying a sibling that could not be reached again, seconds.
-RETRY_S: Final = 1.0
+#: How long to wait before trying a sibling that could not be reached again, seconds
+#: (at start, the sibling may still be rebuilding its state).
+RETRY_S: Final = 0.2
 
 
 class ShadowOffload:
@@ -101,7 +102,7 @@ def run_shadows_handler(router: Router) -> Any:
                 raise BadRequest("jobs: expected maps with request, request_id and legacy")
             request = validation.recommend(job.get("request") or {})
             request_id = validation.ident(job.get("request_id"), "request_id")
-            router.shadow_here(request, request_id, job["legacy"], count=False)
+            await router.shadow_for_sibling(request, request_id, job["legacy"])
         return {"taken": len(jobs)}
 
     return run_shadows

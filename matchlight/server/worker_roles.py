@@ -10,11 +10,12 @@
   first catches up with everything committed when it arrived (read-your-writes
   across processes). Writes are forwarded to the writer.
 
-Every reader sends its actors' snapshots to the writer (each reader's actors
-see every event, so they snapshot the same states; the writer keeps the newest
-of each entity, and one that mends a corrupt snapshot found by any reader).
-One reader, the *keeper* (worker 1), also loads new legacy-feed snapshots;
-the others follow the feed store's current snapshot.
+Readers send their actors' snapshots to the writer, which keeps the newest of
+each entity (and one that mends a damaged snapshot any reader found). Each
+reader's actors see every event, so only one reader, the *keeper* (worker 1),
+snapshots every ``--snapshot-every`` events; the others only when they
+passivate an actor (:func:`reader_config`). The keeper also loads new
+legacy-feed snapshots; the others follow the feed store's current one.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ log = logging.getLogger(__name__)
 
 #: How often a worker checks that its supervisor is alive, seconds.
 PARENT_CHECK_S: Final = 0.5
+#: ``snapshot_every`` of the readers other than the keeper: they snapshot only on passivation.
+NEVER: Final = 2**62
 #: How often a reader sends its actors' snapshots to the writer, seconds.
 SNAPSHOT_SEND_S: Final = 0.2
 #: The writer's statistics a reader's ``stats`` shows as the node's (readers do not write).
@@ -220,7 +223,6 @@ class WriterMethods:
 
 async def serve_writer(config: ServeConfig, role: WorkerRole) -> None:
     """Run the writer worker until SIGTERM."""
-
     listener = await role.listener()
     with LmdbEventStore(config.data / "events") as store:
         async with open_write_path(store, config.system) as path:
@@ -245,7 +247,7 @@ async def serve_writer(config: ServeConfig, role: WorkerRole) -> None:
 
             async with trio.open_nursery() as background:
                 background.start_soon(worker_figures.publish, role.run_dir, role.name, figures)
-                await serve_until_signal(config, rpc, [listener], role.say_ready)
+                await serve_until_signal(config, rpc, [listener], role.say_ready, public=False)
                 background.cancel_scope.cancel()
 
 
@@ -316,9 +318,21 @@ class ReaderMethods(Methods):
         return out
 
 
+def reader_config(config: ServeConfig, role: WorkerRole) -> ServeConfig:
+    """``config`` as reader ``role`` runs it: only the keeper snapshots its actors every
+    ``--snapshot-every`` events; the others follow the same events, so theirs would be the
+    same snapshots again (encoding a heavy user's snapshot is a fifth of what following
+    costs a reader). They still snapshot an actor they passivate (or stop) with events not
+    in its stored snapshot, which also mends a damaged snapshot only they found."""
+    if role.keeper:
+        return config
+    runtime = attrs.evolve(config.system.runtime, snapshot_every=NEVER)
+    return attrs.evolve(config, system=attrs.evolve(config.system, runtime=runtime))
+
+
 async def serve_reader(config: ServeConfig, role: WorkerRole) -> None:
     """Run a reader worker until SIGTERM."""
-
+    config = reader_config(config, role)
     listener = await role.listener()
     with open_stores(config, events_readonly=True, feed_loader=role.keeper) as stores:
         async with (

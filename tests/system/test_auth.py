@@ -239,25 +239,34 @@ def self_signed(tmp_path: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-def test_tls_serves_the_same_protocol(start_server: StartServer, tmp_path: Path) -> None:
+def tls_answer(sock: ssl.SSLSocket, unpacker: msgpack.Unpacker) -> Any:
+    """The next message on ``sock``."""
+    while True:
+        for message in unpacker:
+            return message
+        unpacker.feed(sock.recv(1 << 16))
+
+
+# In one process, and as a writer and two readers (TLS is the readers'; writes forwarded to
+# the writer over its unix socket go without it).
+@pytest.mark.parametrize("workers", ["1", "3"])
+def test_tls_serves_the_same_protocol(
+    start_server: StartServer, tmp_path: Path, workers: str
+) -> None:
     cert, key = self_signed(tmp_path)
-    server = start_server("--tls-cert", str(cert), "--tls-key", str(key))
+    server = start_server("--tls-cert", str(cert), "--tls-key", str(key), "--workers", workers)
     context = ssl.create_default_context(cafile=str(cert))
     with (
         socket.create_connection((server.host, server.port), timeout=TIMEOUT_S) as raw,
         context.wrap_socket(raw, server_hostname="127.0.0.1") as sock,
     ):
-        sock.sendall(msgpack.packb([0, 7, "health", []]))
         unpacker = msgpack.Unpacker(raw=False)
-        while True:
-            unpacker.feed(sock.recv(1 << 16))
-            for message in unpacker:
-                assert message[:3] == [1, 7, None]
-                assert message[3]["status"] == "ok"
-                break
-            else:
-                continue
-            break
+        sock.sendall(msgpack.packb([0, 7, "health", []]))
+        message = tls_answer(sock, unpacker)
+        assert message[:3] == [1, 7, None]
+        assert message[3]["status"] == "ok"
+        sock.sendall(msgpack.packb([0, 8, "upsert_items", [{"items": [{"id": "tls-1"}]}]]))
+        assert tls_answer(sock, unpacker) == [1, 8, None, {"accepted": 1, "seq": 1}]
     # Plain msgpack on the TLS port is not understood: that connection fails, the server lives.
     with socket.create_connection((server.host, server.port), timeout=TIMEOUT_S) as plain:
         plain.sendall(msgpack.packb([0, 1, "health", []]))
