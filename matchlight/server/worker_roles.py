@@ -39,7 +39,7 @@ from legacy_adapter import Router
 from matchlight import __version__
 from matchlight.address import parse_listen
 from matchlight.client import AsyncClient, open_client
-from matchlight.errors import BadRequest
+from matchlight.errors import BadRequest, RpcError
 from matchlight.server import statistics, worker_figures
 from matchlight.server.config import ServeConfig
 from matchlight.server.engine import (
@@ -63,6 +63,8 @@ PARENT_CHECK_S: Final = 0.5
 NEVER: Final = 2**62
 #: How often a reader sends its actors' snapshots to the writer, seconds.
 SNAPSHOT_SEND_S: Final = 0.2
+#: How long a reader's ``stats`` waits for the writer's figures, seconds.
+WRITER_STATS_S: Final = 1.0
 #: The writer's statistics a reader's ``stats`` shows as the node's (readers do not write).
 WRITER_KEYS: Final = (
     "log_seq",
@@ -308,8 +310,12 @@ class ReaderMethods(Methods):
 
     async def stats(self, params: Any) -> dict[str, Any]:
         out = await super().stats(params)
-        writer = await self.forwarded.call("stats")
+        writer: Mapping[str, Any] = {}
+        with trio.move_on_after(WRITER_STATS_S), contextlib.suppress(RpcError):
+            writer = await self.forwarded.call("stats")
+        # While the writer restarts, the log figures are this reader's view of the log.
         out.update((key, writer[key]) for key in WRITER_KEYS if key in writer)
+        out["writer_reachable"] = bool(writer)
         out["worker"] = self.worker
         follower = self.system.follower
         if follower is not None:

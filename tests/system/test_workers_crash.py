@@ -332,6 +332,11 @@ def test_the_supervisor_holds_the_data_directory_while_its_writer_restarts(
     second = run_cli("serve", "--data", str(server.data), "--listen", "127.0.0.1:0")
     assert second.returncode == 1, second.stderr
     assert f"is in use by pid {supervisor} (matchlight serve" in second.stderr
+    # stats answers meanwhile (the log's figures then as a reader sees them).
+    with server.client() as client:
+        stats = client.call("stats")
+    assert type(stats["writer_reachable"]) is bool
+    assert stats["workers"]["writer"]["role"] == "writer"
 
     _, took = ingest_probe(server, "after-refusal")
     assert took <= RECOVERY_S, f"no write acknowledged within {RECOVERY_S:g} s of the kill"
