@@ -89,6 +89,8 @@ def reuse_port_socket(address: Address) -> socket.socket:
 
 
 async def reuse_port_listener(address: Address) -> trio.SocketListener:
+    """A reader's own listener on the node's TCP address, beside its siblings' (the kernel
+    hands each new connection to one of them)."""
     sock = reuse_port_socket(address)
     sock.listen(1024)
     return trio.SocketListener(trio.socket.from_stdlib_socket(sock))
@@ -123,7 +125,6 @@ def bind_public(listen: str) -> tuple[socket.socket, Address]:
         ValueError: ``listen`` is not an address.
         OSError: the address is in use or cannot be bound.
     """
-
     address = parse_listen(listen)
     if address.unix is not None:
         remove_stale_socket(address.unix)
