@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
@@ -36,6 +36,7 @@ import msgpack
 import trio
 
 from actors import LmdbEventStore, UpsertItem
+from actors.events import StoredEvent
 from actors.follower import DEFAULT_PAGE, LogFollower
 from actors.store import EventStore, to_result
 from actors.system import ActorSystem
@@ -127,18 +128,23 @@ async def one_process(store: LmdbEventStore, args: argparse.Namespace) -> Stages
     return timer.per_event_us(args.events)
 
 
-async def _commit_and_apply(
-    store: EventStore, events: list[Any], system: ActorSystem, timer: Timer | None = None
-) -> None:
-    timer = timer or Timer()
+def _commit(store: EventStore, events: list[Any], timer: Timer) -> Sequence[StoredEvent]:
+    """Prepare and commit ``events`` (two timed stages); what was stored."""
     with timer.stage("prepare"):
         prepared = store.prepare(events)
     with timer.stage("commit"):
         (written,) = store.write([prepared])
+    assert not isinstance(written, Exception)
+    return to_result(prepared, written).stored
+
+
+async def _commit_and_apply(
+    store: EventStore, events: list[Any], system: ActorSystem, timer: Timer | None = None
+) -> None:
+    timer = timer or Timer()
+    stored = _commit(store, events, timer)
     with timer.stage("apply"):
-        assert not isinstance(written, Exception)
-        completion = await system._dispatch(to_result(prepared, written).stored)
-        await completion.wait()
+        await (await system._dispatch(stored)).wait()
 
 
 def writer(store: LmdbEventStore, args: argparse.Namespace) -> Stages:
@@ -161,13 +167,9 @@ def _write(
     store: EventStore, catalogue: Catalogue, events: list[Any], timer: Timer | None = None
 ) -> None:
     timer = timer or Timer()
-    with timer.stage("prepare"):
-        prepared = store.prepare(events)
-    with timer.stage("commit"):
-        (written,) = store.write([prepared])
+    stored = _commit(store, events, timer)
     with timer.stage("catalogue"):
-        assert not isinstance(written, Exception)
-        catalogue.apply(to_result(prepared, written).stored)
+        catalogue.apply(stored)
 
 
 async def reader(store: LmdbEventStore, args: argparse.Namespace) -> Stages:

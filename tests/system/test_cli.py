@@ -77,6 +77,26 @@ def test_demo_compares_real_time_with_the_batch_and_survives_kill_9(tmp_path: Pa
     assert "two-sided" in text
 
 
+def test_write_path_benchmark_times_every_stage_of_each_process() -> None:
+    result = run_cli(
+        "bench", "write-path", "--events", "2000", "--batch", "500", "--items", "200",
+        "--users", "100", timeout=300,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {
+        name.strip(): stages
+        for name, _, stages in (line.partition(":") for line in result.stdout.splitlines())
+        if name.strip() in ("one process", "writer worker", "each reader worker")
+    }
+    assert set(rows) == {"one process", "writer worker", "each reader worker"}
+    assert "decide" in rows["one process"]
+    assert "apply" in rows["one process"]
+    assert "catalogue" in rows["writer worker"]
+    assert "apply" not in rows["writer worker"]
+    assert "read and decode" in rows["each reader worker"]
+
+
 def test_ingest_benchmark_accounts_for_every_acknowledged_event(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     result = run_cli(
