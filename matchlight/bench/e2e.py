@@ -71,14 +71,13 @@ from matchlight.bench.index_workload import note
 from matchlight.cli.argtypes import positive_float, positive_int
 from matchlight.client import Client
 from matchlight.server.node import default_workers
+from matchlight.server.worker_figures import PUBLISH_S, memory
 
 FRESHNESS_PROBES: Final = 500
 WAIT_S: Final = 1_800.0
 #: Connections opened at most to find one that another worker answers (the kernel spreads
 #: connections over the readers by a hash of their ports: two readers need ~2 tries).
 READ_CONNECTION_TRIES: Final = 64
-#: How often the workers publish the figures ``stats`` shows (worker_figures.PUBLISH_S).
-PUBLISH_S: Final = 1.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -140,14 +139,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # -- the phases --------------------------------------------------------------------------------
 
 
-def _rss_mib(pid: int) -> float:
-    """The resident set of process ``pid`` (``VmRSS`` in /proc), in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    raise RuntimeError(f"no VmRSS for process {pid}")
-
-
 def _collect(results: Any, count: int, procs: list[Any]) -> list[Any]:
     return collect(results, count, procs, WAIT_S)
 
@@ -191,7 +182,7 @@ def _memory_now(admin: Client, server: RunningServer, workers: int) -> dict[str,
     """Memory now (MiB) by process: ``{"server": {"VmRSS"}}`` with one process, else each
     worker's ``VmRSS`` and ``RssAnon``, as published after it has applied the whole log."""
     if workers == 1:
-        return {"server": {"VmRSS": round(_rss_mib(server.pid), 1)}}
+        return {"server": {"VmRSS": memory(server.pid)["VmRSS"]}}
     head = admin.call("stats")["log_seq"]
     deadline = time.monotonic() + WAIT_S
     while not _caught_up(admin.call("stats")["workers"], workers, head):

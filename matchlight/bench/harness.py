@@ -65,19 +65,25 @@ def matchlight_command(
     return [sys.executable, "-m", "matchlight.cli", *level, *form, *args]
 
 
+def process_stat(pid: int | str) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (state, ppid, …); ``None``
+    if the process is gone (Linux)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+    return stat.rsplit(")", 1)[1].split()
+
+
 def children_of(pid: int) -> list[int]:
     """The live child processes of ``pid`` (Linux: read from ``/proc``)."""
     children = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue  # gone meanwhile
-        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            children.append(int(entry.name))
+        if entry.name.isdigit():
+            fields = process_stat(entry.name)
+            if fields is not None and int(fields[1]) == pid:
+                children.append(int(entry.name))
     return children
 
 

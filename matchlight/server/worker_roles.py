@@ -327,9 +327,10 @@ class ReaderMethods(Methods):
 def reader_config(config: ServeConfig, role: WorkerRole) -> ServeConfig:
     """``config`` as reader ``role`` runs it: only the keeper snapshots its actors every
     ``--snapshot-every`` events; the others follow the same events, so theirs would be the
-    same snapshots again (encoding a heavy user's snapshot is a fifth of what following
-    costs a reader). They still snapshot an actor they passivate (or stop) with events not
-    in its stored snapshot, which also mends a damaged snapshot only they found."""
+    same snapshots again (encoding them was an eighth of a reader's actor work while
+    following, in a py-spy profile). They still snapshot an actor they passivate (or stop)
+    with events not in its stored snapshot, which also mends a damaged snapshot only they
+    found."""
     if role.keeper:
         return config
     runtime = attrs.evolve(config.system.runtime, snapshot_every=NEVER)

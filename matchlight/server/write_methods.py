@@ -23,7 +23,7 @@ from opentelemetry import trace
 from actors import FieldLimitError, RecordInteraction, RemoveItem, UpsertItem
 from actors.system import WriteResult
 from matchlight.client import AsyncClient
-from matchlight.errors import BadRequest, RpcError, Unavailable
+from matchlight.errors import BadRequest, Unavailable
 from matchlight.server import validation
 from matchlight.server.rpc import Handler
 from matchlight.server.telemetry import NOOP, Telemetry
@@ -117,8 +117,6 @@ class ForwardedWrites:
         """
         try:
             result: Any = await self.writer.call(method, params)
-        except RpcError:
-            raise
         except OSError as exc:  # ConnectionLost, TimeoutError, refused: it is restarting
             raise Unavailable(f"the writer worker is not reachable ({exc}); try again") from None
         return result

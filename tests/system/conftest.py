@@ -322,12 +322,8 @@ def wait_for(what: str, condition: Callable[[], bool], timeout: float = START_TI
 
 def process_gone(pid: int) -> bool:
     """Whether process ``pid`` has exited (gone, or a zombie its parent has not reaped yet)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    # "pid (comm) state ...": comm may hold spaces and parentheses.
-    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    fields = harness.process_stat(pid)
+    return fields is None or fields[0] in ("Z", "X")
 
 
 def clients_by_reader(server: ServerProcess, readers: int) -> dict[str, Client]:

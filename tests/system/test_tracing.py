@@ -15,7 +15,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from matchlight.bench.harness import start_server
+from matchlight.bench.harness import RunningServer, start_server
 from tests.system.conftest import REPO_ROOT, server_env
 
 pytestmark = pytest.mark.system
@@ -49,19 +49,24 @@ def call(sock: Any, msgid: int, method: str, params: dict[str, Any]) -> Any:
             return message[3]
 
 
-def test_a_callers_traceparent_parents_the_server_span_and_its_children(tmp_path: Path) -> None:
-    import socket
-
+def traced_server(tmp_path: Path, *, workers: int) -> RunningServer:
+    """A server on ``tmp_path / "d"`` printing its spans on stdout (stderr to a file)."""
     env = server_env() | {"OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "ml-under-test"}
-    # One process: every span of a call is in its exporter (see the worker test below).
-    process = start_server(
+    return start_server(
         tmp_path / "d",
-        *("--workers", "1"),
+        *("--workers", str(workers)),
         log_level="WARNING",
         stderr=tmp_path / "stderr",
         env=env,
         cwd=REPO_ROOT,
     )
+
+
+def test_a_callers_traceparent_parents_the_server_span_and_its_children(tmp_path: Path) -> None:
+    import socket
+
+    # One process: every span of a call is in its exporter (see the worker test below).
+    process = traced_server(tmp_path, workers=1)
     try:
         assert process.address.startswith("127.0.0.1:"), process.address
         port = process.port
@@ -121,15 +126,7 @@ def test_with_workers_a_forwarded_write_is_traced_across_processes(tmp_path: Pat
     resource names the worker that made it."""
     import socket
 
-    env = server_env() | {"OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "ml-under-test"}
-    process = start_server(
-        tmp_path / "d",
-        *("--workers", "3"),
-        log_level="WARNING",
-        stderr=tmp_path / "stderr",
-        env=env,
-        cwd=REPO_ROOT,
-    )
+    process = traced_server(tmp_path, workers=3)
     try:
         trace = {"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01", "tracestate": "k=v"}
         with socket.create_connection(("127.0.0.1", process.port), timeout=15) as sock:
