@@ -39,8 +39,15 @@ def growth(ts: float, landmark: float, half_life: float = DEFAULT_HALF_LIFE_S) -
 def value_at(
     mass: float, landmark: float, ts: float, half_life: float = DEFAULT_HALF_LIFE_S
 ) -> float:
-    """The decayed value, as of ``ts``, of a mass kept against ``landmark``."""
-    return mass * math.exp2(min((landmark - ts) / half_life, MAX_EXPONENT))
+    """The decayed value, as of ``ts``, of a mass kept against ``landmark``.
+
+    Finite for a finite mass: a large mass read long before its landmark, whose
+    value would pass float's range, is capped at ``2**MAX_EXPONENT`` (with its sign).
+    """
+    value = mass * math.exp2(min((landmark - ts) / half_life, MAX_EXPONENT))
+    if math.isinf(value) and math.isfinite(mass):
+        return math.copysign(math.exp2(MAX_EXPONENT), mass)
+    return value
 
 
 def needs_rescale(ts: float, landmark: float, half_life: float = DEFAULT_HALF_LIFE_S) -> bool:
