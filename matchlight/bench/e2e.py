@@ -75,8 +75,8 @@ from matchlight.server.worker_figures import PUBLISH_S, memory
 
 FRESHNESS_PROBES: Final = 500
 WAIT_S: Final = 1_800.0
-#: Connections opened at most to find one that another worker answers (the kernel spreads
-#: connections over the readers by a hash of their ports: two readers need ~2 tries).
+#: Connections opened at most to find one that another worker answers (the supervisor
+#: hands a new connection to the reader with the fewest open: one try, unless one restarts).
 READ_CONNECTION_TRIES: Final = 64
 
 
@@ -345,12 +345,15 @@ def _read_connection(
     """A second connection for the reads of phase 4, answered by a worker other than
     ``ingest_worker`` if there are two readers or more; it and the report's words on it."""
     tries = READ_CONNECTION_TRIES if workers > 2 else 1
+    extra: list[Client] = []  # kept open until the end, so the next try goes elsewhere
     for attempt in range(1, tries + 1):
         client = Client(HOST, port, timeout=CALL_TIMEOUT_S)
         worker = client.call("health").get("worker")
         if worker != ingest_worker or attempt == tries:
             break
-        client.close()
+        extra.append(client)
+    for unused in extra:
+        unused.close()
     if workers == 1:
         read_on = "one process (--workers 1): a second connection to it"
     elif workers == 2:

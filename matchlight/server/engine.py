@@ -9,7 +9,7 @@ import logging
 import signal
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
@@ -152,7 +152,7 @@ def rpc_server(
 async def serve_until_signal(
     config: ServeConfig,
     rpc: RpcServer,
-    listeners: list[trio.SocketListener],
+    listeners: Sequence[trio.abc.Listener[Any]],
     ready: Callable[[], None],
     *,
     public: bool = True,
@@ -185,7 +185,7 @@ async def serve_until_signal(
 
 
 def secured(
-    listeners: list[trio.SocketListener], tls: ssl.SSLContext | None
+    listeners: Sequence[trio.abc.Listener[Any]], tls: ssl.SSLContext | None
 ) -> list[trio.abc.Listener[Any]]:
     """``listeners``, wrapped in TLS when there is a context."""
     if tls is None:

@@ -1,6 +1,5 @@
-"""Where a server listens: the public address (TCP or a unix socket, port 0 resolved), the
-reuse-port sockets through which a node's readers share a TCP port, and the writer
-worker's unix socket."""
+"""Where a server listens: the public address (TCP or a unix socket, port 0 resolved) and
+the writer worker's unix socket."""
 
 from __future__ import annotations
 
@@ -70,32 +69,6 @@ def remove_stale_socket(path: str) -> None:
     )
 
 
-def reuse_port_socket(address: Address) -> socket.socket:
-    """A TCP socket bound to ``address`` with ``SO_REUSEPORT`` (not listening yet).
-
-    Raises:
-        OSError: it cannot be bound.
-    """
-    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((address.host, address.port))
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-async def reuse_port_listener(address: Address) -> trio.SocketListener:
-    """A reader's own listener on the node's TCP address, beside its siblings' (the kernel
-    hands each new connection to one of them)."""
-    sock = reuse_port_socket(address)
-    sock.listen(1024)
-    return trio.SocketListener(trio.socket.from_stdlib_socket(sock))
-
-
 def bind_writer_socket(data: Path) -> tuple[socket.socket, str]:
     """The writer's listening unix socket, ``DATA/run/writer.sock`` (replacing a stale one).
 
@@ -118,8 +91,8 @@ def bind_writer_socket(data: Path) -> tuple[socket.socket, str]:
 
 
 def bind_public(listen: str) -> tuple[socket.socket, Address]:
-    """Hold the public address: a listening unix socket the readers share, or a TCP port
-    bound (not listening: it takes no connections) so that it stays ours, port 0 resolved.
+    """Listen on the public address, for the supervisor of a node of worker processes (it
+    hands the connections to the readers: see :mod:`.handover`), port 0 resolved.
 
     Raises:
         ValueError: ``listen`` is not an address.
@@ -132,12 +105,9 @@ def bind_public(listen: str) -> tuple[socket.socket, Address]:
         unix.bind(address.unix)
         unix.listen(1024)
         return unix, address
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
     try:
-        if address.port != 0:
-            # Another server's reuse-port group would let us join it: make sure none is there.
-            probe = socket.create_server((address.host, address.port))
-            probe.close()
-        sock = reuse_port_socket(address)
+        sock = socket.create_server((address.host, address.port), family=family, backlog=1024)
     except OSError as exc:
         raise OSError(exc.errno, f"cannot listen on {listen}: {exc.strerror}") from exc
     host, port = sock.getsockname()[:2]

@@ -4,11 +4,11 @@
   (inherited from the supervisor) and answers the write methods, validating,
   deciding and appending with group commit (:class:`~actors.write_path.WritePath`).
   It also stores the snapshots the readers send (``save_snapshots``).
-- **A reader** accepts the public connections (on the listening socket it
-  inherits; the kernel hands each connection to one reader) and answers every
-  method. Reads come from its own projections, which follow the log; a read
-  first catches up with everything committed when it arrived (read-your-writes
-  across processes). Writes are forwarded to the writer.
+- **A reader** answers every method on the public connections the supervisor
+  hands it (see :mod:`.handover`). Reads come from its own projections, which
+  follow the log; a read first catches up with everything committed when it
+  arrived (read-your-writes across processes). Writes are forwarded to the
+  writer.
 
 Readers send their actors' snapshots to the writer, which keeps the newest of
 each entity (and one that mends a damaged snapshot any reader found). Each
@@ -37,7 +37,6 @@ from actors import LmdbEventStore, Snapshot
 from actors.write_path import WritePath, open_write_path
 from legacy_adapter import Router
 from matchlight import __version__
-from matchlight.address import parse_listen
 from matchlight.client import AsyncClient, open_client
 from matchlight.errors import BadRequest, RpcError
 from matchlight.server import statistics, worker_figures
@@ -49,10 +48,10 @@ from matchlight.server.engine import (
     serve_until_signal,
     start_feed_watch,
 )
+from matchlight.server.handover import HandedListener
 from matchlight.server.methods import Methods
 from matchlight.server.rpc import Handler, RpcCounters, RpcServer
 from matchlight.server.shadow_offload import ShadowOffload, run_shadows_handler
-from matchlight.server.sockets import reuse_port_listener
 from matchlight.server.write_methods import ForwardedWrites, WriteMethods
 
 log = logging.getLogger(__name__)
@@ -95,11 +94,11 @@ class WorkerRole:
     kind: Literal["writer", "reader"]
     #: 0 for the writer, 1… for readers; reader 1 is the keeper (it loads the legacy feed).
     id: int
-    #: The inherited listening socket: the writer's unix socket, or a public unix socket.
+    #: The writer's inherited listening socket (its unix socket).
     listen_fd: int | None = None
-    #: A public TCP address (``HOST:PORT``): the reader binds it with ``SO_REUSEPORT`` beside
-    #: the others, and the kernel spreads connections over them.
-    listen_tcp: str | None = None
+    #: A reader's inherited end of its hand-over channel, down which the supervisor
+    #: sends it public connections.
+    handover_fd: int | None = None
     #: The writer's unix socket, which readers connect to.
     writer_socket: str
     #: A pipe to the supervisor: ``ready`` is written there once serving.
@@ -149,10 +148,10 @@ class WorkerRole:
             os.close(self.ready_fd)
         return True
 
-    async def listener(self) -> trio.SocketListener:
-        """Where this worker accepts connections."""
-        if self.listen_tcp is not None:
-            return await reuse_port_listener(parse_listen(self.listen_tcp))
+    def listener(self) -> trio.SocketListener | HandedListener:
+        """Where this worker takes its connections from."""
+        if self.handover_fd is not None:
+            return HandedListener(socket.socket(fileno=self.handover_fd))
         assert self.listen_fd is not None
         sock = socket.socket(fileno=self.listen_fd)
         return trio.SocketListener(trio.socket.from_stdlib_socket(sock))
@@ -225,7 +224,7 @@ class WriterMethods:
 
 async def serve_writer(config: ServeConfig, role: WorkerRole) -> None:
     """Run the writer worker until SIGTERM."""
-    listener = await role.listener()
+    listener = role.listener()
     with LmdbEventStore(config.data / "events") as store:
         async with open_write_path(store, config.system) as path:
             gc.freeze()
@@ -340,7 +339,7 @@ def reader_config(config: ServeConfig, role: WorkerRole) -> ServeConfig:
 async def serve_reader(config: ServeConfig, role: WorkerRole) -> None:
     """Run a reader worker until SIGTERM."""
     config = reader_config(config, role)
-    listener = await role.listener()
+    listener = role.listener()
     with open_stores(config, events_readonly=True, feed_loader=role.keeper) as stores:
         async with (
             open_client(unix=role.writer_socket, timeout=30.0, retries=8) as writer,

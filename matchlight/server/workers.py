@@ -13,10 +13,9 @@ The supervisor (this module, the process the operator started):
 - takes the data-directory lock and lends it to the writer (the writer
   inherits the lock's descriptor, so the lock is free only when both are
   gone: no second writer, even while a crashed writer is being replaced);
-- binds the public address once; every reader inherits the listening socket
-  and the kernel hands each new connection to one of them. Clients see one
-  server at one address, and connections wait in the backlog while a reader
-  restarts;
+- listens on the public address itself and hands each connection to the
+  reader with the fewest open (see :mod:`.handover`). Clients see one server
+  at one address, and connections wait in the backlog while no reader is up;
 - binds the writer's unix socket (``DIR/run/writer.sock``) once, so readers'
   forwarded writes wait in its backlog while the writer restarts;
 - starts the writer, then the readers together, and prints ``matchlight
@@ -34,6 +33,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,8 +43,8 @@ import attrs
 import trio
 
 from actors import DirectoryLock, MatchlightError
-from matchlight.address import Address
 from matchlight.server.config import ServeConfig
+from matchlight.server.handover import HandOver, channel_pair
 from matchlight.server.logs import WORKER_VARIABLE
 from matchlight.server.sockets import bind_public, bind_writer_socket
 from matchlight.server.worker_figures import SUPERVISOR_FILE, write_figures
@@ -73,10 +73,8 @@ class WorkerFailed(MatchlightError):
 class _Worker:
     kind: str
     id: int
-    #: An inherited listening socket (the writer's; a reader's on a unix address).
+    #: The writer's inherited listening socket (readers are handed their connections).
     listen_fd: int | None = None
-    #: A TCP address the reader binds itself with SO_REUSEPORT.
-    listen_tcp: str | None = None
     process: trio.Process | None = None
     restarts: int = 0
     #: Why it could not start, as it said (empty if it exited without a word).
@@ -97,21 +95,19 @@ class Supervisor:
         *,
         workers: int,
         lock: DirectoryLock,
-        public: Address,
-        public_fd: int | None,
+        public: socket.socket,
         writer_fd: int,
         writer_socket: str,
     ) -> None:
-        """``public``: the address clients use; a unix one is listened on once, as
-        ``public_fd``, and shared, a TCP one bound by each reader with SO_REUSEPORT."""
+        """``public``: the listening socket of the address clients use."""
         self.config = config
         self.argv = list(argv)
         self.lock = lock
         self.writer_socket = writer_socket
-        tcp = None if public.unix is not None else str(public)
         self.workers = [_Worker("writer", 0, listen_fd=writer_fd)] + [
-            _Worker("reader", i, listen_fd=public_fd, listen_tcp=tcp) for i in range(1, workers)
+            _Worker("reader", i) for i in range(1, workers)
         ]
+        self.handover = HandOver(public, [w.name for w in self.workers[1:]])
         self.stopping = False
         self.run_dir = Path(writer_socket).parent
         for stale in self.run_dir.glob("worker-*.json"):  # figures of an earlier run
@@ -156,6 +152,7 @@ class Supervisor:
     async def stop(self) -> None:
         """SIGTERM the readers and wait, then the writer; SIGKILL whoever overstays."""
         self.stopping = True
+        self.handover.stop()  # new connections wait in the backlog, and are refused at exit
         readers = [w for w in self.workers if w.kind == "reader"]
         await self._stop_all(readers)
         await self._stop_all([w for w in self.workers if w.kind == "writer"])
@@ -196,11 +193,14 @@ class Supervisor:
     async def _start(self, worker: _Worker) -> bool:
         """Start ``worker``'s process and wait until it says it is ready; False if it exited."""
         ready_read, ready_write = os.pipe()
+        channel = theirs = None
+        if worker.kind == "reader":
+            channel, theirs = channel_pair()
         role = WorkerRole(
             kind="writer" if worker.kind == "writer" else "reader",
             id=worker.id,
-            listen_fd=None if worker.listen_tcp is not None else worker.listen_fd,
-            listen_tcp=worker.listen_tcp,
+            listen_fd=worker.listen_fd,
+            handover_fd=None if theirs is None else theirs.fileno(),
             writer_socket=self.writer_socket,
             ready_fd=ready_write,
             readers=len(self.workers) - 1,
@@ -208,6 +208,8 @@ class Supervisor:
         fds: tuple[int, ...] = (ready_write,)
         if role.listen_fd is not None:
             fds = (*fds, role.listen_fd)
+        if role.handover_fd is not None:
+            fds = (*fds, role.handover_fd)
         if worker.kind == "writer":
             fds = (*fds, self.lock.fileno())
         try:
@@ -216,8 +218,14 @@ class Supervisor:
                 pass_fds=fds,
                 env=_worker_environment(worker.name),
             )
+        except BaseException:
+            if channel is not None:
+                channel.close()
+            raise
         finally:
             os.close(ready_write)
+            if theirs is not None:
+                theirs.close()
         said = b""
         async with trio.lowlevel.FdStream(ready_read) as ready:
             while not said.endswith(b"\n"):
@@ -226,9 +234,13 @@ class Supervisor:
                     break
                 said += chunk
         if said != b"ready\n":
+            if channel is not None:
+                channel.close()
             worker.failure = said.removeprefix(b"failed ").decode(errors="replace").strip()
             await worker.process.wait()
             return False
+        if channel is not None:
+            self.handover.attach(worker.name, channel)
         log.info("the %s worker is ready (pid %d)", worker.name, worker.process.pid)
         return True
 
@@ -273,8 +285,7 @@ async def supervise(config: ServeConfig) -> None:
             config.argv,
             workers=config.workers,
             lock=lock,
-            public=address,
-            public_fd=public.fileno() if address.unix is not None else None,
+            public=public,
             writer_fd=writer_sock.fileno(),
             writer_socket=writer_path,
         )
@@ -293,6 +304,7 @@ async def supervise(config: ServeConfig) -> None:
 async def _run(supervisor: Supervisor, address: object) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
+            await nursery.start(supervisor.handover.run)
             try:
                 await supervisor.start_all()
             except BaseException:

@@ -329,19 +329,25 @@ def process_gone(pid: int) -> bool:
 def clients_by_reader(server: ServerProcess, readers: int) -> dict[str, Client]:
     """One connection to each of the ``readers`` reader workers, by the name ``health`` gives.
 
-    The kernel hands each new connection to one reader, by a hash of its
-    addresses: new connections are opened until every reader has answered one.
+    The supervisor hands a new connection to the reader with the fewest open, so
+    ``readers`` connections usually reach them all; more are opened (and the
+    extra ones closed) while a reader that restarts is not up yet.
     """
     found: dict[str, Client] = {}
-    for _ in range(100):
-        client = server.client()
-        worker = client.call("health")["worker"]
-        if worker in found:
+    extra: list[Client] = []
+    try:
+        for _ in range(100):
+            client = server.client()
+            worker = client.call("health")["worker"]
+            if worker in found:
+                extra.append(client)
+                continue
+            found[worker] = client
+            if len(found) == readers:
+                return dict(sorted(found.items()))
+    finally:
+        for client in extra:
             client.close()
-            continue
-        found[worker] = client
-        if len(found) == readers:
-            return dict(sorted(found.items()))
     pytest.fail(f"100 connections reached only the readers {sorted(found)}", pytrace=False)
 
 

@@ -141,6 +141,34 @@ def test_writes_through_the_readers_get_the_answers_of_a_single_process_node(
     assert through_readers == expected
 
 
+# -- connections ------------------------------------------------------------------------------
+
+
+def test_each_new_connection_goes_to_the_reader_with_the_fewest_open(
+    start_server: StartServer,
+) -> None:
+    """The supervisor balances connections over the readers, and learns when they close."""
+    server = start_server("--workers", "3")
+    opened = [server.client() for _ in range(4)]
+    try:
+        workers = [client.call("health")["worker"] for client in opened]
+        assert workers == ["reader-1", "reader-2", "reader-1", "reader-2"]
+        for client in (opened[1], opened[3]):
+            client.close()
+
+        def reader_2_idle() -> bool:
+            figures = opened[0].call("stats")["workers"]["reader-2"]
+            return bool(figures["connections_open"] == 0)
+
+        wait_for("reader-2's connections closed", reader_2_idle)
+        more = [server.client() for _ in range(2)]
+        opened += more
+        assert [client.call("health")["worker"] for client in more] == ["reader-2"] * 2
+    finally:
+        for client in opened:
+            client.close()
+
+
 # -- stats ------------------------------------------------------------------------------------
 
 

@@ -228,7 +228,7 @@ def test_kill_9_of_the_writer_mid_stream_loses_nothing_and_applies_nothing_twice
 class MonotonicReads:
     """A thread that reads :data:`ITEMS`' like counters, and which reader answered, in a loop
     over ``client`` (which connects again when its connection breaks, to whichever reader
-    the kernel picks).
+    the supervisor picks).
 
     A counter never goes down: a read sees every write acknowledged before it
     was sent, on whichever reader, restarted or not (``went_back`` lists any
