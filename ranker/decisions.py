@@ -34,6 +34,8 @@ from ranker.errors import RankerError
 
 DEFAULT_RETENTION: Final = 1_000_000
 _SEQ: Final = struct.Struct(">Q")
+#: Tries at opening the records' database while other processes grow the map.
+OPEN_TRIES: Final = 10
 
 
 @attrs.frozen(kw_only=True)
@@ -67,12 +69,12 @@ class DecisionLog(Closing):
             self._env = lmdb.open(str(self.path), map_size=map_size, max_dbs=1, sync=True)
         except (OSError, lmdb.Error) as exc:
             raise RankerError(f"cannot open the decision log in {self.path}: {exc}") from exc
-        self._db = self._env.open_db(b"decisions")
+        self._db = self._open_db()
         self._map = GrowingMap(self._env, "decision log")
         self._lock = threading.Lock()
         self._written = 0
         self._trimmed = 0
-        with self._env.begin(db=self._db) as txn:
+        with self._begin() as txn:
             cursor = txn.cursor()
             self._last = _SEQ.unpack(cursor.key())[0] if cursor.last() else 0
             self._kept = txn.stat(self._db)["entries"]
@@ -120,6 +122,16 @@ class DecisionLog(Closing):
     def read(self, *, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
         """Records with ``seq`` above ``after``, oldest first, at most ``limit``."""
         return list(self._iter(after, limit))
+
+    def _open_db(self) -> Any:
+        """The records' database; another process may grow the map meanwhile (then take
+        its size and try again: each try that fails saw one more growth)."""
+        for _ in range(OPEN_TRIES - 1):
+            try:
+                return self._env.open_db(b"decisions")
+            except lmdb.MapResizedError:
+                self._env.set_mapsize(0)
+        return self._env.open_db(b"decisions")
 
     def _begin(self, *, write: bool = False) -> lmdb.Transaction:
         try:
