@@ -28,15 +28,18 @@ import math
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, Final
 
 import attrs
+import msgpack
 import numpy as np
 import numpy.typing as npt
 
 from actors import decay
 from actors.errors import CodecError
 from actors.events import InteractionRecorded
+from actors.files import write_atomically
 from actors.store import EventStore
 from actors.user import OTHER_TYPE_WEIGHT, TYPE_WEIGHTS
 from index import Index
@@ -245,11 +248,13 @@ def rebuild_cooccurrence(
     cooccurrence: CoOccurrence | None = None,
     *,
     until: int | None = None,
+    after: int = 0,
 ) -> CoOccurrence:
     """The co-occurrence of everything in ``store`` (up to ``until``, by default its last
     ``seq``), from its log in order. Blocking.
 
     ``index`` gives the internal ids (a rebuilt index numbers items as the live one).
+    With ``cooccurrence`` as of ``after`` (a snapshot), only the events after it are fed.
 
     Raises:
         StoreError: the store cannot be read.
@@ -257,7 +262,7 @@ def rebuild_cooccurrence(
     """
     started = time.perf_counter()
     out = CoOccurrence() if cooccurrence is None else cooccurrence
-    seq, last, events = 0, store.last_seq() if until is None else until, 0
+    seq, last, events = after, store.last_seq() if until is None else until, 0
     left_out, careful_until = 0, 0
     while seq < last:
         # After a corrupt event, read one at a time for a page's length to find it.
@@ -286,11 +291,129 @@ def rebuild_cooccurrence(
         )
     log.log(
         logging.WARNING if left_out else logging.INFO,
-        "co-occurrence rebuilt from %d events (%d corrupt left out): %d items, %d pairs in %.2f s",
+        "co-occurrence rebuilt from %d events after seq %d (%d corrupt left out): "
+        "%d items, %d pairs in %.2f s",
         events,
+        after,
         left_out,
         len(out.rows),
         sum(len(row) for row in out.rows.values()),
         time.perf_counter() - started,
     )
     return out
+
+
+# -- snapshots --------------------------------------------------------------------------------
+
+#: The format of :func:`encode_snapshot`; a file of another version is ignored.
+SNAPSHOT_VERSION: Final = 1
+
+
+def _parameters(cooccurrence: CoOccurrence) -> list[float]:
+    c = cooccurrence
+    return [c.window, c.gap_s, c.half_life, c.keep, c.max_users]
+
+
+def encode_snapshot(cooccurrence: CoOccurrence, seq: int, event_id: str) -> bytes:
+    """Everything ``cooccurrence`` holds, as of the log's ``seq`` (whose event is
+    ``event_id``), for :func:`decode_snapshot`. Rows and users keep their order."""
+    c = cooccurrence
+    data: bytes = msgpack.packb(
+        {
+            "version": SNAPSHOT_VERSION,
+            "seq": seq,
+            "event_id": event_id,
+            "parameters": _parameters(c),
+            "landmark": c.landmark,
+            "rows": [(doc, list(row), list(row.values())) for doc, row in c.rows.items()],
+            "recent": list(c.recent.items()),
+        }
+    )
+    return data
+
+
+def decode_snapshot(data: bytes, template: CoOccurrence) -> tuple[CoOccurrence, int, str]:
+    """The co-occurrence ``data`` holds, its ``seq`` and that event's id.
+
+    ``template``: an empty co-occurrence with this server's parameters.
+
+    Raises:
+        CodecError: ``data`` is not a snapshot of this version, or was made with
+            other parameters (window, gap, half-life, row size, users).
+    """
+    try:
+        raw = msgpack.unpackb(data, use_list=False, strict_map_key=False)
+        if raw["version"] != SNAPSHOT_VERSION:
+            raise CodecError(f"version {raw['version']!r}, not {SNAPSHOT_VERSION}")
+        if list(raw["parameters"]) != _parameters(template):
+            raise CodecError("made with other parameters")
+        out = template
+        out.landmark = float(raw["landmark"])
+        rows = out.rows
+        for doc, docs, masses in raw["rows"]:
+            rows[doc] = defaultdict(float, zip(docs, masses, strict=True))
+        out.recent = OrderedDict((user, list(entries)) for user, entries in raw["recent"])
+        return out, int(raw["seq"]), str(raw["event_id"])
+    except CodecError:
+        raise
+    except (ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
+        raise CodecError(f"not a co-occurrence snapshot: {exc}") from None
+
+
+def load_cooccurrence(
+    store: EventStore, index: Index, path: Path | None, *, until: int | None = None
+) -> CoOccurrence:
+    """:func:`rebuild_cooccurrence`, from the snapshot at ``path`` when there is a usable
+    one (then only the events after it are read). Blocking.
+
+    A snapshot is used only if its event is the log's event at its ``seq`` (the
+    same log) and it is not ahead of ``until``; otherwise, or if it cannot be
+    read, the log is replayed from the start (and why is logged).
+
+    Raises:
+        StoreError: the store cannot be read.
+    """
+    fresh = CoOccurrence()
+    if path is None:
+        return rebuild_cooccurrence(store, index, fresh, until=until)
+    last = store.last_seq() if until is None else until
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return rebuild_cooccurrence(store, index, fresh, until=until)
+    except OSError as exc:
+        log.warning("co-occurrence snapshot %s unreadable (%s): replaying the log", path, exc)
+        return rebuild_cooccurrence(store, index, fresh, until=until)
+    try:
+        loaded, seq, event_id = decode_snapshot(data, fresh)
+        if seq > last:
+            raise CodecError(f"it is at seq {seq}, past the log's {last}")
+        at = store.read_all(after=seq - 1, limit=1)
+        if not at or at[0].seq != seq or at[0].event.id != event_id:
+            raise CodecError(f"the log's event at seq {seq} is not the one it was made after")
+    except CodecError as exc:
+        log.warning("co-occurrence snapshot %s not used (%s): replaying the log", path, exc)
+        return rebuild_cooccurrence(store, index, CoOccurrence(), until=until)
+    return rebuild_cooccurrence(store, index, loaded, until=until, after=seq)
+
+
+def save_cooccurrence(cooccurrence: CoOccurrence, store: EventStore, path: Path, seq: int) -> None:
+    """Write ``cooccurrence`` (as of the log's ``seq``) to ``path`` atomically, for the next
+    start's :func:`load_cooccurrence`. Blocking. Nothing for an empty log.
+
+    Raises:
+        OSError: the file cannot be written (the previous one stays).
+        StoreError: the store cannot be read.
+    """
+    if seq <= 0:
+        return
+    started = time.perf_counter()
+    (at,) = store.read_all(after=seq - 1, limit=1)
+    data = encode_snapshot(cooccurrence, seq, at.event.id)
+    write_atomically(path, data)
+    log.info(
+        "co-occurrence snapshot at seq %d written (%.1f MiB) in %.2f s",
+        seq,
+        len(data) / 2**20,
+        time.perf_counter() - started,
+    )

@@ -17,14 +17,15 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
+from pathlib import Path
 from typing import Final, TypeVar
 
 import attrs
 import trio
 from opentelemetry import trace
 
-from actors.cooccurrence import CoOccurrence, observe_events, rebuild_cooccurrence
-from actors.errors import ActorError, AskTimeoutError
+from actors.cooccurrence import CoOccurrence, load_cooccurrence, observe_events, save_cooccurrence
+from actors.errors import ActorError, AskTimeoutError, MatchlightError
 from actors.events import Event, InteractionRecorded, StoredEvent
 from actors.fields import FieldAdmission
 from actors.follower import LogFollower
@@ -104,6 +105,8 @@ class ActorSystem:
         self.signals = ItemSignals() if signals is None else signals
         #: Item-to-item co-occurrence by internal id, fed in log order as events commit.
         self.cooccurrence = CoOccurrence() if cooccurrence is None else cooccurrence
+        #: The last ``seq`` the co-occurrence has seen (set by whoever rebuilt it).
+        self.observed_seq = 0
         self.writer = StoreWriter(store, max_group_events=self.config.max_group_events)
         self.writer.set_dispatch(self._dispatch)
         save = self.writer.save_snapshot_nowait if save_snapshot is None else save_snapshot
@@ -203,6 +206,8 @@ class ActorSystem:
                 self.index,
                 (e.event for e in stored if type(e.event) is InteractionRecorded),
             )
+        if stored:
+            self.observed_seq = stored[-1].seq
         to_users = self.users.split(
             [(user_id, ApplyEvents(events)) for user_id, events in by_user.items()]
         )
@@ -293,20 +298,29 @@ class ActorSystem:
 
 @asynccontextmanager
 async def open_actor_system(
-    store: EventStore, config: SystemConfig | None = None
+    store: EventStore,
+    config: SystemConfig | None = None,
+    *,
+    cooccurrence_file: Path | None = None,
 ) -> AsyncIterator[ActorSystem]:
     """Run an actor system over ``store`` for the duration of the block.
 
-    It first rebuilds the item index from the store (snapshots plus tails).
+    It first rebuilds the item index from the store (snapshots plus tails), and
+    the co-occurrence from ``cooccurrence_file`` (if usable) plus the log after it.
 
     On exit (normal or not) it stops taking writes, commits what is queued,
     passivates every active actor (snapshotting those that changed) and
-    writes those snapshots. The store itself stays open; its owner closes it.
+    writes those snapshots, and the co-occurrence to ``cooccurrence_file``.
+    The store itself stays open; its owner closes it.
     """
+    start = store.last_seq()
     signals = ItemSignals()
     index = await trio.to_thread.run_sync(rebuild_index, store, signals)
-    cooccurrence = await trio.to_thread.run_sync(rebuild_cooccurrence, store, index)
+    cooccurrence = await trio.to_thread.run_sync(
+        partial(load_cooccurrence, store, index, cooccurrence_file, until=start)
+    )
     system = ActorSystem(store, config, index=index, signals=signals, cooccurrence=cooccurrence)
+    system.observed_seq = start
     ahead = signals.clock - time.time()
     if ahead > system.config.clock_skew_s:
         # Written before event times were checked: the ranker's clock stays at the wall clock.
@@ -333,6 +347,21 @@ async def open_actor_system(
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(store.commit, [], snapshots)
         log.info("flushed %d snapshots on shutdown", len(snapshots))
+    await _save_cooccurrence(system, cooccurrence_file)
+
+
+async def _save_cooccurrence(system: ActorSystem, path: Path | None) -> None:
+    """Write the co-occurrence snapshot on shutdown (a failure is logged: the next start
+    replays more of the log)."""
+    if path is None:
+        return
+    with trio.CancelScope(shield=True):
+        try:
+            await trio.to_thread.run_sync(
+                save_cooccurrence, system.cooccurrence, system.store, path, system.observed_seq
+            )
+        except (OSError, MatchlightError) as exc:
+            log.warning("co-occurrence snapshot not written to %s: %s", path, exc)
 
 
 @asynccontextmanager
@@ -341,20 +370,25 @@ async def open_follower_system(
     config: SystemConfig | None = None,
     *,
     save_snapshot: Callable[[Snapshot], None],
+    cooccurrence_file: Path | None = None,
+    snapshot_cooccurrence: bool = False,
 ) -> AsyncIterator[ActorSystem]:
     """Run an actor system that follows a log another process writes (a reader worker).
 
-    It rebuilds the index and co-occurrence as of the log's head now, then a
+    It rebuilds the index and co-occurrence as of the log's head now (the
+    co-occurrence from ``cooccurrence_file`` if usable, plus the log after it), then a
     :class:`~actors.follower.LogFollower` applies everything after it, in
-    order, as it is committed. It never writes: its actors' snapshots go to
+    order, as it is committed. It never writes the log: its actors' snapshots go to
     ``save_snapshot`` (to the writer, or nowhere), on exit too (every active actor
-    is passivated). Reads call :meth:`ActorSystem.catch_up` first.
+    is passivated). With ``snapshot_cooccurrence`` (one reader of a node) it writes
+    the co-occurrence to ``cooccurrence_file`` on exit. Reads call
+    :meth:`ActorSystem.catch_up` first.
     """
     start = store.head()
     signals = ItemSignals()
     index = await trio.to_thread.run_sync(rebuild_index, store, signals)
     cooccurrence = await trio.to_thread.run_sync(
-        partial(rebuild_cooccurrence, store, index, until=start)
+        partial(load_cooccurrence, store, index, cooccurrence_file, until=start)
     )
     system = ActorSystem(
         store,
@@ -364,6 +398,7 @@ async def open_follower_system(
         cooccurrence=cooccurrence,
         save_snapshot=save_snapshot,
     )
+    system.observed_seq = start
     follower = system.follower = LogFollower(store, system._dispatch, start=start)
     async with trio.open_nursery() as nursery:
         await nursery.start(system.items.run)
@@ -383,3 +418,5 @@ async def open_follower_system(
             with trio.CancelScope(shield=True):
                 await system.items.aclose()
                 await system.users.aclose()
+    if snapshot_cooccurrence:
+        await _save_cooccurrence(system, cooccurrence_file)

@@ -11,7 +11,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, Final
 
 import attrs
 import trio
@@ -26,6 +26,10 @@ from matchlight.server.rpc import RpcCounters, RpcServer
 from ranker import DecisionLog, RankerActor, open_ranker
 
 log = logging.getLogger(__name__)
+
+#: In the data directory: the co-occurrence as of a shutdown, so a start replays only the
+#: log after it (see :func:`actors.cooccurrence.load_cooccurrence`).
+COOCCURRENCE_FILE: Final = "cooccurrence.snapshot"
 
 
 async def start_feed_watch(config: ServeConfig, stores: Stores, nursery: trio.Nursery) -> None:
@@ -91,15 +95,24 @@ async def open_engine(
     stores: Stores,
     *,
     follow: Callable[[Snapshot], None] | None = None,
+    keeper: bool = True,
 ) -> AsyncIterator[Engine]:
     """Run the actor system, the ranker and the router over ``stores`` for the block.
 
     With ``follow`` (a reader worker), the actor system follows the log the writer
-    worker writes and hands its actors' snapshots to ``follow``."""
+    worker writes and hands its actors' snapshots to ``follow``; only the ``keeper``
+    reader writes the co-occurrence snapshot on exit."""
+    cooccurrence_file = config.data / COOCCURRENCE_FILE
     actors = (
-        open_actor_system(stores.events, config.system)
+        open_actor_system(stores.events, config.system, cooccurrence_file=cooccurrence_file)
         if follow is None
-        else open_follower_system(stores.events, config.system, save_snapshot=follow)
+        else open_follower_system(
+            stores.events,
+            config.system,
+            save_snapshot=follow,
+            cooccurrence_file=cooccurrence_file,
+            snapshot_cooccurrence=keeper,
+        )
     )
     async with (
         actors as system,

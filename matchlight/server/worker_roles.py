@@ -348,7 +348,7 @@ async def serve_reader(config: ServeConfig, role: WorkerRole) -> None:
             relay = SnapshotRelay(writer)
             background.start_soon(relay.run)
             await start_feed_watch(config, stores, background)
-            async with open_engine(config, stores, follow=relay.save) as engine:
+            async with open_engine(config, stores, follow=relay.save, keeper=role.keeper) as engine:
                 gc.freeze()
                 rpc = rpc_server(
                     config,

@@ -24,8 +24,17 @@ from actors import (
     UpsertItem,
     open_actor_system,
 )
-from actors.cooccurrence import CoOccurrence, engagement_weight, rebuild_cooccurrence
+from actors.cooccurrence import (
+    CoOccurrence,
+    decode_snapshot,
+    encode_snapshot,
+    engagement_weight,
+    load_cooccurrence,
+    rebuild_cooccurrence,
+)
 from actors.events import InteractionRecorded
+from actors.item_index import rebuild_index
+from index import Index
 
 DAY = 86_400.0
 
@@ -256,3 +265,107 @@ async def test_a_restart_serves_the_same_recommendations(tmp_path: Any) -> None:
 
     assert any(before)
     assert after == before
+
+
+# -- snapshots ----------------------------------------------------------------------------
+
+
+def small() -> CoOccurrence:
+    """Small rows and windows, so that pruning and eviction happen."""
+    return CoOccurrence(keep=2, window=2, max_users=2, gap_s=30 * DAY)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events, st.integers(0, 60))
+async def test_a_snapshot_plus_the_log_after_it_equals_a_rebuild_of_the_whole_log(
+    stream: list[tuple[str, str, str, float]], cut: int
+) -> None:
+    store = MemoryEventStore()
+    async with open_actor_system(store) as system:
+        await system.upsert_items([UpsertItem(event_id=f"up-{i}", item=i, ts=0.0) for i in ITEMS])
+        await system.ingest(
+            [
+                RecordInteraction(id=f"ev{next(_ids)}", user=u, item=i, type=t, ts=ts)
+                for u, i, t, ts in stream
+            ]
+        )
+        index = system.index
+    seq = min(len(ITEMS) + cut, store.last_seq())
+    at_cut = rebuild_cooccurrence(store, index, small(), until=seq)
+    (event,) = store.read_all(after=seq - 1, limit=1)
+    decoded, decoded_seq, event_id = decode_snapshot(
+        encode_snapshot(at_cut, seq, event.event.id), small()
+    )
+    assert (decoded_seq, event_id) == (seq, event.event.id)
+    assert decoded.state() == at_cut.state()
+
+    resumed = rebuild_cooccurrence(store, index, decoded, after=seq)
+    assert resumed.state() == rebuild_cooccurrence(store, index, small()).state()
+
+
+async def ingested(tmp_path: Any, n: int, prefix: str = "r") -> LmdbEventStore:
+    """An LMDB store of :data:`ITEMS` and ``n`` likes, written through an actor system
+    that snapshots its co-occurrence on exit to ``tmp_path / "co"``."""
+    rng = np.random.default_rng(7)
+    store = LmdbEventStore(tmp_path / "events")
+    async with open_actor_system(store, cooccurrence_file=tmp_path / "co") as system:
+        await system.upsert_items([UpsertItem(event_id=f"up-{i}", item=i, ts=0.0) for i in ITEMS])
+        await system.ingest(
+            [
+                RecordInteraction(
+                    id=f"{prefix}{n}",
+                    user=f"u{rng.integers(5)}",
+                    item=ITEMS[int(rng.integers(len(ITEMS)))],
+                    type="like",
+                    ts=float(n),
+                )
+                for n in range(n)
+            ]
+        )
+    return store
+
+
+async def test_a_start_reads_the_snapshot_and_only_the_log_after_it(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = await ingested(tmp_path, 200)
+    try:
+        assert (tmp_path / "co").exists()
+        whole = rebuild_cooccurrence(store, index_of(store)).state()
+        caplog.set_level("INFO", logger="actors.cooccurrence")
+        loaded = load_cooccurrence(store, index_of(store), tmp_path / "co")
+        assert loaded.state() == whole
+        assert "rebuilt from 0 events after seq 208" in caplog.text
+    finally:
+        store.close()
+
+
+def index_of(store: LmdbEventStore) -> Index:
+    return rebuild_index(store)
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "other log", "ahead", "other parameters"])
+async def test_a_snapshot_that_does_not_fit_the_log_is_ignored_and_the_log_replayed(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture, damage: str
+) -> None:
+    store = await ingested(tmp_path, 200)
+    path = tmp_path / "co"
+    try:
+        index = index_of(store)
+        whole = rebuild_cooccurrence(store, index)
+        at = store.last_seq()
+        (last,) = store.read_all(after=at - 1, limit=1)
+        if damage == "corrupt":
+            path.write_bytes(path.read_bytes()[:100])
+        elif damage == "other log":
+            path.write_bytes(encode_snapshot(whole, at, "not-this-log"))
+        elif damage == "ahead":
+            path.write_bytes(encode_snapshot(whole, at + 5, last.event.id))
+        else:
+            path.write_bytes(encode_snapshot(CoOccurrence(keep=3), at, last.event.id))
+        caplog.set_level("INFO", logger="actors.cooccurrence")
+        assert load_cooccurrence(store, index, path).state() == whole.state()
+        assert "not used" in caplog.text
+        assert f"rebuilt from {at} events after seq 0" in caplog.text
+    finally:
+        store.close()
