@@ -183,6 +183,20 @@ async def test_live_cooccurrence_equals_a_rebuild_from_the_log(
     assert rebuilt.state() == live.state()
 
 
+def random_likes(rng: np.random.Generator, n: int) -> list[RecordInteraction]:
+    """``n`` likes of :data:`ITEMS` by five users, one second apart."""
+    return [
+        RecordInteraction(
+            id=f"r{k}",
+            user=f"u{rng.integers(5)}",
+            item=ITEMS[int(rng.integers(len(ITEMS)))],
+            type="like",
+            ts=float(k),
+        )
+        for k in range(n)
+    ]
+
+
 async def test_a_restart_serves_the_same_neighbours(tmp_path: Any) -> None:
     rng = np.random.default_rng(3)
     store = LmdbEventStore(tmp_path / "events")
@@ -191,18 +205,7 @@ async def test_a_restart_serves_the_same_neighbours(tmp_path: Any) -> None:
             await system.upsert_items(
                 [UpsertItem(event_id=f"up-{i}", item=i, ts=0.0) for i in ITEMS]
             )
-            await system.ingest(
-                [
-                    RecordInteraction(
-                        id=f"r{n}",
-                        user=f"u{rng.integers(5)}",
-                        item=ITEMS[int(rng.integers(len(ITEMS)))],
-                        type="like",
-                        ts=float(n),
-                    )
-                    for n in range(300)
-                ]
-            )
+            await system.ingest(random_likes(rng, 300))
             before = system.cooccurrence.state()
             neighbours = {d: system.cooccurrence.neighbours(d, 300.0) for d in range(8)}
     finally:
@@ -303,25 +306,13 @@ async def test_a_snapshot_plus_the_log_after_it_equals_a_rebuild_of_the_whole_lo
     assert resumed.state() == rebuild_cooccurrence(store, index, small()).state()
 
 
-async def ingested(tmp_path: Any, n: int, prefix: str = "r") -> LmdbEventStore:
+async def ingested(tmp_path: Any, n: int) -> LmdbEventStore:
     """An LMDB store of :data:`ITEMS` and ``n`` likes, written through an actor system
     that snapshots its co-occurrence on exit to ``tmp_path / "co"``."""
-    rng = np.random.default_rng(7)
     store = LmdbEventStore(tmp_path / "events")
     async with open_actor_system(store, cooccurrence_file=tmp_path / "co") as system:
         await system.upsert_items([UpsertItem(event_id=f"up-{i}", item=i, ts=0.0) for i in ITEMS])
-        await system.ingest(
-            [
-                RecordInteraction(
-                    id=f"{prefix}{n}",
-                    user=f"u{rng.integers(5)}",
-                    item=ITEMS[int(rng.integers(len(ITEMS)))],
-                    type="like",
-                    ts=float(n),
-                )
-                for n in range(n)
-            ]
-        )
+        await system.ingest(random_likes(np.random.default_rng(7), n))
     return store
 
 
