@@ -373,28 +373,30 @@ def load_cooccurrence(
     Raises:
         StoreError: the store cannot be read.
     """
-    fresh = CoOccurrence()
-    if path is None:
-        return rebuild_cooccurrence(store, index, fresh, until=until)
     last = store.last_seq() if until is None else until
+    snapshot = None if path is None else _usable_snapshot(store, path, last)
+    if snapshot is None:
+        return rebuild_cooccurrence(store, index, until=last)
+    loaded, seq = snapshot
+    return rebuild_cooccurrence(store, index, loaded, until=last, after=seq)
+
+
+def _usable_snapshot(store: EventStore, path: Path, last: int) -> tuple[CoOccurrence, int] | None:
+    """The co-occurrence at ``path`` and its ``seq``, if it is a snapshot of this log no
+    further than ``last``; ``None`` (logged, unless there is no file) otherwise."""
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return rebuild_cooccurrence(store, index, fresh, until=until)
-    except OSError as exc:
-        log.warning("co-occurrence snapshot %s unreadable (%s): replaying the log", path, exc)
-        return rebuild_cooccurrence(store, index, fresh, until=until)
-    try:
-        loaded, seq, event_id = decode_snapshot(data, fresh)
+        loaded, seq, event_id = decode_snapshot(path.read_bytes(), CoOccurrence())
         if seq > last:
             raise CodecError(f"it is at seq {seq}, past the log's {last}")
         at = store.read_all(after=seq - 1, limit=1)
         if not at or at[0].seq != seq or at[0].event.id != event_id:
             raise CodecError(f"the log's event at seq {seq} is not the one it was made after")
-    except CodecError as exc:
+    except FileNotFoundError:
+        return None
+    except (OSError, CodecError) as exc:
         log.warning("co-occurrence snapshot %s not used (%s): replaying the log", path, exc)
-        return rebuild_cooccurrence(store, index, CoOccurrence(), until=until)
-    return rebuild_cooccurrence(store, index, loaded, until=until, after=seq)
+        return None
+    return loaded, seq
 
 
 def save_cooccurrence(cooccurrence: CoOccurrence, store: EventStore, path: Path, seq: int) -> None:

@@ -26,8 +26,8 @@ def staging_path(path: str | os.PathLike[str]) -> Path:
     return path.with_name(f".{path.name}.tmp")
 
 
-def write_atomically(path: str | os.PathLike[str], text: str | bytes) -> None:
-    """Replace ``path`` with ``text`` (UTF-8 if a string) atomically and durably. Blocking.
+def write_atomically(path: str | os.PathLike[str], content: str | bytes) -> None:
+    """Replace ``path`` with ``content`` (UTF-8 if a string) atomically and durably. Blocking.
 
     After a crash ``path`` holds its old or its new content. Once the rename
     is done the new content is in place: failing to sync the directory then
@@ -39,7 +39,7 @@ def write_atomically(path: str | os.PathLike[str], text: str | bytes) -> None:
     path = Path(path)
     tmp = staging_path(path)
     with open(tmp, "wb") as f:
-        f.write(text.encode() if isinstance(text, str) else text)
+        f.write(content.encode() if isinstance(content, str) else content)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
