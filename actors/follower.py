@@ -12,10 +12,12 @@ that overlaps a recovery harmless).
 Read-your-writes across processes: a read calls :meth:`LogFollower.catch_up`
 first, which waits until everything stored when the read arrived is applied.
 A write acknowledged before the read was sent was committed before then, so
-the read sees it. The follower also wakes every ``poll_s`` on its own, so a
-read usually finds nothing left to apply; it applies at most ``page`` events
-between two checkpoints, so reads that need nothing more are answered between
-pages rather than after a whole burst.
+the read sees it. The follower also applies new events without a read asking:
+at once when :meth:`LogFollower.nudge` is called (a reader worker's writer rings
+after each commit: see :mod:`matchlight.server.commit_bell`), and every
+``poll_s`` in any case, so a read usually finds nothing left to apply. It
+applies at most ``page`` events between two checkpoints, so reads that need
+nothing more are answered between pages rather than after a whole burst.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ log = logging.getLogger(__name__)
 
 #: Events applied between two checkpoints, at most.
 DEFAULT_PAGE: Final = 128
-#: How often an idle follower looks for new events, seconds.
+#: How often an idle follower looks for new events unless nudged, seconds.
 DEFAULT_POLL_S: Final = 0.002
 
 Dispatch = Callable[[Sequence[StoredEvent]], Awaitable[Completion]]
@@ -92,6 +94,10 @@ class LogFollower:
         self._wake.set()
         while self.applied < target:
             await self._advanced.wait()
+
+    def nudge(self) -> None:
+        """Look for new events now (the log has grown)."""
+        self._wake.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Follow the log until cancelled."""

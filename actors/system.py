@@ -28,7 +28,7 @@ from actors.cooccurrence import CoOccurrence, load_cooccurrence, observe_events,
 from actors.errors import ActorError, AskTimeoutError, MatchlightError
 from actors.events import Event, InteractionRecorded, StoredEvent
 from actors.fields import FieldAdmission
-from actors.follower import LogFollower
+from actors.follower import DEFAULT_POLL_S, LogFollower
 from actors.item import ItemState, RecordInteraction, RemoveItem, UpsertItem
 from actors.item_actor import item_actor
 from actors.item_index import ItemSignals, new_index, rebuild_index
@@ -372,6 +372,7 @@ async def open_follower_system(
     save_snapshot: Callable[[Snapshot], None],
     cooccurrence_file: Path | None = None,
     snapshot_cooccurrence: bool = False,
+    poll_s: float = DEFAULT_POLL_S,
 ) -> AsyncIterator[ActorSystem]:
     """Run an actor system that follows a log another process writes (a reader worker).
 
@@ -382,7 +383,8 @@ async def open_follower_system(
     ``save_snapshot`` (to the writer, or nowhere), on exit too (every active actor
     is passivated). With ``snapshot_cooccurrence`` (one reader of a node) it writes
     the co-occurrence to ``cooccurrence_file`` on exit. Reads call
-    :meth:`ActorSystem.catch_up` first.
+    :meth:`ActorSystem.catch_up` first. The follower looks for new events every
+    ``poll_s``, and at once when ``system.follower.nudge()`` is called.
     """
     start = store.head()
     signals = ItemSignals()
@@ -399,7 +401,7 @@ async def open_follower_system(
         save_snapshot=save_snapshot,
     )
     system.observed_seq = start
-    follower = system.follower = LogFollower(store, system._dispatch, start=start)
+    follower = system.follower = LogFollower(store, system._dispatch, start=start, poll_s=poll_s)
     async with trio.open_nursery() as nursery:
         await nursery.start(system.items.run)
         await nursery.start(system.users.run)

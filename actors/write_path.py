@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Final
 
@@ -190,9 +190,17 @@ class WritePath:
     apply them and catch up before they read)."""
 
     def __init__(
-        self, store: EventStore, catalogue: Catalogue, config: SystemConfig | None = None
+        self,
+        store: EventStore,
+        catalogue: Catalogue,
+        config: SystemConfig | None = None,
+        *,
+        on_commit: Callable[[], None] | None = None,
     ) -> None:
+        """``on_commit`` is called after each commit that stored events, before they are
+        acknowledged (the writer worker rings its readers)."""
         self.store = store
+        self._on_commit = on_commit
         self.config = config or SystemConfig()
         self.catalogue = catalogue
         self.writer = StoreWriter(store, max_group_events=self.config.max_group_events)
@@ -237,6 +245,8 @@ class WritePath:
 
     async def _dispatch(self, stored: Sequence[StoredEvent]) -> Completion:
         self.catalogue.apply(stored)
+        if self._on_commit is not None:
+            self._on_commit()
         return Completion(remaining=0)
 
     def save_snapshots(self, snapshots: Iterable[Snapshot]) -> None:
@@ -254,12 +264,15 @@ class WritePath:
 
 @asynccontextmanager
 async def open_write_path(
-    store: EventStore, config: SystemConfig | None = None
+    store: EventStore,
+    config: SystemConfig | None = None,
+    *,
+    on_commit: Callable[[], None] | None = None,
 ) -> AsyncIterator[WritePath]:
     """Run the write path over ``store`` for the block; on exit commit what is queued
-    (snapshots included). The store stays open."""
+    (snapshots included). The store stays open. ``on_commit``: see :class:`WritePath`."""
     catalogue = await trio.to_thread.run_sync(load_catalogue, store)
-    path = WritePath(store, catalogue, config)
+    path = WritePath(store, catalogue, config, on_commit=on_commit)
     async with trio.open_nursery() as nursery:
         await nursery.start(path.writer.run)
         try:

@@ -17,6 +17,7 @@ import attrs
 import trio
 
 from actors import ActorSystem, LmdbEventStore, Snapshot, open_actor_system
+from actors.follower import DEFAULT_POLL_S
 from actors.system import open_follower_system
 from legacy_adapter import FeedStore, Router, open_router, watch_feed
 from matchlight import __version__
@@ -96,12 +97,14 @@ async def open_engine(
     *,
     follow: Callable[[Snapshot], None] | None = None,
     keeper: bool = True,
+    follow_poll_s: float = DEFAULT_POLL_S,
 ) -> AsyncIterator[Engine]:
     """Run the actor system, the ranker and the router over ``stores`` for the block.
 
     With ``follow`` (a reader worker), the actor system follows the log the writer
-    worker writes and hands its actors' snapshots to ``follow``; only the ``keeper``
-    reader writes the co-occurrence snapshot on exit."""
+    worker writes, looking for new events every ``follow_poll_s`` and when its
+    follower is nudged, and hands its actors' snapshots to ``follow``; only the
+    ``keeper`` reader writes the co-occurrence snapshot on exit."""
     cooccurrence_file = config.data / COOCCURRENCE_FILE
     actors = (
         open_actor_system(stores.events, config.system, cooccurrence_file=cooccurrence_file)
@@ -112,6 +115,7 @@ async def open_engine(
             save_snapshot=follow,
             cooccurrence_file=cooccurrence_file,
             snapshot_cooccurrence=keeper,
+            poll_s=follow_poll_s,
         )
     )
     async with (

@@ -7,7 +7,8 @@
 - **A reader** answers every method on the public connections the supervisor
   hands it (see :mod:`.handover`). Reads come from its own projections, which
   follow the log; a read first catches up with everything committed when it
-  arrived (read-your-writes across processes). Writes are forwarded to the
+  arrived (read-your-writes across processes); it applies each commit as soon
+  as the writer rings (see :mod:`.commit_bell`). Writes are forwarded to the
   writer.
 
 Readers send their actors' snapshots to the writer, which keeps the newest of
@@ -40,6 +41,7 @@ from matchlight import __version__
 from matchlight.client import AsyncClient, open_client
 from matchlight.errors import BadRequest, RpcError
 from matchlight.server import statistics, worker_figures
+from matchlight.server.commit_bell import FALLBACK_POLL_S, Bell, BellListener, bell_path
 from matchlight.server.config import ServeConfig
 from matchlight.server.engine import (
     open_engine,
@@ -225,8 +227,9 @@ class WriterMethods:
 async def serve_writer(config: ServeConfig, role: WorkerRole) -> None:
     """Run the writer worker until SIGTERM."""
     listener = role.listener()
-    with LmdbEventStore(config.data / "events") as store:
-        async with open_write_path(store, config.system) as path:
+    bell = Bell([bell_path(role.run_dir, r) for r in range(1, role.readers + 1)])
+    with contextlib.closing(bell), LmdbEventStore(config.data / "events") as store:
+        async with open_write_path(store, config.system, on_commit=bell.ring) as path:
             gc.freeze()
             counters = RpcCounters()
             writes = WriteMethods(
@@ -340,7 +343,11 @@ async def serve_reader(config: ServeConfig, role: WorkerRole) -> None:
     """Run a reader worker until SIGTERM."""
     config = reader_config(config, role)
     listener = role.listener()
-    with open_stores(config, events_readonly=True, feed_loader=role.keeper) as stores:
+    with (
+        open_stores(config, events_readonly=True, feed_loader=role.keeper) as stores,
+        # Before the follower reads the log's head: no later commit goes unrung.
+        contextlib.closing(BellListener(bell_path(role.run_dir, role.id))) as bell,
+    ):
         async with (
             open_client(unix=role.writer_socket, timeout=30.0, retries=8) as writer,
             trio.open_nursery() as background,
@@ -348,7 +355,13 @@ async def serve_reader(config: ServeConfig, role: WorkerRole) -> None:
             relay = SnapshotRelay(writer)
             background.start_soon(relay.run)
             await start_feed_watch(config, stores, background)
-            async with open_engine(config, stores, follow=relay.save, keeper=role.keeper) as engine:
+            async with open_engine(
+                config,
+                stores,
+                follow=relay.save,
+                keeper=role.keeper,
+                follow_poll_s=FALLBACK_POLL_S,
+            ) as engine:
                 gc.freeze()
                 rpc = rpc_server(
                     config,
@@ -360,6 +373,7 @@ async def serve_reader(config: ServeConfig, role: WorkerRole) -> None:
                 )
                 follower = engine.system.follower
                 assert follower is not None
+                background.start_soon(bell.run, follower.nudge)
 
                 def figures() -> dict[str, Any]:
                     return {

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import trio
+import trio.testing
 
 from actors import (
     InteractionRecorded,
@@ -113,4 +114,27 @@ async def test_catch_up_applies_what_was_stored_when_it_was_called_in_pages() ->
         assert follower.applied == 6
         statistics = follower.statistics()
         assert (statistics.events, statistics.catch_ups) == (5, 1)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_nudge_applies_new_events_without_a_read_or_a_poll() -> None:
+    store = MemoryEventStore()
+    store.commit([[ItemUpserted(id="up", item="i0", ts=1.0)]])
+    delivered: list[int] = []
+
+    async def dispatch(page: Sequence[StoredEvent]) -> Completion:
+        delivered.extend(s.seq for s in page)
+        return Completion(remaining=0)
+
+    follower = LogFollower(store, dispatch, start=1, poll_s=60.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(follower.run)
+        store.commit([[like(n) for n in range(3)]])
+        await trio.testing.wait_all_tasks_blocked()
+        assert delivered == []  # nobody said: it waits for its (long) poll
+        follower.nudge()
+        await trio.testing.wait_all_tasks_blocked()
+        assert delivered == [2, 3, 4]
+        assert follower.applied == 4
+        assert follower.statistics().catch_ups == 0
         nursery.cancel_scope.cancel()
