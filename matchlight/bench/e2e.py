@@ -21,7 +21,8 @@ measures, in order:
    users of step 2) and time every call: first alone for a quarter of
    ``--recommend-seconds`` (at least 1 s), then for ``--recommend-seconds`` beside
    one ingest client that sends ``--mixed-rate`` events/s steadily, in calls of
-   ``--mixed-batch``, one call in flight (the rate it achieved is reported);
+   ``--mixed-batch``, one call in flight (the rate it achieved and its calls' latency are
+   reported);
 4. **freshness**: 500 times: ask ``recommend`` for a user with history,
    ``ingest`` one ``like`` of an item from that list (new to the user), then
    ``get_user`` (the like must be the latest interaction) and ``recommend`` again
@@ -331,11 +332,13 @@ def _recommend(
         "errors": sum(r[3] for r in finished),
         **latency_summary(samples),
     }
-    for _, elapsed, accepted, _, _ in ingest:
+    for _, elapsed, accepted, _, _, latencies in ingest:
         out["ingest_target_per_s"] = args.mixed_rate
         out["ingest_batch"] = args.mixed_batch
         out["ingest_events"] = accepted
         out["ingest_events_per_s"] = round(accepted / elapsed)
+        acks = latency_summary(latencies)
+        out["ingest_ack_p50_ms"], out["ingest_ack_p99_ms"] = acks["p50_ms"], acks["p99_ms"]
     return out
 
 

@@ -125,7 +125,7 @@ def ingest_client(
     with ``config["rate"]`` (events/s), one call in flight, paced to that rate (:func:`paced`).
 
     Puts ``("ready", tag)`` once its first ``prepared`` calls are encoded, then
-    ``(tag, seconds, accepted, calls, sorted user numbers)`` when done.
+    ``(tag, seconds, accepted, calls, sorted user numbers, each call's seconds)`` when done.
     """
     source = Events(tag, config["users"], config["items"], config["batch"], config["seed"])
     calls = source.calls(quota, prepared)
@@ -136,10 +136,11 @@ def ingest_client(
     t0 = time.perf_counter()
     if rate:
         calls = paced(calls, config["batch"] / rate, stop.is_set)
-    accepted, acked = connection.pipeline(calls, 1 if rate else DEPTH, stop.is_set)
+    latencies: list[float] = []
+    accepted, acked = connection.pipeline(calls, 1 if rate else DEPTH, stop.is_set, latencies)
     seconds = time.perf_counter() - t0
     connection.close()
-    results.put((tag, seconds, accepted, acked, sorted(source.seen_users)))
+    results.put((tag, seconds, accepted, acked, sorted(source.seen_users), latencies))
 
 
 def recommend_client(

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import os
@@ -303,15 +304,21 @@ class IngestConnection:
         self._unpacker = msgpack.Unpacker(raw=False)
 
     def pipeline(
-        self, calls: Iterator[bytes], depth: int, stop: Callable[[], bool] = lambda: False
+        self,
+        calls: Iterator[bytes],
+        depth: int,
+        stop: Callable[[], bool] = lambda: False,
+        latencies: list[float] | None = None,
     ) -> tuple[int, int]:
         """Send every call (until ``stop()`` is true), ``depth`` at most unanswered.
 
         Returns (events accepted, calls answered) once every sent call is
-        answered. Raises RuntimeError if the server closes the connection or
-        answers a call with an error.
+        answered; appends each call's seconds from sent to answered to
+        ``latencies`` if given (answers come in order). Raises RuntimeError if
+        the server closes the connection or answers a call with an error.
         """
         sent = acked = accepted = 0
+        sent_at: collections.deque[float] = collections.deque()
         more = True
         while more or acked < sent:
             while more and sent - acked < depth:
@@ -319,6 +326,7 @@ class IngestConnection:
                 if call is None:
                     more = False
                     break
+                sent_at.append(time.perf_counter())
                 self._sock.sendall(call)
                 sent += 1
             if acked == sent:
@@ -332,6 +340,9 @@ class IngestConnection:
                     raise RuntimeError(f"ingest failed: {error}")
                 accepted += result["accepted"]
                 acked += 1
+                began = sent_at.popleft()
+                if latencies is not None:
+                    latencies.append(time.perf_counter() - began)
         return accepted, acked
 
     def close(self) -> None:

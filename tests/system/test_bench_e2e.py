@@ -54,6 +54,8 @@ FIGURES = {
         "ingest_batch",
         "ingest_events",
         "ingest_events_per_s",
+        "ingest_ack_p50_ms",
+        "ingest_ack_p99_ms",
         "p99_over_alone",
     },
     "freshness": {
@@ -143,6 +145,7 @@ def test_tiny_run_with_workers_reports_every_figure_and_no_violation(
     )
     p = report["recommend_mixed"]
     assert p["p50_ms"] <= p["p99_ms"] <= p["p999_ms"] <= p["max_ms"]
+    assert 0 < p["ingest_ack_p50_ms"] <= p["ingest_ack_p99_ms"]
 
     assert "matchlight bench (end to end over RPC)" in stdout
     assert "3 workers (1 writer, 2 readers)" in stdout
@@ -150,6 +153,7 @@ def test_tiny_run_with_workers_reports_every_figure_and_no_violation(
         "memory per 100k items (workers' RssAnon, summed)",
         "durable ingest, 4 client(s)",
         "paced ingest beside recommend (asked 5,000/s)",
+        "paced ingest: ack p99",
         "recommend beside ingest: latency p99.9",
         "recommend p99 beside ingest / p99 alone",
         "event → visible (ack + read elsewhere) p99",
