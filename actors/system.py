@@ -25,6 +25,7 @@ import trio
 from opentelemetry import trace
 
 from actors.cooccurrence import CoOccurrence, load_cooccurrence, observe_events, save_cooccurrence
+from actors.cooccurrence_saver import keep_snapshots
 from actors.errors import ActorError, AskTimeoutError, MatchlightError
 from actors.events import Event, InteractionRecorded, StoredEvent
 from actors.fields import FieldAdmission
@@ -64,6 +65,10 @@ class SystemConfig:
     #: Distinct numeric fields the catalogue may have: item ``numbers`` and event types
     #: (each type is a counter field) together. Each costs a little memory of its own.
     max_numeric_fields: int = DEFAULT_MAX_NUMERIC_FIELDS
+    #: While serving, the co-occurrence snapshot is written again every this many events
+    #: (see :mod:`actors.cooccurrence_saver`), so a start after a crash replays at most
+    #: about this many events of co-occurrence.
+    cooccurrence_snapshot_every: int = 200_000
 
 
 @attrs.frozen(kw_only=True)
@@ -334,9 +339,11 @@ async def open_actor_system(
         await nursery.start(system.items.run)
         await nursery.start(system.users.run)
         await nursery.start(system.writer.run)
+        snapshotting = _start_snapshots(nursery, system, cooccurrence_file)
         try:
             yield system
         finally:
+            snapshotting.cancel()
             with trio.CancelScope(shield=True):
                 await system.writer.aclose()
                 await system.writer.wait_stopped()
@@ -348,6 +355,28 @@ async def open_actor_system(
             await trio.to_thread.run_sync(store.commit, [], snapshots)
         log.info("flushed %d snapshots on shutdown", len(snapshots))
     await _save_cooccurrence(system, cooccurrence_file)
+
+
+def _start_snapshots(
+    nursery: trio.Nursery, system: ActorSystem, path: Path | None
+) -> trio.CancelScope:
+    """Write the co-occurrence snapshot to ``path`` every so many events while serving,
+    until the returned scope is cancelled (a snapshot being written is finished first)."""
+    scope = trio.CancelScope()
+
+    async def run(path: Path) -> None:
+        with scope:
+            await keep_snapshots(
+                system.cooccurrence,
+                system.store,
+                path,
+                lambda: system.observed_seq,
+                every=system.config.cooccurrence_snapshot_every,
+            )
+
+    if path is not None:
+        nursery.start_soon(run, path)
+    return scope
 
 
 async def _save_cooccurrence(system: ActorSystem, path: Path | None) -> None:
@@ -412,11 +441,15 @@ async def open_follower_system(
                 await follower.run()
 
         nursery.start_soon(follow)
+        snapshotting = _start_snapshots(
+            nursery, system, cooccurrence_file if snapshot_cooccurrence else None
+        )
         try:
             yield system
         finally:
             # Stop following, then passivate every actor: their snapshots go to save_snapshot.
             following.cancel()
+            snapshotting.cancel()
             with trio.CancelScope(shield=True):
                 await system.items.aclose()
                 await system.users.aclose()

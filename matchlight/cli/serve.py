@@ -75,6 +75,15 @@ def _actor_arguments(parser: argparse.ArgumentParser) -> None:
         help="snapshot an actor's state every N events",
     )
     parser.add_argument(
+        "--cooccurrence-snapshot-every",
+        type=positive_int,
+        default=SystemConfig().cooccurrence_snapshot_every,
+        metavar="N",
+        help="write the co-occurrence snapshot again every N events while serving (from a "
+        "forked process), so a start after a crash replays at most about N events of it "
+        "(default: %(default)s; a clean stop always writes it)",
+    )
+    parser.add_argument(
         "--passivate-after",
         type=positive_float,
         default=300.0,
@@ -255,6 +264,7 @@ def _from_flags(args: argparse.Namespace) -> ServeConfig:
             ),
             clock_skew_s=args.clock_skew,
             max_numeric_fields=args.max_numeric_fields,
+            cooccurrence_snapshot_every=args.cooccurrence_snapshot_every,
         ),
     )
 

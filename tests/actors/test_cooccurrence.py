@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +22,7 @@ from actors import (
     LmdbEventStore,
     MemoryEventStore,
     RecordInteraction,
+    SystemConfig,
     UpsertItem,
     open_actor_system,
 )
@@ -32,6 +34,7 @@ from actors.cooccurrence import (
     load_cooccurrence,
     rebuild_cooccurrence,
 )
+from actors.cooccurrence_saver import CHECK_S, save_in_child
 from actors.events import InteractionRecorded
 from actors.item_index import rebuild_index
 from index import Index
@@ -358,5 +361,56 @@ async def test_a_snapshot_that_does_not_fit_the_log_is_ignored_and_the_log_repla
         assert load_cooccurrence(store, index, path).state() == whole.state()
         assert "not used" in caplog.text
         assert f"rebuilt from {at} events after seq 0" in caplog.text
+    finally:
+        store.close()
+
+
+# -- snapshots while serving (a forked child writes them) --------------------------------------
+
+
+async def test_a_child_writes_the_snapshot_a_start_then_uses(tmp_path: Any) -> None:
+    store = await ingested(tmp_path, 200)
+    try:
+        index = index_of(store)
+        whole = rebuild_cooccurrence(store, index)
+        path = tmp_path / "child"
+        assert await save_in_child(whole, store, path, store.last_seq())
+        loaded, seq, _ = decode_snapshot(path.read_bytes(), CoOccurrence())
+        assert (seq, loaded.state()) == (store.last_seq(), whole.state())
+        # A child that fails (here: the directory is gone) is reported, and leaves nothing.
+        assert not await save_in_child(whole, store, tmp_path / "gone" / "co", seq)
+    finally:
+        store.close()
+
+
+def snapshot_seq(path: Any) -> int:
+    """The seq of the co-occurrence snapshot at ``path``, 0 if there is none."""
+    return decode_snapshot(path.read_bytes(), CoOccurrence())[1] if path.exists() else 0
+
+
+async def test_a_serving_system_writes_the_snapshot_every_so_many_events(tmp_path: Any) -> None:
+    store = LmdbEventStore(tmp_path / "events")
+    path = tmp_path / "co"
+    config = SystemConfig(cooccurrence_snapshot_every=100)
+    rng = np.random.default_rng(3)
+    looks = CHECK_S * 1.5  # long enough for the saver to look once more
+    try:
+        async with open_actor_system(store, config, cooccurrence_file=path) as system:
+            await system.upsert_items(
+                [UpsertItem(event_id=f"up-{i}", item=i, ts=0.0) for i in ITEMS]
+            )
+            await trio.sleep(looks)
+            assert snapshot_seq(path) == 0  # a few events since the start: none yet
+            await system.ingest(random_likes(rng, 150))
+            first = store.last_seq()
+            with trio.fail_after(30):
+                while snapshot_seq(path) != first:  # noqa: ASYNC110 (another process writes it)
+                    await trio.sleep(0.05)
+            await system.ingest(random_likes(rng, 50))
+            await trio.sleep(looks)
+            assert snapshot_seq(path) == first  # 50 more: not yet again
+            # As after a kill -9 now: a start finds the periodic snapshot, and the tail.
+            at_crash = rebuild_cooccurrence(store, index_of(store)).state()
+            assert load_cooccurrence(store, index_of(store), path).state() == at_crash
     finally:
         store.close()
