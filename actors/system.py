@@ -361,7 +361,8 @@ def _start_snapshots(
     nursery: trio.Nursery, system: ActorSystem, path: Path | None
 ) -> trio.CancelScope:
     """Write the co-occurrence snapshot to ``path`` every so many events while serving,
-    until the returned scope is cancelled (a snapshot being written is finished first)."""
+    until the returned scope is cancelled (a child still writing one is then killed: a
+    clean stop writes its own)."""
     scope = trio.CancelScope()
 
     async def run(path: Path) -> None:

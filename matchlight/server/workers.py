@@ -18,8 +18,9 @@ The supervisor (this module, the process the operator started):
   at one address, and connections wait in the backlog while no reader is up;
 - binds the writer's unix socket (``DIR/run/writer.sock``) once, so readers'
   forwarded writes wait in its backlog while the writer restarts;
-- starts the writer, then the readers together, and prints ``matchlight
-  listening on ADDRESS`` when all are ready; restarts a worker that dies (after a short,
+- starts the workers together (the writer first if the event store is new,
+  since it creates it), and prints ``matchlight listening on ADDRESS`` when
+  all are ready; restarts a worker that dies (after a short,
   growing pause if it keeps dying); workers exit at once when it dies
   (:func:`~.worker_roles.exit_with_parent`), ``kill -9`` included;
 - on SIGTERM or SIGINT stops the readers first (each drains its requests),
@@ -115,9 +116,13 @@ class Supervisor:
         self.write_restarts()
 
     async def start_all(self) -> None:
-        """Start the writer (which creates the event store if it is new), then every reader
-        at once (each rebuilds its state from the data directory); return once all are
-        ready.
+        """Start every worker at once (each rebuilds its state from the data directory),
+        or, if the event store is new, the writer first (it creates the store); return once
+        all are ready.
+
+        On a restart the writer's catalogue (2.3 s for 100,000 items and 1.2M events)
+        loads while the readers rebuild, instead of before: readers read the store, and
+        their forwarded writes wait in the writer socket's backlog meanwhile.
 
         Raises:
             WorkerFailed: one exited before it was ready (the first such, writer first).
@@ -129,11 +134,14 @@ class Supervisor:
                 failed.append(worker)
 
         writer, *readers = self.workers
-        await start(writer)
-        if not failed:
-            async with trio.open_nursery() as nursery:
-                for worker in readers:
-                    nursery.start_soon(start, worker)
+        if not (self.config.data / "events" / "data.mdb").exists():
+            await start(writer)
+            starting = readers if not failed else []
+        else:
+            starting = self.workers
+        async with trio.open_nursery() as nursery:
+            for worker in starting:
+                nursery.start_soon(start, worker)
         if failed:
             worker = min(failed, key=lambda w: w.id)
             assert worker.process is not None
