@@ -15,9 +15,9 @@ every :data:`FALLBACK_POLL_S`. Reads are unaffected either way: a read first
 catches up with the log's head (read-your-writes across processes).
 
 Why: the follower polled every 2 ms. That cost an idle reader 7% of a core (now
-1%) and left a commit unapplied for up to 2 ms. Ringing costs the writer one system call per reader per commit; a full
-datagram queue (a busy reader) drops the ring, which loses nothing, since the
-queued ones wake the reader.
+1%) and left a commit unapplied for up to 2 ms. Ringing costs the writer one
+system call per reader per commit; a full datagram queue (a busy reader) drops
+the ring, which loses nothing, since the queued ones wake the reader.
 """
 
 from __future__ import annotations
