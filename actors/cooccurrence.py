@@ -381,22 +381,34 @@ def load_cooccurrence(
     return rebuild_cooccurrence(store, index, loaded, until=last, after=seq)
 
 
+def read_snapshot(store: EventStore, path: Path, last: int) -> tuple[CoOccurrence, int]:
+    """The co-occurrence at ``path`` and its ``seq``, if it is a snapshot of ``store``'s log
+    no further than ``last`` (also what ``matchlight verify`` checks). Blocking.
+
+    Raises:
+        FileNotFoundError: there is none.
+        OSError: it cannot be read.
+        CodecError: it does not decode, or is not a snapshot of this log up to ``last``.
+        StoreError: the store cannot be read.
+    """
+    loaded, seq, event_id = decode_snapshot(path.read_bytes(), CoOccurrence())
+    if seq > last:
+        raise CodecError(f"it is at seq {seq}, past the log's {last}")
+    at = store.read_all(after=seq - 1, limit=1)
+    if not at or at[0].seq != seq or at[0].event.id != event_id:
+        raise CodecError(f"the log's event at seq {seq} is not the one it was made after")
+    return loaded, seq
+
+
 def _usable_snapshot(store: EventStore, path: Path, last: int) -> tuple[CoOccurrence, int] | None:
-    """The co-occurrence at ``path`` and its ``seq``, if it is a snapshot of this log no
-    further than ``last``; ``None`` (logged, unless there is no file) otherwise."""
+    """:func:`read_snapshot`, or ``None`` (logged, unless there is no file)."""
     try:
-        loaded, seq, event_id = decode_snapshot(path.read_bytes(), CoOccurrence())
-        if seq > last:
-            raise CodecError(f"it is at seq {seq}, past the log's {last}")
-        at = store.read_all(after=seq - 1, limit=1)
-        if not at or at[0].seq != seq or at[0].event.id != event_id:
-            raise CodecError(f"the log's event at seq {seq} is not the one it was made after")
+        return read_snapshot(store, path, last)
     except FileNotFoundError:
         return None
     except (OSError, CodecError) as exc:
         log.warning("co-occurrence snapshot %s not used (%s): replaying the log", path, exc)
         return None
-    return loaded, seq
 
 
 def save_cooccurrence(cooccurrence: CoOccurrence, store: EventStore, path: Path, seq: int) -> None:

@@ -11,7 +11,9 @@ each LMDB part is read in one transaction, so it sees one consistent state):
   names, ``legacy/CURRENT``, by the rules ``serve`` starts with
   (:mod:`matchlight.server.state_files`);
 - ``decisions`` and ``comparisons``: every record decodes
-  (:func:`ranker.decisions.check_log`).
+  (:func:`ranker.decisions.check_log`);
+- ``co-occurrence snapshot``: ``cooccurrence.snapshot`` decodes and was made
+  from this event log (:func:`actors.cooccurrence.read_snapshot`).
 
 It prints what each part checked and the first problems of each with where
 they are; progress goes to stderr. Exit status: 0 clean, 1 problems found,
@@ -77,7 +79,8 @@ def register(sub: Subparsers) -> None:
         "(checksum, decoding, not past the entity's latest event), the legacy feed store "
         "(legacy/CURRENT, every entry's checksum and shape), the state files (migration.json, "
         "models/CURRENT and the model it names, legacy/CURRENT, by the rules serve starts "
-        "with) and the decision and comparison logs. Prints what each part checked and the "
+        "with), the decision and comparison logs and the co-occurrence snapshot (decodes, "
+        "made from this log). Prints what each part checked and the "
         "first problems with where they are. Exit status: 0 clean, 1 problems found, 2 usage "
         "error. A damaged snapshot is harmless (the server ignores it and rebuilds the entity "
         "from its events); a damaged event fails the reads of its entities until the log is "
@@ -113,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         ("state files", lambda part: _state_files(data, part)),
         ("decisions", lambda part: _log(data / "decisions", part)),
         ("comparisons", lambda part: _log(data / "comparisons", part)),
+        ("co-occurrence snapshot", lambda part: _cooccurrence(data, part)),
     ]
     parts = []
     for name, check in checks:
@@ -192,6 +196,31 @@ def _log(path: Path, part: Part) -> None:
     part.checked = check_log(path, part.problem)
 
 
+def _cooccurrence(data: Path, part: Part) -> None:
+    from actors import CodecError, LmdbEventStore, StoreError
+    from actors.cooccurrence import read_snapshot
+    from matchlight.server.engine import COOCCURRENCE_FILE
+
+    path = data / COOCCURRENCE_FILE
+    if not path.is_file():
+        part.absent = f"no {COOCCURRENCE_FILE} (a server writes one as it stops, and while serving)"
+        return
+    if not (data / "events" / "data.mdb").is_file():
+        part.problem(str(path), "there is no event log to check it against")
+        return
+    try:
+        with LmdbEventStore(data / "events", readonly=True) as store:
+            loaded, seq = read_snapshot(store, path, store.last_seq())
+    except (OSError, CodecError, StoreError) as exc:
+        part.problem(str(path), f"{exc} (a server ignores it and replays the whole log)")
+        return
+    part.checked = {
+        "seq": seq,
+        "items": len(loaded.rows),
+        "pairs": sum(len(row) for row in loaded.rows.values()),
+    }
+
+
 # -- report -----------------------------------------------------------------------------
 
 
@@ -212,6 +241,8 @@ def _checked(part: Part) -> str:
         )
     if part.name == "legacy feed" and c:
         return f"{c['entries']:,} entries{_sealed(c['entries'], c['unsealed'])}"
+    if part.name == "co-occurrence snapshot" and c:
+        return f"as of seq {c['seq']:,}: {c['items']:,} items, {c['pairs']:,} pairs"
     if part.name == "state files":
         names = {"migration": "migration.json", "model": "models/CURRENT", "feed": "legacy/CURRENT"}
         present = [names[name] for name, n in c.items() if n]

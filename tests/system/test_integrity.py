@@ -328,7 +328,41 @@ def test_verify_passes_a_clean_data_dir_written_by_a_real_server(
     assert parts["state files"]["checked"] == {"migration": 1, "model": 1, "feed": 1}
     assert parts["decisions"]["checked"]["records"] >= 20
     assert parts["comparisons"]["checked"]["records"] >= 20
+    # Written as the server stopped, as of the log's last event.
+    assert parts["co-occurrence snapshot"]["checked"]["seq"] == events
+    assert set(parts["co-occurrence snapshot"]["checked"]) == {"seq", "items", "pairs"}
     assert "matchlight verify: checking events" in after.stderr  # progress on stderr
+
+
+def test_verify_names_a_co_occurrence_snapshot_that_is_damaged_or_of_another_log(
+    start_server: StartServer,
+) -> None:
+    server = start_server()
+    client = server.client()
+    client.call("upsert_items", {"items": catalogue()})
+    client.call("ingest", {"events": likes("pro-1", 10) + likes("pro-2", 10, first=100)})
+    assert server.terminate() == 0
+    path = server.data / "cooccurrence.snapshot"
+    good = path.read_bytes()
+
+    path.write_bytes(good[: len(good) // 2])
+    damaged = run_cli("verify", "--data", str(server.data), "--quiet")
+    assert damaged.returncode == 1, damaged.stdout
+    assert f"{path}: not a co-occurrence snapshot" in damaged.stdout
+    assert "a server ignores it and replays the whole log" in damaged.stdout
+
+    other = start_server()  # a snapshot of another log, copied in by mistake
+    other_client = other.client()
+    other_client.call("upsert_items", {"items": catalogue()})
+    other_client.call("ingest", {"events": likes("pro-3", 30, first=500)})
+    assert other.terminate() == 0
+    path.write_bytes((other.data / "cooccurrence.snapshot").read_bytes())
+    foreign = run_cli("verify", "--data", str(server.data), "--quiet")
+    assert foreign.returncode == 1, foreign.stdout
+    assert "past the log's" in foreign.stdout  # 30 events there, 20 here
+
+    path.write_bytes(good)
+    assert run_cli("verify", "--data", str(server.data), "--quiet").returncode == 0
 
 
 def test_verify_refuses_a_missing_directory_with_usage_status(tmp_path: Path) -> None:
