@@ -422,12 +422,32 @@ def save_cooccurrence(cooccurrence: CoOccurrence, store: EventStore, path: Path,
     if seq <= 0:
         return
     started = time.perf_counter()
-    (at,) = store.read_all(after=seq - 1, limit=1)
-    data = encode_snapshot(cooccurrence, seq, at.event.id)
-    write_atomically(path, data)
+    size = write_snapshot(cooccurrence, seq, event_id_at(store, seq), path)
     log.info(
         "co-occurrence snapshot at seq %d written (%.1f MiB) in %.2f s",
         seq,
-        len(data) / 2**20,
+        size / 2**20,
         time.perf_counter() - started,
     )
+
+
+def event_id_at(store: EventStore, seq: int) -> str:
+    """The id of the log's event at ``seq`` (a snapshot records it, to be checked against).
+
+    Raises:
+        StoreError: the store cannot be read.
+    """
+    (at,) = store.read_all(after=seq - 1, limit=1)
+    return at.event.id
+
+
+def write_snapshot(cooccurrence: CoOccurrence, seq: int, event_id: str, path: Path) -> int:
+    """Encode ``cooccurrence`` (as of ``seq``, whose event is ``event_id``) and replace
+    ``path`` with it atomically; the bytes written. Blocking; no store needed.
+
+    Raises:
+        OSError: the file cannot be written (the previous one stays).
+    """
+    data = encode_snapshot(cooccurrence, seq, event_id)
+    write_atomically(path, data)
+    return len(data)

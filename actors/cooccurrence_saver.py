@@ -45,8 +45,7 @@ from typing import Final
 
 import trio
 
-from actors.cooccurrence import CoOccurrence, encode_snapshot
-from actors.files import write_atomically
+from actors.cooccurrence import CoOccurrence, event_id_at, write_snapshot
 from actors.store import EventStore
 
 log = logging.getLogger(__name__)
@@ -71,8 +70,7 @@ async def save_in_child(
         StoreError: the store cannot be read.
         OSError: the process cannot fork.
     """
-    (at,) = store.read_all(after=seq - 1, limit=1)  # here: a child must not use LMDB
-    event_id = at.event.id
+    event_id = event_id_at(store, seq)  # here: a child must not use LMDB
     started = time.perf_counter()
     pid = os.fork()
     if pid == 0:  # the child: write, and leave without running anything of the parent's
@@ -106,7 +104,7 @@ def _write_and_exit(cooccurrence: CoOccurrence, seq: int, event_id: str, path: P
     code = 1
     try:
         os.nice(CHILD_NICE)  # serving comes first: a snapshot may take longer
-        write_atomically(path, encode_snapshot(cooccurrence, seq, event_id))
+        write_snapshot(cooccurrence, seq, event_id, path)
         code = 0
     except BaseException as exc:
         os.write(2, f"co-occurrence snapshot child: {exc!r}\n".encode())
