@@ -38,8 +38,10 @@ TARGETS: Final = {
     "recommend_mixed_p99_ms": Target(bound=8.0, kind="max"),
     "recommend_mixed_over_alone_p99": Target(bound=1.5, kind="max"),
     "event_to_visible_p99_ms": Target(bound=10.0, kind="max"),
+    # DESIGN.md's "restart with 1M events: ready in ≤ 10 s"; issue 15: serving again
+    # within 5 s of a kill -9.
     "restart_clean_s": Target(bound=10.0, kind="max"),
-    "restart_kill9_s": Target(bound=10.0, kind="max"),
+    "restart_kill9_s": Target(bound=5.0, kind="max"),
 }
 
 
@@ -143,11 +145,11 @@ def _rows(report: dict[str, Any]) -> list[tuple[str, str, float | int, str]]:
          f"of {fresh['probes']}"),
         ("seen-item violations, recommend", "", fresh["recommend_violations"],
          f"of {fresh['probes']}"),
+        (f"restart after kill -9 mid-run ({rs['tail_events']:,}-event tail)",
+         "restart_kill9_s", rs["restart_kill9_s"], "s"),
         ("clean stop (SIGTERM → exit)", "", rs["stop_clean_s"], "s"),
         (f"restart, clean, {rs['log_events']:,} events in the log", "restart_clean_s",
          rs["restart_clean_s"], "s"),
-        (f"restart after kill -9 ({rs['tail_events']:,}-event tail)", "restart_kill9_s",
-         rs["restart_kill9_s"], "s"),
         ("acknowledged events lost by kill -9", "", rs["lost_events"], "events"),
     ]  # fmt: skip
 
