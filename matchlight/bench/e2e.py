@@ -558,8 +558,8 @@ def _restart_phase(
 
 
 def _tail_and_kill(server: RunningServer, args: argparse.Namespace) -> dict[str, Any]:
-    """Ingest a tail (so the kill comes during ingest's aftermath, with actors holding
-    unsnapshotted events), then kill -9 the server and its workers at once."""
+    """Ingest a tail, then kill -9 the server and its workers at once (its actors hold
+    events that are not in their snapshots)."""
     tail = max(args.batch, args.events // 20)
     ctx = mp.get_context("spawn")
     shared = _Signals.make(ctx)
