@@ -18,6 +18,11 @@ after each commit: see :mod:`matchlight.server.commit_bell`), and every
 ``poll_s`` in any case, so a read usually finds nothing left to apply. It
 applies at most ``page`` events between two checkpoints, so reads that need
 nothing more are answered between pages rather than after a whole burst.
+
+``on_progress``, if set, is told the applied ``seq`` after every page and every
+time the follower wakes, so at least every ``poll_s`` while it runs (a reader
+worker posts it where the writer can see how far behind it is: see
+:mod:`matchlight.server.apply_board`).
 """
 
 from __future__ import annotations
@@ -80,6 +85,8 @@ class LogFollower:
         self._events = 0
         self._catch_ups = 0
         self._left_out = 0
+        #: Told the applied ``seq`` after every page and every wake (see the module docstring).
+        self.on_progress: Callable[[int], None] | None = None
 
     async def catch_up(self) -> None:
         """Return once every event stored now is applied. A checkpoint only if it waits.
@@ -106,8 +113,14 @@ class LogFollower:
             with trio.move_on_after(self._poll_s):
                 await self._wake.wait()
             self._wake = trio.Event()
+            self._progress()
             while await self._apply_page():
+                self._progress()
                 await trio.lowlevel.checkpoint()
+
+    def _progress(self) -> None:
+        if self.on_progress is not None:
+            self.on_progress(self.applied)
 
     async def _apply_page(self) -> bool:
         """Apply the next page of events, if any; whether there was one."""

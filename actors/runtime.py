@@ -43,7 +43,15 @@ from actors.writer import Completion
 
 log = logging.getLogger(__name__)
 
-S = TypeVar("S")
+
+class Sequenced(Protocol):
+    """An entity's state knows the log ``seq`` of the last event it applied."""
+
+    @property
+    def seq(self) -> int: ...
+
+
+S = TypeVar("S", bound=Sequenced)
 
 
 #: What handling one message did: ``(new state, reply, number of events applied)``.
@@ -81,6 +89,12 @@ class RuntimeConfig:
     passivate_after_s: float = 300.0
     max_active_per_shard: int = 100_000
     snapshot_every: int = 100
+    #: Also snapshot an entity, when it applies an event, once its state is this many log
+    #: positions past its last snapshot (0: never). ``snapshot_every`` counts an entity's
+    #: own events, so an entity with few events keeps a long unsaved tail and a start after a
+    #: crash replays it; with this, an event is unsaved only within this many positions of
+    #: its entity's snapshot.
+    snapshot_within: int = 0
     sweep_every_s: float = 1.0
 
 
@@ -100,6 +114,9 @@ class _Activation:
     state: Any
     last_active: float
     unsaved: int = 0
+    #: The ``seq`` of the state's last snapshot; ``None`` if it is not known (it was recovered
+    #: with events on top of its snapshot): with ``snapshot_within``, its next event saves it.
+    saved_seq: int | None = None
 
 
 @attrs.frozen(eq=False)
@@ -309,12 +326,18 @@ class ActorRuntime(Generic[S]):
         self._messages += len(envelope.items)
         receive = self.behavior.receive
         snapshot_every = self.config.snapshot_every
+        within = self.config.snapshot_within
         for entity_id, message in envelope.items:
             try:
                 activation = entities.get(entity_id)
                 if activation is None:
                     recovered, replayed = self.behavior.recover(entity_id, message)
-                    activation = _Activation(state=recovered, last_active=now, unsaved=replayed)
+                    activation = _Activation(
+                        state=recovered,
+                        last_active=now,
+                        unsaved=replayed,
+                        saved_seq=None if replayed else recovered.seq,
+                    )
                     self._activations += 1
                     entities[entity_id] = activation
                 else:
@@ -340,9 +363,13 @@ class ActorRuntime(Generic[S]):
             activation.last_active = now
             if applied:
                 activation.unsaved += applied
-                if activation.unsaved >= snapshot_every:
+                saved = activation.saved_seq
+                if activation.unsaved >= snapshot_every or (
+                    within and (saved is None or state.seq - saved >= within)
+                ):
                     self._save_snapshot(self.behavior.snapshot(state))
                     activation.unsaved = 0
+                    activation.saved_seq = state.seq
             replies.append(reply)
         while len(entities) > self.config.max_active_per_shard:
             self._passivate(shard, next(iter(entities)))  # O(1) on an OrderedDict

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 #: The process's OpenTelemetry tracer (a no-op until the server sets a provider).
 _TRACER = trace.get_tracer("matchlight.actors")
 
-T = TypeVar("T")
+T = TypeVar("T", ItemState, UserState)
 
 #: How far ahead of the server's clock an event may be stamped, by default (seconds).
 DEFAULT_CLOCK_SKEW_S: Final = 300.0
@@ -69,6 +69,14 @@ class SystemConfig:
     #: (see :mod:`actors.cooccurrence_saver`), so a start after a crash replays at most
     #: about this many events of co-occurrence.
     cooccurrence_snapshot_every: int = 200_000
+    #: In a node of worker processes: the writer holds new writes while the slowest reader
+    #: is more than this many events behind the log (see
+    #: :mod:`matchlight.server.apply_board`); 0 never holds them.
+    max_apply_lag: int = 20_000
+    #: Item actors also snapshot once their state is this many log positions past their last
+    #: snapshot (:attr:`RuntimeConfig.snapshot_within`): a start rebuilds the item index from
+    #: the items' snapshots and the events after them, so this bounds what it replays.
+    item_snapshot_within: int = 100_000
 
 
 @attrs.frozen(kw_only=True)
@@ -120,7 +128,9 @@ class ActorSystem:
         self.items = ActorRuntime(
             item_actor(store, self.index, self.signals),
             save_snapshot=save,
-            config=self.config.runtime,
+            config=attrs.evolve(
+                self.config.runtime, snapshot_within=self.config.item_snapshot_within
+            ),
         )
         self.users = ActorRuntime(user_actor(store), save_snapshot=save, config=self.config.runtime)
         self._fields = FieldAdmission(

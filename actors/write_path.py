@@ -48,6 +48,8 @@ _TRACER = trace.get_tracer("matchlight.actors")
 _ABSENT: Final = item.initial("")
 #: The standard event types: counter fields of every index from the start.
 _STANDARD: Final = frozenset(COUNTER_FIELDS)
+#: How often a held write looks again whether the readers have caught up, seconds.
+HOLD_POLL_S: Final = 0.002
 
 
 @attrs.frozen(kw_only=True)
@@ -56,6 +58,10 @@ class WritePathStatistics:
     writer: WriterStatistics
     #: Items in the catalogue (those that exist).
     catalogue_items: int
+    #: Writes held because a reader was more than ``max_apply_lag`` events behind, and the
+    #: seconds they waited in all.
+    writes_held: int
+    held_s: float
 
 
 class Catalogue:
@@ -196,11 +202,17 @@ class WritePath:
         config: SystemConfig | None = None,
         *,
         on_commit: Callable[[], None] | None = None,
+        slowest: Callable[[], int | None] | None = None,
     ) -> None:
         """``on_commit`` is called after each commit that stored events, before they are
-        acknowledged (the writer worker rings its readers)."""
+        acknowledged (the writer worker rings its readers). ``slowest`` says how far the
+        slowest reader has applied the log (``None``: no reader is following now); while it
+        is more than ``config.max_apply_lag`` events behind, new writes wait."""
         self.store = store
         self._on_commit = on_commit
+        self._slowest = slowest
+        self._held = 0
+        self._held_s = 0.0
         self.config = config or SystemConfig()
         self.catalogue = catalogue
         self.writer = StoreWriter(store, max_group_events=self.config.max_group_events)
@@ -234,6 +246,7 @@ class WritePath:
     async def _append(
         self, commands: Sequence[RecordInteraction | UpsertItem | RemoveItem]
     ) -> WriteResult:
+        await self._wait_for_readers()
         decide = self.catalogue.decide
         with _TRACER.start_as_current_span("actors.decide", attributes={"commands": len(commands)}):
             events = [event for command in commands for event in decide(command)]
@@ -242,6 +255,25 @@ class WritePath:
         return WriteResult(
             accepted=len(result.stored), duplicates=len(result.duplicates), seq=result.seq
         )
+
+    async def _wait_for_readers(self) -> None:
+        """Wait while the slowest reader is more than ``max_apply_lag`` events behind the
+        log (before deciding: the catalogue may change meanwhile). A checkpoint only if it
+        waits."""
+        limit = self.config.max_apply_lag
+        if self._slowest is None or limit <= 0:
+            return
+        started = None
+        while True:
+            slowest = self._slowest()
+            if slowest is None or self.store.last_seq() - slowest <= limit:
+                break
+            if started is None:
+                started = time.perf_counter()
+                self._held += 1
+            await trio.sleep(HOLD_POLL_S)
+        if started is not None:
+            self._held_s += time.perf_counter() - started
 
     async def _dispatch(self, stored: Sequence[StoredEvent]) -> Completion:
         self.catalogue.apply(stored)
@@ -259,6 +291,8 @@ class WritePath:
             store=self.store.statistics(),
             writer=self.writer.statistics(),
             catalogue_items=len(self.catalogue.items),
+            writes_held=self._held,
+            held_s=self._held_s,
         )
 
 
@@ -268,11 +302,13 @@ async def open_write_path(
     config: SystemConfig | None = None,
     *,
     on_commit: Callable[[], None] | None = None,
+    slowest: Callable[[], int | None] | None = None,
 ) -> AsyncIterator[WritePath]:
     """Run the write path over ``store`` for the block; on exit commit what is queued
-    (snapshots included). The store stays open. ``on_commit``: see :class:`WritePath`."""
+    (snapshots included). The store stays open. ``on_commit`` and ``slowest``: see
+    :class:`WritePath`."""
     catalogue = await trio.to_thread.run_sync(load_catalogue, store)
-    path = WritePath(store, catalogue, config, on_commit=on_commit)
+    path = WritePath(store, catalogue, config, on_commit=on_commit, slowest=slowest)
     async with trio.open_nursery() as nursery:
         await nursery.start(path.writer.run)
         try:

@@ -288,6 +288,8 @@ def _sustained_ingest(port: int, args: argparse.Namespace) -> tuple[dict[str, An
         "seconds": round(wall, 3),
         "events_per_s": round(accepted / wall),
         "events_per_commit": round(accepted / commits, 1) if commits else 0.0,
+        # With --workers 2 or more: writes held while a reader was --max-apply-lag behind.
+        "writes_held": after.get("writes_held", 0) - before.get("writes_held", 0),
         "distinct_users": len(users),
     }, [f"user-{u}" for u in users]
 

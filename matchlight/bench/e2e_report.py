@@ -123,6 +123,7 @@ def _rows(report: dict[str, Any]) -> list[tuple[str, str, float | int, str]]:
         (f"memory per 100k items ({measure})", "", mem["mib_per_100k_items"], "MiB"),
         (f"durable ingest, {ing['clients']} client(s)", "ingest_events_per_s",
          ing["events_per_s"], "events/s"),
+        ("  its writes held until the readers caught up", "", ing["writes_held"], "writes"),
         ("recommend alone: throughput", "", alone["calls_per_s"], "calls/s"),
         ("recommend alone: latency p50", "", alone["p50_ms"], "ms"),
         ("recommend alone: latency p99", "recommend_alone_p99_ms", alone["p99_ms"], "ms"),

@@ -20,7 +20,12 @@ import trio
 from actors import DEFAULT_CLOCK_SKEW_S, MatchlightError, RuntimeConfig, SystemConfig
 from actors.system import DEFAULT_MAX_NUMERIC_FIELDS
 from matchlight.address import Address, parse_listen
-from matchlight.cli.argtypes import non_negative_float, positive_float, positive_int
+from matchlight.cli.argtypes import (
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from matchlight.cli.command import Subparsers, add_command, fail
 from matchlight.server.node import default_workers
 
@@ -75,6 +80,16 @@ def _actor_arguments(parser: argparse.ArgumentParser) -> None:
         help="snapshot an actor's state every N events",
     )
     parser.add_argument(
+        "--item-snapshot-within",
+        type=non_negative_int,
+        default=SystemConfig().item_snapshot_within,
+        metavar="N",
+        help="also snapshot an item, on its next event, once its last snapshot is N log "
+        "positions behind: a start rebuilds the item index from the items' snapshots and "
+        "replays the events after them, so after a crash this bounds that replay to about N "
+        "events (default: %(default)s; 0: only --snapshot-every)",
+    )
+    parser.add_argument(
         "--cooccurrence-snapshot-every",
         type=positive_int,
         default=SystemConfig().cooccurrence_snapshot_every,
@@ -82,6 +97,16 @@ def _actor_arguments(parser: argparse.ArgumentParser) -> None:
         help="write the co-occurrence snapshot again every N events while serving (from a "
         "forked process), so a start after a crash replays at most about N events of it "
         "(default: %(default)s; a clean stop always writes it)",
+    )
+    parser.add_argument(
+        "--max-apply-lag",
+        type=non_negative_int,
+        default=SystemConfig().max_apply_lag,
+        metavar="EVENTS",
+        help="with --workers 2 or more: hold new writes while a reader is more than this many "
+        "events behind the log, so reads (which first apply everything committed) and a "
+        "restart after a crash never have more than that to catch up (default: "
+        "%(default)s; 0: never hold)",
     )
     parser.add_argument(
         "--passivate-after",
@@ -265,6 +290,8 @@ def _from_flags(args: argparse.Namespace) -> ServeConfig:
             clock_skew_s=args.clock_skew,
             max_numeric_fields=args.max_numeric_fields,
             cooccurrence_snapshot_every=args.cooccurrence_snapshot_every,
+            max_apply_lag=args.max_apply_lag,
+            item_snapshot_within=args.item_snapshot_within,
         ),
     )
 

@@ -28,6 +28,7 @@ import os
 import socket
 import time
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -41,6 +42,7 @@ from matchlight import __version__
 from matchlight.client import AsyncClient, open_client
 from matchlight.errors import BadRequest, RpcError
 from matchlight.server import statistics, worker_figures
+from matchlight.server.apply_board import ApplyBoard, board_path
 from matchlight.server.commit_bell import FALLBACK_POLL_S, Bell, BellListener, bell_path
 from matchlight.server.config import ServeConfig
 from matchlight.server.engine import (
@@ -77,6 +79,8 @@ WRITER_KEYS: Final = (
     "commit_events_mean",
     "commit_events_max",
     "commit_batches_mean",
+    "writes_held",
+    "writes_held_s",
 )
 
 
@@ -221,15 +225,26 @@ class WriterMethods:
             writer=s.writer,
             rpc=self.rpc.statistics(),
         )
-        return {**statistics.flatten(values), "catalogue_items": s.catalogue_items}
+        return {
+            **statistics.flatten(values),
+            "catalogue_items": s.catalogue_items,
+            "writes_held": s.writes_held,
+            "writes_held_s": round(s.held_s, 3),
+        }
 
 
 async def serve_writer(config: ServeConfig, role: WorkerRole) -> None:
     """Run the writer worker until SIGTERM."""
     listener = role.listener()
     bell = Bell([bell_path(role.run_dir, r) for r in range(1, role.readers + 1)])
-    with contextlib.closing(bell), LmdbEventStore(config.data / "events") as store:
-        async with open_write_path(store, config.system, on_commit=bell.ring) as path:
+    with (
+        contextlib.closing(bell),
+        ApplyBoard(board_path(role.run_dir), role.readers) as board,
+        LmdbEventStore(config.data / "events") as store,
+    ):
+        async with open_write_path(
+            store, config.system, on_commit=bell.ring, slowest=board.slowest
+        ) as path:
             gc.freeze()
             counters = RpcCounters()
             writes = WriteMethods(
@@ -247,6 +262,7 @@ async def serve_writer(config: ServeConfig, role: WorkerRole) -> None:
                     "requests": counters.requests,
                     "events_committed": s.writer.events,
                     "log_seq": s.store.last_seq,
+                    "writes_held": s.writes_held,
                 }
 
             async with trio.open_nursery() as background:
@@ -328,15 +344,17 @@ class ReaderMethods(Methods):
 
 def reader_config(config: ServeConfig, role: WorkerRole) -> ServeConfig:
     """``config`` as reader ``role`` runs it: only the keeper snapshots its actors every
-    ``--snapshot-every`` events; the others follow the same events, so theirs would be the
-    same snapshots again (encoding them was an eighth of a reader's actor work while
-    following, in a py-spy profile). They still snapshot an actor they passivate (or stop)
-    with events not in its stored snapshot, which also mends a damaged snapshot only they
-    found."""
+    ``--snapshot-every`` events (and its items when their snapshot falls
+    ``item_snapshot_within`` positions behind); the others follow the same events, so
+    theirs would be the same snapshots again (encoding them was an eighth of a reader's
+    actor work while following, in a py-spy profile). They still snapshot an actor they
+    passivate (or stop) with events not in its stored snapshot, which also mends a damaged
+    snapshot only they found."""
     if role.keeper:
         return config
     runtime = attrs.evolve(config.system.runtime, snapshot_every=NEVER)
-    return attrs.evolve(config, system=attrs.evolve(config.system, runtime=runtime))
+    system = attrs.evolve(config.system, runtime=runtime, item_snapshot_within=0)
+    return attrs.evolve(config, system=system)
 
 
 async def serve_reader(config: ServeConfig, role: WorkerRole) -> None:
@@ -347,6 +365,7 @@ async def serve_reader(config: ServeConfig, role: WorkerRole) -> None:
         open_stores(config, events_readonly=True, feed_loader=role.keeper) as stores,
         # Before the follower reads the log's head: no later commit goes unrung.
         contextlib.closing(BellListener(bell_path(role.run_dir, role.id))) as bell,
+        ApplyBoard(board_path(role.run_dir), role.readers) as board,
     ):
         async with (
             open_client(unix=role.writer_socket, timeout=30.0, retries=8) as writer,
@@ -373,6 +392,7 @@ async def serve_reader(config: ServeConfig, role: WorkerRole) -> None:
                 )
                 follower = engine.system.follower
                 assert follower is not None
+                follower.on_progress = partial(board.post, role.id)
                 background.start_soon(bell.run, follower.nudge)
 
                 def figures() -> dict[str, Any]:

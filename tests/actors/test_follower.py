@@ -138,3 +138,25 @@ async def test_a_nudge_applies_new_events_without_a_read_or_a_poll() -> None:
         assert follower.applied == 4
         assert follower.statistics().catch_ups == 0
         nursery.cancel_scope.cancel()
+
+
+async def test_the_follower_reports_its_progress_after_each_page_and_each_wake() -> None:
+    store = MemoryEventStore()
+    store.commit([[ItemUpserted(id="up", item="i0", ts=1.0)]])
+    reported: list[int] = []
+
+    async def dispatch(page: Sequence[StoredEvent]) -> Completion:
+        return Completion(remaining=0)
+
+    follower = LogFollower(store, dispatch, start=1, page=2, poll_s=60.0)
+    follower.on_progress = reported.append
+    async with trio.open_nursery() as nursery:
+        await nursery.start(follower.run)
+        follower.nudge()
+        await trio.testing.wait_all_tasks_blocked()
+        assert reported == [1]  # woken with nothing new: still alive, at 1
+        store.commit([[like(n) for n in range(3)]])
+        follower.nudge()
+        await trio.testing.wait_all_tasks_blocked()
+        assert reported == [1, 1, 3, 4]
+        nursery.cancel_scope.cancel()

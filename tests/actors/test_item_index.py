@@ -283,3 +283,46 @@ def test_rebuild_pauses_the_garbage_collector_and_restores_it_even_on_failure() 
         assert not gc.isenabled()  # a collector the caller turned off stays off
     finally:
         gc.enable()
+
+
+def unsaved_item_events(store: LmdbEventStore) -> dict[str, int]:
+    """Per item, its events after its stored snapshot: what a rebuild would replay now."""
+    return {
+        info.entity_id: len(
+            store.read_stream("item", info.entity_id, info.snapshot.seq if info.snapshot else 0)
+        )
+        for info in store.iter_streams("item", snapshots=True)
+    }
+
+
+@pytest.mark.parametrize(("within", "most_unsaved"), [(0, 25), (40, 3)])
+def test_item_snapshot_within_bounds_what_a_start_after_a_crash_replays(
+    tmp_path: Path, within: int, most_unsaved: int
+) -> None:
+    """Items with few events each never reach ``snapshot_every``; with ``within`` they are
+    saved once their snapshot is that far behind, so little is left unsaved while serving
+    (read before any clean stop, which would snapshot every item)."""
+    store = LmdbEventStore(tmp_path / "db")
+    config = SystemConfig(runtime=RuntimeConfig(snapshot_every=100), item_snapshot_within=within)
+
+    async def run() -> dict[str, int]:
+        async with open_actor_system(store, config) as system:
+            await system.upsert_items(
+                [UpsertItem(event_id=f"u{n}", item=f"i{n}", ts=1.0) for n in range(10)]
+            )
+            for n in range(235):  # an event every 10 positions for each item
+                await system.ingest(
+                    [RecordInteraction(id=f"l{n}", type="like", user="u", item=f"i{n % 10}", ts=n)]
+                )
+            await trio.sleep(0.3)  # the writer flushes queued snapshots while idle
+            return unsaved_item_events(store)
+
+    unsaved = trio.run(run)
+    store.close()
+    assert len(unsaved) == 10
+    # Without: no item reached 100 events, so none has a snapshot and all 24 or 25 of its
+    # events are unsaved. With: an item's unsaved events are all less than 40 positions
+    # past its snapshot, 10 apart: 3 at most.
+    assert max(unsaved.values()) == most_unsaved
+    if within == 0:
+        assert sum(unsaved.values()) == 245

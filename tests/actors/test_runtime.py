@@ -36,6 +36,8 @@ from actors.messages import GetState
 @attrs.frozen
 class Add:
     amount: int
+    #: The log position of the event that adds it (default: the entity's next).
+    at: int | None = None
 
 
 @attrs.frozen
@@ -82,7 +84,8 @@ class Counters:
     def receive(self, state: Tally, message: Any) -> Outcome[Tally]:
         self.received.append((state.id, message))
         if isinstance(message, Add):
-            new = attrs.evolve(state, total=state.total + message.amount, seq=state.seq + 1)
+            seq = state.seq + 1 if message.at is None else message.at
+            new = attrs.evolve(state, total=state.total + message.amount, seq=seq)
             return (new, new.total, 1)
         if isinstance(message, Note):
             return (attrs.evolve(state, notes=(*state.notes, message.text)), None, 0)
@@ -359,6 +362,39 @@ async def test_events_replayed_at_recovery_count_towards_the_next_snapshot() -> 
             await h.runtime.ask("a", Add(1))
 
             assert h.saved_for("a") == [2]
+
+
+async def test_snapshot_within_saves_an_entity_whose_snapshot_falls_that_far_behind() -> None:
+    # An entity with few events of its own, spread over a long log: snapshot_every alone
+    # would leave all of them for a recovery to replay.
+    with trio.fail_after(5):
+        async with running(shards=1, snapshot_every=100, snapshot_within=1_000) as h:
+            h.behavior.durable["a"] = Tally(id="a", seq=50)
+            for at in (400, 900, 1_049, 1_050, 1_900, 2_049, 2_050):
+                await h.runtime.ask("a", Add(1, at=at))
+
+            assert h.saved_for("a") == [1_050, 2_050]
+
+
+async def test_snapshot_within_saves_an_entity_recovered_with_a_tail_on_its_next_event() -> None:
+    with trio.fail_after(5):
+        async with running(shards=1, snapshot_every=100, snapshot_within=1_000) as h:
+            h.behavior.durable["tail"] = Tally(id="tail", seq=10)
+            h.behavior.tail["tail"] = 3  # events after its snapshot: how far back is not known
+            h.behavior.durable["saved"] = Tally(id="saved", seq=10)
+            await h.runtime.ask("tail", Add(1, at=20))
+            await h.runtime.ask("saved", Add(1, at=20))
+
+            assert [(s.entity_id, s.seq) for s in h.snapshots] == [("tail", 20)]
+
+
+async def test_snapshot_within_zero_leaves_snapshots_to_snapshot_every() -> None:
+    with trio.fail_after(5):
+        async with running(shards=1, snapshot_every=2, snapshot_within=0) as h:
+            for at in (10_000, 50_000, 90_000):
+                await h.runtime.ask("a", Add(1, at=at))
+
+            assert h.saved_for("a") == [50_000]
 
 
 async def test_read_only_entity_with_a_replayed_tail_is_snapshotted_on_passivation(

@@ -44,6 +44,7 @@ FIGURES = {
         "seconds",
         "events_per_s",
         "events_per_commit",
+        "writes_held",
         "distinct_users",
         "memory_after_mib",
     },

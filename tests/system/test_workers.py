@@ -15,6 +15,7 @@ import pytest
 from actors.item_index import COUNTER_FIELDS
 from matchlight.bench.harness import children_of
 from matchlight.errors import RpcError
+from matchlight.server.apply_board import ApplyBoard, board_path
 from tests.system.conftest import clients_by_reader, process_gone, wait_for
 
 if TYPE_CHECKING:
@@ -189,6 +190,9 @@ def test_stats_shows_every_worker_alive_and_the_node_totals_are_their_sums(
         )
 
     wait_for("every reader's figures show the whole log applied", caught_up)
+    # The writer sees on the apply board that both readers are live and caught up.
+    with ApplyBoard(board_path(server.data / "run"), len(READERS)) as board:
+        assert board.slowest() == 2
     for name, client in clients.items():
         stats = client.call("stats")
         assert stats["worker"] == name
@@ -207,5 +211,6 @@ def test_stats_shows_every_worker_alive_and_the_node_totals_are_their_sums(
             sum(w["RssAnon"] for w in workers.values()), abs=0.05
         )
         assert stats["workers_restarts_total"] == 0
+        assert stats["writes_held"] == 0
         assert all(w["restarts"] == 0 for w in workers.values())
         assert all(w["VmRSS"] >= w["RssAnon"] > 0 for w in workers.values())
