@@ -40,6 +40,7 @@ from actors import decay
 from actors.errors import CodecError
 from actors.events import InteractionRecorded
 from actors.files import write_atomically
+from actors.gc_pause import collector_paused
 from actors.store import EventStore
 from actors.user import OTHER_TYPE_WEIGHT, TYPE_WEIGHTS
 from index import Index
@@ -364,7 +365,8 @@ def load_cooccurrence(
     store: EventStore, index: Index, path: Path | None, *, until: int | None = None
 ) -> CoOccurrence:
     """:func:`rebuild_cooccurrence`, from the snapshot at ``path`` when there is a usable
-    one (then only the events after it are read). Blocking.
+    one (then only the events after it are read). Blocking; pauses the cyclic garbage
+    collector meanwhile (:func:`~actors.gc_pause.collector_paused`): for startup.
 
     A snapshot is used only if its event is the log's event at its ``seq`` (the
     same log) and it is not ahead of ``until``; otherwise, or if it cannot be
@@ -373,12 +375,13 @@ def load_cooccurrence(
     Raises:
         StoreError: the store cannot be read.
     """
-    last = store.last_seq() if until is None else until
-    snapshot = None if path is None else _usable_snapshot(store, path, last)
-    if snapshot is None:
-        return rebuild_cooccurrence(store, index, until=last)
-    loaded, seq = snapshot
-    return rebuild_cooccurrence(store, index, loaded, until=last, after=seq)
+    with collector_paused():
+        last = store.last_seq() if until is None else until
+        snapshot = None if path is None else _usable_snapshot(store, path, last)
+        if snapshot is None:
+            return rebuild_cooccurrence(store, index, until=last)
+        loaded, seq = snapshot
+        return rebuild_cooccurrence(store, index, loaded, until=last, after=seq)
 
 
 def read_snapshot(store: EventStore, path: Path, last: int) -> tuple[CoOccurrence, int]:

@@ -35,6 +35,7 @@ from actors.behavior import decoded_snapshot
 from actors.errors import CodecError, CorruptRecordError
 from actors.events import Event, InteractionRecorded, StoredEvent
 from actors.fields import FieldAdmission
+from actors.gc_pause import collector_paused
 from actors.item import ItemState, RecordInteraction, RemoveItem, UpsertItem
 from actors.item_index import COUNTER_FIELDS
 from actors.store import EventStore, Snapshot, StoreStatistics
@@ -153,11 +154,17 @@ class Catalogue:
 
 def load_catalogue(store: EventStore) -> Catalogue:
     """The catalogue of everything in ``store``: each item's snapshot and the item events
-    after it (blocking: run it on a worker thread).
+    after it (blocking: run it on a worker thread). Pauses the cyclic garbage collector
+    meanwhile (:func:`~actors.gc_pause.collector_paused`): for startup.
 
     Raises:
         StoreError: the store cannot be read.
     """
+    with collector_paused():
+        return _load_catalogue(store)
+
+
+def _load_catalogue(store: EventStore) -> Catalogue:
     started = time.perf_counter()
     catalogue = Catalogue()
     for entity_id, _, last_seq, snapshot in store.iter_streams(item.KIND, snapshots=True):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 import itertools
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,10 @@ from actors import (
     UpsertItem,
     open_actor_system,
 )
+from actors.cooccurrence import load_cooccurrence
 from actors.item_index import COUNTER_FIELDS, ItemSignals, rebuild_index
+from actors.store import EventStore
+from actors.write_path import load_catalogue
 from index import Index, QueryError, Sort, parse
 
 ITEMS = [f"i{n}" for n in range(6)]
@@ -263,7 +266,18 @@ def test_rebuild_reads_snapshots_and_replays_only_their_tails(
     )
 
 
-def test_rebuild_pauses_the_garbage_collector_and_restores_it_even_on_failure() -> None:
+#: What a start loads, each pausing the collector while it reads the store.
+LOADERS = {
+    "item index": rebuild_index,
+    "catalogue": load_catalogue,
+    "co-occurrence": lambda store: load_cooccurrence(store, Index(), None),
+}
+
+
+@pytest.mark.parametrize("load", LOADERS.values(), ids=LOADERS.keys())
+def test_loads_at_start_pause_the_garbage_collector_and_restore_it_even_on_failure(
+    load: Callable[[EventStore], object],
+) -> None:
     seen: list[bool] = []
 
     class Failing(MemoryEventStore):
@@ -271,15 +285,19 @@ def test_rebuild_pauses_the_garbage_collector_and_restores_it_even_on_failure() 
             seen.append(gc.isenabled())
             raise StoreError("disk gone")
 
+        def last_seq(self) -> int:
+            seen.append(gc.isenabled())
+            raise StoreError("disk gone")
+
     assert gc.isenabled()
     with pytest.raises(StoreError):
-        rebuild_index(Failing())
+        load(Failing())
     assert seen == [False]
     assert gc.isenabled()
 
     gc.disable()
     try:
-        rebuild_index(MemoryEventStore())
+        load(MemoryEventStore())
         assert not gc.isenabled()  # a collector the caller turned off stays off
     finally:
         gc.enable()
