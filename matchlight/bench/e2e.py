@@ -321,10 +321,12 @@ def _recommend(
     for p in procs:
         p.start()
     _collect(results, len(procs), procs)
+    held_before = _writes_held(port)
     start.set()
     finished = _collect(results, args.recommend_clients, procs)
     stop.set()
     ingest = _collect(results, len(procs) - args.recommend_clients, procs)
+    held = _writes_held(port) - held_before
     for p in procs:
         p.join(timeout=60)
     samples = [s for r in finished for s in r[2]]
@@ -343,7 +345,16 @@ def _recommend(
         out["ingest_events_per_s"] = round(accepted / elapsed)
         acks = latency_summary(latencies)
         out["ingest_ack_p50_ms"], out["ingest_ack_p99_ms"] = acks["p50_ms"], acks["p99_ms"]
+        out["ingest_writes_held"] = held
     return out
+
+
+def _writes_held(port: int) -> int:
+    """Writes the node has held so far for a reader behind by ``--max-apply-lag`` (0 in one
+    process)."""
+    with Client(HOST, port, timeout=CALL_TIMEOUT_S) as admin:
+        held: int = admin.call("stats").get("writes_held", 0)
+    return held
 
 
 def _read_connection(

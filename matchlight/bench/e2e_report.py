@@ -132,6 +132,8 @@ def _rows(report: dict[str, Any]) -> list[tuple[str, str, float | int, str]]:
          mixed["ingest_events_per_s"], "events/s"),
         ("paced ingest: ack p50", "", mixed["ingest_ack_p50_ms"], "ms"),
         ("paced ingest: ack p99", "", mixed["ingest_ack_p99_ms"], "ms"),
+        ("paced ingest: writes held until the readers caught up", "",
+         mixed["ingest_writes_held"], "writes"),
         ("recommend beside ingest: throughput", "", mixed["calls_per_s"], "calls/s"),
         ("recommend beside ingest: latency p50", "", mixed["p50_ms"], "ms"),
         ("recommend beside ingest: latency p99", "recommend_mixed_p99_ms", mixed["p99_ms"], "ms"),
