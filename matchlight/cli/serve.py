@@ -104,9 +104,9 @@ def _actor_arguments(parser: argparse.ArgumentParser) -> None:
         default=SystemConfig().max_apply_lag,
         metavar="EVENTS",
         help="with --workers 2 or more: hold new writes while a reader is more than this many "
-        "events behind the log, so reads (which first apply everything committed) and a "
-        "restart after a crash never have more than that to catch up (default: "
-        "%(default)s; 0: never hold)",
+        "events behind the log, so a read (which first applies everything committed) waits "
+        "for at most about that many events, and a restart after a crash replays no more "
+        "than that of the readers' lag (default: %(default)s; 0: never hold)",
     )
     parser.add_argument(
         "--passivate-after",

@@ -1,5 +1,6 @@
 """The board on which readers post how far they have applied the log, and the writer holding
-writes while the slowest of them is too far behind (``max_apply_lag``)."""
+writes while the slowest of them is too far behind (``max_apply_lag``); which reader
+snapshots items by age."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from actors import MemoryEventStore, RecordInteraction, SystemConfig, UpsertItem
 from actors.write_path import open_write_path
 from matchlight.server import apply_board
 from matchlight.server.apply_board import ApplyBoard
+from matchlight.server.config import ServeConfig
+from matchlight.server.worker_roles import NEVER, WorkerRole, reader_config
 
 
 def test_the_slowest_live_reader_is_the_lowest_seq_posted(tmp_path: Path) -> None:
@@ -106,3 +109,17 @@ async def test_max_apply_lag_zero_never_holds_a_write() -> None:
                 await path.ingest([like(n)])
         assert path.statistics().writes_held == 0
     assert store.last_seq() == 5
+
+
+def reader(reader_id: int) -> WorkerRole:
+    return WorkerRole(kind="reader", id=reader_id, writer_socket="w.sock", ready_fd=3, readers=2)
+
+
+def test_only_the_keeper_reader_snapshots_items_by_age_as_by_count(tmp_path: Path) -> None:
+    """Every reader's actors see every event: the others' snapshots would be the same again."""
+    config = ServeConfig(data=tmp_path, system=SystemConfig(item_snapshot_within=5_000))
+    keeper, other = reader_config(config, reader(1)), reader_config(config, reader(2))
+    assert keeper.system.item_snapshot_within == 5_000
+    assert keeper.system.runtime.snapshot_every == config.system.runtime.snapshot_every
+    assert other.system.item_snapshot_within == 0
+    assert other.system.runtime.snapshot_every == NEVER

@@ -127,7 +127,8 @@ def test_tiny_run_with_workers_reports_every_figure_and_no_violation(
             if key in MUST_BE_ZERO:
                 assert value == 0, (section, key)
             elif key in COUNTS:
-                assert isinstance(value, int) and value >= 0, (section, key)
+                assert isinstance(value, int), (section, key)
+                assert value >= 0, (section, key)
             else:
                 assert value > 0, (section, key)
     assert report["wall_s"] > 0
