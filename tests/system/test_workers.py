@@ -8,6 +8,8 @@ worker. Crashes and stops are in ``test_workers_crash``.
 
 from __future__ import annotations
 
+import os
+import signal
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -15,8 +17,8 @@ import pytest
 from actors.item_index import COUNTER_FIELDS
 from matchlight.bench.harness import children_of
 from matchlight.errors import RpcError
-from matchlight.server.apply_board import ApplyBoard, board_path
-from tests.system.conftest import clients_by_reader, process_gone, wait_for
+from matchlight.server.apply_board import STALE_S, ApplyBoard, board_path
+from tests.system.conftest import clients_by_reader, process_gone, wait_for, worker_pids
 
 if TYPE_CHECKING:
     from matchlight.client import Client
@@ -214,3 +216,36 @@ def test_stats_shows_every_worker_alive_and_the_node_totals_are_their_sums(
         assert stats["writes_held"] == 0
         assert all(w["restarts"] == 0 for w in workers.values())
         assert all(w["VmRSS"] >= w["RssAnon"] > 0 for w in workers.values())
+
+
+# -- readers kept within reach ---------------------------------------------------------------
+
+
+def test_a_stopped_reader_holds_writes_for_about_a_second_and_then_catches_up(
+    start_server: StartServer,
+) -> None:
+    """``--max-apply-lag``: while reader-2 is stopped (SIGSTOP), a write through reader-1 is
+    held once the log is that far ahead of it, but only until reader-2 has not posted its
+    progress for ``STALE_S``: a reader that does not follow is not waited for. Continued,
+    it applies everything before it answers."""
+    server = start_server("--workers", "3", "--max-apply-lag", "200")
+    clients = clients_by_reader(server, len(READERS))
+    one, other = clients["reader-1"], clients["reader-2"]
+    one.call("upsert_items", {"items": [{"id": "i-0"}]})
+    assert other.call("get_item", {"id": "i-0"})["exists"]  # reader-2 has applied the log
+    stopped = worker_pids(server)["reader-2"]
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        for call in range(10):
+            events = [
+                {"id": f"v-{call}-{n}", "type": "view", "user": f"u-{n}", "item": "i-0", "ts": T0}
+                for n in range(100)
+            ]
+            assert one.call("ingest", {"events": events})["accepted"] == 100
+        stats = one.call("stats")
+    finally:
+        os.kill(stopped, signal.SIGCONT)
+    assert stats["writes_held"] >= 1
+    # Held from when the log ran 200 ahead until reader-2's last post was STALE_S old.
+    assert 0 < stats["writes_held_s"] <= STALE_S + 1.0
+    assert other.call("get_item", {"id": "i-0"})["counters"]["view"] == 1000
