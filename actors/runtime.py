@@ -90,10 +90,10 @@ class RuntimeConfig:
     max_active_per_shard: int = 100_000
     snapshot_every: int = 100
     #: Also snapshot an entity, when it applies an event, once its state is this many log
-    #: positions past its last snapshot (0: never). ``snapshot_every`` counts an entity's
-    #: own events, so an entity with few events keeps a long unsaved tail and a start after a
-    #: crash replays it; with this, an event is unsaved only within this many positions of
-    #: its entity's snapshot.
+    #: positions past its last snapshot, or on its first event if it has none (0: never).
+    #: ``snapshot_every`` counts an entity's own events, so an entity with few events keeps
+    #: a long unsaved tail and a start after a crash replays it; with this, an event is
+    #: unsaved only within this many positions of its entity's snapshot.
     snapshot_within: int = 0
     sweep_every_s: float = 1.0
 
@@ -114,8 +114,9 @@ class _Activation:
     state: Any
     last_active: float
     unsaved: int = 0
-    #: The ``seq`` of the state's last snapshot; ``None`` if it is not known (it was recovered
-    #: with events on top of its snapshot): with ``snapshot_within``, its next event saves it.
+    #: The ``seq`` of the state's last snapshot; ``None`` if there is none, or it is not known
+    #: (the state was recovered with events on top of its snapshot): with
+    #: ``snapshot_within``, its next event saves it.
     saved_seq: int | None = None
 
 
@@ -336,7 +337,8 @@ class ActorRuntime(Generic[S]):
                         state=recovered,
                         last_active=now,
                         unsaved=replayed,
-                        saved_seq=None if replayed else recovered.seq,
+                        # seq 0: a new entity, never saved.
+                        saved_seq=None if replayed or not recovered.seq else recovered.seq,
                     )
                     self._activations += 1
                     entities[entity_id] = activation

@@ -68,7 +68,7 @@ class SystemConfig:
     #: While serving, the co-occurrence snapshot is written again every this many events
     #: (see :mod:`actors.cooccurrence_saver`), so a start after a crash replays at most
     #: about this many events of co-occurrence.
-    cooccurrence_snapshot_every: int = 200_000
+    cooccurrence_snapshot_every: int = 100_000
     #: In a node of worker processes: the writer holds new writes while the slowest reader
     #: is more than this many events behind the log (see
     #: :mod:`matchlight.server.apply_board`); 0 never holds them.

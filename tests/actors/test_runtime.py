@@ -388,6 +388,17 @@ async def test_snapshot_within_saves_an_entity_recovered_with_a_tail_on_its_next
             assert [(s.entity_id, s.seq) for s in h.snapshots] == [("tail", 20)]
 
 
+async def test_snapshot_within_saves_a_new_entity_on_its_first_event() -> None:
+    # An item upserted once and never touched again would otherwise be read from the
+    # log by every start.
+    with trio.fail_after(5):
+        async with running(shards=1, snapshot_every=100, snapshot_within=1_000) as h:
+            await h.runtime.ask("new", Add(1, at=7))
+            await h.runtime.ask("new", Add(1, at=900))
+
+            assert h.saved_for("new") == [7]
+
+
 async def test_snapshot_within_zero_leaves_snapshots_to_snapshot_every() -> None:
     with trio.fail_after(5):
         async with running(shards=1, snapshot_every=2, snapshot_within=0) as h:
