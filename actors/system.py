@@ -73,9 +73,10 @@ class SystemConfig:
     #: is more than this many events behind the log (see
     #: :mod:`matchlight.server.apply_board`); 0 never holds them.
     max_apply_lag: int = 20_000
-    #: Item actors also snapshot once their state is this many log positions past their last
-    #: snapshot (:attr:`RuntimeConfig.snapshot_within`): a start rebuilds the item index from
-    #: the items' snapshots and the events after them, so this bounds what it replays.
+    #: Item actors also snapshot on their first event and once their state is this many log
+    #: positions past their last snapshot (:attr:`RuntimeConfig.snapshot_within`): a start
+    #: rebuilds the item index from the items' snapshots and the events after them, so this
+    #: bounds what it replays.
     item_snapshot_within: int = 100_000
 
 

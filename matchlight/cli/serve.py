@@ -84,10 +84,10 @@ def _actor_arguments(parser: argparse.ArgumentParser) -> None:
         type=non_negative_int,
         default=SystemConfig().item_snapshot_within,
         metavar="N",
-        help="also snapshot an item, on its next event, once its last snapshot is N log "
-        "positions behind: a start rebuilds the item index from the items' snapshots and "
-        "replays the events after them, so after a crash this bounds that replay to about N "
-        "events (default: %(default)s; 0: only --snapshot-every)",
+        help="also snapshot an item on its first event, and on its next event once its last "
+        "snapshot is N log positions behind: a start rebuilds the item index from the items' "
+        "snapshots and replays the events after them, so after a crash this bounds that "
+        "replay to about N events (default: %(default)s; 0: only --snapshot-every)",
     )
     parser.add_argument(
         "--cooccurrence-snapshot-every",
