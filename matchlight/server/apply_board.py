@@ -4,7 +4,7 @@ With ``--workers N`` the readers apply the log that the writer appends (see
 :mod:`actors.follower`). Nothing stopped the writer from running far ahead of
 them. Under bulk ingest on a 2-core machine it did: 4 clients ingested 1M events
 at 23,000 events/s while the readers applied 10,000 to 13,000 each. When the
-ingest ended, the readers were 450,000 and 600,000 events behind the log.
+ingest ended, the readers were about 430,000 and 550,000 events behind the log.
 Two things follow from a lag like that:
 
 - a read first catches up with everything committed (read-your-writes), so it
