@@ -19,7 +19,6 @@ from typing import Any, Final
 import attrs
 import numpy as np
 import numpy.typing as npt
-import scipy.sparse as sp
 
 from actors import ItemState, decay, user
 from ranker.model import user_feature_weights
@@ -273,6 +272,8 @@ def evaluate(fitted: Fitted, features: FeatureSet, split: Split) -> tuple[float,
     broken at random: a target tied with ``e - 1`` others just below ``g``
     better items is in the top ``k`` with probability ``(k - g) / e``.
     """
+    import scipy.sparse as sp  # only training needs it (see ranker.train_features)
+
     lightfm = fitted.lightfm
     item_vectors = np.asarray(fitted.item_features @ lightfm.item_embeddings, dtype=np.float32)
     item_biases = np.asarray(fitted.item_features @ lightfm.item_biases, dtype=np.float32)
