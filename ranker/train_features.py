@@ -225,6 +225,7 @@ def _interactions(
 ) -> tuple[sp.coo_matrix, sp.coo_matrix]:
     """The pairs as LightFM's interaction matrix (all ones) and its sample weights."""
     import scipy.sparse as sp
+
     rows = np.fromiter((user_row[u] for u, _ in positive), dtype=np.int32, count=len(positive))
     cols = np.fromiter((item_row[i] for _, i in positive), dtype=np.int32, count=len(positive))
     weights = np.fromiter(positive.values(), dtype=np.float32, count=len(positive))
@@ -237,6 +238,7 @@ def _feature_matrix(rows: Sequence[Mapping[str, float]], vocab: dict[str, int]) 
     """Rows of named feature weights as a CSR matrix, rows normalised to sum to 1
     (an empty row stays empty); a name not in ``vocab`` gets the next column."""
     import scipy.sparse as sp
+
     indptr, indices, data = [0], [], []
     for features in rows:
         total = sum(features.values())
