@@ -321,12 +321,12 @@ def _recommend(
     for p in procs:
         p.start()
     _collect(results, len(procs), procs)
-    held_before = _writes_held(port)
+    held_before = _stat(port, "writes_held")
     start.set()
     finished = _collect(results, args.recommend_clients, procs)
     stop.set()
     ingest = _collect(results, len(procs) - args.recommend_clients, procs)
-    held = _writes_held(port) - held_before
+    held = _stat(port, "writes_held") - held_before
     for p in procs:
         p.join(timeout=60)
     samples = [s for r in finished for s in r[2]]
@@ -347,14 +347,6 @@ def _recommend(
         out["ingest_ack_p50_ms"], out["ingest_ack_p99_ms"] = acks["p50_ms"], acks["p99_ms"]
         out["ingest_writes_held"] = held
     return out
-
-
-def _writes_held(port: int) -> int:
-    """Writes the node has held so far for a reader behind by ``--max-apply-lag`` (0 in one
-    process)."""
-    with Client(HOST, port, timeout=CALL_TIMEOUT_S) as admin:
-        held: int = admin.call("stats").get("writes_held", 0)
-    return held
 
 
 def _read_connection(
@@ -449,10 +441,12 @@ def _timed_start(data: Path, workers: int) -> tuple[RunningServer, float]:
     return server, time.perf_counter() - t0
 
 
-def _log_seq(port: int) -> int:
+def _stat(port: int, key: str) -> int:
+    """One count from the node's ``stats``, on a connection of its own; 0 if it has none
+    (``writes_held``: a node of one process holds no writes)."""
     with Client(HOST, port, timeout=CALL_TIMEOUT_S) as admin:
-        seq: int = admin.call("stats")["log_seq"]
-    return seq
+        value: int = admin.call("stats").get(key, 0)
+    return value
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -554,9 +548,9 @@ def _restart_phase(
     workers: int = args.workers
     restart = _tail_and_kill(server, args)
     server, kill9_s = _timed_start(data, workers)
-    lost = restart.pop("log_events_before_kill") - _log_seq(server.port)
+    lost = restart.pop("log_events_before_kill") - _stat(server.port, "log_seq")
     note(f"  kill -9 restart in {kill9_s:.2f} s")
-    log_events = _log_seq(server.port)
+    log_events = _stat(server.port, "log_seq")
     stop_s = _stop(server)
     server, clean_s = _timed_start(data, workers)
     note(f"  clean restart in {clean_s:.2f} s")
@@ -582,6 +576,6 @@ def _tail_and_kill(server: RunningServer, args: argparse.Namespace) -> dict[str,
     shared.start.set()
     (done,) = _collect(shared.results, 1, [client])
     client.join(timeout=60)
-    seq = _log_seq(server.port)
+    seq = _stat(server.port, "log_seq")
     server.kill(timeout=WAIT_S)
     return {"tail_events": done[2], "log_events_before_kill": seq}

@@ -121,9 +121,9 @@ class Supervisor:
         all are ready.
 
         On a restart the writer's catalogue loads while the readers rebuild, instead of
-        before (2.3 s for 100,000 items and 1.2M events after a clean stop; 12.6 s after a
-        ``kill -9`` that left 722,734 events of item tails to replay): readers read the
-        store, and their forwarded writes wait in the writer socket's backlog meanwhile.
+        before (2.0 to 2.4 s for 100,000 items after a ``kill -9`` of the bench's node with
+        1.25M events in the log, four starts): readers read the store, and their
+        forwarded writes wait in the writer socket's backlog meanwhile.
 
         Raises:
             WorkerFailed: one exited before it was ready (the first such, writer first).
