@@ -57,6 +57,11 @@ log = logging.getLogger(__name__)
 _corrupt_log = RateLimitedLog(log)
 
 
+#: In the ``meta`` table: the upstream position of the last batch written (see
+#: :attr:`~actors.store.PreparedBatch.position`).
+_POSITION = b"position"
+
+
 def _bytes(value: object) -> bytes:
     return value  # type: ignore[return-value]
 
@@ -140,6 +145,8 @@ class LmdbEventStore(CommitMixin, Closing):
                 b"streams", dupsort=True, dupfixed=True, create=not readonly
             )
             self._snapshots = self._env.open_db(b"snapshots", create=not readonly)
+            # Where this log stands in an upstream one (a cluster node's stream sequence).
+            self._meta = self._open_optional(b"meta", readonly=readonly)
             with self._env.begin(db=self._events) as txn:
                 cursor = txn.cursor()
                 self._last_seq = SEQ.unpack(cursor.key())[0] if cursor.last() else 0
@@ -159,6 +166,13 @@ class LmdbEventStore(CommitMixin, Closing):
         self._corrupt_keys: set[bytes] = set()
         self._corrupt_snapshots = 0
         self._corrupt_seqs: set[int] = set()
+
+    def _open_optional(self, name: bytes, *, readonly: bool) -> Any:
+        """A table created on demand: ``None`` when a read-only store has none yet."""
+        try:
+            return self._env.open_db(name, create=not readonly)
+        except lmdb.NotFoundError:
+            return None
 
     # -- writing --------------------------------------------------------------
 
@@ -246,6 +260,13 @@ class LmdbEventStore(CommitMixin, Closing):
                 seq = written.last_seq
                 seen_ids |= batch_ids
             replaced = self._save_snapshots(txn, snapshots)
+            positions = [
+                b.position
+                for b, r in zip(batches, results, strict=True)
+                if b.position is not None and not isinstance(r, StoreError)
+            ]
+            if positions and max(positions) > self._position_in(txn):
+                txn.put(_POSITION, SEQ.pack(max(positions)), db=self._meta)
         # Committed (and synced) once the with-block exits without error.
         if self._corrupt_keys:
             self._corrupt_keys.difference_update(replaced)
@@ -382,6 +403,17 @@ class LmdbEventStore(CommitMixin, Closing):
         if seq > self._last_seq:
             self._last_seq = seq
         return seq
+
+    def position(self) -> int:
+        try:
+            with self._lock, self._read_txn() as txn:
+                return self._position_in(txn)
+        except lmdb.Error as exc:
+            raise self._read_error(exc) from exc
+
+    def _position_in(self, txn: lmdb.Transaction) -> int:
+        raw = None if self._meta is None else txn.get(_POSITION, db=self._meta)
+        return 0 if raw is None else int(SEQ.unpack(raw)[0])
 
     def contains(self, event_id: str) -> bool:
         try:

@@ -40,6 +40,7 @@ class MemoryEventStore(CommitMixin):
         self._commits = 0
         self._closed = False
         self._corrupt_snapshots = 0
+        self._position = 0
 
     def prepare(self, batch: Sequence[Event]) -> PreparedBatch:
         try:
@@ -73,6 +74,8 @@ class MemoryEventStore(CommitMixin):
                 for key in streams_of(event):
                     self._streams.setdefault(key, []).append(entry.seq)
                 kept.append(i)
+            if batch.position is not None:
+                self._position = max(self._position, batch.position)
             results.append(
                 Written(first_seq=first, kept=kept, duplicates=duplicates, last_seq=len(self._log))
             )
@@ -89,6 +92,9 @@ class MemoryEventStore(CommitMixin):
 
     def head(self) -> int:
         return self.last_seq()
+
+    def position(self) -> int:
+        return self._position
 
     def contains(self, event_id: str) -> bool:
         self._check_open()

@@ -85,6 +85,10 @@ class PreparedBatch:
     #: Per event, the stream keys it is indexed under.
     streams: list[tuple[bytes, ...]] = attrs.field(factory=list)
     error: StoreError | None = None
+    #: Where in an upstream log these events come from (a cluster node's JetStream
+    #: stream sequence): stored in the same transaction as the events, read back by
+    #: :meth:`EventStore.position`, so a node resumes exactly after what it stored.
+    position: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -148,6 +152,11 @@ class EventStore(Protocol):
         ...
 
     def last_seq(self) -> int: ...
+
+    def position(self) -> int:
+        """The highest upstream ``position`` of a batch written (0 if none): see
+        :attr:`PreparedBatch.position`."""
+        ...
 
     def head(self) -> int:
         """The last ``seq`` stored now, whoever wrote it (:meth:`last_seq` may be older in a

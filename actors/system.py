@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -108,9 +108,16 @@ class ActorSystem:
         signals: ItemSignals | None = None,
         cooccurrence: CoOccurrence | None = None,
         save_snapshot: Callable[[Snapshot], None] | None = None,
+        owns_user: Callable[[str], bool] | None = None,
     ) -> None:
         """``save_snapshot``: where the actors' snapshots go; by default into the writer's
-        next commit (a reader worker, which never commits, passes them on or drops them)."""
+        next commit (a reader worker, which never commits, passes them on or drops them).
+
+        ``owns_user`` (a cluster node): whether this node serves a user now. Committed
+        events then reach the user actors only of users it serves or that are active
+        anyway; any other user's state stays in the log, where an activation reads it.
+        Item actors, the index and the co-occurrence take in every event."""
+        self._owns_user = owns_user
         self.store = store
         self.config = config or SystemConfig()
         #: Searchable items, kept current by the item actors (see actors.item_index).
@@ -126,6 +133,11 @@ class ActorSystem:
         save = self.writer.save_snapshot_nowait if save_snapshot is None else save_snapshot
         #: In a reader worker: what keeps the projections following the writer's log.
         self.follower: LogFollower | None = None
+        #: In a cluster node: where decided events go instead of this store's writer (the
+        #: cluster's stream); it answers once they are durable there and applied here.
+        self.publish: Callable[[Sequence[Event]], Awaitable[WriteResult]] | None = None
+        #: In a cluster node: waits until what the cluster's stream holds now is applied.
+        self.upstream_catch_up: Callable[[], Awaitable[None]] | None = None
         self.items = ActorRuntime(
             item_actor(store, self.index, self.signals),
             save_snapshot=save,
@@ -156,6 +168,8 @@ class ActorSystem:
         return events
 
     async def _append(self, events: Sequence[Event]) -> WriteResult:
+        if self.publish is not None:
+            return await self.publish(events)
         # Waits for the group commit (fsync) and for the actors to apply and index the events.
         with _TRACER.start_as_current_span("store.commit", attributes={"events": len(events)}):
             result = await self.writer.append(events)
@@ -198,9 +212,12 @@ class ActorSystem:
         """
         by_user: dict[str, list[StoredEvent]] = {}
         by_item: dict[str, list[StoredEvent]] = {}
+        owns, active = self._owns_user, self.users.peek
         for entry in stored:
             event = entry.event
-            if type(event) is InteractionRecorded:
+            if type(event) is InteractionRecorded and (
+                owns is None or owns(event.user) or active(event.user) is not None
+            ):
                 events = by_user.get(event.user)
                 if events is None:
                     by_user[event.user] = [entry]
@@ -216,7 +233,7 @@ class ActorSystem:
         reserve = self.index.reserve
         for item_id in by_item:
             reserve(item_id)
-        if by_user:
+        if by_user or owns is not None:  # (a cluster node observes every user)
             observe_events(
                 self.cooccurrence,
                 self.index,
@@ -250,9 +267,12 @@ class ActorSystem:
 
     async def catch_up(self) -> None:
         """In a reader worker, wait until every event stored now is applied (read-your-writes
-        across processes); otherwise nothing: a single process applies before it answers."""
+        across processes), or in a cluster node until what the stream holds is applied;
+        otherwise nothing: a single process applies before it answers."""
         if self.follower is not None:
             await self.follower.catch_up()
+        if self.upstream_catch_up is not None:
+            await self.upstream_catch_up()
 
     async def get_item(self, item_id: str) -> ItemState:
         """The item's current state (``exists`` is false for unknown or removed items)."""
@@ -318,8 +338,10 @@ async def open_actor_system(
     config: SystemConfig | None = None,
     *,
     cooccurrence_file: Path | None = None,
+    owns_user: Callable[[str], bool] | None = None,
 ) -> AsyncIterator[ActorSystem]:
-    """Run an actor system over ``store`` for the duration of the block.
+    """Run an actor system over ``store`` for the duration of the block (``owns_user``:
+    see :class:`ActorSystem`).
 
     It first rebuilds the item index from the store (snapshots plus tails), and
     the co-occurrence from ``cooccurrence_file`` (if usable) plus the log after it.
@@ -335,7 +357,14 @@ async def open_actor_system(
     cooccurrence = await trio.to_thread.run_sync(
         partial(load_cooccurrence, store, index, cooccurrence_file, until=start)
     )
-    system = ActorSystem(store, config, index=index, signals=signals, cooccurrence=cooccurrence)
+    system = ActorSystem(
+        store,
+        config,
+        index=index,
+        signals=signals,
+        cooccurrence=cooccurrence,
+        owns_user=owns_user,
+    )
     system.observed_seq = start
     ahead = signals.clock - time.time()
     if ahead > system.config.clock_skew_s:

@@ -120,8 +120,11 @@ class StoreWriter:
     def set_dispatch(self, dispatch: Dispatch) -> None:
         self._dispatch = dispatch
 
-    async def append(self, batch: Sequence[Event]) -> AppendResult:
+    async def append(self, batch: Sequence[Event], *, position: int | None = None) -> AppendResult:
         """Durably append one atomic batch; return once it is committed and applied.
+
+        ``position``: where the batch stands in an upstream log, stored with it (see
+        :attr:`~actors.store.PreparedBatch.position`).
 
         A checkpoint. Waits (backpressure) while the queue is full.
 
@@ -132,7 +135,10 @@ class StoreWriter:
         if self._closed:
             raise SystemClosedError("the store writer is closed")
         # Encode here, on the event loop's thread: see PreparedBatch.
-        pending = _Pending(batch=self._store.prepare(batch))
+        prepared = self._store.prepare(batch)
+        if position is not None:
+            prepared = attrs.evolve(prepared, position=position)
+        pending = _Pending(batch=prepared)
         try:
             await self._send.send(pending)
         except (trio.ClosedResourceError, trio.BrokenResourceError):

@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="matchlight",
         description="Real-time personalization and recommendation engine (msgpack-RPC server).",
         formatter_class=HelpFormatter,
+        # `serve --log nats://…` must not read as an abbreviation of --log-level.
+        allow_abbrev=False,
     )
     parser.add_argument("--log-level", default="INFO", help="logging level for stderr")
     parser.add_argument(

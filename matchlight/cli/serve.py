@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +20,7 @@ import trio
 
 from actors import DEFAULT_CLOCK_SKEW_S, MatchlightError, RuntimeConfig, SystemConfig
 from actors.system import DEFAULT_MAX_NUMERIC_FIELDS
-from matchlight.address import Address, parse_listen
+from matchlight.address import Address, parse_connect, parse_listen
 from matchlight.cli.argtypes import (
     non_negative_float,
     non_negative_int,
@@ -27,11 +28,13 @@ from matchlight.cli.argtypes import (
     positive_int,
 )
 from matchlight.cli.command import Subparsers, add_command, fail
+from matchlight.cluster.partitions import DEFAULT_PARTITIONS
 from matchlight.server.node import default_workers
 
 if TYPE_CHECKING:
     import ssl
 
+    from matchlight.cluster.config import ClusterConfig
     from matchlight.server.config import ServeConfig
     from matchlight.server.telemetry import Telemetry
 
@@ -67,7 +70,47 @@ def register(sub: Subparsers) -> None:
     _actor_arguments(parser)
     _connection_arguments(parser)
     _ranking_arguments(parser)
+    _cluster_arguments(parser)
     parser.set_defaults(func=run)
+
+
+def _cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    """A node of a cluster over NATS JetStream (one process per node)."""
+    group = parser.add_argument_group(
+        "cluster",
+        "with --log, this server is one node of a cluster: the event log is a NATS "
+        "JetStream stream, DIR holds this node's copy, users are served by the node "
+        "holding their partition (others forward to it); --workers does not apply",
+    )
+    group.add_argument(
+        "--log",
+        metavar="nats://H1:P1,H2:P2,…",
+        help="the NATS servers of the cluster's stream (any of them; give all three)",
+    )
+    group.add_argument(
+        "--node-id",
+        metavar="ID",
+        help="this node's id, stable across restarts (default: the host name)",
+    )
+    group.add_argument(
+        "--advertise",
+        metavar="HOST:PORT",
+        help="where other nodes reach this one (default: the --listen address)",
+    )
+    group.add_argument(
+        "--partitions",
+        type=positive_int,
+        default=DEFAULT_PARTITIONS,
+        metavar="P",
+        help="user partitions of the cluster, fixed for its life: give every node the same",
+    )
+    group.add_argument(
+        "--replicas",
+        type=positive_int,
+        default=3,
+        metavar="R",
+        help="replicas of the stream when this node creates it (3 for a 3-server NATS cluster)",
+    )
 
 
 def _actor_arguments(parser: argparse.ArgumentParser) -> None:
@@ -266,9 +309,11 @@ def _from_flags(args: argparse.Namespace) -> ServeConfig:
     from matchlight.server.rpc import Limits
     from matchlight.server.worker_roles import WorkerRole
 
+    cluster = _cluster(args)
     return ServeConfig(
         data=Path(args.data),
-        workers=args.workers,
+        cluster=cluster,
+        workers=1 if cluster is not None else args.workers,
         worker=None if args.worker_spec is None else WorkerRole(**json.loads(args.worker_spec)),
         argv=tuple(args.argv),
         listen=args.listen,
@@ -294,6 +339,29 @@ def _from_flags(args: argparse.Namespace) -> ServeConfig:
             item_snapshot_within=args.item_snapshot_within,
         ),
     )
+
+
+def _cluster(args: argparse.Namespace) -> ClusterConfig | None:
+    """The cluster flags, checked; ``None`` without ``--log``."""
+    from matchlight.cluster.config import (
+        ClusterConfig,
+        ClusterConfigError,
+        check_node_id,
+        parse_log_url,
+    )
+
+    if args.log is None:
+        return None
+    try:
+        return ClusterConfig(
+            servers=parse_log_url(args.log),
+            node_id=check_node_id(args.node_id or socket.gethostname().split(".")[0]),
+            advertise=None if args.advertise is None else str(parse_connect(args.advertise)),
+            partitions=args.partitions,
+            replicas=args.replicas,
+        )
+    except (ClusterConfigError, ValueError) as exc:
+        raise _Refused(str(exc).replace("--connect", "--advertise")) from None
 
 
 def _load(args: argparse.Namespace, config: ServeConfig) -> ServeConfig:

@@ -64,6 +64,15 @@ class Tokens:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def first(self, *roles: str) -> str | None:
+        """The first token of the first of ``roles`` that has one (what a cluster node
+        forwards requests to its peers with), or ``None``."""
+        for role in roles:
+            for known, its_role in self._entries:
+                if its_role == role:
+                    return known.decode()
+        return None
+
     def role_of(self, token: str) -> str | None:
         """The role of ``token``, or ``None``. Constant time in the token's content."""
         candidate = token.encode()

@@ -98,16 +98,23 @@ async def open_engine(
     follow: Callable[[Snapshot], None] | None = None,
     keeper: bool = True,
     follow_poll_s: float = DEFAULT_POLL_S,
+    owns_user: Callable[[str], bool] | None = None,
 ) -> AsyncIterator[Engine]:
     """Run the actor system, the ranker and the router over ``stores`` for the block.
 
     With ``follow`` (a reader worker), the actor system follows the log the writer
     worker writes, looking for new events every ``follow_poll_s`` and when its
     follower is nudged, and hands its actors' snapshots to ``follow``; only the
-    ``keeper`` reader writes the co-occurrence snapshot on exit."""
+    ``keeper`` reader writes the co-occurrence snapshot on exit. ``owns_user``: a cluster
+    node's partitions (see :class:`~actors.ActorSystem`)."""
     cooccurrence_file = config.data / COOCCURRENCE_FILE
     actors = (
-        open_actor_system(stores.events, config.system, cooccurrence_file=cooccurrence_file)
+        open_actor_system(
+            stores.events,
+            config.system,
+            cooccurrence_file=cooccurrence_file,
+            owns_user=owns_user,
+        )
         if follow is None
         else open_follower_system(
             stores.events,

@@ -177,4 +177,5 @@ class Methods:
             "feed": None if feed is None else feed.statistics(),
             "ranker": self.ranker.statistics(),
             "rpc": self.rpc.statistics(),
+            "cluster": None,  # a cluster node's (see matchlight.cluster.routing)
         }

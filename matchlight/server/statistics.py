@@ -109,6 +109,15 @@ SECTIONS: Final = (
         },
     ),
     Section(
+        "cluster",
+        same(
+            *("node", "partitions", "partitions_owned", "stream_position", "forwarded"),
+            *("forward_failures", "moving_unavailable", "lease_claims", "lease_releases"),
+            *("lease_losses", "undecodable_messages"),
+            prefix="cluster_",
+        ),
+    ),
+    Section(
         "rpc",
         same(
             *("connections_open", "connections_total", "requests", "notifications"),

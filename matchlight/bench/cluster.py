@@ -1,0 +1,313 @@
+"""``matchlight bench cluster``: cluster mode on this machine against the embedded mode.
+
+For the embedded mode (``serve --workers 1``, the LMDB log) and then for a cluster of
+1, 2 and 3 Matchlight nodes over a fresh 3-server NATS JetStream cluster (stream with 3
+replicas, every write fsynced), each on fresh data directories:
+
+1. load a catalogue, then ingest from client *processes* (each to its own node, round
+   robin) and count acknowledged events/s: in cluster mode an event is acknowledged once
+   the stream's replicas stored it and the node that took it applied it;
+2. wait until every node has applied everything: the rate over the whole phase is what
+   the cluster absorbs;
+3. time ``recommend`` through each node (users of every partition, so through a node
+   that does not serve them the call is forwarded), sequentially: p50 and p99;
+4. read each process's CPU time (``/proc``), so the cost per event of a Matchlight node
+   and of the NATS servers is measured, not guessed.
+
+From the per-node costs it prints a scaling table for 10 and 100 nodes. That table is
+arithmetic on the measurements, with its assumptions printed beside it: every node
+applies every event to its items (so ingest does not grow with nodes), users' state and
+reads are partitioned (they do).
+
+Everything runs on this one machine (2 cores here): with 3 NATS servers, N nodes and the
+clients sharing them, the absolute figures are what a laptop gives, the per-event costs
+are what carries over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import random
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from matchlight.bench.harness import RunningServer, latency_summary, process_stat, start_server
+from matchlight.bench.ingest import ITEM_BATCH, _client
+from matchlight.cli.argtypes import positive_int
+from matchlight.client import Client
+from matchlight.cluster.nats_servers import NatsCluster
+
+PARTITIONS = 64
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``matchlight bench cluster``."""
+    parser.add_argument("--events", type=positive_int, default=100_000, help="events ingested")
+    parser.add_argument("--items", type=positive_int, default=10_000, help="catalogue items")
+    parser.add_argument("--users", type=positive_int, default=50_000, help="distinct users")
+    parser.add_argument("--batch", type=positive_int, default=500, help="events per ingest call")
+    parser.add_argument("--clients", type=positive_int, default=4, help="ingest client processes")
+    parser.add_argument("--nodes", default="1,2,3", help="comma-separated node counts")
+    parser.add_argument(
+        "--recommends", type=positive_int, default=1000, help="recommend calls per node"
+    )
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+
+
+def main(args: argparse.Namespace) -> int:
+    counts = [int(n) for n in args.nodes.split(",")]
+    results: dict[str, Any] = {"config": vars(args) | {"func": None}, "runs": []}
+    print(
+        f"cluster bench: {args.events:,} events from {args.clients} clients, "
+        f"{args.items:,} items, {args.recommends:,} recommend calls per node"
+    )
+    for nodes in [0, *counts]:
+        label = "embedded" if nodes == 0 else f"{nodes} node{'s' if nodes > 1 else ''}"
+        print(f"\n== {label} ==", flush=True)
+        with tempfile.TemporaryDirectory(prefix="ml-bench-cluster-") as tmp:
+            run = _run(Path(tmp), nodes, args)
+        run["mode"] = label
+        results["runs"].append(run)
+        _print_run(run)
+    results["scaling"] = scaling(results["runs"])
+    _print_scaling(results["scaling"])
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def _run(root: Path, nodes: int, args: argparse.Namespace) -> dict[str, Any]:
+    nats = None if nodes == 0 else NatsCluster(root / "nats")
+    servers: list[RunningServer] = []
+    try:
+        if nats is not None:
+            nats.start()
+        for n in range(max(nodes, 1)):
+            extra = (
+                ("--workers", "1")
+                if nats is None
+                else ("--log", nats.log_url, "--node-id", f"n{n}", "--partitions", str(PARTITIONS))
+            )
+            servers.append(
+                start_server(root / f"data-{n}", *extra, stderr=root / f"n{n}.log", timeout=120)
+            )
+        ports = [s.port for s in servers]
+        _load_items(ports[0], args.items)
+        if nats is not None:
+            _wait_shared(ports)
+        node_pids = [s.pid for s in servers]
+        nats_pids = [] if nats is None else [s.process.pid for s in nats.servers if s.process]
+        cpu0 = _cpu(node_pids), _cpu(nats_pids)
+        ingest = _ingest(ports, args)
+        cpu1 = _cpu(node_pids), _cpu(nats_pids)
+        recommend = _recommend(ports, args)
+        cpu2 = _cpu(node_pids), _cpu(nats_pids)
+        events = ingest["events"]
+        return {
+            "nodes": nodes,
+            "ingest": ingest,
+            "recommend": recommend,
+            "node_cpu_us_per_event": round((cpu1[0] - cpu0[0]) / max(nodes, 1) / events * 1e6, 1),
+            "nats_cpu_us_per_event": round((cpu1[1] - cpu0[1]) / events * 1e6, 1),
+            "node_cpu_ms_per_recommend": round(
+                (cpu2[0] - cpu1[0]) / recommend["calls"] * 1e3, 3
+            ),
+        }
+    finally:
+        for server in servers:
+            server.stop()
+        if nats is not None:
+            nats.stop()
+
+
+def _cpu(pids: Sequence[int]) -> float:
+    """CPU seconds (user + system) the processes used so far."""
+    total = 0
+    for pid in pids:
+        fields = process_stat(pid)
+        if fields is not None:
+            total += int(fields[11]) + int(fields[12])
+    return total / _TICK
+
+
+def _load_items(port: int, items: int) -> None:
+    rng = random.Random(5)
+    with Client("127.0.0.1", port, timeout=120) as client:
+        for start in range(0, items, ITEM_BATCH):
+            batch = [
+                {
+                    "id": f"i{i}",
+                    "terms": {"category": [f"c{rng.randrange(50)}"], "city": [f"t{rng.randrange(20)}"]},
+                    "numbers": {"price": round(rng.uniform(10, 500), 2)},
+                }
+                for i in range(start, min(start + ITEM_BATCH, items))
+            ]
+            client.call("upsert_items", {"items": batch})
+
+
+def _stats(port: int) -> dict[str, Any]:
+    with Client("127.0.0.1", port, timeout=60) as client:
+        stats: dict[str, Any] = client.call("stats")
+        return stats
+
+
+def _wait_shared(ports: list[int], within: float = 30.0) -> None:
+    """Until every node serves some partitions and together all of them."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        owned = [_stats(p)["cluster_partitions_owned"] for p in ports]
+        if all(owned) and sum(owned) == PARTITIONS:
+            return
+        time.sleep(0.25)
+    raise RuntimeError(f"partitions not shared within {within} s")
+
+
+def _ingest(ports: list[int], args: argparse.Namespace) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    start = ctx.Event()
+    results = ctx.Queue()
+    per_client = args.events // args.clients
+    procs = [
+        ctx.Process(
+            target=_client,
+            args=(
+                ports[i % len(ports)], "c", i, per_client, args.batch, 2,
+                args.users, args.items, start, results,
+            ),
+        )
+        for i in range(args.clients)
+    ]
+    for p in procs:
+        p.start()
+    for _ in procs:
+        assert results.get(timeout=600)[0] == "ready"
+    t0 = time.perf_counter()
+    start.set()
+    done = [results.get(timeout=1200) for _ in procs]
+    acked = time.perf_counter() - t0
+    for p in procs:
+        p.join()
+    # Until every node applied it all (a read on each catches up to the stream's head).
+    for port in ports:
+        with Client("127.0.0.1", port, timeout=600) as client:
+            client.call("search", {"filter": {"range": ["price", None, None]}, "limit": 1})
+    everywhere = time.perf_counter() - t0
+    accepted = sum(a for _, _, a in done)
+    return {
+        "events": accepted,
+        "acked_per_s": round(accepted / acked),
+        "applied_everywhere_per_s": round(accepted / everywhere),
+    }
+
+
+def _recommend(ports: list[int], args: argparse.Namespace) -> dict[str, Any]:
+    rng = random.Random(9)
+    per_node: list[dict[str, Any]] = []
+    calls = 0
+    for port in ports:
+        with Client("127.0.0.1", port, timeout=60) as client:
+            before = client.call("stats").get("cluster_forwarded", 0)
+            samples = []
+            for _ in range(args.recommends):
+                user = f"u{rng.randrange(args.users)}"
+                t0 = time.perf_counter()
+                client.call("recommend", {"user": user, "k": 10})
+                samples.append(time.perf_counter() - t0)
+            forwarded = client.call("stats").get("cluster_forwarded", 0) - before
+        calls += len(samples)
+        per_node.append(
+            {"port": port, "forwarded": forwarded, **latency_summary(samples, stats=("p50", "p99"))}
+        )
+    every = [n["p99_ms"] for n in per_node]
+    return {"calls": calls, "per_node": per_node, "worst_p99_ms": max(every)}
+
+
+def scaling(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The 10- and 100-node table from the measured per-event costs (see the module doc)."""
+    cluster = [r for r in runs if r["nodes"] > 0]
+    if not cluster:
+        return {}
+    n = np.array([r["nodes"] for r in cluster], dtype=float)
+    cost = np.array([r["node_cpu_us_per_event"] for r in cluster])
+    # cost(n) = shared + per_user / n: every node applies every event to items, users'
+    # share is 1/n. Least squares over the measured node counts (one count: all shared).
+    if len(set(n)) > 1:
+        design = np.column_stack([np.ones_like(n), 1.0 / n])
+        (shared, per_user), *_ = np.linalg.lstsq(design, cost, rcond=None)
+        shared, per_user = max(float(shared), 0.0), max(float(per_user), 0.0)
+    else:
+        shared, per_user = float(cost[0]), 0.0
+    nats_cost = float(np.mean([r["nats_cpu_us_per_event"] for r in cluster]))
+    recommend_ms = float(np.mean([r["node_cpu_ms_per_recommend"] for r in cluster]))
+    table = []
+    for nodes in (1, 2, 3, 10, 100):
+        per_event = shared + per_user / nodes
+        table.append(
+            {
+                "nodes": nodes,
+                "node_cpu_us_per_event": round(per_event, 1),
+                # One core per node (one process), three NATS servers of one core each.
+                "ingest_ceiling_per_s": round(min(1e6 / per_event, 3 * 1e6 / nats_cost)),
+                "recommend_ceiling_per_s": round(nodes * 1e3 / recommend_ms),
+                "user_state_share": round(1 / nodes, 3),
+            }
+        )
+    return {
+        "shared_us_per_event": round(shared, 1),
+        "per_user_us_per_event": round(per_user, 1),
+        "nats_us_per_event": round(nats_cost, 1),
+        "recommend_cpu_ms": round(recommend_ms, 3),
+        "assumptions": [
+            "each node one core (one process), NATS three servers of one core each",
+            "every node applies every event to its items; a user's events only on its owner",
+            "clients spread over nodes; a recommend for another node's user is forwarded",
+            "per-event costs as measured here (one 2-core machine for everything)",
+        ],
+        "table": table,
+    }
+
+
+def _print_run(run: dict[str, Any]) -> None:
+    ingest, rec = run["ingest"], run["recommend"]
+    print(
+        f"  ingest: {ingest['acked_per_s']:,} events/s acknowledged, "
+        f"{ingest['applied_everywhere_per_s']:,}/s applied on every node"
+    )
+    print(
+        f"  CPU per event: {run['node_cpu_us_per_event']} µs per Matchlight node, "
+        f"{run['nats_cpu_us_per_event']} µs in the NATS servers"
+    )
+    for node in rec["per_node"]:
+        print(
+            f"  recommend via :{node['port']}: p50 {node['p50_ms']} ms, p99 {node['p99_ms']} ms "
+            f"({node['forwarded']} of {rec['calls'] // len(rec['per_node'])} forwarded)"
+        )
+    print(f"  CPU per recommend: {run['node_cpu_ms_per_recommend']} ms", flush=True)
+
+
+def _print_scaling(model: dict[str, Any]) -> None:
+    if not model:
+        return
+    print("\n== scaling, derived from the per-event costs above (on paper) ==")
+    print(
+        f"  per node per event: {model['shared_us_per_event']} µs for every event (items) "
+        f"+ {model['per_user_us_per_event']} µs / nodes (users); NATS "
+        f"{model['nats_us_per_event']} µs; a recommend {model['recommend_cpu_ms']} ms"
+    )
+    for assumption in model["assumptions"]:
+        print(f"  assuming {assumption}")
+    print(f"  {'nodes':>5} {'µs/event/node':>14} {'ingest ceiling/s':>17} {'recommend/s':>12}")
+    for row in model["table"]:
+        print(
+            f"  {row['nodes']:>5} {row['node_cpu_us_per_event']:>14} "
+            f"{row['ingest_ceiling_per_s']:>17,} {row['recommend_ceiling_per_s']:>12,}"
+        )

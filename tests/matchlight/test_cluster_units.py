@@ -1,0 +1,125 @@
+"""Cluster mode's pure parts: partition leases planned from what a node observes, stream
+messages, and the cluster flags of ``matchlight serve``."""
+
+from __future__ import annotations
+
+import pytest
+
+from actors import Event, InteractionRecorded, ItemUpserted
+from actors.errors import CodecError
+from matchlight.cluster.config import ClusterConfigError, check_node_id, parse_log_url
+from matchlight.cluster.follower import ClusterWrites, decode_message, encode_message, message_id
+from matchlight.cluster.leases import Observed, desired_owner, plan
+from matchlight.cluster.partitions import Layout, partition_of
+
+TTL = 6.0
+P = 16
+
+
+def _node(since: float) -> Observed:
+    return Observed(value={"address": "x"}, revision=1, since=since)
+
+
+def _lease(node: str, since: float, revision: int = 5) -> Observed:
+    return Observed(value={"node": node}, revision=revision, since=since)
+
+
+def test_a_lone_node_claims_every_free_partition() -> None:
+    todo = plan("a", P, {}, {}, now=100.0, ttl_s=TTL)
+    assert todo.claim == dict.fromkeys(range(P), 0)
+    assert not todo.renew
+    assert not todo.release
+
+
+def test_two_live_nodes_split_the_partitions_by_their_desired_owner() -> None:
+    observed = {"node.b": _node(since=99.0)}
+    mine = plan("a", P, {}, observed, now=100.0, ttl_s=TTL).claim
+    theirs = plan("b", P, {}, {"node.a": _node(since=99.0)}, now=100.0, ttl_s=TTL).claim
+    assert set(mine) | set(theirs) == set(range(P))
+    assert not set(mine) & set(theirs)
+    assert 0 < len(mine) < P
+    assert all(desired_owner(p, ["a", "b"]) == "a" for p in mine)
+
+
+def test_a_holder_releases_what_a_joining_node_should_own_and_renews_the_rest() -> None:
+    held = {p: 10 + p for p in range(P)}
+    todo = plan("a", P, held, {"node.b": _node(since=99.0)}, now=100.0, ttl_s=TTL)
+    assert set(todo.release) | set(todo.renew) == set(range(P))
+    assert todo.release
+    assert todo.renew
+    assert all(todo.release[p] == 10 + p for p in todo.release)  # revision-checked
+    assert not todo.claim
+
+
+def test_a_live_lease_of_another_node_is_not_claimed_until_it_expires() -> None:
+    # Node b died: its registration and its lease stop changing at t = 100.
+    observed = {"node.b": _node(since=100.0)}
+    observed |= {f"part.{p}": _lease("b", since=100.0, revision=p + 1) for p in range(P)}
+    early = plan("a", P, {}, observed, now=100.0 + TTL - 0.5, ttl_s=TTL)
+    b_owns = [p for p in range(P) if desired_owner(p, ["a", "b"]) == "b"]
+    assert b_owns
+    assert not set(early.claim) & set(b_owns)
+    late = plan("a", P, {}, observed, now=100.0 + TTL, ttl_s=TTL)
+    assert late.claim == {p: p + 1 for p in range(P)}
+
+
+def test_a_restarted_node_takes_back_its_own_leases_at_once() -> None:
+    observed = {f"part.{p}": _lease("a", since=100.0, revision=p + 1) for p in range(P)}
+    todo = plan("a", P, {}, observed, now=100.5, ttl_s=TTL)
+    assert todo.claim == {p: p + 1 for p in range(P)}
+
+
+def test_a_released_lease_is_claimed_by_create() -> None:
+    observed = {"part.3": Observed(value={}, revision=9, since=100.0)}
+    assert plan("a", P, {}, observed, now=100.0, ttl_s=TTL).claim[3] == 9
+
+
+def test_partitions_spread_over_nodes() -> None:
+    counts = dict.fromkeys("abc", 0)
+    for p in range(64):
+        counts[desired_owner(p, counts)] += 1  # type: ignore[index]
+    assert all(12 <= c <= 30 for c in counts.values()), counts
+    assert sum(1 for u in range(1000) if partition_of(f"u{u}", 64) == 0) < 40
+
+
+def test_messages_carry_events_and_a_retry_has_the_same_id() -> None:
+    events: list[Event] = [
+        InteractionRecorded(id="e1", type="view", user="u1", item="i1", ts=1.0),
+        ItemUpserted(id="e2", item="i1", ts=2.0, kind="pro", terms={"city": ("x",)}),
+    ]
+    assert decode_message(encode_message(events)) == events
+    assert message_id(events) == message_id(list(events))
+    assert message_id(events) != message_id(events[:1])
+    for garbage in (b"\x93\x01\x02", b"\xc1", encode_message([])[:0] + b"\x91\x01"):
+        with pytest.raises(CodecError):
+            decode_message(garbage)
+
+
+def test_interactions_go_to_their_users_partition_and_item_events_to_the_items_subject() -> None:
+    layout = Layout(partitions=8)
+    writes = ClusterWrites(None, None, None, layout)  # type: ignore[arg-type]
+    events = [
+        InteractionRecorded(id=f"e{n}", type="view", user=f"u{n % 3}", item="i", ts=1.0)
+        for n in range(6)
+    ] + [ItemUpserted(id="up", item="i", ts=1.0)]
+    grouped = dict(writes.messages(events))
+    assert grouped[layout.items_subject] == events[-1:]
+    for n in range(3):
+        subject = layout.users_subject(partition_of(f"u{n}", 8))
+        mine = [
+            e.id
+            for e in grouped[subject]
+            if isinstance(e, InteractionRecorded) and e.user == f"u{n}"
+        ]
+        assert mine == [f"e{n}", f"e{n + 3}"]
+
+
+def test_cluster_flags_are_checked() -> None:
+    assert parse_log_url("nats://h1:4222,h2:4223") == ("nats://h1:4222", "nats://h2:4223")
+    for bad in ("h1:4222", "nats://h1", "nats://h1:99999", "nats://:4222"):
+        with pytest.raises(ClusterConfigError):
+            parse_log_url(bad)
+    assert check_node_id("node-1") == "node-1"
+    for bad in ("", "a b", "a.b", "x" * 65):
+        with pytest.raises(ClusterConfigError):
+            check_node_id(bad)
