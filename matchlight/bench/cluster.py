@@ -46,6 +46,8 @@ from matchlight.client import Client
 from matchlight.cluster.nats_servers import NatsCluster
 
 PARTITIONS = 64
+#: Seconds the idle CPU of the nodes and of NATS is measured over.
+IDLE_S = 5.0
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -106,6 +108,10 @@ def _run(root: Path, nodes: int, args: argparse.Namespace) -> dict[str, Any]:
             _wait_shared(ports)
         node_pids = [s.pid for s in servers]
         nats_pids = [] if nats is None else [s.process.pid for s in nats.servers if s.process]
+        # What a node and NATS cost doing nothing (leases renewed every second …).
+        idle0 = _cpu(node_pids), _cpu(nats_pids)
+        time.sleep(IDLE_S)
+        idle1 = _cpu(node_pids), _cpu(nats_pids)
         cpu0 = _cpu(node_pids), _cpu(nats_pids)
         ingest = _ingest(ports, args)
         cpu1 = _cpu(node_pids), _cpu(nats_pids)
@@ -118,9 +124,9 @@ def _run(root: Path, nodes: int, args: argparse.Namespace) -> dict[str, Any]:
             "recommend": recommend,
             "node_cpu_us_per_event": round((cpu1[0] - cpu0[0]) / max(nodes, 1) / events * 1e6, 1),
             "nats_cpu_us_per_event": round((cpu1[1] - cpu0[1]) / events * 1e6, 1),
-            "node_cpu_ms_per_recommend": round(
-                (cpu2[0] - cpu1[0]) / recommend["calls"] * 1e3, 3
-            ),
+            "idle_node_cpu_percent": round((idle1[0] - idle0[0]) / max(nodes, 1) / IDLE_S * 100, 1),
+            "idle_nats_cpu_percent": round((idle1[1] - idle0[1]) / IDLE_S * 100, 1),
+            "node_cpu_ms_per_recommend": round((cpu2[0] - cpu1[0]) / recommend["calls"] * 1e3, 3),
         }
     finally:
         for server in servers:
@@ -146,7 +152,10 @@ def _load_items(port: int, items: int) -> None:
             batch = [
                 {
                     "id": f"i{i}",
-                    "terms": {"category": [f"c{rng.randrange(50)}"], "city": [f"t{rng.randrange(20)}"]},
+                    "terms": {
+                        "category": [f"c{rng.randrange(50)}"],
+                        "city": [f"t{rng.randrange(20)}"],
+                    },
                     "numbers": {"price": round(rng.uniform(10, 500), 2)},
                 }
                 for i in range(start, min(start + ITEM_BATCH, items))
@@ -180,8 +189,16 @@ def _ingest(ports: list[int], args: argparse.Namespace) -> dict[str, Any]:
         ctx.Process(
             target=_client,
             args=(
-                ports[i % len(ports)], "c", i, per_client, args.batch, 2,
-                args.users, args.items, start, results,
+                ports[i % len(ports)],
+                "c",
+                i,
+                per_client,
+                args.batch,
+                2,
+                args.users,
+                args.items,
+                start,
+                results,
             ),
         )
         for i in range(args.clients)
@@ -231,49 +248,70 @@ def _recommend(ports: list[int], args: argparse.Namespace) -> dict[str, Any]:
     return {"calls": calls, "per_node": per_node, "worst_p99_ms": max(every)}
 
 
+def _fit(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """``a, b`` of ``y = a + b * x`` by least squares, each at least 0 (one distinct ``x``:
+    ``b`` is 0)."""
+    xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(set(xs)) < 2:
+        return float(ys.mean()), 0.0
+    design = np.column_stack([np.ones_like(xs), xs])
+    (a, b), *_ = np.linalg.lstsq(design, ys, rcond=None)
+    return max(float(a), 0.0), max(float(b), 0.0)
+
+
 def scaling(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The 10- and 100-node table from the measured per-event costs (see the module doc)."""
+    """The 10- and 100-node table from the measured costs (see the module doc).
+
+    Fitted over the measured node counts N: a node's CPU per event as
+    ``items + users / N`` (every node applies every event to its items, a user's only on
+    its owner); the NATS servers' CPU per event as ``stream + N * delivery`` (one consumer
+    per node); the nodes' CPU per recommend call as ``serve + f * forward``, ``f`` the
+    share of calls forwarded, ``(N - 1) / N`` with clients spread over the nodes.
+    """
     cluster = [r for r in runs if r["nodes"] > 0]
     if not cluster:
         return {}
-    n = np.array([r["nodes"] for r in cluster], dtype=float)
-    cost = np.array([r["node_cpu_us_per_event"] for r in cluster])
-    # cost(n) = shared + per_user / n: every node applies every event to items, users'
-    # share is 1/n. Least squares over the measured node counts (one count: all shared).
-    if len(set(n)) > 1:
-        design = np.column_stack([np.ones_like(n), 1.0 / n])
-        (shared, per_user), *_ = np.linalg.lstsq(design, cost, rcond=None)
-        shared, per_user = max(float(shared), 0.0), max(float(per_user), 0.0)
-    else:
-        shared, per_user = float(cost[0]), 0.0
-    nats_cost = float(np.mean([r["nats_cpu_us_per_event"] for r in cluster]))
-    recommend_ms = float(np.mean([r["node_cpu_ms_per_recommend"] for r in cluster]))
+    n = [float(r["nodes"]) for r in cluster]
+    items, users = _fit([1 / k for k in n], [r["node_cpu_us_per_event"] for r in cluster])
+    stream, delivery = _fit(n, [r["nats_cpu_us_per_event"] for r in cluster])
+    forwarded = [_forwarded_share(r) for r in cluster]
+    serve, forward = _fit(forwarded, [r["node_cpu_ms_per_recommend"] for r in cluster])
     table = []
     for nodes in (1, 2, 3, 10, 100):
-        per_event = shared + per_user / nodes
+        per_event = items + users / nodes
+        nats = stream + delivery * nodes
+        per_call = serve + forward * (nodes - 1) / nodes
         table.append(
             {
                 "nodes": nodes,
                 "node_cpu_us_per_event": round(per_event, 1),
-                # One core per node (one process), three NATS servers of one core each.
-                "ingest_ceiling_per_s": round(min(1e6 / per_event, 3 * 1e6 / nats_cost)),
-                "recommend_ceiling_per_s": round(nodes * 1e3 / recommend_ms),
+                "nats_cpu_us_per_event": round(nats, 1),
+                # One core per node (one process); three NATS servers of one core each.
+                "ingest_ceiling_per_s": round(min(1e6 / per_event, 3e6 / nats)),
+                "recommend_ceiling_per_s": round(nodes * 1e3 / per_call),
                 "user_state_share": round(1 / nodes, 3),
             }
         )
     return {
-        "shared_us_per_event": round(shared, 1),
-        "per_user_us_per_event": round(per_user, 1),
-        "nats_us_per_event": round(nats_cost, 1),
-        "recommend_cpu_ms": round(recommend_ms, 3),
+        "items_us_per_event": round(items, 1),
+        "users_us_per_event": round(users, 1),
+        "nats_stream_us_per_event": round(stream, 1),
+        "nats_delivery_us_per_event_per_node": round(delivery, 1),
+        "recommend_serve_ms": round(serve, 3),
+        "recommend_forward_ms": round(forward, 3),
         "assumptions": [
-            "each node one core (one process), NATS three servers of one core each",
+            "each node one core (one process); NATS three servers of one core each",
             "every node applies every event to its items; a user's events only on its owner",
-            "clients spread over nodes; a recommend for another node's user is forwarded",
-            "per-event costs as measured here (one 2-core machine for everything)",
+            "clients spread over the nodes: (N-1)/N of recommend calls are forwarded",
+            "per-event costs as measured here, everything on one machine",
         ],
         "table": table,
     }
+
+
+def _forwarded_share(run: dict[str, Any]) -> float:
+    rec = run["recommend"]
+    return float(sum(node["forwarded"] for node in rec["per_node"]) / rec["calls"])
 
 
 def _print_run(run: dict[str, Any]) -> None:
@@ -291,7 +329,12 @@ def _print_run(run: dict[str, Any]) -> None:
             f"  recommend via :{node['port']}: p50 {node['p50_ms']} ms, p99 {node['p99_ms']} ms "
             f"({node['forwarded']} of {rec['calls'] // len(rec['per_node'])} forwarded)"
         )
-    print(f"  CPU per recommend: {run['node_cpu_ms_per_recommend']} ms", flush=True)
+    print(f"  CPU per recommend (all nodes): {run['node_cpu_ms_per_recommend']} ms")
+    print(
+        f"  idle: {run['idle_node_cpu_percent']} % of a core per node, "
+        f"{run['idle_nats_cpu_percent']} % for NATS",
+        flush=True,
+    )
 
 
 def _print_scaling(model: dict[str, Any]) -> None:
@@ -299,15 +342,21 @@ def _print_scaling(model: dict[str, Any]) -> None:
         return
     print("\n== scaling, derived from the per-event costs above (on paper) ==")
     print(
-        f"  per node per event: {model['shared_us_per_event']} µs for every event (items) "
-        f"+ {model['per_user_us_per_event']} µs / nodes (users); NATS "
-        f"{model['nats_us_per_event']} µs; a recommend {model['recommend_cpu_ms']} ms"
+        f"  a node per event: {model['items_us_per_event']} µs (items, every event) + "
+        f"{model['users_us_per_event']} µs / N (users); NATS per event: "
+        f"{model['nats_stream_us_per_event']} µs + {model['nats_delivery_us_per_event_per_node']}"
+        f" µs * N; a recommend: {model['recommend_serve_ms']} ms + "
+        f"{model['recommend_forward_ms']} ms if forwarded"
     )
     for assumption in model["assumptions"]:
         print(f"  assuming {assumption}")
-    print(f"  {'nodes':>5} {'µs/event/node':>14} {'ingest ceiling/s':>17} {'recommend/s':>12}")
+    print(
+        f"  {'nodes':>5} {'node µs/event':>14} {'NATS µs/event':>14} {'ingest ceiling/s':>17} "
+        f"{'recommend/s':>12} {'user state/node':>16}"
+    )
     for row in model["table"]:
         print(
             f"  {row['nodes']:>5} {row['node_cpu_us_per_event']:>14} "
-            f"{row['ingest_ceiling_per_s']:>17,} {row['recommend_ceiling_per_s']:>12,}"
+            f"{row['nats_cpu_us_per_event']:>14} {row['ingest_ceiling_per_s']:>17,} "
+            f"{row['recommend_ceiling_per_s']:>12,} {row['user_state_share']:>16.1%}"
         )

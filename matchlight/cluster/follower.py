@@ -22,6 +22,7 @@ from collections import OrderedDict, deque
 from collections.abc import Sequence
 from typing import Final
 
+import attrs
 import msgpack
 import trio
 
@@ -77,6 +78,15 @@ def message_id(events: Sequence[Event]) -> str:
     return f"{digest.hexdigest()}-{len(events)}"
 
 
+@attrs.define(eq=False)
+class _Probe:
+    """One request for the stream's head, and the reads waiting for its answer."""
+
+    done: trio.Event = attrs.field(factory=trio.Event)
+    head: int = 0
+    error: str | None = None
+
+
 class StreamFollower:
     """Applies the stream to a node's actor system; tells readers and writers how far."""
 
@@ -95,6 +105,10 @@ class StreamFollower:
         self._wakeup = trio.Event()
         self._advanced = trio.Event()
         self._token: trio.lowlevel.TrioToken | None = None
+        self._nursery: trio.Nursery | None = None
+        #: The head request reads wait for that has not been sent yet (see :meth:`head`).
+        self._next_probe: _Probe | None = None
+        self._probing = False
 
     # -- the asyncio side ---------------------------------------------------------
 
@@ -117,6 +131,7 @@ class StreamFollower:
         await self._subscribe()
         task_status.started()
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             nursery.start_soon(self._watch)
             while True:
                 await self._wakeup.wait()
@@ -211,11 +226,42 @@ class StreamFollower:
         Raises:
             Unavailable: the stream cannot be reached, or this node is too far behind.
         """
+        await self.wait_for(await self.head())
+
+    async def head(self) -> int:
+        """The stream's last sequence, asked after this call began.
+
+        Reads arriving together share one request: a read joins the next request to be
+        sent (never one already on its way, which may predate a write acknowledged to
+        its caller), so under load each read waits for at most two round trips to NATS
+        and the node sends one request per round trip, not one per read.
+
+        Raises:
+            Unavailable: the stream cannot be reached.
+        """
+        probe = self._next_probe
+        if probe is None:
+            probe = self._next_probe = _Probe()
+            if not self._probing:
+                self._probing = True
+                assert self._nursery is not None, "run() has not started"
+                self._nursery.start_soon(self._send_probes)
+        await probe.done.wait()
+        if probe.error is not None:
+            raise Unavailable(f"the event stream is not reachable: {probe.error}")
+        return probe.head
+
+    async def _send_probes(self) -> None:
         try:
-            head = await self.thread.run(self.stream.last_seq, APPLY_DEADLINE_S)
-        except LogUnavailable as exc:
-            raise Unavailable(f"the event stream is not reachable: {exc}") from None
-        await self.wait_for(head)
+            while self._next_probe is not None:
+                probe, self._next_probe = self._next_probe, None
+                try:
+                    probe.head = await self.thread.run(self.stream.last_seq, APPLY_DEADLINE_S)
+                except LogUnavailable as exc:
+                    probe.error = str(exc)
+                probe.done.set()
+        finally:
+            self._probing = False
 
 
 class ClusterWrites:

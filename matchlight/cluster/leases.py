@@ -150,7 +150,7 @@ class Leases:
 
     def owns(self, partition: int) -> bool:
         """Whether this node may serve ``partition`` now (its lease is fresh)."""
-        renewed = self.renewed.get(partition)
+        renewed = self.renewed.get(partition)  # (a dict read: safe from another thread)
         return renewed is not None and time.monotonic() - renewed < self.ttl_s - self.margin_s
 
     def owns_user(self, user_id: str) -> bool:
@@ -239,8 +239,9 @@ class Leases:
             log.warning("leases not released (they expire instead): %s", exc)
 
     def partitions(self) -> list[int]:
-        """The partitions this node serves now."""
-        return sorted(p for p in self.held if self.owns(p))
+        """The partitions this node serves now (also read from the metrics thread: the
+        dict is copied first, in one step)."""
+        return sorted(p for p in list(self.held) if self.owns(p))
 
 
 async def _read_all(

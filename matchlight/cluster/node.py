@@ -19,6 +19,7 @@ import sys
 from functools import partial
 
 import trio
+from opentelemetry.metrics import Meter, Observation
 
 from actors import DirectoryLock
 from matchlight.cluster.bridge import AsyncioThread
@@ -91,6 +92,7 @@ async def _serve(config: ServeConfig, cluster: ClusterConfig) -> None:
                     ).append
                     system.upstream_catch_up = follower.catch_up
                     await background.start(partial(leases.run, thread, stream))
+                    observe(config.telemetry.meter, leases, follower)
                     await start_feed_watch(config, stores, background)
                     rpc = rpc_server(
                         config,
@@ -110,6 +112,24 @@ async def _serve(config: ServeConfig, cluster: ClusterConfig) -> None:
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 await thread.run(stream.close)
+
+
+def observe(meter: Meter, leases: Leases, follower: StreamFollower) -> None:
+    """The node's cluster gauges (read on the metrics exporter's thread), labelled ``node``:
+    partitions served, and the last stream sequence applied."""
+    labels = {"node": leases.node_id}
+    meter.create_observable_gauge(
+        "matchlight.cluster.partitions.owned",
+        callbacks=[lambda _: [Observation(len(leases.partitions()), labels)]],
+        unit="{partition}",
+        description="Partitions this node serves now",
+    )
+    meter.create_observable_gauge(
+        "matchlight.cluster.stream.position",
+        callbacks=[lambda _: [Observation(follower.position, labels)]],
+        unit="{message}",
+        description="The last stream sequence this node applied",
+    )
 
 
 def _peer_token(config: ServeConfig) -> str | None:

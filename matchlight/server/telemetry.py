@@ -171,6 +171,12 @@ class Telemetry:
         self.events_ingested: Counter = self.meter.create_counter(
             "matchlight.events.ingested", unit="{event}", description="Events accepted"
         )
+        self.recommend_served: Counter = self.meter.create_counter(
+            "matchlight.recommend.served",
+            unit="{request}",
+            description="recommend answers by surface and the path that served them "
+            "(realtime, legacy, fallback, interleaved)",
+        )
         self.visible_lag: Histogram = self.meter.create_histogram(
             "matchlight.event.visible_lag",
             unit="ms",

@@ -3,12 +3,21 @@ messages, and the cluster flags of ``matchlight serve``."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
+import trio
 
 from actors import Event, InteractionRecorded, ItemUpserted
 from actors.errors import CodecError
 from matchlight.cluster.config import ClusterConfigError, check_node_id, parse_log_url
-from matchlight.cluster.follower import ClusterWrites, decode_message, encode_message, message_id
+from matchlight.cluster.follower import (
+    ClusterWrites,
+    StreamFollower,
+    decode_message,
+    encode_message,
+    message_id,
+)
 from matchlight.cluster.leases import Observed, desired_owner, plan
 from matchlight.cluster.partitions import Layout, partition_of
 
@@ -123,3 +132,39 @@ def test_cluster_flags_are_checked() -> None:
     for bad in ("", "a b", "a.b", "x" * 65):
         with pytest.raises(ClusterConfigError):
             check_node_id(bad)
+
+
+class _SlowHead:
+    """A stand-in for the stream and its thread: each head request takes 10 ms and answers
+    how many requests were sent so far."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    async def run(self, function: object, *args: object) -> int:
+        self.sent += 1
+        answer = self.sent
+        await trio.sleep(0.01)
+        return answer
+
+    def last_seq(self, deadline_s: float) -> int:  # named, never called: run() stands in
+        raise AssertionError
+
+
+async def test_reads_arriving_together_share_head_requests_sent_after_they_arrived() -> None:
+    fake = _SlowHead()
+    system = SimpleNamespace(store=SimpleNamespace(position=lambda: 0))
+    follower = StreamFollower(fake, fake, system)  # type: ignore[arg-type]
+    heads: list[int] = []
+
+    async def read() -> None:
+        heads.append(await follower.head())
+
+    async with trio.open_nursery() as nursery:
+        follower._nursery = nursery
+        nursery.start_soon(read)
+        await trio.sleep(0.001)  # request 1 is on its way
+        for _ in range(20):
+            nursery.start_soon(read)  # all join request 2, sent once request 1 is answered
+    assert fake.sent == 2
+    assert heads == [1] + [2] * 20

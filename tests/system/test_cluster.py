@@ -12,6 +12,8 @@ the takeover, and a moved user's recommendations are what they were before.
 from __future__ import annotations
 
 import itertools
+import json
+import re
 import shutil
 import threading
 import time
@@ -354,3 +356,91 @@ def test_partition_of_is_the_same_in_every_process() -> None:
     }
     assert len(outputs) == 1
     assert outputs.pop().strip() == str([partition_of(f"u{i}", 64) for i in range(200)])
+
+
+# -- what the operators' board queries ---------------------------------------------------
+
+BOARD = Path(__file__).resolve().parents[2] / "deploy/cluster/grafana/dashboards/matchlight.json"
+#: PromQL functions, keywords and the labels Prometheus adds itself (not the server's).
+PROMQL_WORDS = {
+    *("sum", "max", "min", "avg", "rate", "increase", "histogram_quantile", "by", "without"),
+    *("le", "instance", "job"),
+}
+#: The suffixes Prometheus gives a histogram's series.
+HISTOGRAM_SERIES = ("_bucket", "_sum", "_count")
+
+
+def prometheus_name(name: str) -> str:
+    """An OpenTelemetry metric or attribute name as the collector's Prometheus exporter
+    (``add_metric_suffixes: false``) names it: anything but letters, digits, ``_`` and ``:``
+    becomes ``_``."""
+    return re.sub(r"[^A-Za-z0-9_:]", "_", name)
+
+
+def board_queries() -> list[str]:
+    board = json.loads(BOARD.read_text())
+    return [target["expr"] for panel in board["panels"] for target in panel["targets"]]
+
+
+def queried(expressions: list[str]) -> tuple[set[str], set[str]]:
+    """The metric names and the label names ``expressions`` use."""
+    labels: set[str] = set()
+    metrics: set[str] = set()
+    for expr in expressions:
+        for group in re.findall(r"\bby \(([^)]*)\)", expr):
+            labels |= {word.strip() for word in group.split(",")}
+        for matchers in re.findall(r"\{([^}]*)\}", expr):
+            labels |= set(re.findall(r"([A-Za-z_]\w*)\s*(?:=|!=|=~|!~)", matchers))
+        bare = re.sub(r"\{[^}]*\}|\[[^]]*\]|\"[^\"]*\"", " ", expr)
+        bare = re.sub(r"\bby \([^)]*\)", " ", bare)
+        metrics |= set(re.findall(r"[A-Za-z_:][\w:]*", bare)) - PROMQL_WORDS
+    return metrics, labels - PROMQL_WORDS
+
+
+def exported(stdout: bytes) -> dict[str, set[str]]:
+    """Metric name (Prometheus spelling, each series of a histogram) → its attribute names,
+    from the console exporter's JSON documents on a server's stdout."""
+    text, decoder = stdout.decode(), json.JSONDecoder()
+    found: dict[str, set[str]] = {}
+    at = 0
+    while (start := text.find("{", at)) != -1:
+        document, at = decoder.raw_decode(text, start)
+        for resource in document.get("resource_metrics", []):
+            for scope in resource["scope_metrics"]:
+                for metric in scope["metrics"]:
+                    points = metric["data"]["data_points"]
+                    keys = {prometheus_name(k) for p in points for k in p["attributes"]}
+                    name = prometheus_name(metric["name"])
+                    series = [name] + (
+                        [name + s for s in HISTOGRAM_SERIES]
+                        if "bucket_counts" in str(points)
+                        else []
+                    )
+                    for each in series:
+                        found.setdefault(each, set()).update(keys)
+    return found
+
+
+def test_every_metric_and_label_the_board_queries_is_one_a_node_exports(
+    nodes: Nodes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "console")
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    # One export, at the clean stop (stdout is read once the node has exited: a pipe's worth).
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "600000")
+    a = nodes.start("a")
+    client = a.client()
+    setup_items(client)
+    feed = Feed()
+    feed.send([client], feed.batch(50))
+    client.call("recommend", {"user": USERS[0], "k": 5})
+    with pytest.raises(RpcError):
+        client.call("recommend", {"user": USERS[0], "k": 0})  # an error, by code
+    a.terminate()
+    series = exported(a.stdout_after_ready())
+    metrics, labels = queried(board_queries())
+    assert metrics, "the board queries no metric"
+    missing = metrics - series.keys()
+    assert not missing, f"the board queries metrics no node exports: {sorted(missing)}"
+    attributes = set().union(*(series[m] for m in metrics))
+    assert labels <= attributes, f"labels no queried metric carries: {sorted(labels - attributes)}"
