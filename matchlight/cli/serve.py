@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import socket
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -281,12 +282,19 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         config = _load(args, _from_flags(args))
+        cluster = _cluster(args)
     except _Refused as exc:
         return fail("serve", str(exc), 2)
+    if cluster is None:
+        target = partial(serve, config)
+    else:
+        from matchlight.cluster.node import serve_cluster  # imports nats-py only then
+
+        target = partial(serve_cluster, config, cluster)
     # The process's global providers: the libraries' spans and metrics reach its exporters.
     config.telemetry.install()
     try:
-        trio.run(serve, config)
+        trio.run(target)
     except (OSError, MatchlightError, BaseExceptionGroup) as exc:  # address in use, data dir …
         error = operator_error(exc)
         if error is None:
@@ -309,11 +317,10 @@ def _from_flags(args: argparse.Namespace) -> ServeConfig:
     from matchlight.server.rpc import Limits
     from matchlight.server.worker_roles import WorkerRole
 
-    cluster = _cluster(args)
     return ServeConfig(
         data=Path(args.data),
-        cluster=cluster,
-        workers=1 if cluster is not None else args.workers,
+        # A cluster node is one process (see matchlight.cluster.node).
+        workers=1 if args.log is not None else args.workers,
         worker=None if args.worker_spec is None else WorkerRole(**json.loads(args.worker_spec)),
         argv=tuple(args.argv),
         listen=args.listen,

@@ -29,6 +29,7 @@ from matchlight.cluster.leases import Leases
 from matchlight.cluster.partitions import Layout
 from matchlight.cluster.routing import ClusterMethods, Peers
 from matchlight.cluster.stream import EventStream, LogUnavailable
+from matchlight.server.app import tune_gc
 from matchlight.server.config import ServeConfig
 from matchlight.server.engine import (
     open_engine,
@@ -41,8 +42,8 @@ from matchlight.server.sockets import open_listeners
 
 log = logging.getLogger(__name__)
 
-#: How long start-up waits for the NATS cluster (its JetStream leader), seconds.
-CONNECT_DEADLINE_S = 60.0
+#: How long start-up waits for the NATS cluster (a server, then its JetStream leader), seconds.
+CONNECT_DEADLINE_S = 30.0
 
 
 async def serve_cluster(config: ServeConfig, cluster: ClusterConfig) -> None:
@@ -53,6 +54,7 @@ async def serve_cluster(config: ServeConfig, cluster: ClusterConfig) -> None:
         OSError: the address cannot be bound.
         LogUnavailable: NATS could not be reached at start.
     """
+    tune_gc()
     lock = DirectoryLock(config.data, purpose=f"matchlight serve --log (node {cluster.node_id})")
     lock.acquire()
     try:

@@ -27,6 +27,7 @@ import nats.errors
 import nats.js.errors
 from nats.js import api
 
+from actors.ratelimit import RateLimitedLog
 from matchlight.cluster.partitions import Layout
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ ATTEMPT_S: Final = 2.0
 RETRY_PAUSE_S: Final = 0.2
 
 
-class LogUnavailable(Exception):
+class LogUnavailable(ConnectionError):
     """The stream could not be reached within the deadline (the message says why)."""
 
 
@@ -79,6 +80,9 @@ class EventStream:
         self.js: Any = None
         self.kv: Any = None
         self._subscription: Any = None
+        #: Connection errors repeat every reconnect attempt: logged once a minute per kind.
+        self._errors = RateLimitedLog(log)
+        self._last_error = ""
 
     async def connect(self, deadline_s: float) -> None:
         """Connect, then make the stream and the lease bucket if they do not exist yet.
@@ -87,20 +91,32 @@ class EventStream:
             LogUnavailable: not done within ``deadline_s`` (the servers are down, or the
                 cluster has no JetStream leader yet).
         """
-        self.nc = await nats.connect(
-            servers=self.servers,
-            name=self.name,
-            connect_timeout=ATTEMPT_S,
-            reconnect_time_wait=0.25,
-            max_reconnect_attempts=-1,
-            allow_reconnect=True,
-            error_cb=self._on_error,
-        )
+        try:
+            # Once connected it reconnects for ever (to any server); the first connection
+            # has the deadline.
+            self.nc = await asyncio.wait_for(
+                nats.connect(
+                    servers=self.servers,
+                    name=self.name,
+                    connect_timeout=ATTEMPT_S,
+                    reconnect_time_wait=0.25,
+                    max_reconnect_attempts=-1,
+                    allow_reconnect=True,
+                    error_cb=self._on_error,
+                ),
+                deadline_s,
+            )
+        except (TimeoutError, nats.errors.Error, OSError) as exc:
+            raise LogUnavailable(
+                f"no NATS server of {', '.join(self.servers)} answered within {deadline_s:g} s "
+                f"({self._last_error or exc or type(exc).__name__})"
+            ) from None
         self.js = self.nc.jetstream(timeout=ATTEMPT_S)
         await self._retry(self._ensure, deadline_s, "create the stream")
 
     async def _on_error(self, exc: Exception) -> None:
-        log.warning("nats: %s", exc or type(exc).__name__)
+        self._last_error = str(exc) or type(exc).__name__
+        self._errors.warning(type(exc).__name__, "nats: %s", self._last_error)
 
     async def _ensure(self) -> None:
         layout = self.layout

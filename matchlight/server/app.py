@@ -77,11 +77,6 @@ async def serve(config: ServeConfig) -> None:
         StoreError: the data directory is unusable.
     """
     tune_gc()
-    if config.cluster is not None:
-        from matchlight.cluster.node import serve_cluster  # imports nats only then
-
-        await serve_cluster(config, config.cluster)
-        return
     if config.worker is not None:
         # The supervisor holds the data directory's lock (and lends it to the writer).
         run = serve_writer if config.worker.kind == "writer" else serve_reader

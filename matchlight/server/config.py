@@ -16,7 +16,6 @@ from matchlight.server.telemetry import NOOP, Telemetry
 from ranker import Surfaces
 
 if TYPE_CHECKING:
-    from matchlight.cluster.config import ClusterConfig
     from matchlight.server.worker_roles import WorkerRole
 
 DEFAULT_LISTEN = "127.0.0.1:7420"
@@ -54,5 +53,3 @@ class ServeConfig:
     worker: WorkerRole | None = None
     #: The command line after ``matchlight`` (a supervisor starts its workers with it).
     argv: tuple[str, ...] = ()
-    #: With ``--log nats://…``: this process is a node of a cluster (one process per node).
-    cluster: ClusterConfig | None = None

@@ -28,7 +28,7 @@ from matchlight.client import Client
 from matchlight.cluster.nats_servers import NatsCluster
 from matchlight.cluster.partitions import Layout, partition_of
 from matchlight.errors import RpcError, Unavailable
-from tests.system.conftest import ServerProcess
+from tests.system.conftest import ServerProcess, run_cli
 
 pytestmark = [pytest.mark.system, pytest.mark.cluster]
 
@@ -444,3 +444,15 @@ def test_every_metric_and_label_the_board_queries_is_one_a_node_exports(
     assert not missing, f"the board queries metrics no node exports: {sorted(missing)}"
     attributes = set().union(*(series[m] for m in metrics))
     assert labels <= attributes, f"labels no queried metric carries: {sorted(labels - attributes)}"
+
+
+def test_bad_cluster_flags_stop_serve_with_one_line(tmp_path: Path) -> None:
+    for flags, says in (
+        (("--log", "127.0.0.1:4222"), "--log: expected nats://HOST:PORT"),
+        (("--log", "nats://127.0.0.1:4222", "--node-id", "a b"), "--node-id"),
+        (("--log", "nats://127.0.0.1:4222", "--advertise", "nowhere"), "--advertise"),
+    ):
+        done = run_cli("serve", "--data", str(tmp_path / "d"), *flags, timeout=60)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.count("\n") == 1, done.stderr
+        assert says in done.stderr
