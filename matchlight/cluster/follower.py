@@ -173,10 +173,16 @@ class StreamFollower:
             except StoreError as exc:  # the disk: nothing stored, so try again
                 log.error("stream messages up to %d not stored yet: %s", last, exc)
                 await trio.sleep(1.0)
-        known = set(result.duplicates)
+        # Each stored event counts for the first message that carried it (one id may come in
+        # two messages of a run: a client's retry in another batch).
+        unclaimed = {entry.event.id for entry in result.stored}
         for seq, start, end in spans:
-            duplicates = sum(1 for e in events[start:end] if e.id in known)
-            self.results[seq] = (end - start - duplicates, duplicates)
+            accepted = 0
+            for event in events[start:end]:
+                if event.id in unclaimed:
+                    unclaimed.discard(event.id)
+                    accepted += 1
+            self.results[seq] = (accepted, end - start - accepted)
         while len(self.results) > KEPT_RESULTS:
             self.results.popitem(last=False)
         self.position = last

@@ -25,6 +25,7 @@ cut off from NATS stops serving before a new one starts.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import logging
@@ -51,6 +52,14 @@ DEFAULT_TICK_S: Final = 1.0
 DEFAULT_MARGIN_S: Final = 2.0
 
 _KV_ERRORS: Final = (*TRANSIENT, nats.errors.Error)
+
+
+class _Unknown(enum.Enum):
+    UNKNOWN = "unknown"
+
+
+#: A lease write whose outcome is not known (see ``_write_all``).
+UNKNOWN: Final = _Unknown.UNKNOWN
 
 
 def desired_owner(partition: int, nodes: Iterable[str]) -> str | None:
@@ -196,8 +205,14 @@ class Leases:
         todo = plan(self.node_id, self.layout.partitions, self.held, self.observed, now, self.ttl_s)
         value = json.dumps({"node": self.node_id}).encode()
         started = time.monotonic()
-        outcome = await thread.run(_write_all, stream, todo, value)
+        try:
+            outcome = await thread.run(_write_all, stream, todo, value)
+        except _KV_ERRORS as exc:
+            log.warning("partition leases not written: %s", exc)
+            return
         for partition, revision in outcome.items():
+            if revision is UNKNOWN:  # the request failed on the way: try again next tick
+                continue
             if partition in todo.release:
                 self.held.pop(partition, None)
                 self.renewed.pop(partition, None)
@@ -215,9 +230,9 @@ class Leases:
                     log.info("took partition %d", partition)
                 self.held[partition] = revision
                 self.renewed[partition] = started
-        if todo.claim or todo.release:
-            self.changed.set()
-            self.changed = trio.Event()
+        # Requests waiting for a partition's owner look again (it may be known now).
+        self.changed.set()
+        self.changed = trio.Event()
 
     def _observe(self, entries: Mapping[str, tuple[dict[str, Any], int]], now: float) -> None:
         for key, (value, revision) in entries.items():
@@ -268,11 +283,14 @@ async def _read_all(
     return out
 
 
-async def _write_all(stream: EventStream, todo: Plan, value: bytes) -> dict[int, int | None]:
-    """Carry out ``todo``: per partition the new revision held, or ``None`` (lost, refused,
-    or released)."""
+async def _write_all(
+    stream: EventStream, todo: Plan, value: bytes
+) -> dict[int, int | _Unknown | None]:
+    """Carry out ``todo``: per partition the new revision held, ``None`` (lost, refused, or
+    released) or :data:`UNKNOWN` (the request failed on the way: NATS is electing a leader,
+    a server went away)."""
     kv = stream.kv
-    out: dict[int, int | None] = {}
+    out: dict[int, int | _Unknown | None] = {}
     for partition, revision in [*todo.renew.items(), *todo.claim.items()]:
         key = f"part.{partition}"
         try:
@@ -282,14 +300,17 @@ async def _write_all(stream: EventStream, todo: Plan, value: bytes) -> dict[int,
                 out[partition] = await kv.update(key, value, last=revision)
         except nats.js.errors.KeyWrongLastSequenceError:
             out[partition] = None
+        except TRANSIENT as exc:
+            log.debug("partition %d: lease not written: %s", partition, exc)
+            out[partition] = UNKNOWN
         except nats.js.errors.APIError as exc:  # "key exists" on create: someone was first
             log.debug("partition %d not taken: %s", partition, exc)
             out[partition] = None
     for partition, revision in todo.release.items():
         try:
             await kv.delete(f"part.{partition}", last=revision)
-        except nats.js.errors.APIError as exc:
-            log.debug("partition %d not released: %s", partition, exc)
+        except (*TRANSIENT, nats.js.errors.APIError) as exc:
+            log.debug("partition %d not released (its lease expires instead): %s", partition, exc)
         out[partition] = None
     return out
 

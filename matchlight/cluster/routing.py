@@ -57,7 +57,7 @@ class Peers:
     def __init__(self, nursery: trio.Nursery, token: str | None) -> None:
         self._nursery = nursery
         self._token = token
-        self._clients: dict[str, AsyncClient] = {}
+        self._clients: dict[str, tuple[AsyncClient, trio.CancelScope]] = {}
         self._lock = trio.Lock()
 
     async def call(self, address: str, method: str, params: Mapping[str, Any]) -> Any:
@@ -71,28 +71,40 @@ class Peers:
         try:
             return await client.call(method, params)
         except OSError:
-            self._clients.pop(address, None)
+            self._drop(address)
             raise
+
+    def _drop(self, address: str) -> None:
+        """Forget the connection to ``address`` (its peer died or restarts) and close it."""
+        held = self._clients.pop(address, None)
+        if held is not None:
+            held[1].cancel()
 
     async def _client(self, address: str) -> AsyncClient:
         async with self._lock:
-            client = self._clients.get(address)
-            if client is None:
-                client = self._clients[address] = await self._nursery.start(self._hold, address)
-            return client
+            held = self._clients.get(address)
+            if held is None:
+                held = self._clients[address] = await self._nursery.start(self._hold, address)
+            return held[0]
 
-    async def _hold(self, address: str, *, task_status: trio.TaskStatus[AsyncClient]) -> None:
+    async def _hold(
+        self,
+        address: str,
+        *,
+        task_status: trio.TaskStatus[tuple[AsyncClient, trio.CancelScope]],
+    ) -> None:
         target = parse_connect(address)
-        async with open_client(
-            target.host,
-            target.port,
-            unix=target.unix,
-            token=self._token,
-            timeout=10.0,
-            retries=0,
-        ) as client:
-            task_status.started(client)
-            await trio.sleep_forever()
+        with trio.CancelScope() as scope:
+            async with open_client(
+                target.host,
+                target.port,
+                unix=target.unix,
+                token=self._token,
+                timeout=10.0,
+                retries=0,
+            ) as client:
+                task_status.started((client, scope))
+                await trio.sleep_forever()
 
 
 class ClusterMethods(Methods):

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import trio
 
-from actors import Event, InteractionRecorded, ItemUpserted
+from actors import Event, InteractionRecorded, ItemUpserted, MemoryEventStore, open_actor_system
 from actors.errors import CodecError
 from matchlight.cluster.config import ClusterConfigError, check_node_id, parse_log_url
 from matchlight.cluster.follower import (
@@ -168,3 +168,24 @@ async def test_reads_arriving_together_share_head_requests_sent_after_they_arriv
             nursery.start_soon(read)  # all join request 2, sent once request 1 is answered
     assert fake.sent == 2
     assert heads == [1] + [2] * 20
+
+
+async def test_an_event_in_two_messages_counts_as_accepted_for_the_first_only() -> None:
+    store = MemoryEventStore()
+    async with open_actor_system(store) as system:
+        follower = StreamFollower(None, None, system)  # type: ignore[arg-type]
+        first = [
+            InteractionRecorded(id=f"e{n}", type="view", user="u", item="i", ts=1.0)
+            for n in range(3)
+        ]
+        retry = [first[2], InteractionRecorded(id="e3", type="view", user="u", item="i", ts=1.0)]
+        await follower._apply([(5, "m1", encode_message(first)), (6, "m2", encode_message(retry))])
+        # Delivered again after a new subscription: skipped by sequence.
+        await follower._apply([(6, "m2", encode_message(retry)), (7, "m3", b"\xc1")])
+    assert follower.results[5] == (3, 0)
+    assert follower.results[6] == (1, 1)
+    assert follower.results[7] == (0, 0)  # undecodable: counted, skipped, position moves
+    assert follower.undecodable == 1
+    assert follower.position == 7
+    assert store.position() == 7
+    assert [e.event.id for e in store.read_all()] == ["e0", "e1", "e2", "e3"]
