@@ -12,7 +12,9 @@ replicas, every write fsynced), each on fresh data directories:
 3. time ``recommend`` through each node (users of every partition, so through a node
    that does not serve them the call is forwarded), sequentially: p50 and p99;
 4. read each process's CPU time (``/proc``), so the cost per event of a Matchlight node
-   and of the NATS servers is measured, not guessed.
+   and of the NATS servers is measured, not guessed: first idle for a few seconds (what
+   heartbeats and lease reads cost), then each phase's CPU less what idling as long
+   costs, per event or per call.
 
 From the per-node costs it prints a scaling table for 10 and 100 nodes. That table is
 arithmetic on the measurements, with its assumptions printed beside it: every node
@@ -112,21 +114,26 @@ def _run(root: Path, nodes: int, args: argparse.Namespace) -> dict[str, Any]:
         idle0 = _cpu(node_pids), _cpu(nats_pids)
         time.sleep(IDLE_S)
         idle1 = _cpu(node_pids), _cpu(nats_pids)
-        cpu0 = _cpu(node_pids), _cpu(nats_pids)
+        idle = (idle1[0] - idle0[0]) / IDLE_S, (idle1[1] - idle0[1]) / IDLE_S  # cores
+        cpu0, t0 = (_cpu(node_pids), _cpu(nats_pids)), time.monotonic()
         ingest = _ingest(ports, args)
-        cpu1 = _cpu(node_pids), _cpu(nats_pids)
+        cpu1, t1 = (_cpu(node_pids), _cpu(nats_pids)), time.monotonic()
         recommend = _recommend(ports, args)
-        cpu2 = _cpu(node_pids), _cpu(nats_pids)
+        cpu2, t2 = (_cpu(node_pids), _cpu(nats_pids)), time.monotonic()
         events = ingest["events"]
+        # Per event and per call: what the phase cost beyond what idling for as long does.
+        node_ingest = cpu1[0] - cpu0[0] - idle[0] * (t1 - t0)
+        nats_ingest = cpu1[1] - cpu0[1] - idle[1] * (t1 - t0)
+        node_recommend = cpu2[0] - cpu1[0] - idle[0] * (t2 - t1)
         return {
             "nodes": nodes,
             "ingest": ingest,
             "recommend": recommend,
-            "node_cpu_us_per_event": round((cpu1[0] - cpu0[0]) / max(nodes, 1) / events * 1e6, 1),
-            "nats_cpu_us_per_event": round((cpu1[1] - cpu0[1]) / events * 1e6, 1),
+            "node_cpu_us_per_event": round(node_ingest / max(nodes, 1) / events * 1e6, 1),
+            "nats_cpu_us_per_event": round(nats_ingest / events * 1e6, 1),
             "idle_node_cpu_percent": round((idle1[0] - idle0[0]) / max(nodes, 1) / IDLE_S * 100, 1),
             "idle_nats_cpu_percent": round((idle1[1] - idle0[1]) / IDLE_S * 100, 1),
-            "node_cpu_ms_per_recommend": round((cpu2[0] - cpu1[0]) / recommend["calls"] * 1e3, 3),
+            "node_cpu_ms_per_recommend": round(node_recommend / recommend["calls"] * 1e3, 3),
         }
     finally:
         for server in servers:
@@ -274,20 +281,25 @@ def scaling(runs: list[dict[str, Any]]) -> dict[str, Any]:
     n = [float(r["nodes"]) for r in cluster]
     items, users = _fit([1 / k for k in n], [r["node_cpu_us_per_event"] for r in cluster])
     stream, delivery = _fit(n, [r["nats_cpu_us_per_event"] for r in cluster])
+    idle_base, idle_per_node = _fit(n, [r["idle_nats_cpu_percent"] / 100 for r in cluster])
     forwarded = [_forwarded_share(r) for r in cluster]
     serve, forward = _fit(forwarded, [r["node_cpu_ms_per_recommend"] for r in cluster])
     table = []
     for nodes in (1, 2, 3, 10, 100):
         per_event = items + users / nodes
         nats = stream + delivery * nodes
+        # Cores the NATS servers spend on heartbeats and lease reads with nobody ingesting.
+        idle = idle_base + idle_per_node * nodes
         per_call = serve + forward * (nodes - 1) / nodes
         table.append(
             {
                 "nodes": nodes,
                 "node_cpu_us_per_event": round(per_event, 1),
                 "nats_cpu_us_per_event": round(nats, 1),
-                # One core per node (one process); three NATS servers of one core each.
-                "ingest_ceiling_per_s": round(min(1e6 / per_event, 3e6 / nats)),
+                "nats_idle_cores": round(idle, 2),
+                # One core per node (one process); three NATS servers of one core each, less
+                # what the leases take.
+                "ingest_ceiling_per_s": round(min(1e6 / per_event, max(3 - idle, 0) * 1e6 / nats)),
                 "recommend_ceiling_per_s": round(nodes * 1e3 / per_call),
                 "user_state_share": round(1 / nodes, 3),
             }
@@ -297,10 +309,13 @@ def scaling(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "users_us_per_event": round(users, 1),
         "nats_stream_us_per_event": round(stream, 1),
         "nats_delivery_us_per_event_per_node": round(delivery, 1),
+        "nats_idle_cores": round(idle_base, 3),
+        "nats_idle_cores_per_node": round(idle_per_node, 3),
         "recommend_serve_ms": round(serve, 3),
         "recommend_forward_ms": round(forward, 3),
         "assumptions": [
             "each node one core (one process); NATS three servers of one core each",
+            "every node watches the whole lease bucket: each heartbeat reaches every node",
             "every node applies every event to its items; a user's events only on its owner",
             "clients spread over the nodes: (N-1)/N of recommend calls are forwarded",
             "per-event costs as measured here, everything on one machine",
@@ -321,7 +336,7 @@ def _print_run(run: dict[str, Any]) -> None:
         f"{ingest['applied_everywhere_per_s']:,}/s applied on every node"
     )
     print(
-        f"  CPU per event: {run['node_cpu_us_per_event']} µs per Matchlight node, "
+        f"  CPU per event beyond idle: {run['node_cpu_us_per_event']} µs per Matchlight node, "
         f"{run['nats_cpu_us_per_event']} µs in the NATS servers"
     )
     for node in rec["per_node"]:
@@ -329,7 +344,7 @@ def _print_run(run: dict[str, Any]) -> None:
             f"  recommend via :{node['port']}: p50 {node['p50_ms']} ms, p99 {node['p99_ms']} ms "
             f"({node['forwarded']} of {rec['calls'] // len(rec['per_node'])} forwarded)"
         )
-    print(f"  CPU per recommend (all nodes): {run['node_cpu_ms_per_recommend']} ms")
+    print(f"  CPU per recommend beyond idle (all nodes): {run['node_cpu_ms_per_recommend']} ms")
     print(
         f"  idle: {run['idle_node_cpu_percent']} % of a core per node, "
         f"{run['idle_nats_cpu_percent']} % for NATS",
@@ -346,17 +361,19 @@ def _print_scaling(model: dict[str, Any]) -> None:
         f"{model['users_us_per_event']} µs / N (users); NATS per event: "
         f"{model['nats_stream_us_per_event']} µs + {model['nats_delivery_us_per_event_per_node']}"
         f" µs * N; a recommend: {model['recommend_serve_ms']} ms + "
-        f"{model['recommend_forward_ms']} ms if forwarded"
+        f"{model['recommend_forward_ms']} ms if forwarded; NATS idle: "
+        f"{model['nats_idle_cores']} + {model['nats_idle_cores_per_node']} * N cores"
     )
     for assumption in model["assumptions"]:
         print(f"  assuming {assumption}")
     print(
-        f"  {'nodes':>5} {'node µs/event':>14} {'NATS µs/event':>14} {'ingest ceiling/s':>17} "
-        f"{'recommend/s':>12} {'user state/node':>16}"
+        f"  {'nodes':>5} {'node µs/event':>14} {'NATS µs/event':>14} {'NATS idle cores':>16} "
+        f"{'ingest ceiling/s':>17} {'recommend/s':>12} {'user state/node':>16}"
     )
     for row in model["table"]:
         print(
             f"  {row['nodes']:>5} {row['node_cpu_us_per_event']:>14} "
-            f"{row['nats_cpu_us_per_event']:>14} {row['ingest_ceiling_per_s']:>17,} "
-            f"{row['recommend_ceiling_per_s']:>12,} {row['user_state_share']:>16.1%}"
+            f"{row['nats_cpu_us_per_event']:>14} {row['nats_idle_cores']:>16} "
+            f"{row['ingest_ceiling_per_s']:>17,} {row['recommend_ceiling_per_s']:>12,} "
+            f"{row['user_state_share']:>16.1%}"
         )

@@ -1,31 +1,36 @@
-"""Who serves which partition: nodes and revision-checked partition leases in JetStream KV.
+"""Who serves which partition: node heartbeats and revision-checked partition leases in
+JetStream KV.
 
-The bucket holds ``node.ID`` (a node's address, rewritten every tick while
-it lives) and ``part.N`` (the node holding partition N, rewritten by its
-holder every tick). Liveness is judged without trusting clocks across
-machines: a key is live while its revision keeps changing, as *this* node
-observes it on its own monotonic clock; one unchanged for ``ttl_s`` is dead.
+The bucket holds ``node.ID`` (a node's address, rewritten every tick while it
+lives: its heartbeat) and ``part.N`` (the node holding partition N, written
+only when the partition changes hands). Liveness is judged without trusting
+clocks across machines: a node is live while the revision of its ``node.ID``
+keeps changing, as *this* node observes it on its own monotonic clock; one
+unchanged for ``ttl_s`` is dead, and so are the leases that name it. So a
+node writes one key per tick however many partitions it holds.
 
 Every tick a node
-- renews its leases, each by an update that names the revision it last wrote
-  (if another node took the lease meanwhile, the update fails and the node
-  drops the partition at once);
+- writes its heartbeat, then takes the bucket as its watch has it up to that
+  heartbeat;
+- drops a partition whose lease no longer has the revision it wrote (another
+  node took it);
 - releases a lease when the partition's desired owner is another live node
   (a node that joins gets its share);
-- claims a partition it is the desired owner of whose lease is absent, released
-  or expired, again revision-checked, so two claimants cannot both win.
+- claims a partition it is the desired owner of whose lease is absent, released,
+  its own from before a restart, or held by a dead node: revision-checked, so of
+  two claimants one wins.
 
 The desired owner of a partition is the live node with the highest
 rendezvous hash of (node, partition): partitions spread evenly and move only
-when nodes come or go. A holder *fences itself*: it serves a partition only
-while its last successful renewal is less than ``ttl_s - margin_s`` old, and
-another node claims only after ``ttl_s`` without a renewal, so an old owner
-cut off from NATS stops serving before a new one starts.
+when nodes come or go. A holder *fences itself*: it serves its partitions
+only while its last successful heartbeat is less than ``ttl_s - margin_s``
+old, and another node claims them only after seeing no heartbeat for
+``ttl_s``, so an old owner cut off from NATS stops serving before a new one
+starts.
 """
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import json
 import logging
@@ -40,26 +45,21 @@ import trio
 
 from matchlight.cluster.bridge import AsyncioThread
 from matchlight.cluster.partitions import Layout, partition_of
-from matchlight.cluster.stream import TRANSIENT, EventStream
+from matchlight.cluster.stream import TRANSIENT, EventStream, StaleMirror
 
 log = logging.getLogger(__name__)
 
-#: A lease or a node not renewed for this long (as this node sees it) is dead, seconds.
+#: A node whose heartbeat did not change for this long (as this node sees it) is dead, seconds.
 DEFAULT_TTL_S: Final = 6.0
-#: How often a node renews, claims and releases, seconds.
+#: How often a node beats, claims and releases, seconds.
 DEFAULT_TICK_S: Final = 1.0
-#: A holder stops serving this long before others may take its lease, seconds.
+#: A holder stops serving this long before others may take its leases, seconds.
 DEFAULT_MARGIN_S: Final = 2.0
 
-_KV_ERRORS: Final = (*TRANSIENT, nats.errors.Error)
+#: How long a tick waits for the bucket's watch to show its heartbeat, seconds.
+MIRROR_DEADLINE_S: Final = 2.0
 
-
-class _Unknown(enum.Enum):
-    UNKNOWN = "unknown"
-
-
-#: A lease write whose outcome is not known (see ``_write_all``).
-UNKNOWN: Final = _Unknown.UNKNOWN
+_KV_ERRORS: Final = (*TRANSIENT, nats.errors.Error, StaleMirror)
 
 
 def desired_owner(partition: int, nodes: Iterable[str]) -> str | None:
@@ -83,12 +83,21 @@ class Observed:
 
 @attrs.frozen(kw_only=True)
 class Plan:
-    """What a tick does: leases to renew (partition → revision held), to release, to claim
-    (partition → revision to replace, 0 if there is no key)."""
+    """What a tick does, per partition: the revision of the lease to release, or to replace
+    by a claim (0: there is no key); and the partitions held that another node took."""
 
-    renew: dict[int, int]
     release: dict[int, int]
     claim: dict[int, int]
+    lost: list[int]
+
+
+def live_nodes(me: str, observed: Mapping[str, Observed], now: float, ttl_s: float) -> set[str]:
+    """This node and every node whose heartbeat changed less than ``ttl_s`` ago."""
+    live = {me}
+    for key, seen in observed.items():
+        if key.startswith("node.") and now - seen.since < ttl_s and seen.value:
+            live.add(key[len("node.") :])
+    return live
 
 
 def plan(
@@ -100,29 +109,27 @@ def plan(
     ttl_s: float,
 ) -> Plan:
     """This tick's :class:`Plan` from the keys as observed (a pure function)."""
-    live_nodes = {me}
-    for key, seen in observed.items():
-        if key.startswith("node.") and now - seen.since < ttl_s:
-            live_nodes.add(key[len("node.") :])
-    renew: dict[int, int] = {}
+    live = live_nodes(me, observed, now, ttl_s)
     release: dict[int, int] = {}
     claim: dict[int, int] = {}
+    lost: list[int] = []
     for partition in range(partitions):
-        desired = desired_owner(partition, live_nodes)
+        desired = desired_owner(partition, live)
         lease = observed.get(f"part.{partition}")
         if partition in held:
-            if desired != me:
+            if lease is None or lease.revision != held[partition]:
+                lost.append(partition)
+            elif desired != me:
                 release[partition] = held[partition]
-            else:
-                renew[partition] = held[partition]
             continue
         if desired != me:
             continue
+        holder = None if lease is None else lease.value.get("node")
         if lease is None or not lease.value:
             claim[partition] = 0 if lease is None else lease.revision
-        elif lease.value.get("node") == me or now - lease.since >= ttl_s:
-            claim[partition] = lease.revision  # ours before a restart, or expired
-    return Plan(renew=renew, release=release, claim=claim)
+        elif holder == me or holder not in live:
+            claim[partition] = lease.revision  # ours before a restart, or its node died
+    return Plan(release=release, claim=claim, lost=lost)
 
 
 class Leases:
@@ -147,7 +154,8 @@ class Leases:
         self.margin_s = margin_s
         #: Partition → the revision of its lease this node wrote last.
         self.held: dict[int, int] = {}
-        #: Partition → when (monotonic) this node last renewed or took its lease.
+        #: Partition → when (monotonic) the last heartbeat before which this node held its
+        #: lease was sent (what fencing measures from).
         self.renewed: dict[int, float] = {}
         self.observed: dict[str, Observed] = {}
         self.claims = 0
@@ -166,14 +174,16 @@ class Leases:
         return self.owns(partition_of(user_id, self.layout.partitions))
 
     def owner_of(self, partition: int) -> tuple[str, str] | None:
-        """``(node id, address)`` of the live holder of ``partition`` as last observed."""
-        now = time.monotonic()
+        """``(node id, address)`` of the holder of ``partition`` as last observed, if its
+        node is live."""
         lease = self.observed.get(f"part.{partition}")
-        if lease is None or not lease.value or now - lease.since >= self.ttl_s:
+        node = None if lease is None else lease.value.get("node")
+        if not isinstance(node, str):
             return None
-        node = lease.value.get("node")
         registered = self.observed.get(f"node.{node}")
-        if not isinstance(node, str) or registered is None or not registered.value:
+        if registered is None or node not in live_nodes(
+            self.node_id, self.observed, time.monotonic(), self.ttl_s
+        ):
             return None
         address = registered.value.get("address")
         return (node, address) if isinstance(address, str) else None
@@ -195,44 +205,44 @@ class Leases:
             await self._tick(thread, stream)
 
     async def _tick(self, thread: AsyncioThread, stream: EventStream) -> None:
+        beat = time.monotonic()
         try:
-            entries = await thread.run(_read_all, stream, self.node_id, self.address)
+            entries = await thread.run(_beat_and_read, stream, self.node_id, self.address)
         except _KV_ERRORS as exc:
             log.warning("partition leases not read: %s", exc)
             return
         now = time.monotonic()
         self._observe(entries, now)
         todo = plan(self.node_id, self.layout.partitions, self.held, self.observed, now, self.ttl_s)
+        for partition in todo.lost:
+            self.losses += 1
+            log.warning("lost the lease on partition %d", partition)
+            self._forget(partition)
         value = json.dumps({"node": self.node_id}).encode()
-        started = time.monotonic()
         try:
             outcome = await thread.run(_write_all, stream, todo, value)
         except _KV_ERRORS as exc:
             log.warning("partition leases not written: %s", exc)
-            return
+            outcome = {}
         for partition, revision in outcome.items():
-            if revision is UNKNOWN:  # the request failed on the way: try again next tick
-                continue
             if partition in todo.release:
-                self.held.pop(partition, None)
-                self.renewed.pop(partition, None)
                 self.releases += 1
                 log.info("released partition %d", partition)
-            elif revision is None:  # taken by another node, or never ours
-                if partition in self.held:
-                    self.losses += 1
-                    log.warning("lost the lease on partition %d", partition)
-                self.held.pop(partition, None)
-                self.renewed.pop(partition, None)
-            else:
-                if partition in todo.claim:
-                    self.claims += 1
-                    log.info("took partition %d", partition)
+                self._forget(partition)
+            elif isinstance(revision, int):
+                self.claims += 1
+                log.info("took partition %d", partition)
                 self.held[partition] = revision
-                self.renewed[partition] = started
+        # The heartbeat went through: every lease still held is good from when it was sent.
+        for partition in self.held:
+            self.renewed[partition] = beat
         # Requests waiting for a partition's owner look again (it may be known now).
         self.changed.set()
         self.changed = trio.Event()
+
+    def _forget(self, partition: int) -> None:
+        self.held.pop(partition, None)
+        self.renewed.pop(partition, None)
 
     def _observe(self, entries: Mapping[str, tuple[dict[str, Any], int]], now: float) -> None:
         for key, (value, revision) in entries.items():
@@ -244,7 +254,7 @@ class Leases:
 
     async def release_all(self, thread: AsyncioThread, stream: EventStream) -> None:
         """Give up every lease and the registration (a clean stop): others take over at once."""
-        todo = Plan(renew={}, release=dict(self.held), claim={})
+        todo = Plan(release=dict(self.held), claim={}, lost=[])
         self.held.clear()
         self.renewed.clear()
         try:
@@ -259,51 +269,35 @@ class Leases:
         return sorted(p for p in list(self.held) if self.owns(p))
 
 
-async def _read_all(
+async def _beat_and_read(
     stream: EventStream, node_id: str, address: str
 ) -> dict[str, tuple[dict[str, Any], int]]:
-    """Register (renew) this node, then every key of the bucket: value and revision."""
-    kv = stream.kv
-    await kv.put(f"node.{node_id}", json.dumps({"address": address, "at": time.time()}).encode())
-    try:
-        keys = await kv.keys()
-    except nats.js.errors.NoKeysError:
-        return {}
-    out: dict[str, tuple[dict[str, Any], int]] = {}
-    for key in keys:
-        try:
-            entry = await kv.get(key)
-        except nats.js.errors.KeyNotFoundError:  # deleted meanwhile
-            continue
-        try:
-            value = json.loads(entry.value) if entry.value else {}
-        except ValueError:
-            value = {}
-        out[key] = (value if isinstance(value, dict) else {}, entry.revision)
-    return out
+    """This node's heartbeat, then every key of the bucket (value and revision) as of at
+    least that heartbeat (see :class:`~matchlight.cluster.stream.BucketMirror`).
+
+    Raises:
+        StaleMirror: the bucket's watch has fallen behind (it is started again).
+    """
+    revision = await stream.kv.put(
+        f"node.{node_id}", json.dumps({"address": address, "at": time.time()}).encode()
+    )
+    assert stream.mirror is not None, "connect() first"
+    return await stream.mirror.fresh(revision, MIRROR_DEADLINE_S)
 
 
-async def _write_all(
-    stream: EventStream, todo: Plan, value: bytes
-) -> dict[int, int | _Unknown | None]:
-    """Carry out ``todo``: per partition the new revision held, ``None`` (lost, refused, or
-    released) or :data:`UNKNOWN` (the request failed on the way: NATS is electing a leader,
-    a server went away)."""
+async def _write_all(stream: EventStream, todo: Plan, value: bytes) -> dict[int, int | None]:
+    """Carry out ``todo``'s claims and releases: per partition the revision now held, or
+    ``None`` (refused: another node was first; failed on the way; or released)."""
     kv = stream.kv
-    out: dict[int, int | _Unknown | None] = {}
-    for partition, revision in [*todo.renew.items(), *todo.claim.items()]:
+    out: dict[int, int | None] = {}
+    for partition, revision in todo.claim.items():
         key = f"part.{partition}"
         try:
             if revision == 0:
                 out[partition] = await kv.create(key, value)
             else:
                 out[partition] = await kv.update(key, value, last=revision)
-        except nats.js.errors.KeyWrongLastSequenceError:
-            out[partition] = None
-        except TRANSIENT as exc:
-            log.debug("partition %d: lease not written: %s", partition, exc)
-            out[partition] = UNKNOWN
-        except nats.js.errors.APIError as exc:  # "key exists" on create: someone was first
+        except (*TRANSIENT, nats.js.errors.APIError) as exc:  # wrong revision, key exists …
             log.debug("partition %d not taken: %s", partition, exc)
             out[partition] = None
     for partition, revision in todo.release.items():

@@ -36,8 +36,8 @@ def _lease(node: str, since: float, revision: int = 5) -> Observed:
 def test_a_lone_node_claims_every_free_partition() -> None:
     todo = plan("a", P, {}, {}, now=100.0, ttl_s=TTL)
     assert todo.claim == dict.fromkeys(range(P), 0)
-    assert not todo.renew
     assert not todo.release
+    assert not todo.lost
 
 
 def test_two_live_nodes_split_the_partitions_by_their_desired_owner() -> None:
@@ -50,22 +50,32 @@ def test_two_live_nodes_split_the_partitions_by_their_desired_owner() -> None:
     assert all(desired_owner(p, ["a", "b"]) == "a" for p in mine)
 
 
-def test_a_holder_releases_what_a_joining_node_should_own_and_renews_the_rest() -> None:
+def _held_by(node: str, revisions: dict[int, int]) -> dict[str, Observed]:
+    return {f"part.{p}": _lease(node, since=50.0, revision=r) for p, r in revisions.items()}
+
+
+def test_a_holder_releases_what_a_joining_node_should_own_and_writes_nothing_else() -> None:
     held = {p: 10 + p for p in range(P)}
-    todo = plan("a", P, held, {"node.b": _node(since=99.0)}, now=100.0, ttl_s=TTL)
-    assert set(todo.release) | set(todo.renew) == set(range(P))
-    assert todo.release
-    assert todo.renew
-    assert all(todo.release[p] == 10 + p for p in todo.release)  # revision-checked
+    observed = {"node.b": _node(since=99.0), **_held_by("a", held)}
+    todo = plan("a", P, held, observed, now=100.0, ttl_s=TTL)
+    assert todo.release == {p: 10 + p for p in range(P) if desired_owner(p, "ab") == "b"}
+    assert todo.release  # revision-checked: the revision it wrote
     assert not todo.claim
+    assert not todo.lost
 
 
-def test_a_live_lease_of_another_node_is_not_claimed_until_it_expires() -> None:
-    # Node b died: its registration and its lease stop changing at t = 100.
-    observed = {"node.b": _node(since=100.0)}
-    observed |= {f"part.{p}": _lease("b", since=100.0, revision=p + 1) for p in range(P)}
-    early = plan("a", P, {}, observed, now=100.0 + TTL - 0.5, ttl_s=TTL)
+def test_leases_need_no_rewriting_while_their_node_beats() -> None:
+    # Node b's leases were written long ago; its heartbeat is fresh: they stand.
+    observed = {"node.b": _node(since=99.0), **_held_by("b", {p: p + 1 for p in range(P)})}
+    early = plan("a", P, {}, observed, now=100.0, ttl_s=TTL)
+    assert not set(early.claim) & {p for p in range(P) if desired_owner(p, "ab") == "b"}
+
+
+def test_a_dead_nodes_leases_are_claimed_once_its_heartbeat_stopped_for_the_ttl() -> None:
+    # Node b's heartbeat stopped changing at t = 100.
+    observed = {"node.b": _node(since=100.0), **_held_by("b", {p: p + 1 for p in range(P)})}
     b_owns = [p for p in range(P) if desired_owner(p, ["a", "b"]) == "b"]
+    early = plan("a", P, {}, observed, now=100.0 + TTL - 0.5, ttl_s=TTL)
     assert b_owns
     assert not set(early.claim) & set(b_owns)
     late = plan("a", P, {}, observed, now=100.0 + TTL, ttl_s=TTL)
@@ -73,9 +83,17 @@ def test_a_live_lease_of_another_node_is_not_claimed_until_it_expires() -> None:
 
 
 def test_a_restarted_node_takes_back_its_own_leases_at_once() -> None:
-    observed = {f"part.{p}": _lease("a", since=100.0, revision=p + 1) for p in range(P)}
+    observed = _held_by("a", {p: p + 1 for p in range(P)})
     todo = plan("a", P, {}, observed, now=100.5, ttl_s=TTL)
     assert todo.claim == {p: p + 1 for p in range(P)}
+
+
+def test_a_lease_another_node_took_is_dropped() -> None:
+    held = {3: 7, 4: 8}
+    observed = {"part.3": _lease("b", since=100.0, revision=9), **_held_by("a", {4: 8})}
+    todo = plan("a", P, held, observed, now=100.0, ttl_s=TTL)
+    assert todo.lost == [3]
+    assert 4 not in todo.release
 
 
 def test_a_released_lease_is_claimed_by_create() -> None:
