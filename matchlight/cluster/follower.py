@@ -29,7 +29,7 @@ import trio
 from actors import ActorSystem, StoreError
 from actors.codec import decode_event, encode_event
 from actors.errors import CodecError
-from actors.events import Event, InteractionRecorded
+from actors.events import Event, InteractionRecorded, StoredEvent
 from actors.system import WriteResult
 from matchlight.cluster.bridge import AsyncioThread
 from matchlight.cluster.partitions import Layout
@@ -98,6 +98,7 @@ class StreamFollower:
         self.position = system.store.position()
         #: Per stream sequence: (events stored, events already known).
         self.results: OrderedDict[int, tuple[int, int]] = OrderedDict()
+        #: Messages skipped: not a list of events, or refused by the store.
         self.undecodable = 0
         self.resubscribed = 0
         self._buffer: deque[tuple[int, str, bytes]] = deque()
@@ -166,16 +167,13 @@ class StreamFollower:
             events.extend(decoded)
         if last == self.position:
             return
-        while True:
-            try:
-                result = await self.system.writer.append(events, position=last)
-                break
-            except StoreError as exc:  # the disk: nothing stored, so try again
-                log.error("stream messages up to %d not stored yet: %s", last, exc)
-                await trio.sleep(1.0)
+        try:
+            stored = (await self.system.writer.append(events, position=last)).stored
+        except StoreError:
+            stored = await self._append_each(events, spans)
         # Each stored event counts for the first message that carried it (one id may come in
         # two messages of a run: a client's retry in another batch).
-        unclaimed = {entry.event.id for entry in result.stored}
+        unclaimed = {entry.event.id for entry in stored}
         for seq, start, end in spans:
             accepted = 0
             for event in events[start:end]:
@@ -188,6 +186,32 @@ class StreamFollower:
         self.position = last
         self._advanced.set()
         self._advanced = trio.Event()
+
+    async def _append_each(
+        self, events: list[Event], spans: list[tuple[int, int, int]]
+    ) -> tuple[StoredEvent, ...]:
+        """Append a run's messages one by one, after the run failed as a whole: a message
+        the store refuses while it takes an empty write (an event id too long, say) is
+        skipped and counted; if the store refuses everything (a full disk), wait and try
+        again, losing nothing."""
+        stored: list[StoredEvent] = []
+        for seq, start, end in spans:
+            while True:
+                try:
+                    result = await self.system.writer.append(events[start:end], position=seq)
+                    stored.extend(result.stored)
+                    break
+                except StoreError as exc:
+                    try:
+                        await self.system.writer.append([], position=seq)
+                    except StoreError:
+                        log.error("stream message %d not stored yet: %s", seq, exc)
+                        await trio.sleep(1.0)
+                        continue
+                    self.undecodable += 1
+                    log.error("stream message %d skipped: %s", seq, exc)
+                    break
+        return tuple(stored)
 
     async def _watch(self) -> None:
         """Subscribe again if the stream grows and this node stays put (its consumer was on

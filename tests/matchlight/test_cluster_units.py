@@ -207,3 +207,24 @@ async def test_an_event_in_two_messages_counts_as_accepted_for_the_first_only() 
     assert follower.position == 7
     assert store.position() == 7
     assert [e.event.id for e in store.read_all()] == ["e0", "e1", "e2", "e3"]
+
+
+async def test_a_message_the_store_refuses_is_skipped_and_the_others_are_stored() -> None:
+    store = MemoryEventStore()
+    async with open_actor_system(store) as system:
+        follower = StreamFollower(None, None, system)  # type: ignore[arg-type]
+        good = [InteractionRecorded(id="ok", type="view", user="u", item="i", ts=1.0)]
+        bad = [InteractionRecorded(id="x" * 300, type="view", user="u", item="i", ts=1.0)]
+        later = [InteractionRecorded(id="ok2", type="view", user="u", item="i", ts=1.0)]
+        await follower._apply(
+            [
+                (1, "a", encode_message(good)),
+                (2, "b", encode_message(bad)),
+                (3, "c", encode_message(later)),
+            ]
+        )
+    assert [e.event.id for e in store.read_all()] == ["ok", "ok2"]
+    assert follower.undecodable == 1
+    assert follower.position == store.position() == 3
+    assert follower.results[1] == (1, 0)
+    assert follower.results[3] == (1, 0)

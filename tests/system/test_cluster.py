@@ -135,6 +135,48 @@ def call_any(clients: list[Client], method: str, params: dict[str, object]) -> o
     raise AssertionError("unreachable")
 
 
+class Load:
+    """Two threads ingesting batches of ``users``' views of ``items`` and recommending,
+    through both nodes (one thread tries node a first, the other node b, each with its own
+    connections: a connection is not for two threads), until :meth:`stop`."""
+
+    def __init__(
+        self,
+        feed: Feed,
+        a: ServerProcess,
+        b: ServerProcess,
+        *,
+        batch: int,
+        users: list[str],
+        items: list[str],
+    ) -> None:
+        self.feed, self.batch, self.users, self.items = feed, batch, users, items
+        self._stop = threading.Event()
+        self.errors: list[BaseException] = []
+        orders = [
+            [a.client(timeout=RETRY_S), b.client(timeout=RETRY_S)],
+            [b.client(timeout=RETRY_S), a.client(timeout=RETRY_S)],
+        ]
+        self.threads = [threading.Thread(target=self._run, args=(order,)) for order in orders]
+        for thread in self.threads:
+            thread.start()
+
+    def _run(self, order: list[Client]) -> None:
+        try:
+            while not self._stop.is_set():
+                self.feed.send(order, self.feed.batch(self.batch, self.users, self.items))
+                call_any(order, "recommend", {"user": self.users[0], "k": 5})
+        except BaseException as exc:
+            self.errors.append(exc)
+
+    def stop(self) -> None:
+        """Stop, and fail with what went wrong in a thread if anything did."""
+        self._stop.set()
+        for thread in self.threads:
+            thread.join(timeout=RETRY_S + 10)
+        assert not self.errors, [traceback.format_exception(e) for e in self.errors]
+
+
 def setup_items(client: Client) -> None:
     client.call("upsert_items", {"items": [{"id": i, "terms": {"cat": ["x"]}} for i in ITEMS]})
 
@@ -201,25 +243,7 @@ def test_kill_9_of_the_stream_leader_loses_nothing(nodes: Nodes, nats_cluster: N
     a, b = nodes.start("a"), nodes.start("b")
     setup_items(a.client())
     feed = Feed()
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def ingest(order: list[Client]) -> None:
-        try:
-            while not stop.is_set():
-                feed.send(order, feed.batch(50))
-                call_any(order, "recommend", {"user": USERS[0], "k": 5})
-        except BaseException as exc:
-            errors.append(exc)
-
-    # Through both nodes, a client each (a connection is not for two threads).
-    orders = [
-        [a.client(timeout=RETRY_S), b.client(timeout=RETRY_S)],
-        [b.client(timeout=RETRY_S), a.client(timeout=RETRY_S)],
-    ]
-    threads = [threading.Thread(target=ingest, args=(order,)) for order in orders]
-    for thread in threads:
-        thread.start()
+    load = Load(feed, a, b, batch=50, users=USERS, items=ITEMS)
     time.sleep(2.0)
     leader = nats_cluster.stream_leader(Layout().stream)
     assert leader is not None
@@ -233,10 +257,7 @@ def test_kill_9_of_the_stream_leader_loses_nothing(nodes: Nodes, nats_cluster: N
         f"killed NATS server n{leader + 1}, the stream's leader, after {before} events; "
         f"1,000 more acknowledged {time.monotonic() - killed:.1f} s later"
     )
-    stop.set()
-    for thread in threads:
-        thread.join(timeout=RETRY_S + 10)
-    assert not errors, [traceback.format_exception(e) for e in errors]
+    load.stop()
     after = sum(feed.acked.values())
     assert after >= before + 1_000, f"ingest did not go on after the kill ({before} → {after})"
     expected = {u: feed.acked[u] for u in USERS}
@@ -267,25 +288,7 @@ def test_kill_9_of_a_node_moves_its_partitions_and_keeps_its_users(nodes: Nodes)
     # recommendations, among ITEMS, stay comparable), through both nodes.
     others = [u for u in USERS if u not in served_by_b]
     ca.call("upsert_items", {"items": [{"id": i, "terms": {"cat": ["y"]}} for i in OTHER_ITEMS]})
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def load(order: list[Client]) -> None:
-        try:
-            while not stop.is_set():
-                feed.send(order, feed.batch(20, users=others, items=OTHER_ITEMS))
-                call_any(order, "recommend", {"user": others[0], "k": 5})
-        except BaseException as exc:
-            errors.append(exc)
-
-    # A client each (a connection is not for two threads).
-    orders = [
-        [a.client(timeout=RETRY_S), b.client(timeout=RETRY_S)],
-        [b.client(timeout=RETRY_S), a.client(timeout=RETRY_S)],
-    ]
-    threads = [threading.Thread(target=load, args=(order,)) for order in orders]
-    for thread in threads:
-        thread.start()
+    load = Load(feed, a, b, batch=20, users=others, items=OTHER_ITEMS)
     time.sleep(1.0)
     b.kill9()
     # Until b's registration is seen dead, node a does not serve b's users (b may still be
@@ -295,10 +298,7 @@ def test_kill_9_of_a_node_moves_its_partitions_and_keeps_its_users(nodes: Nodes)
     took = wait_owned(ca, PARTITIONS, TAKEOVER_S)
     print(f"node b's partitions served by node a {took:.1f} s after kill -9")
     time.sleep(1.0)
-    stop.set()
-    for thread in threads:
-        thread.join(timeout=RETRY_S + 10)
-    assert not errors, [traceback.format_exception(e) for e in errors]
+    load.stop()
     # Nothing acknowledged was lost, nothing applied twice, and the moved users'
     # recommendations are what they were.
     assert views(ca, USERS) == {u: feed.acked[u] for u in USERS}
