@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from typing import Final
@@ -44,6 +45,8 @@ MAX_BUFFERED: Final = 4_096
 KEPT_RESULTS: Final = 65_536
 #: How long a read or a write waits for this node to apply the stream up to a point, seconds.
 APPLY_DEADLINE_S: Final = 10.0
+#: How often a start that replays the stream logs how far it is, seconds.
+REPLAY_LOG_S: Final = 10.0
 #: How often the follower checks that it still advances while the stream grows, seconds.
 WATCH_S: Final = 2.0
 
@@ -257,6 +260,29 @@ class StreamFollower:
             Unavailable: the stream cannot be reached, or this node is too far behind.
         """
         await self.wait_for(await self.head())
+
+    async def replay(self) -> None:
+        """At start: wait, however long it takes, until what the stream holds now is applied
+        here (a node with an empty data directory replays it all), logging the progress
+        every ``REPLAY_LOG_S``.
+
+        Raises:
+            Unavailable: the stream cannot be reached.
+        """
+        head = await self.head()
+        started, before = time.monotonic(), self.position
+        while True:
+            try:
+                await self.wait_for(head, REPLAY_LOG_S)
+                break
+            except Unavailable:
+                elapsed = time.monotonic() - started
+                log.info(
+                    "replaying the stream: %d of %d (%.0f messages/s)",
+                    self.position,
+                    head,
+                    (self.position - before) / elapsed,
+                )
 
     async def head(self) -> int:
         """The stream's last sequence, asked after this call began.

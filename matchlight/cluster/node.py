@@ -83,7 +83,7 @@ async def _serve(config: ServeConfig, cluster: ClusterConfig) -> None:
                     follower = StreamFollower(thread, stream, system)
                     await background.start(follower.run)
                     log.info("following the stream from %d", follower.position + 1)
-                    await follower.catch_up()
+                    await follower.replay()
                     log.info("caught up with the stream at %d", follower.position)
                     system.publish = ClusterWrites(
                         thread,
