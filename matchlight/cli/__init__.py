@@ -12,11 +12,21 @@ from __future__ import annotations
 import argparse
 import sys
 
-from matchlight.cli import bench, demo, health, replay, serve, shadow_report, train, verify
+from matchlight.cli import (
+    bench,
+    demo,
+    evaluate,
+    health,
+    replay,
+    serve,
+    shadow_report,
+    train,
+    verify,
+)
 from matchlight.cli.command import HelpFormatter
 
 #: In the order ``matchlight --help`` lists them.
-COMMANDS = (serve, train, bench, health, shadow_report, verify, replay, demo)
+COMMANDS = (serve, train, bench, health, shadow_report, evaluate, verify, replay, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
