@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Final, TypedDict, TypeVar
 
 import attrs
 import trio
@@ -332,6 +332,23 @@ class ActorSystem:
         )
 
 
+class _Projections(TypedDict):
+    index: Index
+    signals: ItemSignals
+    cooccurrence: CoOccurrence
+
+
+async def _rebuild(store: EventStore, cooccurrence_file: Path | None, until: int) -> _Projections:
+    """The item index and signals rebuilt from ``store``, and the co-occurrence from
+    ``cooccurrence_file`` (if usable) plus the log after it up to ``until`` (on threads)."""
+    signals = ItemSignals()
+    index = await trio.to_thread.run_sync(rebuild_index, store, signals)
+    cooccurrence = await trio.to_thread.run_sync(
+        partial(load_cooccurrence, store, index, cooccurrence_file, until=until)
+    )
+    return {"index": index, "signals": signals, "cooccurrence": cooccurrence}
+
+
 @asynccontextmanager
 async def open_actor_system(
     store: EventStore,
@@ -352,21 +369,10 @@ async def open_actor_system(
     The store itself stays open; its owner closes it.
     """
     start = store.last_seq()
-    signals = ItemSignals()
-    index = await trio.to_thread.run_sync(rebuild_index, store, signals)
-    cooccurrence = await trio.to_thread.run_sync(
-        partial(load_cooccurrence, store, index, cooccurrence_file, until=start)
-    )
-    system = ActorSystem(
-        store,
-        config,
-        index=index,
-        signals=signals,
-        cooccurrence=cooccurrence,
-        owns_user=owns_user,
-    )
+    projections = await _rebuild(store, cooccurrence_file, start)
+    system = ActorSystem(store, config, **projections, owns_user=owns_user)
     system.observed_seq = start
-    ahead = signals.clock - time.time()
+    ahead = system.signals.clock - time.time()
     if ahead > system.config.clock_skew_s:
         # Written before event times were checked: the ranker's clock stays at the wall clock.
         log.warning(
@@ -457,19 +463,8 @@ async def open_follower_system(
     ``poll_s``, and at once when ``system.follower.nudge()`` is called.
     """
     start = store.head()
-    signals = ItemSignals()
-    index = await trio.to_thread.run_sync(rebuild_index, store, signals)
-    cooccurrence = await trio.to_thread.run_sync(
-        partial(load_cooccurrence, store, index, cooccurrence_file, until=start)
-    )
-    system = ActorSystem(
-        store,
-        config,
-        index=index,
-        signals=signals,
-        cooccurrence=cooccurrence,
-        save_snapshot=save_snapshot,
-    )
+    projections = await _rebuild(store, cooccurrence_file, start)
+    system = ActorSystem(store, config, **projections, save_snapshot=save_snapshot)
     system.observed_seq = start
     follower = system.follower = LogFollower(store, system._dispatch, start=start, poll_s=poll_s)
     async with trio.open_nursery() as nursery:

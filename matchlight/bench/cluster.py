@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import random
 import tempfile
@@ -42,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from matchlight.bench.harness import RunningServer, latency_summary, process_stat, start_server
-from matchlight.bench.ingest import ITEM_BATCH, _client
+from matchlight.bench.ingest import ITEM_BATCH, drive_clients
 from matchlight.cli.argtypes import positive_int
 from matchlight.client import Client
 from matchlight.cluster.nats_servers import NatsCluster
@@ -188,44 +187,14 @@ def _wait_shared(ports: list[int], within: float = 30.0) -> None:
 
 
 def _ingest(ports: list[int], args: argparse.Namespace) -> dict[str, Any]:
-    ctx = mp.get_context("spawn")
-    start = ctx.Event()
-    results = ctx.Queue()
-    per_client = args.events // args.clients
-    procs = [
-        ctx.Process(
-            target=_client,
-            args=(
-                ports[i % len(ports)],
-                "c",
-                i,
-                per_client,
-                args.batch,
-                2,
-                args.users,
-                args.items,
-                start,
-                results,
-            ),
-        )
-        for i in range(args.clients)
-    ]
-    for p in procs:
-        p.start()
-    for _ in procs:
-        assert results.get(timeout=600)[0] == "ready"
-    t0 = time.perf_counter()
-    start.set()
-    done = [results.get(timeout=1200) for _ in procs]
-    acked = time.perf_counter() - t0
-    for p in procs:
-        p.join()
+    accepted, t0, acked = drive_clients(
+        ports, args.clients, args.events, args.batch, 2, args.users, args.items, "c"
+    )
     # Until every node applied it all (a read on each catches up to the stream's head).
     for port in ports:
         with Client("127.0.0.1", port, timeout=600) as client:
             client.call("search", {"filter": {"range": ["price", None, None]}, "limit": 1})
     everywhere = time.perf_counter() - t0
-    accepted = sum(a for _, _, a in done)
     return {
         "events": accepted,
         "acked_per_s": round(accepted / acked),

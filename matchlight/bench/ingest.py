@@ -26,6 +26,7 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,9 +120,20 @@ def _client(
     connection.close()
 
 
-def run_ingest(
-    port: int, clients: int, events: int, batch: int, depth: int, users: int, items: int, run: str
-) -> dict[str, Any]:
+def drive_clients(
+    ports: Sequence[int],
+    clients: int,
+    events: int,
+    batch: int,
+    depth: int,
+    users: int,
+    items: int,
+    run: str,
+) -> tuple[int, float, float]:
+    """Run ``clients`` client processes (client ``i`` on ``ports[i % len(ports)]``), each
+    sending its share of ``events``; the clock starts once every one has encoded its
+    requests. Returns the events acknowledged, when the clock started
+    (``time.perf_counter``) and the seconds until the last client finished."""
     ctx = mp.get_context("spawn")
     start = ctx.Event()
     results = ctx.Queue()
@@ -129,30 +141,46 @@ def run_ingest(
     procs = [
         ctx.Process(
             target=_client,
-            args=(port, run, i, per_client, batch, depth, users, items, start, results),
+            args=(
+                ports[i % len(ports)],
+                run,
+                i,
+                per_client,
+                batch,
+                depth,
+                users,
+                items,
+                start,
+                results,
+            ),
         )
         for i in range(clients)
     ]
     for p in procs:
         p.start()
+    for _ in procs:
+        assert results.get(timeout=600)[0] == "ready"
+    t0 = time.perf_counter()
+    start.set()
+    done = [results.get(timeout=1200) for _ in procs]
+    wall = time.perf_counter() - t0
+    for p in procs:
+        p.join()
+    return sum(a for _, _, a in done), t0, wall
+
+
+def run_ingest(
+    port: int, clients: int, events: int, batch: int, depth: int, users: int, items: int, run: str
+) -> dict[str, Any]:
     with Client("127.0.0.1", port) as admin:
         before = admin.call("stats")
-        # Start the clock once every client has encoded its requests.
-        for _ in procs:
-            assert results.get(timeout=600)[0] == "ready"
-        t0 = time.perf_counter()
-        start.set()
-        done = [results.get(timeout=600) for _ in procs]
-        wall = time.perf_counter() - t0
+        accepted, _, wall = drive_clients([port], clients, events, batch, depth, users, items, run)
         after = admin.call("stats")
         # How long the first read after the burst waits for the projections to catch up
         # (reader workers apply the log after the writer acknowledged it).
         t1 = time.perf_counter()
         admin.call("search", {"filter": {"range": ["price", None, None]}, "limit": 1})
         caught_up = time.perf_counter() - t1
-    for p in procs:
-        p.join()
-    accepted = sum(a for _, _, a in done)
     commits = after["commits"] - before["commits"]
     committed = after["events_committed"] - before["events_committed"]
     batches = after["batches_committed"] - before["batches_committed"]

@@ -27,8 +27,6 @@ class ClusterConfig:
     partitions: int = DEFAULT_PARTITIONS
     #: Replicas of the stream and of the lease bucket (3 for a cluster of 3 NATS servers).
     replicas: int = 3
-    #: Prefix of the stream's subjects and names: clusters sharing NATS keep apart by it.
-    prefix: str = "matchlight"
     #: How long a write waits for the stream to acknowledge it (a leader election takes
     #: seconds), seconds.
     publish_deadline_s: float = 30.0

@@ -103,8 +103,7 @@ class StreamFollower:
         self.results: OrderedDict[int, tuple[int, int]] = OrderedDict()
         #: Messages skipped: not a list of events, or refused by the store.
         self.undecodable = 0
-        self.resubscribed = 0
-        self._buffer: deque[tuple[int, str, bytes]] = deque()
+        self._buffer: deque[tuple[int, bytes]] = deque()
         self._signalled = False
         self._wakeup = trio.Event()
         self._advanced = trio.Event()
@@ -116,8 +115,8 @@ class StreamFollower:
 
     # -- the asyncio side ---------------------------------------------------------
 
-    async def _sink(self, seq: int, msg_id: str, data: bytes) -> None:
-        self._buffer.append((seq, msg_id, data))
+    async def _sink(self, seq: int, data: bytes) -> None:
+        self._buffer.append((seq, data))
         if not self._signalled and self._token is not None:
             self._signalled = True
             try:
@@ -141,7 +140,7 @@ class StreamFollower:
                 await self._wakeup.wait()
                 self._wakeup = trio.Event()
                 self._signalled = False
-                batch: list[tuple[int, str, bytes]] = []
+                batch: list[tuple[int, bytes]] = []
                 while self._buffer and len(batch) < MAX_BUFFERED:
                     batch.append(self._buffer.popleft())
                 if batch:
@@ -152,11 +151,11 @@ class StreamFollower:
     async def _subscribe(self) -> None:
         await self.thread.run(self.stream.follow, self.position + 1, self._sink)
 
-    async def _apply(self, batch: list[tuple[int, str, bytes]]) -> None:
+    async def _apply(self, batch: list[tuple[int, bytes]]) -> None:
         events: list[Event] = []
         spans: list[tuple[int, int, int]] = []  # (seq, first event, end)
         last = self.position
-        for seq, _, data in batch:
+        for seq, data in batch:
             if seq <= last:  # delivered again after a new subscription
                 continue
             last = seq
@@ -233,7 +232,6 @@ class StreamFollower:
                 log.warning(
                     "stream at %d, this node at %d and not moving: following again", head, before
                 )
-                self.resubscribed += 1
                 try:
                     await self._subscribe()
                 except (LogUnavailable, *TRANSIENT) as exc:
@@ -320,37 +318,29 @@ class StreamFollower:
             self._probing = False
 
 
+def by_subject(events: Sequence[Event], layout: Layout) -> list[tuple[str, list[Event]]]:
+    """``events`` by the subject each is published on (interactions on their user's
+    partition's, item events on the items subject), each subject's in their order."""
+    grouped: dict[str, list[Event]] = {}
+    for event in events:
+        subject = (
+            layout.user_subject(event.user)
+            if type(event) is InteractionRecorded
+            else layout.items_subject
+        )
+        grouped.setdefault(subject, []).append(event)
+    return list(grouped.items())
+
+
 class ClusterWrites:
     """Publishes decided events (:attr:`ActorSystem.publish`): interactions on their user's
     partition subject, item events on the items subject; answers once the stream has
     stored them (all replicas) and this node applied them."""
 
-    def __init__(
-        self,
-        thread: AsyncioThread,
-        stream: EventStream,
-        follower: StreamFollower,
-        layout: Layout,
-        *,
-        publish_deadline_s: float = 30.0,
-    ) -> None:
-        self.thread = thread
-        self.stream = stream
+    def __init__(self, follower: StreamFollower, *, publish_deadline_s: float = 30.0) -> None:
+        """Publishes to ``follower``'s stream, and waits for ``follower`` to apply."""
         self.follower = follower
-        self.layout = layout
         self.publish_deadline_s = publish_deadline_s
-
-    def messages(self, events: Sequence[Event]) -> list[tuple[str, list[Event]]]:
-        """The events by subject, each subject's in their order."""
-        by_subject: dict[str, list[Event]] = {}
-        for event in events:
-            subject = (
-                self.layout.user_subject(event.user)
-                if type(event) is InteractionRecorded
-                else self.layout.items_subject
-            )
-            by_subject.setdefault(subject, []).append(event)
-        return list(by_subject.items())
 
     async def append(self, events: Sequence[Event]) -> WriteResult:
         """Publish ``events``; what was stored, as :meth:`ActorSystem.ingest` says.
@@ -361,10 +351,13 @@ class ClusterWrites:
         """
         if not events:
             return WriteResult(accepted=0, duplicates=0, seq=self.follower.position)
-        grouped = self.messages(events)
+        follower = self.follower
+        grouped = by_subject(events, follower.stream.layout)
         outgoing = [(subject, encode_message(part), message_id(part)) for subject, part in grouped]
         try:
-            acks = await self.thread.run(self.stream.publish, outgoing, self.publish_deadline_s)
+            acks = await follower.thread.run(
+                follower.stream.publish, outgoing, self.publish_deadline_s
+            )
         except LogUnavailable as exc:
             raise Unavailable(f"events not stored: {exc}; retrying is safe") from None
         last = max(ack.seq for ack in acks)

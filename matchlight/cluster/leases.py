@@ -181,9 +181,10 @@ class Leases:
         if not isinstance(node, str):
             return None
         registered = self.observed.get(f"node.{node}")
-        if registered is None or node not in live_nodes(
-            self.node_id, self.observed, time.monotonic(), self.ttl_s
-        ):
+        alive = node == self.node_id or (
+            registered is not None and time.monotonic() - registered.since < self.ttl_s
+        )
+        if registered is None or not alive:
             return None
         address = registered.value.get("address")
         return (node, address) if isinstance(address, str) else None

@@ -66,7 +66,7 @@ async def serve_cluster(config: ServeConfig, cluster: ClusterConfig) -> None:
 
 async def _serve(config: ServeConfig, cluster: ClusterConfig) -> None:
     listeners, address = await open_listeners(config.listen)
-    layout = Layout(prefix=cluster.prefix, partitions=cluster.partitions)
+    layout = Layout(partitions=cluster.partitions)
     leases = Leases(cluster.node_id, cluster.advertise or str(address), layout)
     with AsyncioThread() as thread:
         stream = EventStream(
@@ -86,11 +86,7 @@ async def _serve(config: ServeConfig, cluster: ClusterConfig) -> None:
                     await follower.replay()
                     log.info("caught up with the stream at %d", follower.position)
                     system.publish = ClusterWrites(
-                        thread,
-                        stream,
-                        follower,
-                        layout,
-                        publish_deadline_s=cluster.publish_deadline_s,
+                        follower, publish_deadline_s=cluster.publish_deadline_s
                     ).append
                     system.upstream_catch_up = follower.catch_up
                     await background.start(partial(leases.run, thread, stream))

@@ -63,9 +63,9 @@ class Published:
     duplicate: bool
 
 
-#: Called on the asyncio thread for each message read: ``(stream seq, msg id, data)``;
-#: the awaitable it returns is awaited before the next (backpressure).
-Sink = Callable[[int, str, bytes], Awaitable[None]]
+#: Called on the asyncio thread for each message read: ``(stream seq, data)``; the
+#: awaitable it returns is awaited before the next (backpressure).
+Sink = Callable[[int, bytes], Awaitable[None]]
 
 
 class StaleMirror(Exception):
@@ -288,9 +288,7 @@ class EventStream:
         await self.unfollow()
 
         async def deliver(msg: Any) -> None:
-            await sink(
-                msg.metadata.sequence.stream, (msg.headers or {}).get("Nats-Msg-Id", ""), msg.data
-            )
+            await sink(msg.metadata.sequence.stream, msg.data)
 
         self._subscription = await self.js.subscribe(
             self.layout.subjects,

@@ -12,8 +12,8 @@ from actors import Event, InteractionRecorded, ItemUpserted, MemoryEventStore, o
 from actors.errors import CodecError
 from matchlight.cluster.config import ClusterConfigError, check_node_id, parse_log_url
 from matchlight.cluster.follower import (
-    ClusterWrites,
     StreamFollower,
+    by_subject,
     decode_message,
     encode_message,
     message_id,
@@ -124,12 +124,11 @@ def test_messages_carry_events_and_a_retry_has_the_same_id() -> None:
 
 def test_interactions_go_to_their_users_partition_and_item_events_to_the_items_subject() -> None:
     layout = Layout(partitions=8)
-    writes = ClusterWrites(None, None, None, layout)  # type: ignore[arg-type]
     events = [
         InteractionRecorded(id=f"e{n}", type="view", user=f"u{n % 3}", item="i", ts=1.0)
         for n in range(6)
     ] + [ItemUpserted(id="up", item="i", ts=1.0)]
-    grouped = dict(writes.messages(events))
+    grouped = dict(by_subject(events, layout))
     assert grouped[layout.items_subject] == events[-1:]
     for n in range(3):
         subject = layout.users_subject(partition_of(f"u{n}", 8))
@@ -197,9 +196,9 @@ async def test_an_event_in_two_messages_counts_as_accepted_for_the_first_only() 
             for n in range(3)
         ]
         retry = [first[2], InteractionRecorded(id="e3", type="view", user="u", item="i", ts=1.0)]
-        await follower._apply([(5, "m1", encode_message(first)), (6, "m2", encode_message(retry))])
+        await follower._apply([(5, encode_message(first)), (6, encode_message(retry))])
         # Delivered again after a new subscription: skipped by sequence.
-        await follower._apply([(6, "m2", encode_message(retry)), (7, "m3", b"\xc1")])
+        await follower._apply([(6, encode_message(retry)), (7, b"\xc1")])
     assert follower.results[5] == (3, 0)
     assert follower.results[6] == (1, 1)
     assert follower.results[7] == (0, 0)  # undecodable: counted, skipped, position moves
@@ -218,9 +217,9 @@ async def test_a_message_the_store_refuses_is_skipped_and_the_others_are_stored(
         later = [InteractionRecorded(id="ok2", type="view", user="u", item="i", ts=1.0)]
         await follower._apply(
             [
-                (1, "a", encode_message(good)),
-                (2, "b", encode_message(bad)),
-                (3, "c", encode_message(later)),
+                (1, encode_message(good)),
+                (2, encode_message(bad)),
+                (3, encode_message(later)),
             ]
         )
     assert [e.event.id for e in store.read_all()] == ["ok", "ok2"]
