@@ -1,8 +1,8 @@
 """Each surface's migration state: its mode and settings, their checks, their file.
 
 A surface moves from the legacy feed to real time by mode (``legacy``,
-``shadow``, ``canary``, ``live``; :mod:`legacy_adapter.router` serves by
-them). A mode change comes from ``set_migration`` (RPC) or a
+``shadow``, ``canary``, ``interleave``, ``live``; :mod:`legacy_adapter.router`
+serves by them). A mode change comes from ``set_migration`` (RPC) or a
 ``[migration.SURFACE]`` table of the surfaces config file and is checked by
 the same rules either way (:func:`check_migration`). The states, and the
 config entries last applied, persist in ``DATA/migration.json``
@@ -29,7 +29,9 @@ from actors.files import read_json_state, write_atomically
 from legacy_adapter.errors import MigrationError
 from legacy_adapter.feed_files import state_signature
 
-MODES: Final = ("legacy", "shadow", "canary", "live")
+MODES: Final = ("legacy", "shadow", "canary", "interleave", "live")
+#: Modes that move a sticky share of users (``percent``) and leave the others on the feed.
+SHARED_MODES: Final = ("canary", "interleave")
 DEFAULT_MODE: Final = "legacy"
 STATE_FILE: Final = "migration.json"
 #: Held (an exclusive ``flock``) while a process reads, changes and writes ``STATE_FILE``.
@@ -46,7 +48,8 @@ class Migration:
 
     surface: str
     mode: str = DEFAULT_MODE
-    #: Share of users on the real-time path in ``canary``, 0 to 100.
+    #: Share of users on the real-time path in ``canary`` (in the experiment in
+    #: ``interleave``), 0 to 100.
     percent: float = 0.0
     #: In ``live``, keep reading the feed and record comparisons.
     reverse_shadow: bool = False
@@ -75,14 +78,14 @@ class Migration:
     def changed(self, fields: Mapping[str, Any], origin: str) -> Migration:
         """This state after a change (the fields :func:`check_migration` returned) made now.
 
-        Fields left out keep their values, except ``percent``, which only a
-        canary keeps (any other mode is 0).
+        Fields left out keep their values, except ``percent``, which only
+        ``canary`` and ``interleave`` keep (any other mode is 0).
         """
         mode = fields["mode"]
         return attrs.evolve(
             self,
             mode=mode,
-            percent=fields.get("percent", self.percent if mode == "canary" else 0.0),
+            percent=fields.get("percent", self.percent if mode in SHARED_MODES else 0.0),
             reverse_shadow=fields.get("reverse_shadow", self.reverse_shadow),
             deadline_ms=fields.get("deadline_ms", self.deadline_ms),
             shadow_share=fields.get("shadow_share", self.shadow_share),
@@ -141,8 +144,8 @@ def check_migration(surface: str, raw: Mapping[str, Any], path: str) -> dict[str
         if not 0.0 <= percent <= 100.0:
             raise MigrationError(f"{path}.percent: must lie in [0, 100], got {percent}")
         out["percent"] = float(percent)
-    elif mode == "canary":
-        raise MigrationError(f"{path}.percent: canary needs the share of users to move (0-100)")
+    elif mode in SHARED_MODES:
+        raise MigrationError(f"{path}.percent: {mode} needs the share of users to move (0-100)")
     if "reverse_shadow" in raw:
         if not isinstance(raw["reverse_shadow"], bool):
             raise MigrationError(f"{path}.reverse_shadow: expected true or false")

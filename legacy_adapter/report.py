@@ -7,6 +7,12 @@
 whose charts are inline SVG (no scripts, no external URLs: it opens offline).
 Pure: no I/O here, ``matchlight shadow-report`` reads and writes.
 
+Each surface also carries ``interleaving``: the team-draft experiment's
+impressions (``interleaving`` records), their wins, losses and ties once
+engagement is credited (:mod:`legacy_adapter.interleaving`; the user
+histories come from the caller), the preference for real time with its
+confidence sequence and a verdict, overall and by user activity.
+
 Ranking metrics (overlap@k, Jaccard@k, RBO, Kendall's tau) are computed over
 the comparisons where *both* paths answered (``error`` None); comparisons
 where a path failed or had no list for the user (``"absent"``) are counted
@@ -24,6 +30,13 @@ from typing import Any, Final
 
 import attrs
 
+from legacy_adapter.interleaving import (
+    DEFAULT_WINDOW_S,
+    TEAMS,
+    Impression,
+    Interaction,
+    summarise,
+)
 from legacy_adapter.metrics import (
     DEFAULT_P,
     DEFAULT_THRESHOLDS,
@@ -43,6 +56,8 @@ HISTOGRAM_BINS: Final = 20
 ABSENT: Final = "absent"
 
 Point = tuple[float, float | None, float | None, float | None]  # ts, rbo, realtime ms, legacy ms
+#: Given the users served interleaved lists, each one's interactions in time order.
+Histories = Callable[[set[str]], Mapping[str, Sequence[Interaction]]]
 
 
 @attrs.define
@@ -71,6 +86,9 @@ class _Surface:
     served: int = 0
     sources: Counter[str] = attrs.Factory(Counter)
     fallback_reasons: Counter[str] = attrs.Factory(Counter)
+    impressions: list[Impression] = attrs.Factory(list)
+    #: Interleaving records that do not hold a list with a team per item.
+    malformed_impressions: int = 0
     first_ts: float | None = None
     last_ts: float | None = None
 
@@ -167,6 +185,28 @@ def _add_served(tally: _Surface, record: Mapping[str, Any]) -> None:
         tally.latency["served"].append(ms)
 
 
+def _add_impression(tally: _Surface, record: Mapping[str, Any], ts: float | None) -> None:
+    items, teams = record.get("items"), record.get("teams")
+    request_id, user = record.get("request_id"), record.get("user")
+    if (
+        ts is None
+        or not isinstance(request_id, str)
+        or not isinstance(user, str)
+        or not isinstance(items, list)
+        or not isinstance(teams, list)
+        or len(items) != len(teams)
+        or not all(isinstance(item, str) for item in items)
+        or not all(team in TEAMS for team in teams)
+    ):
+        tally.malformed_impressions += 1
+        return
+    tally.impressions.append(
+        Impression(
+            request_id=request_id, user=user, ts=ts, teams=dict(zip(items, teams, strict=True))
+        )
+    )
+
+
 def _brief(values: Sequence[float]) -> dict[str, float | int | None]:
     stats = summary(values)
     return {
@@ -259,8 +299,14 @@ def _histograms(tally: _Surface) -> dict[str, Any]:
     }
 
 
-def _surface_report(tally: _Surface, thresholds: Thresholds, max_points: int) -> dict[str, Any]:
-    """One surface's section of the report: metrics, verdict and chart data."""
+def _surface_report(
+    tally: _Surface,
+    thresholds: Thresholds,
+    max_points: int,
+    interleaving: dict[str, Any],
+) -> dict[str, Any]:
+    """One surface's section of the report: metrics, verdict, chart data and ``interleaving``
+    (its results, as :func:`legacy_adapter.interleaving.summarise` gives them)."""
     real_latency = summary(tally.latency["realtime"])
     noise = _brief(tally.aa_rbo)
     rbo_stats = _brief(tally.rbo)
@@ -297,6 +343,7 @@ def _surface_report(tally: _Surface, thresholds: Thresholds, max_points: int) ->
         "last_ts": tally.last_ts,
         "series": _series(tally.points, max_points),
         "histograms": _histograms(tally),
+        "interleaving": interleaving | {"malformed_records": tally.malformed_impressions},
     }
 
 
@@ -352,8 +399,17 @@ def build_report(
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
     p: float = DEFAULT_P,
     max_points: int = MAX_POINTS,
+    histories: Histories | None = None,
+    window_s: float = DEFAULT_WINDOW_S,
+    engagement_types: frozenset[str] | None = None,
+    confidence: float = 0.95,
 ) -> dict[str, Any]:
     """The report of ``records``: per surface, the metrics, the verdict and the chart data.
+
+    Interleaving impressions are credited from ``histories`` (called once with
+    every user served an interleaved list; without it no engagement is known),
+    by the rules of :func:`legacy_adapter.interleaving.summarise` with
+    ``window_s``, ``engagement_types`` and ``confidence``.
 
     ``k`` compares the top ``k`` of each list (default: each record's own
     ``k``); ``surface`` and ``since`` (unix seconds, inclusive) filter the
@@ -367,8 +423,22 @@ def build_report(
     """
     _check_options(k, p, max_points)
     tallies, used = _fold(records, k=k, surface=surface, since=since, p=p)
+    users = {i.user for tally in tallies.values() for i in tally.impressions}
+    found = histories(users) if histories is not None and users else {}
     sections = {
-        name: _surface_report(tallies[name], thresholds, max_points) for name in sorted(tallies)
+        name: _surface_report(
+            tallies[name],
+            thresholds,
+            max_points,
+            summarise(
+                tallies[name].impressions,
+                found,
+                window_s=window_s,
+                engagement_types=engagement_types,
+                confidence=confidence,
+            ),
+        )
+        for name in sorted(tallies)
     }
     firsts = [s["first_ts"] for s in sections.values() if s["first_ts"] is not None]
     lasts = [s["last_ts"] for s in sections.values() if s["last_ts"] is not None]
@@ -406,7 +476,7 @@ def _fold(
     used = 0
     for record in records:
         kind = record.get("kind")
-        if kind not in ("comparison", "served"):
+        if kind not in ("comparison", "served", "interleaving"):
             continue
         name = record.get("surface")
         if name is None or (surface is not None and name != surface):
@@ -419,6 +489,8 @@ def _fold(
         tally.saw(ts)
         if kind == "comparison":
             _add_comparison(tally, record, k, p, ts)
+        elif kind == "interleaving":
+            _add_impression(tally, record, ts)
         else:
             _add_served(tally, record)
     return tallies, used
@@ -490,5 +562,54 @@ def format_table(report: Mapping[str, Any]) -> str:
     for name, section in sections.items():
         lines.append(f"{names[name]}: {section['verdict']}")
         lines.extend(f"  - {_printable(reason)}" for reason in section["reasons"])
+    lines.extend(format_interleaving(sections, names, width))
     lines.extend(["", textwrap.fill(LEGEND.format(p=report["p"]), width=100)])
     return "\n".join(lines)
+
+
+INTERLEAVING_COLUMNS: Final[tuple[tuple[str, int, Callable[[Mapping[str, Any]], str]], ...]] = (
+    ("impr", 7, lambda s: str(s["impressions"])),
+    ("wins", 6, lambda s: str(s["wins"])),
+    ("losses", 6, lambda s: str(s["losses"])),
+    ("ties", 7, lambda s: str(s["ties"])),
+    ("pref", 7, lambda s: format_value(s["preference"], "+.3f")),
+    ("interval", 17, lambda s: format_interval(s["ci"])),
+)
+
+
+def format_interval(ci: Sequence[float] | None) -> str:
+    return "-" if ci is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
+
+
+def format_interleaving(
+    sections: Mapping[str, Mapping[str, Any]], names: Mapping[str, str], width: int
+) -> list[str]:
+    """The interleaving table: a row per surface that served interleaved lists, then one per
+    activity bucket of its users; empty when none did."""
+    shown = {
+        name: s["interleaving"] for name, s in sections.items() if s["interleaving"]["impressions"]
+    }
+    if not shown:
+        return []
+    first = next(iter(shown.values()))
+    header = f"{'surface':<{width}} " + " ".join(f"{t:>{w}}" for t, w, _ in INTERLEAVING_COLUMNS)
+    lines = [
+        "",
+        f"interleaving (team draft; engagement credited by request_id, else within "
+        f"{first['window_s']:g} s; {first['confidence']:.0%} confidence sequence, valid at "
+        "every look):",
+        "",
+        header + "  verdict",
+        "-" * (len(header) + 9),
+    ]
+    for name, section in shown.items():
+        rows = [(names[name], section)]
+        rows.extend((f"  {bucket} events", cut) for bucket, cut in section["by_activity"].items())
+        for label, row in rows:
+            cells = " ".join(f"{cell(row):>{w}}" for _, w, cell in INTERLEAVING_COLUMNS)
+            lines.append(f"{label:<{width}} {cells}  {row['verdict']}")
+    lines.append(
+        "pref: (wins - losses) / (wins + losses), positive when real time is preferred; a win: "
+        "more of the engaged items came from the real-time list."
+    )
+    return lines

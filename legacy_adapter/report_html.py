@@ -13,11 +13,19 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from legacy_adapter.interleaving import PREFER_LEGACY, PREFER_REALTIME
 from legacy_adapter.metrics import (
     INVESTIGATE,
     READY,
 )
-from legacy_adapter.report import COLUMNS, LEGEND, format_time, format_value, nice_ceiling
+from legacy_adapter.report import (
+    COLUMNS,
+    INTERLEAVING_COLUMNS,
+    LEGEND,
+    format_time,
+    format_value,
+    nice_ceiling,
+)
 
 # --- HTML --------------------------------------------------------------------------------
 
@@ -45,7 +53,12 @@ svg text { font-size: 11px; fill: #333; }
 
 
 def _badge(outcome: str) -> str:
-    css = {READY: "ready", INVESTIGATE: "investigate"}.get(outcome, "nodata")
+    css = {
+        READY: "ready",
+        PREFER_REALTIME: "ready",
+        INVESTIGATE: "investigate",
+        PREFER_LEGACY: "investigate",
+    }.get(outcome, "nodata")
     return f'<span class="verdict {css}">{_E(outcome)}</span>'
 
 
@@ -406,6 +419,29 @@ def _details(section: Mapping[str, Any]) -> str:
     return f"<table>{body}</table>"
 
 
+def _interleaving(section: Mapping[str, Any]) -> list[str]:
+    """The surface's interleaving results: a row overall and one per activity bucket."""
+    found = section["interleaving"]
+    if not found["impressions"]:
+        return []
+    rows = [_row(["users", *(_E(t) for t, _, _ in INTERLEAVING_COLUMNS), "verdict"], "th")]
+    cuts = [("all", found)] + [
+        (f"{bucket} events", cut) for bucket, cut in found["by_activity"].items()
+    ]
+    for label, cut in cuts:
+        cells = (_E(cell(cut)) for _, _, cell in INTERLEAVING_COLUMNS)
+        rows.append(_row([_E(label), *cells, _badge(cut["verdict"])]))
+    return [
+        f"<h3>Interleaving {_badge(found['verdict'])}</h3>",
+        f'<p class="note">Team-draft interleaving of the real-time and the legacy list. '
+        f"Engagement is credited by request_id, else within {found['window_s']:g} s of the "
+        f"decision; pref = (wins &#8722; losses) / (wins + losses), positive when real time "
+        f"is preferred; the interval is a {found['confidence']:.0%} confidence sequence, "
+        "valid however often the report is read.</p>",
+        f"<table>{''.join(rows)}</table>",
+    ]
+
+
 def render_html(report: Mapping[str, Any], *, title: str = "Matchlight shadow report") -> str:
     """The report as one self-contained HTML page (inline CSS and SVG, no scripts, no URLs).
 
@@ -452,6 +488,7 @@ def render_html(report: Mapping[str, Any], *, title: str = "Matchlight shadow re
                 *(f"<li>{_E(reason)}</li>" for reason in section["reasons"]),
                 "</ul>",
                 _details(section),
+                *_interleaving(section),
                 '<div class="charts">',
                 *charts(section, report["thresholds"]),
                 "</div>",

@@ -1,4 +1,4 @@
-"""The per-surface migration router: legacy feed → shadow → canary → live.
+"""The per-surface migration router: legacy feed → shadow → canary or interleave → live.
 
 Each product surface moves on its own, by mode:
 
@@ -9,10 +9,17 @@ Each product surface moves on its own, by mode:
 - ``canary``: a sticky share of users (``percent``; a stable hash of user and
   surface, so raising the percent keeps everyone already moved) gets the
   real-time answer; the others get the feed.
+- ``interleave``: the same sticky share of users gets one list merged from
+  the feed's and the real-time answer by team-draft interleaving
+  (:mod:`legacy_adapter.interleaving`; ``source: "interleaved"``), and an
+  ``interleaving`` record keeps which list contributed each position, so
+  ``matchlight shadow-report`` can credit engagement to either list. A user
+  absent from the feed gets the real-time answer alone (not an impression).
 - ``live``: everyone gets the real-time answer; with ``reverse_shadow`` the
   feed is still read and compared.
 
-When the real-time path fails or misses its deadline in ``canary`` or ``live``,
+When the real-time path fails or misses its deadline in ``canary``,
+``interleave`` or ``live``,
 the feed's list is served instead (``source: "fallback"``) and why is
 recorded. Surfaces never configured are in :data:`DEFAULT_MODE`.
 
@@ -29,8 +36,9 @@ applied by one process at startup is not applied again by the others), and
 each request looks whether the file was replaced (one ``stat``), so a change
 made in any process applies to the next request in every process.
 
-Every shadowed or reverse-shadowed request leaves a comparison record, and
-every request on a surface out of ``legacy`` a served record, in a
+Every shadowed, reverse-shadowed or interleaved request leaves a comparison
+record, every interleaved one an interleaving record, and every request on a
+surface out of ``legacy`` a served record, in a
 :class:`~ranker.DecisionLog` at ``DATA/comparisons``: what ``matchlight
 shadow-report`` reads. The A/A noise floor compares a real-time answer with the
 same user's previous real-time answer on that surface (within
@@ -56,7 +64,14 @@ from opentelemetry import trace
 from actors import RateLimitedLog
 from legacy_adapter.errors import MigrationError, RealtimeUnavailable
 from legacy_adapter.feed import FeedStore
-from legacy_adapter.migration import Migration, MigrationFile, canary_bucket, check_migration
+from legacy_adapter.interleaving import team_draft
+from legacy_adapter.migration import (
+    SHARED_MODES,
+    Migration,
+    MigrationFile,
+    canary_bucket,
+    check_migration,
+)
 from legacy_adapter.sources import FeedEntry
 from ranker import DecisionLog, RankerActor, RecommendRequest, RequestError
 
@@ -98,7 +113,12 @@ class Router:
         self._nursery: trio.Nursery | None = None
         self._shadow_slots = trio.Semaphore(MAX_SHADOWS)
         self._aa: OrderedDict[tuple[str, str], tuple[list[str], float, float]] = OrderedDict()
-        self._served: dict[str, int] = {"realtime": 0, "legacy": 0, "fallback": 0}
+        self._served: dict[str, int] = {
+            "realtime": 0,
+            "legacy": 0,
+            "fallback": 0,
+            "interleaved": 0,
+        }
         #: Records waiting for the writer (see _flush_forever).
         self._pending: list[dict[str, Any]] = []
         #: How old a user's previous real-time answer may be to count for the A/A noise floor.
@@ -193,13 +213,16 @@ class Router:
         if entry is not None and not entry.items:
             entry = None  # an empty batch list is no answer: the real-time path serves
         on_feed = state.mode == "legacy" or (
-            state.mode == "canary" and canary_bucket(request.user, request.surface) >= state.percent
+            state.mode in SHARED_MODES
+            and canary_bucket(request.user, request.surface) >= state.percent
         )
         if on_feed:
             return await self._serve_feed(request, entry, state, started)
         if state.mode == "shadow":
             return await self._serve_shadowed(request, entry, state, started)
-        # canary (this user is in it) or live
+        if state.mode == "interleave" and entry is not None:  # this user is in the experiment
+            return await self._serve_interleaved(request, entry, state, started)
+        # canary (this user is in it), live, or interleave for a user absent from the feed
         return await self._serve_realtime(request, entry, state, started)
 
     async def _serve_feed(
@@ -243,15 +266,7 @@ class Router:
         """``canary`` (this user is in it) or ``live``: real time first, the feed if it fails."""
         answer, why = await self._realtime_within(request, state)
         if answer is None:
-            self._fallbacks += 1
-            if entry is None:
-                raise RealtimeUnavailable(
-                    f"the real-time path failed ({why}) and the feed has no list for this user"
-                )
-            fallback = self._legacy_answer(request, entry, state, source="fallback")
-            fallback["fallback_reason"] = why
-            self._served_record(request, state, fallback, why, started)
-            return fallback
+            return self._fallback(request, entry, state, why, started)
         if (
             state.mode == "live"
             and state.reverse_shadow
@@ -267,18 +282,84 @@ class Router:
         self._served_record(request, state, answer, None, started)
         return answer
 
-    async def _realtime(self, request: RecommendRequest) -> dict[str, Any]:
+    async def _serve_interleaved(
+        self, request: RecommendRequest, entry: FeedEntry, state: Migration, started: float
+    ) -> dict[str, Any]:
+        """``interleave`` (this user is in it): the feed's and the real-time list merged by team
+        draft, each item with its own list's score; the feed's list if real time fails."""
+        answer, why = await self._realtime_within(request, state, source="interleaved")
+        if answer is None:
+            return self._fallback(request, entry, state, why, started)
+        realtime_ms = round((time.perf_counter() - started) * 1000, 3)
+        legacy = self._legacy_answer(request, entry, state, count=False)
+        by_team = {
+            "realtime": {item["id"]: item for item in answer["items"]},
+            "legacy": {item["id"]: item for item in legacy["items"]},
+        }
+        ranked = {team: list(items) for team, items in by_team.items()}
+        # Seeded by the request id: the coin flips of a decision can be drawn again.
+        rng = random.Random(answer["request_id"])
+        k = request.k or self.ranker.surfaces.get(request.surface).k
+        items, teams = team_draft(ranked["realtime"], ranked["legacy"], k, rng)
+        answer["items"] = [by_team[team][item] for item, team in zip(items, teams, strict=True)]
+        answer["source"] = "interleaved"
+        realtime = {"items": ranked["realtime"], "latency_ms": realtime_ms, "error": None}
+        self._record_comparison(
+            request, answer["request_id"], _feed_path(entry), realtime, "interleave"
+        )
+        self._log(
+            {
+                "kind": "interleaving",
+                "ts": time.time(),
+                "surface": request.surface,
+                "user": request.user,
+                "request_id": answer["request_id"],
+                "items": items,
+                "teams": teams,
+            }
+        )
+        self._served_record(request, state, answer, None, started)
+        return answer
+
+    def _fallback(
+        self,
+        request: RecommendRequest,
+        entry: FeedEntry | None,
+        state: Migration,
+        why: str,
+        started: float,
+    ) -> dict[str, Any]:
+        """The feed's list because the real-time path failed (``why``).
+
+        Raises:
+            RealtimeUnavailable: the feed has no list for this user either.
+        """
+        self._fallbacks += 1
+        if entry is None:
+            raise RealtimeUnavailable(
+                f"the real-time path failed ({why}) and the feed has no list for this user"
+            )
+        fallback = self._legacy_answer(request, entry, state, source="fallback")
+        fallback["fallback_reason"] = why
+        self._served_record(request, state, fallback, why, started)
+        return fallback
+
+    async def _realtime(
+        self, request: RecommendRequest, source: str = "realtime"
+    ) -> dict[str, Any]:
+        """The real-time answer, counted as served from ``source``."""
         result = await self.ranker.recommend(request)
-        self._served["realtime"] += 1
+        self._served[source] += 1
         return result.view()
 
     async def _realtime_within(
-        self, request: RecommendRequest, state: Migration
+        self, request: RecommendRequest, state: Migration, source: str = "realtime"
     ) -> tuple[dict[str, Any] | None, str]:
-        """The real-time answer, or ``None`` and why (an error or the deadline)."""
+        """The real-time answer (counted as served from ``source``), or ``None`` and why (an
+        error or the deadline)."""
         try:
             with trio.move_on_after(state.deadline_ms / 1000.0) as scope:
-                return await self._realtime(request), ""
+                return await self._realtime(request, source), ""
         except RequestError:
             raise  # the request is wrong: the feed would not make it right
         except Exception as exc:
@@ -293,13 +374,17 @@ class Router:
         entry: FeedEntry,
         state: Migration,
         source: str = "legacy",
+        *,
+        count: bool = True,
     ) -> dict[str, Any]:
+        """The feed's top k as an answer (``count``: count it as served from ``source``)."""
         k = request.k or self.ranker.surfaces.get(request.surface).k
         items = []
         for rank, item_id in enumerate(entry.items[:k]):
             score = entry.scores[rank] if entry.scores is not None else 1.0 / (rank + 1)
             items.append({"id": item_id, "score": round(float(score), 6)})
-        self._served[source] += 1
+        if count:
+            self._served[source] += 1
         return {
             "items": items,
             "source": source,

@@ -1,6 +1,9 @@
-"""``matchlight evaluate``: off-policy estimates, checked on real logged bandit data.
+"""``matchlight evaluate``: off-policy estimates checked on real logged bandit data, and the
+interleaving study.
 
     matchlight evaluate --open-bandit [--confidence 0.95] [--cache-dir DIR] [--json FILE]
+    matchlight evaluate --interleaving [--runs N] [--budget N] [--null-runs N]
+                        [--null-budget N] [--confidence 0.95] [--seed N] [--json FILE]
 
 Estimates each policy of the Open Bandit sample (a uniform-random and a Bernoulli
 Thompson sampling policy, 10,000 logged rounds each, from the ``obp`` 0.4.1 wheel,
@@ -9,6 +12,12 @@ self-normalised IPS and doubly robust estimators (:mod:`matchlight.evaluation.of
 and prints each estimate with its confidence interval, effective sample size and error
 against the policy's on-policy click rate. Estimating a candidate surface config from
 Matchlight's own decision log is not built yet.
+
+``--interleaving`` runs :mod:`matchlight.evaluation.interleaving_study`: on the
+synthetic marketplace with simulated users whose preference between two
+rankers is known, how many requests interleaving and a 50/50 A/B split need
+for a verdict under the same sequential test, whether the verdicts are right,
+and how often "no difference" gives one anyway (the false-positive rate).
 """
 
 from __future__ import annotations
@@ -17,7 +26,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
+from matchlight.cli.argtypes import positive_int
 from matchlight.cli.command import Subparsers, add_command, fail
 
 
@@ -26,27 +37,62 @@ def register(sub: Subparsers) -> None:
     parser = add_command(
         sub,
         "evaluate",
-        help="off-policy estimates (IPS, SNIPS, DR), checked on the Open Bandit sample",
+        help="off-policy estimates checked on the Open Bandit sample; the interleaving study",
         description="With --open-bandit: estimate each policy of the Open Bandit sample "
         "(uniform random and Bernoulli Thompson sampling, 10,000 logged rounds each, from the "
         "obp 0.4.1 wheel) from the other policy's log by IPS, self-normalised IPS and doubly "
         "robust estimation, each with a confidence interval and effective sample size, and "
         "print the error against the policy's own click rate. Estimates the log cannot "
-        "support are refused with the reason.",
+        "support are refused with the reason. With --interleaving: on the synthetic "
+        "marketplace with simulated users whose preference between two rankers is known, "
+        "measure the requests team-draft interleaving and a 50/50 A/B split need for a "
+        "verdict of the same sequential test, and the false-positive rate under no difference.",
     )
-    parser.add_argument(
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument(
         "--open-bandit",
         action="store_true",
-        required=True,
         help="run the check on the Open Bandit sample (fetched with 'pip download' if missing)",
+    )
+    mode.add_argument(
+        "--interleaving",
+        action="store_true",
+        help="run the interleaving study (a few minutes; progress on stderr)",
     )
     parser.add_argument(
         "--confidence",
         type=_confidence,
         default=0.95,
         metavar="LEVEL",
-        help="the confidence intervals' level, between 0 and 1",
+        help="the confidence intervals' level, between 0 and 1 (the sequential test's is 1 - "
+        "the false-positive rate it allows)",
     )
+    study = parser.add_argument_group("the interleaving study")
+    study.add_argument(
+        "--runs", type=positive_int, default=100, metavar="N", help="runs per scenario (100)"
+    )
+    study.add_argument(
+        "--budget",
+        type=positive_int,
+        default=300_000,
+        metavar="N",
+        help="requests a run may serve before it counts as undecided (300,000)",
+    )
+    study.add_argument(
+        "--null-runs",
+        type=positive_int,
+        default=300,
+        metavar="N",
+        help="runs of the no-difference scenario, for its false-positive rate (300)",
+    )
+    study.add_argument(
+        "--null-budget",
+        type=positive_int,
+        default=20_000,
+        metavar="N",
+        help="requests per no-difference run, the test checked after each (20,000)",
+    )
+    study.add_argument("--seed", type=int, default=1, help="the simulation's seed (1)")
     parser.add_argument(
         "--cache-dir",
         type=Path,
@@ -71,6 +117,12 @@ def _confidence(text: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.interleaving:
+        return _interleaving(args)
+    return _open_bandit(args)
+
+
+def _open_bandit(args: argparse.Namespace) -> int:
     from matchlight.evaluation.datasets import DatasetError
     from matchlight.evaluation.open_bandit import cross_checks, fetch, load_logs
 
@@ -98,3 +150,60 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps([c.view() for c in checks], indent=2))
     return 0
+
+
+def _interleaving(args: argparse.Namespace) -> int:
+    from matchlight.evaluation.interleaving_study import SCENARIOS, K, study
+
+    alpha = 1.0 - args.confidence
+    results = []
+    for scenario in SCENARIOS:
+        null = scenario == "no difference"
+        runs, budget = (args.null_runs, args.null_budget) if null else (args.runs, args.budget)
+
+        def progress(done: int, scenario: str = scenario, runs: int = runs) -> None:
+            if done % 10 == 0 or done == runs:
+                print(f"  {scenario}: {done}/{runs} runs", file=sys.stderr)
+
+        results.append(
+            study(
+                scenario, runs=runs, budget=budget, alpha=alpha, seed=args.seed, progress=progress
+            )
+        )
+    print(
+        f"Interleaving against a 50/50 A/B split on the synthetic marketplace (k = {K}; "
+        f"the same sequential test at {args.confidence:.0%}, checked after every request):"
+    )
+    header = (
+        f"  {'scenario':<34} {'hires/request rt | lg':>22} {'method':<13} "
+        f"{'right':>6} {'wrong':>6} {'none':>5} {'median':>8} {'p90':>8}"
+    )
+    print(header)
+    for result in results:
+        rates = f"{result.hire_rates['realtime']:.4f} | {result.hire_rates['legacy']:.4f}"
+        for n, method in enumerate((result.interleaving, result.ab)):
+            first = f"{result.scenario:<34} {rates:>22}" if n == 0 else " " * 57
+            print(
+                f"  {first} {method.method:<13} {method.right:>6} {method.wrong:>6} "
+                f"{method.undecided:>5} {_count(method.median_requests):>8} "
+                f"{_count(method.p90_requests):>8}"
+            )
+    for result in results:
+        a, b = result.interleaving.median_requests, result.ab.median_requests
+        if result.truth is not None and a and b:
+            print(f"  {result.scenario}: A/B needed {b / a:.1f}x the requests (medians)")
+        if result.truth is None:
+            for method in (result.interleaving, result.ab):
+                rate = method.wrong / method.runs
+                print(
+                    f"  no difference, {method.method}: a verdict in {method.wrong} of "
+                    f"{method.runs} runs ({rate:.1%}; allowed {alpha:.0%}) within "
+                    f"{result.budget:,} requests each"
+                )
+    if args.json:
+        Path(args.json).write_text(json.dumps([r.view() for r in results], indent=2))
+    return 0
+
+
+def _count(value: Any) -> str:
+    return "-" if value is None else f"{value:,.0f}"

@@ -2,14 +2,17 @@
 
     matchlight shadow-report --data DIR [--surface S] [--since T] [--k N]
                              [--html FILE] [--json FILE] [--max-error-rate R ...]
+                             [--window S] [--engagement TYPES] [--confidence C]
 
 Reads the comparison records the migration router writes to ``DIR/comparisons``
 (also while a server runs on ``DIR``: LMDB readers do not block its writer),
 prints a table per surface (overlap@k, Jaccard@k, RBO, Kendall's tau, latency
 of both paths, error and fallback rates, the A/A noise floor and a verdict), and
 optionally writes the same report as JSON and as a self-contained HTML page
-with charts. Exit 0 on success, 1 when there is nothing to report or a file
-cannot be written or read.
+with charts. Surfaces in ``interleave`` mode also get their interleaving
+results: engagement is read from the event log (``DIR/events``, read-only)
+for the users who were served interleaved lists. Exit 0 on success, 1 when
+there is nothing to report or a file cannot be written or read.
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import lmdb
 
+from legacy_adapter.interleaving import DEFAULT_WINDOW_S, NOT_ENGAGEMENT, Interaction
 from legacy_adapter.metrics import DEFAULT_THRESHOLDS, Thresholds
 from legacy_adapter.report import build_report, format_table
 from legacy_adapter.report_html import render_html
@@ -97,6 +101,7 @@ def register(sub: Subparsers) -> None:
     report.add_argument("--html", metavar="FILE", help="also write an HTML report with charts")
     report.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     _threshold_arguments(report)
+    _interleaving_arguments(report)
     report.set_defaults(func=run)
 
 
@@ -147,6 +152,83 @@ def _threshold_arguments(report: argparse.ArgumentParser) -> None:
     )
 
 
+def _interleaving_arguments(report: argparse.ArgumentParser) -> None:
+    """How interleaving impressions are credited and judged (:mod:`legacy_adapter.interleaving`)."""
+    report.add_argument(
+        "--window",
+        type=non_negative_float,
+        default=DEFAULT_WINDOW_S,
+        metavar="S",
+        help="an interaction that names no request_id is credited to the user's latest "
+        "interleaved list holding the item, served at most S seconds before it "
+        f"(default {DEFAULT_WINDOW_S:g})",
+    )
+    report.add_argument(
+        "--engagement",
+        type=_types,
+        metavar="TYPES",
+        help="comma-separated event types that count as engagement (default: every type but "
+        f"{', '.join(sorted(NOT_ENGAGEMENT))})",
+    )
+    report.add_argument(
+        "--confidence",
+        type=_confidence,
+        default=0.95,
+        metavar="C",
+        help="level of the preference's confidence sequence, valid however often the report "
+        "is read (default 0.95)",
+    )
+
+
+def _types(text: str) -> frozenset[str]:
+    types = frozenset(part.strip() for part in text.split(",") if part.strip())
+    if not types:
+        raise argparse.ArgumentTypeError("expected event types separated by commas")
+    return types
+
+
+def _confidence(text: str) -> float:
+    value = fraction(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {text}")
+    return value
+
+
+def _histories(data: Path) -> Callable[[set[str]], dict[str, list[Interaction]]] | None:
+    """Reads each user's interactions from ``data/events`` (read-only); None without a log."""
+    path = data / "events"
+    if not (path / "data.mdb").is_file():
+        return None
+
+    def histories(users: set[str]) -> dict[str, list[Interaction]]:
+        from actors import USER, InteractionRecorded, LmdbEventStore
+
+        found: dict[str, list[Interaction]] = {}
+        with LmdbEventStore(path, readonly=True) as store:
+            for user in users:
+                interactions = [
+                    Interaction(
+                        user=event.user,
+                        item=event.item,
+                        type=event.type,
+                        ts=event.ts,
+                        request_id=_request_id(event.props),
+                    )
+                    for _, event in store.read_stream(USER, user)
+                    if isinstance(event, InteractionRecorded)
+                ]
+                interactions.sort(key=lambda interaction: interaction.ts)
+                found[user] = interactions
+        return found
+
+    return histories
+
+
+def _request_id(props: Any) -> str | None:
+    value = props.get("request_id") if isinstance(props, dict) else None
+    return value if isinstance(value, str) else None
+
+
 def _fail(message: str) -> int:
     return fail("shadow-report", message)
 
@@ -169,6 +251,7 @@ def _write(path: str, text: str) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the report described by ``args``; return the exit code (0 done, 1 nothing or failed)."""
     # Imported here: the ranker package loads LightFM, which only this command needs.
+    from actors import StoreError
     from ranker import DecisionLog, RankerError
 
     path = Path(args.data) / COMPARISONS
@@ -197,8 +280,12 @@ def run(args: argparse.Namespace) -> int:
             surface=args.surface,
             since=args.since,
             thresholds=thresholds,
+            histories=_histories(Path(args.data)),
+            window_s=args.window,
+            engagement_types=args.engagement,
+            confidence=args.confidence,
         )
-    except lmdb.Error as exc:  # e.g. the server grew the map while we read: try again
+    except (lmdb.Error, StoreError) as exc:  # e.g. the server grew the map while we read: try again
         return _fail(f"cannot read {path}: {exc}")
     finally:
         log.close()

@@ -88,7 +88,10 @@ class Marketplace:
 
 
 @attrs.frozen
-class _Pro:
+class Pro:
+    """A pro as the generator knows it: ``style`` and ``quality`` are hidden from the records
+    (only co-occurrence and choice frequency reveal them)."""
+
     id: str
     category: str
     city: str
@@ -131,7 +134,7 @@ def generate(config: MarketplaceConfig | None = None) -> Marketplace:
     timeline = _Timeline()
     for pro in pros:
         timeline.add_item(pro.joined, _pro_item(pro, rng))
-    by_need: dict[tuple[str, str], list[_Pro]] = {}
+    by_need: dict[tuple[str, str], list[Pro]] = {}
     for pro in pros:
         by_need.setdefault((pro.category, pro.city), []).append(pro)
     for c in range(config.consumers):
@@ -140,14 +143,20 @@ def generate(config: MarketplaceConfig | None = None) -> Marketplace:
     return Marketplace(records=timeline.in_time_order(), config=config)
 
 
-def _pros(config: MarketplaceConfig, rng: random.Random) -> list[_Pro]:
+def pros_of(config: MarketplaceConfig | None = None) -> list[Pro]:
+    """The pros of the marketplace ``config`` makes (the first stage of :func:`generate`)."""
+    config = config or MarketplaceConfig()
+    return _pros(config, random.Random(config.seed))
+
+
+def _pros(config: MarketplaceConfig, rng: random.Random) -> list[Pro]:
     """The pros: a category, a city, a style, a Zipf-like quality; a fifth join later."""
     end = config.start_ts + config.days * DAY
     pros = []
     for n in range(config.pros):
         joins_later = rng.random() < 0.2
         pros.append(
-            _Pro(
+            Pro(
                 id=f"pro-{n}",
                 category=rng.choice(CATEGORIES),
                 city=rng.choice(CITIES),
@@ -159,7 +168,7 @@ def _pros(config: MarketplaceConfig, rng: random.Random) -> list[_Pro]:
     return pros
 
 
-def _pro_item(pro: _Pro, rng: random.Random) -> dict[str, Any]:
+def _pro_item(pro: Pro, rng: random.Random) -> dict[str, Any]:
     """A pro's item upsert: its terms, a rate, and a location near its city."""
     lat, lon = CITY_COORDS[pro.city]
     return {
@@ -178,7 +187,7 @@ def _consumer_events(
     config: MarketplaceConfig,
     rng: random.Random,
     user: str,
-    by_need: dict[tuple[str, str], list[_Pro]],
+    by_need: dict[tuple[str, str], list[Pro]],
     timeline: _Timeline,
 ) -> None:
     """One consumer's events: sessions about one need at a time, mostly in their own city,
@@ -216,7 +225,7 @@ def _consumer_events(
         timeline.add_event(t, _event_type(rng, good=pro.style == style), user, pro.id)
 
 
-def _jobs(config: MarketplaceConfig, pros: list[_Pro], timeline: _Timeline) -> None:
+def _jobs(config: MarketplaceConfig, pros: list[Pro], timeline: _Timeline) -> None:
     """Jobs posted over the period, and the pros who answer them.
 
     A pro takes jobs of its own category and of one other it also does; it
@@ -227,7 +236,7 @@ def _jobs(config: MarketplaceConfig, pros: list[_Pro], timeline: _Timeline) -> N
     """
     rng = random.Random(config.seed * 7919 + 1)
     also = {pro.id: rng.choice(CATEGORIES) for pro in pros}
-    by_city: dict[str, list[_Pro]] = {}
+    by_city: dict[str, list[Pro]] = {}
     for pro in pros:
         by_city.setdefault(pro.city, []).append(pro)
     end = config.start_ts + config.days * DAY

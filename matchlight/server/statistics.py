@@ -94,6 +94,7 @@ SECTIONS: Final = (
             "served_realtime": _served("realtime"),
             "served_legacy": _served("legacy"),
             "served_fallback": _served("fallback"),
+            "served_interleaved": _served("interleaved"),
             **same("shadows", "shadows_skipped", "comparisons_kept", "comparisons_lost"),
         },
     ),

@@ -545,3 +545,81 @@ def test_the_table_escapes_control_characters_and_items_may_be_maps() -> None:
     table = format_table(report)
     assert "\x1b" not in table
     assert "evil\\x1b[2J" in table
+
+
+# --- interleaving --------------------------------------------------------------------------
+
+
+def test_shadow_report_credits_interleaved_lists_from_the_event_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Users click the real-time team's items two times in three (named by request_id, or
+    not): the report reads those clicks from DIR/events and finds real time preferred."""
+    from actors import InteractionRecorded, LmdbEventStore
+
+    directory = tmp_path / "data"
+    rng = random.Random(4)
+    records: list[dict[str, Any]] = []
+    events: list[InteractionRecorded] = []
+    for n in range(300):
+        user, ts, request_id = f"u{n % 40}", 1_000.0 + 100.0 * n, f"req-{n}"
+        items = [f"r{n}", f"l{n}", f"r{n}b", f"l{n}b"]
+        teams = ["realtime", "legacy", "realtime", "legacy"]
+        records.append(
+            {
+                "kind": "interleaving",
+                "ts": ts,
+                "surface": "home",
+                "user": user,
+                "request_id": request_id,
+                "items": items,
+                "teams": teams,
+            }
+        )
+        if n % 5 == 4:
+            continue  # no click: a tie
+        item = items[0] if rng.random() < 2 / 3 else items[1]
+        props = {"request_id": request_id} if n % 2 else {}
+        events.append(
+            InteractionRecorded(
+                id=f"e{n}", type="click", user=user, item=item, ts=ts + 30.0, props=props
+            )
+        )
+        events.append(  # a view of the other team's item is no engagement
+            InteractionRecorded(id=f"v{n}", type="view", user=user, item=items[3], ts=ts + 1.0)
+        )
+    records.append({"kind": "interleaving", "ts": 5.0, "surface": "home", "items": ["x"]})
+    with DecisionLog(directory / "comparisons") as log:
+        log.write(records)
+    with LmdbEventStore(directory / "events") as store:
+        store.append(events)
+
+    out_json, out_html = tmp_path / "r.json", tmp_path / "r.html"
+    assert run("--data", str(directory), "--json", str(out_json), "--html", str(out_html)) == 0
+    printed = capsys.readouterr().out
+    found = json.loads(out_json.read_text())["surfaces"]["home"]["interleaving"]
+    clicked = [e for e in events if e.type == "click"]
+    wins = sum(1 for e in clicked if e.item.startswith("r"))
+    assert (found["impressions"], found["wins"], found["losses"], found["ties"]) == (
+        300,
+        wins,
+        len(clicked) - wins,
+        60,
+    )
+    assert found["malformed_records"] == 1
+    assert found["preference"] == pytest.approx((2 * wins - len(clicked)) / len(clicked))
+    assert found["verdict"] == "real time preferred"
+    assert found["ci"][0] > 0
+    assert sum(cut["impressions"] for cut in found["by_activity"].values()) == 300
+    assert "interleaving (team draft" in printed
+    assert "real time preferred" in printed
+    page = out_html.read_text(encoding="utf-8")
+    assert "Interleaving" in page
+    assert "&lt;10 events" in page
+    check_html(page, 1)
+
+    # Counting views as the engagement turns it around: only legacy items were viewed.
+    assert run("--data", str(directory), "--engagement", "view", "--json", str(out_json)) == 0
+    views = json.loads(out_json.read_text())["surfaces"]["home"]["interleaving"]
+    assert views["verdict"] == "legacy preferred"
+    assert views["wins"] == 0

@@ -25,7 +25,7 @@ from legacy_adapter import (
     open_router,
     read_migration_state,
 )
-from ranker import Recommendation, RecommendRequest, RequestError, Surfaces
+from ranker import DecisionLog, Recommendation, RecommendRequest, RequestError, Surfaces
 
 
 class FakeFeed:
@@ -155,7 +155,8 @@ def surfaces(home: dict[str, Any]) -> str:
     [
         (
             surfaces({"mode": "banana", "percent": 500}),
-            "surfaces.home.mode: expected one of legacy, shadow, canary, live, got 'banana'",
+            "surfaces.home.mode: expected one of legacy, shadow, canary, interleave, live, "
+            "got 'banana'",
         ),
         (surfaces({"mode": "canary", "percent": 500}), "surfaces.home.percent: must lie in"),
         (surfaces({"mode": "canary"}), "surfaces.home.percent: canary needs"),
@@ -236,3 +237,50 @@ async def test_live_falls_back_to_the_feed_on_errors_and_deadlines(tmp_path: Pat
         with pytest.raises(RequestError):  # a bad request is not a real-time failure
             await r.recommend(req())
         assert r.statistics().fallbacks == 3
+
+
+async def test_interleave_merges_both_lists_for_the_share_in_it_and_records_the_teams(
+    tmp_path: Path,
+) -> None:
+    users = {f"u{n}" for n in range(40)}
+    log = DecisionLog(tmp_path / "comparisons")
+    async with open_router(
+        FakeRanker(),  # type: ignore[arg-type]
+        FakeFeed(users),  # type: ignore[arg-type]
+        data_dir=tmp_path,
+        comparisons=log,
+    ) as r:
+        with pytest.raises(MigrationError, match="interleave needs the share"):
+            r.set_migration("home", {"mode": "interleave"})
+        r.set_migration("home", {"mode": "interleave", "percent": 50})
+        answers = {user: await r.recommend(req(user)) for user in sorted(users)}
+        absent = await r.recommend(req("nobody"))
+        await r.flush()
+    inside = {user for user in users if canary_bucket(user, "home") < 50}
+    assert 0 < len(inside) < len(users)
+    for user, answer in answers.items():
+        ids = [item["id"] for item in answer["items"]]
+        if user in inside:
+            assert answer["source"] == "interleaved"
+            # one pick each from r1, r2 and f1, f2 (k = 2): a real-time and a legacy item
+            assert len(ids) == 2
+            assert {ids[0][0], ids[1][0]} == {"r", "f"}
+        else:
+            assert (answer["source"], ids) == ("legacy", ["f1", "f2"])
+    assert absent["source"] == "realtime"  # not in the feed: real time alone, no impression
+    records = [rec for rec in log.read() if rec["kind"] == "interleaving"]
+    log.close()
+    assert {rec["user"] for rec in records} == inside
+    for rec in records:
+        assert rec["items"] == [i["id"] for i in answers[rec["user"]]["items"]]
+        assert rec["teams"] == ["realtime" if i[0] == "r" else "legacy" for i in rec["items"]]
+        assert rec["request_id"] == answers[rec["user"]]["request_id"]
+    assert r.statistics().served["interleaved"] == len(inside)
+
+
+async def test_interleave_falls_back_to_the_feed_when_real_time_fails(tmp_path: Path) -> None:
+    async with running_router(tmp_path, FakeRanker(fail=RuntimeError("boom"))) as r:
+        r.set_migration("home", {"mode": "interleave", "percent": 100})
+        answer = await r.recommend(req())
+        assert answer["source"] == "fallback"
+        assert "boom" in answer["fallback_reason"]

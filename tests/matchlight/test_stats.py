@@ -50,7 +50,7 @@ RANKER = RankerStatistics(
     decisions_lost=36,
 )
 ROUTER = RouterStatistics(
-    served={"realtime": 41, "legacy": 42, "fallback": 43},
+    served={"realtime": 41, "legacy": 42, "fallback": 43, "interleaved": 48},
     fallbacks=0,
     shadows=44,
     shadows_skipped=45,
@@ -105,6 +105,7 @@ MIGRATION = {
     "served_realtime": 41,
     "served_legacy": 42,
     "served_fallback": 43,
+    "served_interleaved": 48,
     "shadows": 44,
     "shadows_skipped": 45,
     "comparisons_kept": 46,
