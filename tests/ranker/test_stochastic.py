@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ranker.policy import MAX_STOCHASTIC_POOL, Stochastic
+from index import Index
+from ranker import pipeline
+from ranker.pipeline import Candidates, RecommendRequest
+from ranker.policy import MAX_STOCHASTIC_POOL, Diversity, Exploration, Stochastic, Surface
 from ranker.stochastic import (
     LOG_WEIGHT_FLOOR,
     conditionals,
@@ -20,6 +24,7 @@ from ranker.stochastic import (
     position_marginals,
     serve,
 )
+from tests.ranker.stage_inputs import build_index, docs_of
 
 
 def enumerated(log_w: np.ndarray, slots: int) -> tuple[np.ndarray, dict[tuple[int, ...], float]]:
@@ -183,3 +188,47 @@ def test_equal_scores_draw_uniformly_and_far_behind_ones_keep_a_floor() -> None:
 def test_a_pool_larger_than_the_bound_is_refused() -> None:
     with pytest.raises(ValueError, match="at most 14 items"):
         marginals(np.zeros(MAX_STOCHASTIC_POOL + 1), 3)
+
+
+# -- in the pipeline: the probabilities a replay finds are the ones logged --------------
+
+
+def world(n: int = 16) -> tuple[Index, Candidates]:
+    """``n`` candidates in 4 categories, scored in descending id order with ties broken."""
+    index = build_index([(f"i{d}", None, {"category": [f"c{d % 4}"]}) for d in range(n)])
+    score = np.linspace(2.0, -1.0, n) + np.random.default_rng(3).normal(0.0, 0.1, n)
+    return index, Candidates(docs=docs_of(*range(n)), matched=n, score=score)
+
+
+def surface(**settings: Any) -> Surface:
+    return Surface(name="feed", diversity=Diversity(field="category", max_per_value=2), **settings)
+
+
+def test_a_replay_of_the_logged_policy_finds_the_logged_probabilities() -> None:
+    index, candidates = world()
+    policy = surface(stochastic=Stochastic(temperature=0.8, pool=7, seed=2))
+    request = RecommendRequest(user="u1", surface="feed")
+
+    for seq in range(20):
+        served = pipeline.rerank(index, policy, request, 5, candidates, None, seq)
+        replayed = pipeline.slot_marginals(index, policy, 5, candidates, None)
+        assert served.slate is not None
+        assert served.slate.positions == served.explored.positions
+        for slot, p in enumerate(served.slate.positions):
+            assert replayed.of(p)[slot] == served.slate.marginal[slot]
+        categories = [f"c{p % 4}" for p in served.slate.positions]  # doc d is item i{d}
+        assert max(categories.count(c) for c in categories) <= 2  # diversity's cap holds
+
+
+def test_a_fixed_order_candidate_is_certain_of_its_first_k_and_an_exploring_one_refused() -> None:
+    index, candidates = world()
+    fixed = pipeline.slot_marginals(index, surface(), 4, candidates, None)
+    served = pipeline.rerank(index, surface(), RecommendRequest(user="u"), 4, candidates, None, 0)
+
+    assert list(fixed.positions) == served.explored.positions
+    np.testing.assert_array_equal(fixed.probability, np.eye(4))
+    assert served.slate is None
+    with pytest.raises(ValueError, match="explores"):
+        pipeline.slot_marginals(
+            index, surface(exploration=Exploration(share=0.5)), 4, candidates, None
+        )
