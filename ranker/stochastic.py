@@ -106,6 +106,7 @@ def log_weights(score: Floats, pool: Sequence[int], temperature: float) -> Float
     std = float(score.std()) if len(score) else 0.0
     if not std > 1e-12:
         return np.zeros(len(pool))
+    # Standardised less the best's: the mean cancels, so only the deviation is needed.
     z = score[np.asarray(pool, dtype=np.intp)] / (std * temperature)
     out: Floats = np.maximum(z - z.max(), LOG_WEIGHT_FLOOR)
     return out

@@ -32,9 +32,9 @@ both go through the same arithmetic.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from statistics import NormalDist
-from typing import Final, TypeVar
+from typing import Final, Generic, TypeVar
 
 import attrs
 import numpy as np
@@ -152,15 +152,80 @@ def unsupported_share(
 
     Both map each item a policy may serve to its probability at each slot (a
     row of :class:`ranker.stochastic.Marginals`; a fixed order is 1 at its
-    item's slot); items absent from ``logging`` are never served by it.
+    item's slot); items absent from ``logging``, and slots past its rows, are
+    never filled by it.
     """
     mass = missing = 0.0
     for item, row in target.items():
         row = np.asarray(row, dtype=float)
-        logged = logging.get(item)
+        logged = np.zeros(len(row))
+        known = np.asarray(logging.get(item, ()), dtype=float)[: len(row)]
+        logged[: len(known)] = known
         mass += float(row.sum())
-        missing += float(row.sum() if logged is None else row[np.asarray(logged) <= 0].sum())
+        missing += float(row[logged <= 0].sum())
     return missing / mass if mass > 0 else 0.0
+
+
+@attrs.frozen(kw_only=True)
+class LoggedSlate(Generic[Item]):
+    """One logged slate and what a replay knows of it (see :func:`slate_rounds`)."""
+
+    #: The served items in slot order (a decision's ``items``).
+    items: Sequence[Item]
+    #: Each slot's logged ``P(item at slot)`` (a decision's ``position_propensities``).
+    logging: Sequence[float]
+    #: Each slot's reward (the engagement attributed to the decision).
+    reward: Sequence[float]
+    #: The target policy's probability of each item it may serve, at each slot.
+    target: Mapping[Item, np.ndarray]
+    #: The logging policy's, if the replay rebuilt it: then its support is checked.
+    logged: Mapping[Item, np.ndarray] | None = None
+    #: A reward model's prediction for each item (of both policies) at each slot, for DR.
+    model: Mapping[Item, np.ndarray] | None = None
+
+
+def slate_rounds(logged: Sequence[LoggedSlate[Item]]) -> SlateRounds:
+    """The logged slates as :class:`SlateRounds`, each padded to the longest.
+
+    A target's probabilities at slots past a slate's length are not weighed
+    (nothing was logged there). Support is checked only if every slate has
+    its ``logged`` table, and DR is possible only if every slate has a ``model``.
+    """
+    rounds, slots = len(logged), max((len(s.items) for s in logged), default=0)
+    reward, target = np.zeros((rounds, slots)), np.zeros((rounds, slots))
+    logging = np.ones((rounds, slots))
+    checked = all(s.logged is not None for s in logged)
+    modelled = all(s.model is not None for s in logged)
+    unsupported, model_target = np.zeros(rounds), np.zeros(rounds)
+    model_logged = np.zeros((rounds, slots))
+    for t, s in enumerate(logged):
+        n = len(s.items)
+        reward[t, :n], logging[t, :n] = s.reward, s.logging
+        target[t, :n] = [_at(s.target, item, j) for j, item in enumerate(s.items)]
+        if s.logged is not None:
+            unsupported[t] = unsupported_share(s.target, s.logged)
+        if s.model is not None:
+            model = s.model
+            model_logged[t, :n] = [_at(model, item, j) for j, item in enumerate(s.items)]
+            model_target[t] = sum(
+                float(p) * _at(model, item, j)
+                for item, row in s.target.items()
+                for j, p in enumerate(row[:n])
+            )
+    return SlateRounds(
+        reward=reward,
+        logging=logging,
+        target=target,
+        model_logged=model_logged if modelled else None,
+        model_target=model_target if modelled else None,
+        unsupported=unsupported if checked else None,
+    )
+
+
+def _at(table: Mapping[Item, np.ndarray], item: Item, slot: int) -> float:
+    """``table[item][slot]``, 0 for an item or slot the table does not have."""
+    row = table.get(item)
+    return 0.0 if row is None or slot >= len(row) else float(row[slot])
 
 
 def support_problem(

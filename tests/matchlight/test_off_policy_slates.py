@@ -12,9 +12,11 @@ import pytest
 
 from matchlight.evaluation.off_policy import (
     ESTIMATORS,
+    LoggedSlate,
     Rounds,
     SlateRounds,
     estimate,
+    slate_rounds,
     unsupported_share,
 )
 from ranker.stochastic import marginals
@@ -46,21 +48,30 @@ def test_the_truth_is_the_expectation_over_every_slate_the_candidate_draws() -> 
     assert pytest.approx(total, rel=1e-12) == TRUTH
 
 
-def simulated(rng: np.random.Generator, n: int, model: np.ndarray) -> SlateRounds:
-    """``n`` slates of the logging policy (Gumbel-max: a Plackett-Luce draw) and their clicks;
-    DR's reward model is ``model`` (per item and slot)."""
+def drawn(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` slates of the logging policy (Gumbel-max: a Plackett-Luce draw) and their clicks."""
     keys = LOGGING + rng.gumbel(size=(n, len(LOGGING)))
     items = np.argsort(-keys, axis=1)[:, :SLOTS]
+    clicks = (rng.random((n, SLOTS)) < CLICK[items, np.arange(SLOTS)]).astype(float)
+    return items, clicks
+
+
+def as_rounds(items: np.ndarray, clicks: np.ndarray, model: np.ndarray) -> SlateRounds:
+    """The logged slates weighed for the candidate; DR's reward model is ``model`` (per item
+    and slot)."""
     slot = np.arange(SLOTS)
-    clicks = (rng.random((n, SLOTS)) < CLICK[items, slot]).astype(float)
     return SlateRounds(
         reward=clicks,
         logging=LOGGED_TABLE[items, slot],
         target=CANDIDATE_TABLE[items, slot],
         model_logged=model[items, slot],
-        model_target=np.full(n, float((CANDIDATE_TABLE * model).sum())),
-        unsupported=np.zeros(n),
+        model_target=np.full(len(items), float((CANDIDATE_TABLE * model).sum())),
+        unsupported=np.zeros(len(items)),
     )
+
+
+def simulated(rng: np.random.Generator, n: int, model: np.ndarray) -> SlateRounds:
+    return as_rounds(*drawn(rng, n), model)
 
 
 @pytest.mark.parametrize("estimator", ESTIMATORS)
@@ -158,3 +169,48 @@ def test_slate_arrays_of_different_shapes_are_refused() -> None:
             SlateRounds(reward=np.zeros((4, 3)), logging=np.ones((4, 2)), target=np.ones((4, 3))),
             "ips",
         )
+
+
+def test_logged_slates_become_the_rounds_a_replay_would_build_by_hand() -> None:
+    """Items by name, as decisions log them; the tables as a replay gives them."""
+    names = [f"item-{i}" for i in range(len(LOGGING))]
+    candidate = dict(zip(names, CANDIDATE_TABLE, strict=True))
+    logged_table = dict(zip(names, LOGGED_TABLE, strict=True))
+    model = dict(zip(names, CLICK, strict=True))
+    items, clicks = drawn(np.random.default_rng(9), 300)
+    by_hand = as_rounds(items, clicks, CLICK)
+    slates = [
+        LoggedSlate(
+            items=[names[i] for i in items[t]],
+            logging=by_hand.logging[t].tolist(),
+            reward=clicks[t].tolist(),
+            target=candidate,
+            logged=logged_table,
+            model=model,
+        )
+        for t in range(300)
+    ]
+
+    rounds = slate_rounds(slates)
+
+    np.testing.assert_array_equal(rounds.target, by_hand.target)
+    np.testing.assert_allclose(rounds.model_logged, by_hand.model_logged)  # type: ignore[arg-type]
+    np.testing.assert_allclose(rounds.model_target, by_hand.model_target)  # type: ignore[arg-type]
+    assert rounds.unsupported is not None
+    assert not rounds.unsupported.any()
+    assert estimate(rounds, "dr").value == pytest.approx(estimate(by_hand, "dr").value)
+
+
+def test_a_short_slate_is_padded_and_a_slate_without_its_logged_table_is_not_checked() -> None:
+    fixed = {"a": np.array([1.0, 0.0]), "b": np.array([0.0, 1.0])}
+    short = LoggedSlate(items=["a"], logging=[1.0], reward=[1.0], target=fixed, logged=fixed)
+    full = LoggedSlate(items=["a", "b"], logging=[1.0, 1.0], reward=[0.0, 1.0], target=fixed)
+
+    rounds = slate_rounds([short, full])
+
+    assert rounds.reward.tolist() == [[1.0, 0.0], [0.0, 1.0]]
+    assert rounds.logging.tolist() == [[1.0, 1.0], [1.0, 1.0]]
+    assert rounds.target.tolist() == [[1.0, 0.0], [1.0, 1.0]]
+    assert rounds.unsupported is None  # the second slate has no logged table
+    assert rounds.model_logged is None
+    assert rounds.model_target is None
