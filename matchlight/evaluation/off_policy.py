@@ -188,7 +188,8 @@ def slate_rounds(logged: Sequence[LoggedSlate[Item]]) -> SlateRounds:
     """The logged slates as :class:`SlateRounds`, each padded to the longest.
 
     A target's probabilities at slots past a slate's length are not weighed
-    (nothing was logged there). Support is checked only if every slate has
+    (nothing was logged there; given the ``logged`` table, the support check
+    counts them as unsupported). Support is checked only if every slate has
     its ``logged`` table, and DR is possible only if every slate has a ``model``.
     """
     rounds, slots = len(logged), max((len(s.items) for s in logged), default=0)
