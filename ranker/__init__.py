@@ -4,7 +4,7 @@ from ranker.actor import RankerActor, RankerStatistics, open_ranker
 from ranker.decisions import DecisionLog, DecisionStatistics
 from ranker.errors import ConfigError, ModelError, RankerError, RequestError
 from ranker.model import Model, check_current, current_version, load_model, save_model
-from ranker.pipeline import Recommendation, RecommendRequest
+from ranker.pipeline import Recommendation, RecommendRequest, slot_marginals
 from ranker.policy import (
     DEFAULT_SURFACE,
     Blend,
@@ -12,11 +12,13 @@ from ranker.policy import (
     Exploration,
     Reciprocal,
     Rule,
+    Stochastic,
     Surface,
     Surfaces,
     load_surfaces,
     parse_surfaces,
 )
+from ranker.stochastic import Marginals, position_marginals
 from ranker.train import fit, train
 from ranker.train_data import TrainingConfig, TrainingData, read_log
 
@@ -28,6 +30,7 @@ __all__ = [
     "DecisionStatistics",
     "Diversity",
     "Exploration",
+    "Marginals",
     "Model",
     "ModelError",
     "RankerActor",
@@ -38,6 +41,7 @@ __all__ = [
     "Recommendation",
     "RequestError",
     "Rule",
+    "Stochastic",
     "Surface",
     "Surfaces",
     "TrainingConfig",
@@ -49,7 +53,9 @@ __all__ = [
     "load_surfaces",
     "open_ranker",
     "parse_surfaces",
+    "position_marginals",
     "read_log",
     "save_model",
+    "slot_marginals",
     "train",
 ]

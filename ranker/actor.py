@@ -19,7 +19,8 @@ concurrently on their callers' tasks, as the stages of :mod:`ranker.pipeline`:
 3. on a reciprocal surface, ask the suppliers' actors and score two-sided:
    the job's fit and the suppliers' willingness (:mod:`ranker.two_sided`;
    the job's terms also narrow retrieval there);
-4. *rerank* — diversity → exploration → the top ``k``;
+4. *rerank* — diversity → exploration → the top ``k`` (on a stochastic surface,
+   diversity → a Plackett-Luce draw, see :mod:`ranker.stochastic`);
 
 and then hand the decision to the log writer through a bounded channel.
 
@@ -401,6 +402,17 @@ def _decision(
         "model": result.model,
         "source": "realtime",
         "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+    } | _slate_propensities(reranked)
+
+
+def _slate_propensities(reranked: Reranked) -> dict[str, Any]:
+    """On a stochastic surface, each slot's exact ``P(item at slot)`` (over every prefix) and
+    ``P(item at slot | the slots before)``; nothing on other surfaces."""
+    if reranked.slate is None:
+        return {}
+    return {
+        "position_propensities": reranked.slate.marginal,
+        "conditional_propensities": reranked.slate.conditional,
     }
 
 

@@ -3,7 +3,10 @@
 A record holds the request id, time, surface, user, the served items with
 their scores and propensities, the model version, the source and the
 latency, so responses can be audited and compared later (the exploration
-propensities make off-policy evaluation possible). Records live in their own
+propensities make off-policy evaluation possible). On a stochastic surface a
+record also holds, per slot, ``position_propensities`` (the exact probability
+of its item at that slot) and ``conditional_propensities`` (the same, given the
+items before it): see :mod:`ranker.stochastic`. Records live in their own
 LMDB environment (``DATA/decisions``), apart from the event log: they are
 observations of the service, not facts of the domain.
 

@@ -24,16 +24,18 @@ from typing import Any, Final
 
 import attrs
 import numpy as np
+import numpy.typing as npt
 from opentelemetry import trace
 from pyroaring import BitMap
 
 from actors import ItemSignals, ItemState
 from index import EVERYTHING, AllOf, Index, Query, QueryError
-from ranker import stages, two_sided
+from ranker import stages, stochastic, two_sided
 from ranker.errors import RequestError
 from ranker.policy import Blend, Surface
 from ranker.serving import ServingModel
 from ranker.stages import Docs, Floats
+from ranker.stochastic import Slate
 from ranker.template import TOP_VALUES, fill
 
 log = logging.getLogger(__name__)
@@ -154,9 +156,12 @@ class Candidates:
 class Reranked:
     """The served positions in slot order, and what diversity and exploration noted."""
 
+    #: On a stochastic surface, ``propensity`` is the probability of being served at all.
     explored: stages.Explored
     #: Per position, why diversity skipped it or how similar an MMR pick was.
     notes: Mapping[int, str]
+    #: On a stochastic surface, the slate drawn and its exact probabilities per slot.
+    slate: Slate | None = None
 
 
 # -- retrieval ------------------------------------------------------------------------
@@ -294,19 +299,16 @@ def rerank(
     seq: int,
 ) -> Reranked:
     """Diversity (:func:`stages.select`), then exploration (:func:`stages.explore`): the
-    ``k`` positions to serve."""
+    ``k`` positions to serve. On a stochastic surface, diversity then a Plackett-Luce
+    draw (:func:`rerank_stochastic`)."""
+    if policy.stochastic is not None:
+        return rerank_stochastic(index, policy, request, k, candidates, serving, seq)
     docs, score = candidates.docs, candidates.score
     order = stages.ranked(docs, score)
     exploration = policy.exploration
     exploit_k = k - min(int(exploration.share * k + 0.5), k)
-    chosen, notes = stages.select(
-        order,
-        exploit_k if exploration.share else k,
-        policy.diversity,
-        _values_of(index, docs, policy.diversity.field),
-        score=score,
-        embeddings=None if serving is None or not policy.diversity.mmr else serving.vectors[docs],
-    )
+    count = exploit_k if exploration.share else k
+    chosen, notes = _select(index, policy, count, candidates, serving, order)
     successes = trials = np.zeros(len(docs))
     rng = _NEVER_DRAWN  # making a seeded generator costs more than the rest of explore
     if exploration.share:
@@ -316,6 +318,83 @@ def rerank(
         rng = np.random.default_rng([exploration.seed, _crc(request.user), seq, _crc(policy.name)])
     explored = stages.explore(order, chosen, k, exploration, successes, trials, rng)
     return Reranked(explored=explored, notes=notes)
+
+
+def rerank_stochastic(
+    index: Index,
+    policy: Surface,
+    request: RecommendRequest,
+    k: int,
+    candidates: Candidates,
+    serving: ServingModel | None,
+    seq: int,
+) -> Reranked:
+    """Diversity chooses the pool (or ``k`` if more), then :func:`stochastic.serve` draws
+    the slate, seeded like exploration: the same request on the same state draws alike.
+
+    Any subset of what diversity chose keeps its ``max_per_value`` cap, so the
+    slate does too.
+    """
+    assert policy.stochastic is not None
+    order = stages.ranked(candidates.docs, candidates.score)
+    count = max(k, policy.stochastic.pool)
+    chosen, notes = _select(index, policy, count, candidates, serving, order)
+    rng = np.random.default_rng(
+        [policy.stochastic.seed, _crc(request.user), seq, _crc(policy.name)]
+    )
+    slate = stochastic.serve(chosen, k, candidates.score, policy.stochastic, rng)
+    explored = stages.Explored(
+        positions=slate.positions,
+        propensity={p: slate.served(p) for p in slate.positions},
+        draws={},
+    )
+    return Reranked(explored=explored, notes=notes, slate=slate)
+
+
+def slot_marginals(
+    index: Index, policy: Surface, k: int, candidates: Candidates, serving: ServingModel | None
+) -> stochastic.Marginals:
+    """``P(candidate at slot j)`` for every candidate ``policy`` could serve in its ``k`` slots.
+
+    What an off-policy replay weighs a logged slate by: run over the
+    candidates rebuilt for a logged request (scored by the policy's blend
+    and rules), a candidate policy's probability of each logged item at its
+    slot is ``marginals.of(position)[slot]``; rows are candidate positions
+    (``index.external(candidates.docs[list(marginals.positions)].tolist())``
+    names them). Pure: draws nothing.
+
+    Raises:
+        ValueError: the policy explores (Thompson propensities are estimated, not exact).
+    """
+    if policy.exploration.share:
+        raise ValueError(
+            f"surface {policy.name!r} explores: its slots' probabilities are estimated, not exact"
+        )
+    count = k if policy.stochastic is None else max(k, policy.stochastic.pool)
+    order = stages.ranked(candidates.docs, candidates.score)
+    chosen, _ = _select(index, policy, count, candidates, serving, order)
+    return stochastic.position_marginals(chosen, k, candidates.score, policy.stochastic)
+
+
+def _select(
+    index: Index,
+    policy: Surface,
+    count: int,
+    candidates: Candidates,
+    serving: ServingModel | None,
+    order: npt.NDArray[np.intp],
+) -> tuple[list[int], dict[int, str]]:
+    """:func:`stages.select` of ``count`` positions in ``order`` under the surface's diversity
+    policy."""
+    docs, score = candidates.docs, candidates.score
+    return stages.select(
+        order,
+        count,
+        policy.diversity,
+        _values_of(index, docs, policy.diversity.field),
+        score=score,
+        embeddings=None if serving is None or not policy.diversity.mmr else serving.vectors[docs],
+    )
 
 
 def _values_of(index: Index, docs: Docs, field: str | None) -> Any:
@@ -374,8 +453,16 @@ def _reasons(
     }
     if p in reranked.notes:
         reasons["diversity"] = reranked.notes[p]
-    explored = reranked.explored
-    if p in explored.draws:
+    explored, slate = reranked.explored, reranked.slate
+    if slate is not None:
+        slot = slate.positions.index(p)
+        reasons["exploration"] = {
+            "slot": "stochastic",
+            "propensity": explored.propensity[p],
+            "position_propensity": slate.marginal[slot],
+            "conditional_propensity": slate.conditional[slot],
+        }
+    elif p in explored.draws:
         reasons["exploration"] = {
             "slot": "explore",
             "draw": round(explored.draws[p], 4),

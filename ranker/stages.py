@@ -8,7 +8,8 @@ the stages in order:
 
 :func:`retrieve` → :func:`score` → :func:`apply_rules` → (on a two-sided surface,
 :mod:`ranker.two_sided`) → :func:`select` (diversity) → :func:`explore`
-(Thompson sampling).
+(Thompson sampling); on a stochastic surface, :func:`select` then a
+Plackett-Luce draw (:mod:`ranker.stochastic`).
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ times ``recommend`` for a mix of users with history and new users on
 - ``model``: the default surface with the model (1,000 of 100,000 items scored);
 - ``surface``: a configured surface: city from the request context, a boost
   rule, at most 3 per topic, 10% exploration;
+- ``stochastic``: the same surface serving a Plackett-Luce draw from its best 12
+  instead of exploring, with each slot's exact probabilities;
 
 and, as the peer measured in the same run, scoring the whole catalogue with
 the same model (a numpy dot over every item's embedding, then the top k):
@@ -61,6 +63,15 @@ SURFACES: Final = {
             "rules": [{"action": "boost", "query": {"range": ["like", 5, None]}, "weight": 0.3}],
             "diversity": {"field": "topic", "max_per_value": 3},
             "exploration": {"share": 0.1, "seed": 1},
+        },
+        # The same, serving a Plackett-Luce draw (pool k + 2 = 12) instead of exploring.
+        "stochastic": {
+            "k": 10,
+            "retrieval": {"term": ["city", "$context.city"]},
+            "blend": {"model": 1.0, "popularity": 0.2, "affinity": 0.3},
+            "rules": [{"action": "boost", "query": {"range": ["like", 5, None]}, "weight": 0.3}],
+            "diversity": {"field": "topic", "max_per_value": 3},
+            "stochastic": {"temperature": 0.5, "seed": 1},
         },
         # Every part of the score on: model, co-occurrence, trending, popularity, ...
         "every_part": {
@@ -116,6 +127,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             note(f"trained in {results['train_s']} s; timing the model and the surface")
             results["model"] = await timer.time(ranker, "default", args.requests)
             results["surface"] = await timer.time(ranker, "local", args.requests)
+            results["stochastic"] = await timer.time(ranker, "stochastic", args.requests)
             results["every_part"] = await timer.time(ranker, "every_part", args.requests)
             results["cooccurrence"] = attrs.asdict(system.cooccurrence.statistics())
             results["peer_full_scan"] = await _peer_full_scan(
@@ -240,6 +252,7 @@ def main(args: argparse.Namespace) -> int:
         ("heuristic", "heuristic (no model)"),
         ("model", "model, default surface"),
         ("surface", "model, configured surface"),
+        ("stochastic", "model, stochastic surface"),
         ("every_part", "model, every part on"),
         ("peer_full_scan", "peer: score all items"),
     ):

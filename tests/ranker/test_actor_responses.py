@@ -78,6 +78,73 @@ async def test_every_response_is_logged_once_with_its_decision(tmp_path: Path) -
     assert any(p < 1 for r in records if r["surface"] == "explore" for p in r["propensities"])
 
 
+STOCHASTIC = {
+    "surfaces": {
+        "feed": {
+            "diversity": {"field": "category", "max_per_value": 2},
+            "stochastic": {"temperature": 2.0, "pool": 8, "seed": 4},
+        },
+        "fixed": {"diversity": {"field": "category", "max_per_value": 2}},
+    }
+}
+
+
+async def test_a_stochastic_surface_logs_each_slots_exact_probabilities(tmp_path: Path) -> None:
+    decisions = DecisionLog(tmp_path / "d")
+    users = [f"u{n}" for n in range(12)]
+    try:
+        async with open_actor_system(MemoryEventStore()) as system:
+            await small_catalogue(system)
+            async with open_ranker(
+                system, parse_surfaces(STOCHASTIC), decisions=decisions, poll_s=NO_POLL
+            ) as actor:
+                drawn = [
+                    await actor.recommend(RecommendRequest(user=u, k=4, surface="feed"))
+                    for u in users
+                ]
+                # The same request on the same state draws the same slate.
+                again = [
+                    await actor.recommend(RecommendRequest(user=u, k=4, surface="feed"))
+                    for u in users
+                ]
+                fixed = await actor.recommend(RecommendRequest(user="u0", k=4, surface="fixed"))
+                explained = await actor.recommend(
+                    RecommendRequest(user="u0", k=4, surface="feed", explain=True)
+                )
+            records = decisions.read()
+    finally:
+        decisions.close()
+
+    assert [r.items for r in again] == [r.items for r in drawn]
+    assert explained.items[0]["id"] == drawn[0].items[0]["id"]
+    # Drawn, not sorted: at a temperature of 2 some slate is out of score order.
+    assert any(
+        [e["score"] for e in r.items] != sorted((e["score"] for e in r.items), reverse=True)
+        for r in drawn
+    )
+    for result, record in zip(drawn, records, strict=False):
+        assert len(result.items) == 4
+        # Diversity's cap holds in every draw.
+        assert max(collections.Counter(category_of(e["id"]) for e in result.items).values()) <= 2
+        marginal, conditional = record["position_propensities"], record["conditional_propensities"]
+        assert len(marginal) == len(conditional) == len(record["items"]) == 4
+        assert all(0 < p < 1 for p in marginal + conditional)
+        # Served at all is at least as likely as served at this slot.
+        assert all(s >= p for s, p in zip(record["propensities"], marginal, strict=True))
+    fixed_record = records[2 * len(users)]
+    assert fixed_record["request_id"] == fixed.request_id
+    assert "position_propensities" not in fixed_record
+    assert "conditional_propensities" not in fixed_record
+    for slot, entry in enumerate(explained.items):
+        exploration = entry["reasons"]["exploration"]
+        assert exploration["slot"] == "stochastic"
+        assert exploration["position_propensity"] == records[-1]["position_propensities"][slot]
+        assert (
+            exploration["conditional_propensity"] == records[-1]["conditional_propensities"][slot]
+        )
+        assert exploration["propensity"] == records[-1]["propensities"][slot]
+
+
 # -- explain --------------------------------------------------------------------------
 
 EXPLAINED = {

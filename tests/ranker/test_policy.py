@@ -19,6 +19,7 @@ from ranker import (
     Exploration,
     Reciprocal,
     Rule,
+    Stochastic,
     Surface,
     Surfaces,
     load_surfaces,
@@ -178,6 +179,40 @@ def test_a_configured_default_surface_overrides_the_built_in_one() -> None:
     assert surfaces.get("home").k == 20
 
 
+def test_a_stochastic_table_turns_the_plackett_luce_draw_on() -> None:
+    surfaces = parse_toml(
+        """
+        [surfaces.feed.stochastic]
+        temperature = 0.5
+        pool = 9
+        seed = 3
+        [surfaces.wide]
+        k = 20
+        [surfaces.wide.stochastic]
+        """
+    )
+
+    assert surfaces.get("feed").stochastic == Stochastic(temperature=0.5, pool=9, seed=3)
+    # The pool defaults to k plus 2, bounded by MAX_STOCHASTIC_POOL.
+    assert surfaces.get("wide").stochastic == Stochastic(temperature=1.0, pool=14, seed=0)
+    assert parse_toml("[surfaces.plain]\n").get("plain").stochastic is None
+
+
+def test_stochastic_ranking_and_exploration_are_refused_together() -> None:
+    """Exploration's propensities are estimated, so the slate's would not be exact."""
+    with pytest.raises(ConfigError) as caught:
+        parse_toml(
+            """
+            [surfaces.home.stochastic]
+            [surfaces.home.exploration]
+            share = 0.1
+            """
+        )
+
+    assert str(caught.value).startswith("surfaces.home.stochastic: cannot be combined")
+    assert "surfaces.home.exploration.share" in str(caught.value)
+
+
 # -- Blend.heuristic --------------------------------------------------------------------
 
 
@@ -257,6 +292,14 @@ BAD: list[tuple[str, str]] = [
     ("[surfaces.home.reciprocal]\nfit = -0.5", "surfaces.home.reciprocal.fit"),
     ('[surfaces.home.reciprocal]\nfit = "high"', "surfaces.home.reciprocal.fit"),
     ("[surfaces.home]\nreciprocal = 1", "surfaces.home.reciprocal"),
+    ("[surfaces.home]\nstochastic = 1", "surfaces.home.stochastic"),
+    ("[surfaces.home.stochastic]\ntemperature = 0", "surfaces.home.stochastic.temperature"),
+    ("[surfaces.home.stochastic]\ntemperature = -1", "surfaces.home.stochastic.temperature"),
+    ("[surfaces.home.stochastic]\ntemperature = inf", "surfaces.home.stochastic.temperature"),
+    ("[surfaces.home.stochastic]\npool = 1", "surfaces.home.stochastic.pool"),
+    ("[surfaces.home.stochastic]\npool = 15", "surfaces.home.stochastic.pool"),
+    ("[surfaces.home.stochastic]\nseed = -1", "surfaces.home.stochastic.seed"),
+    ("[surfaces.home.stochastic]\nshare = 0.1", "surfaces.home.stochastic.share"),
 ]
 
 

@@ -237,3 +237,29 @@ def test_every_response_is_in_the_decision_log_after_a_clean_stop(server: Server
         assert record["surface"] == "default"
         assert record["model"] is None
         assert record["latency_ms"] > 0
+
+
+def test_a_stochastic_surface_serves_and_logs_each_slots_probabilities_over_rpc(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    config = tmp_path / "surfaces.toml"
+    config.write_text("[surfaces.feed]\nk = 4\n[surfaces.feed.stochastic]\ntemperature = 1.5\n")
+    server = start_server("--config", str(config))
+    client = server.client()
+    client.call("upsert_items", {"items": catalogue()})
+    client.call("ingest", {"events": history()})
+
+    first = recommend(client, user="user-1", surface="feed", explain=True)
+    again = recommend(client, user="user-1", surface="feed")
+    assert server.terminate() == 0
+
+    assert [i["id"] for i in again["items"]] == [i["id"] for i in first["items"]]
+    with DecisionLog(server.data / "decisions") as log:
+        record = log.read(limit=10)[0]
+    assert record["request_id"] == first["request_id"]
+    assert len(record["position_propensities"]) == len(record["conditional_propensities"]) == 4
+    for slot, item in enumerate(first["items"]):
+        reason = item["reasons"]["exploration"]
+        assert reason["slot"] == "stochastic"
+        assert reason["position_propensity"] == record["position_propensities"][slot]
+        assert 0 < reason["conditional_propensity"] <= 1
