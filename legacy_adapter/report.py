@@ -31,6 +31,7 @@ from typing import Any, Final
 import attrs
 
 from legacy_adapter.interleaving import (
+    ACTIVITY,
     DEFAULT_WINDOW_S,
     TEAMS,
     Impression,
@@ -592,6 +593,7 @@ def format_interleaving(
     if not shown:
         return []
     first = next(iter(shown.values()))
+    width = max(width, *(len(f"  {bucket} events") for bucket in ACTIVITY))
     header = f"{'surface':<{width}} " + " ".join(f"{t:>{w}}" for t, w, _ in INTERLEAVING_COLUMNS)
     lines = [
         "",
