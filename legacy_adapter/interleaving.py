@@ -101,7 +101,8 @@ def team_draft(
 
 @attrs.frozen(kw_only=True)
 class Impression:
-    """One interleaved list as served: by whom, when, and each item's team."""
+    """A list as served: by whom, when, and each item with its team (the list it came from;
+    any one label for a list not interleaved)."""
 
     request_id: str
     user: str
@@ -148,11 +149,29 @@ def credit(
     window_s: float = DEFAULT_WINDOW_S,
 ) -> dict[str, Credit]:
     """Each impression's engaged items by team, by request id (every impression is present).
-    ``engagements`` are the interactions that count as engagement (see
+    The items are those :func:`engaged` finds."""
+    shown = list(impressions)
+    found = engaged(shown, engagements, window_s=window_s)
+    out = {}
+    for impression in shown:
+        items = found[impression.request_id]
+        realtime = sum(1 for item in items if impression.teams[item] == REALTIME)
+        out[impression.request_id] = Credit(realtime=realtime, legacy=len(items) - realtime)
+    return out
+
+
+def engaged(
+    impressions: Iterable[Impression],
+    engagements: Iterable[Interaction],
+    *,
+    window_s: float = DEFAULT_WINDOW_S,
+) -> dict[str, set[str]]:
+    """The items of each impression that earned engagement, by request id (every impression
+    is present). ``engagements`` are the interactions that count as engagement (see
     :meth:`Interaction.engages`).
 
     An engagement naming a decision counts for that decision only (if it lists
-    the item; a request id of a decision that was not interleaved counts for
+    the item; a request id of a decision not among ``impressions`` counts for
     none). One naming none counts for the user's latest impression that lists
     the item, taken at most ``window_s`` before the engagement (and at most
     :data:`CLOCK_SKEW_S` after it). An item engaged with several times counts once.
@@ -164,16 +183,11 @@ def credit(
         by_user.setdefault(impression.user, []).append((impression.ts, impression.request_id))
     for timeline in by_user.values():
         timeline.sort()
-    engaged: dict[str, set[str]] = {request_id: set() for request_id in by_id}
+    out: dict[str, set[str]] = {request_id: set() for request_id in by_id}
     for engagement in engagements:
         target = _target(engagement, by_id, by_user, window_s)
         if target is not None:
-            engaged[target].add(engagement.item)
-    out = {}
-    for request_id, items in engaged.items():
-        teams = by_id[request_id].teams
-        realtime = sum(1 for item in items if teams[item] == REALTIME)
-        out[request_id] = Credit(realtime=realtime, legacy=len(items) - realtime)
+            out[target].add(engagement.item)
     return out
 
 
