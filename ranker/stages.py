@@ -139,6 +139,8 @@ class PopularTiers:
     most popular items overall; looking there first saves ranking every
     match. The tiers may be up to ``max_age_s`` old (popularity moves
     slowly); within a tier, candidates are still ranked by current popularity.
+    ``seq`` is the log position of the projections they were computed from (a
+    decision records it: the tiers are a function of it, so a replay rebuilds them).
     """
 
     def __init__(self, sizes: Sequence[int] = (4096, 32768), max_age_s: float = 5.0) -> None:
@@ -146,9 +148,11 @@ class PopularTiers:
         self.max_age_s = max_age_s
         self._tiers: list[BitMap] = []
         self._at = -math.inf
+        self.seq = 0
 
-    def get(self, index: Index, signals: ItemSignals, now: float) -> list[BitMap]:
-        """The tiers as of ``now`` (a monotonic clock), recomputed if older than ``max_age_s``."""
+    def get(self, index: Index, signals: ItemSignals, now: float, seq: int = 0) -> list[BitMap]:
+        """The tiers as of ``now`` (a monotonic clock), recomputed from the index and signals
+        (at log position ``seq``) if older than ``max_age_s``."""
         if now - self._at > self.max_age_s:
             live = to_docs(index.live)
             negated = -signals.levels(live)
@@ -158,6 +162,7 @@ class PopularTiers:
                 if size < len(live)
             ]
             self._at = now
+            self.seq = seq
         return self._tiers
 
 
