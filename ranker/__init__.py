@@ -1,6 +1,7 @@
 """The ranker: ``recommend`` from live state, LightFM with fold-in, and surface policies."""
 
 from ranker.actor import RankerActor, RankerStatistics, open_ranker
+from ranker.configs import ServedConfig, config_at, keep_config, served_config
 from ranker.decisions import DecisionLog, DecisionStatistics
 from ranker.errors import ConfigError, ModelError, RankerError, RequestError
 from ranker.model import Model, check_current, current_version, load_model, save_model
@@ -38,18 +39,22 @@ __all__ = [
     "Recommendation",
     "RequestError",
     "Rule",
+    "ServedConfig",
     "Surface",
     "Surfaces",
     "TrainingConfig",
     "TrainingData",
     "check_current",
+    "config_at",
     "current_version",
     "fit",
+    "keep_config",
     "load_model",
     "load_surfaces",
     "open_ranker",
     "parse_surfaces",
     "read_log",
     "save_model",
+    "served_config",
     "train",
 ]
