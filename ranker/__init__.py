@@ -3,7 +3,7 @@
 from ranker.actor import RankerActor, RankerStatistics, open_ranker
 from ranker.configs import ServedConfig, config_at, keep_config, served_config
 from ranker.decisions import DecisionLog, DecisionStatistics
-from ranker.errors import ConfigError, ModelError, RankerError, RequestError
+from ranker.errors import ConfigError, ModelError, RankerError, ReplayError, RequestError
 from ranker.model import Model, check_current, current_version, load_model, save_model
 from ranker.pipeline import Recommendation, RecommendRequest
 from ranker.policy import (
@@ -37,6 +37,7 @@ __all__ = [
     "Reciprocal",
     "RecommendRequest",
     "Recommendation",
+    "ReplayError",
     "RequestError",
     "Rule",
     "ServedConfig",
