@@ -18,10 +18,12 @@ from ranker.policy import (
     load_surfaces,
     parse_surfaces,
 )
+from ranker.retention import DEFAULT_KEEP_MODELS, prune_models
 from ranker.train import fit, train
 from ranker.train_data import TrainingConfig, TrainingData, read_log
 
 __all__ = [
+    "DEFAULT_KEEP_MODELS",
     "DEFAULT_SURFACE",
     "Blend",
     "ConfigError",
@@ -54,6 +56,7 @@ __all__ = [
     "load_surfaces",
     "open_ranker",
     "parse_surfaces",
+    "prune_models",
     "read_log",
     "save_model",
     "served_config",

@@ -187,6 +187,27 @@ def find_decision(path: str | os.PathLike[str], request_id: str) -> dict[str, An
     return None
 
 
+def referenced(path: str | os.PathLike[str], names: Sequence[str]) -> set[str]:
+    """Which of ``names`` (model versions) a record of the decision log at ``path`` holds.
+    Blocking; read-only, beside a server writing the log.
+
+    A record counts when its bytes hold the name (a version name is distinctive; a
+    false match only keeps an artifact longer).
+
+    Raises:
+        RankerError: there is no decision log at ``path``, or it cannot be read.
+    """
+    wanted = {name: name.encode() for name in names}
+    found: set[str] = set()
+    for value in _values(path, newest_first=False):
+        if not wanted:
+            break
+        for name in [name for name, needle in wanted.items() if needle in value]:
+            found.add(name)
+            del wanted[name]
+    return found
+
+
 def _values(path: str | os.PathLike[str], *, newest_first: bool) -> Iterator[bytes]:
     """The encoded records of the decision log at ``path``, read-only (none if nothing was
     ever recorded).
