@@ -21,7 +21,7 @@ replay then differs in what those events changed.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -44,13 +44,20 @@ REPLAY_FIELDS: Final = ("log_seq", "now", "config")
 
 
 class Replay:
-    """The projections of ``store``'s log as of :attr:`seq` (0: nothing applied yet)."""
+    """The projections of ``store``'s log as of :attr:`seq` (0: nothing applied yet).
 
-    def __init__(self, store: EventStore) -> None:
+    ``tiers_at``: the positions whose popular tiers will be wanted (the decisions'
+    ``tiers_seq``); passing one, :meth:`advance_to` computes and keeps them, so a
+    pass over many decisions can still give a decision tiers from behind its position.
+    """
+
+    def __init__(self, store: EventStore, *, tiers_at: Iterable[int] = ()) -> None:
         self.store = store
         self.projections = Projections()
         self.seq = 0
         self._serving: dict[str, ServingModel] = {}
+        self._wanted = sorted(set(tiers_at), reverse=True)
+        self._tiers: dict[int, list[BitMap]] = {}
 
     def advance_to(self, seq: int) -> None:
         """Apply the log's events up to ``seq``. Blocking.
@@ -62,6 +69,12 @@ class Replay:
         """
         if seq < self.seq:
             raise ReplayError(f"the replay is at log position {self.seq}, past {seq}")
+        while self._wanted and self._wanted[-1] <= seq:
+            self._apply_until(self._wanted.pop())
+            self._tiers[self.seq] = self._compute_tiers()
+        self._apply_until(seq)
+
+    def _apply_until(self, seq: int) -> None:
         apply = self.projections.apply
         while self.seq < seq:
             page = self.store.read_all(after=self.seq, limit=min(READ_PAGE, seq - self.seq))
@@ -71,8 +84,20 @@ class Replay:
                 apply(stored)
             self.seq = page[-1].seq
 
-    def popular_tiers(self) -> list[BitMap]:
-        """The popular tiers (:class:`stages.PopularTiers`) as of :attr:`seq`."""
+    def popular_tiers(self, seq: int) -> list[BitMap]:
+        """The popular tiers (:class:`stages.PopularTiers`) as of ``seq``: advances there if
+        it lies ahead. Blocking.
+
+        Raises:
+            ReplayError: ``seq`` is behind :attr:`seq` and was not in ``tiers_at``.
+        """
+        kept = self._tiers.get(seq)
+        if kept is not None:
+            return kept
+        self.advance_to(seq)
+        return self._tiers.get(seq) or self._compute_tiers()
+
+    def _compute_tiers(self) -> list[BitMap]:
         p = self.projections
         return stages.PopularTiers().get(p.index, p.signals, 0.0, self.seq)
 
@@ -143,7 +168,8 @@ def rebuild(
     data: str | os.PathLike[str], record: Mapping[str, Any], replay: Replay
 ) -> Recommendation:
     """Rank a decision again: ``replay`` (of ``data``'s log, not past the decision's
-    position) is advanced to it, with the config and model it was ranked under. Blocking.
+    position, and told of its ``tiers_seq`` if it is) is advanced to it, with the config
+    and model it was ranked under. Blocking.
 
     Raises:
         ReplayError: the record lacks what a replay needs, or the log is too short.
@@ -161,8 +187,7 @@ def rebuild(
     model = None if version is None else load_model(Path(data), version)
     tiers: Sequence[BitMap] = []
     if "tiers_seq" in record:
-        replay.advance_to(record["tiers_seq"])
-        tiers = replay.popular_tiers()
+        tiers = replay.popular_tiers(record["tiers_seq"])
     replay.advance_to(record["log_seq"])
     result, _ = replay.recommend(
         request_of(record),

@@ -19,13 +19,14 @@ from ranker import (
     DecisionLog,
     RecommendRequest,
     ReplayError,
+    Surfaces,
     keep_config,
     load_surfaces,
     open_ranker,
     save_model,
 )
 from ranker.replay import Replay, compare, rebuild, request_of
-from tests.ranker.actor_world import NO_POLL, event, fitted, small_catalogue, upsert
+from tests.ranker.actor_world import CATEGORIES, NO_POLL, event, fitted, small_catalogue, upsert
 
 CONFIG = """
 [surfaces.home]
@@ -134,3 +135,40 @@ def test_the_request_is_rebuilt_from_the_record() -> None:
     assert (request.user, request.surface, request.k, request.explain) == ("u", "home", 3, True)
     assert request.context == {"city": "austin"}
     assert request.filter is not None
+
+
+async def test_popular_tiers_are_rebuilt_at_the_position_they_were_computed(
+    tmp_path: Path,
+) -> None:
+    """Past 4,096 items a broad request looks among the popular tiers first; the ranker
+    keeps them a few seconds, so a decision may use tiers older than its own position."""
+    store = MemoryEventStore()
+    keep_config(tmp_path, Surfaces(), None)
+    items = [upsert(f"item-{n}", CATEGORIES[n % 4]) for n in range(4500)]
+    with DecisionLog(tmp_path / "decisions") as log:
+        async with open_actor_system(store) as system:
+            await system.upsert_items(items)
+            await system.ingest(
+                [event(n, "like", f"u{n % 7}", f"item-{(n * 37) % 4500}") for n in range(300)]
+            )
+            async with open_ranker(system, decisions=log, poll_s=NO_POLL) as ranker:
+                ranker._popular.max_age_s = 1e9  # the tiers stay as first computed
+                await ranker.recommend(RecommendRequest(user="u1", k=20))
+                await system.ingest(
+                    [event(1000 + n, "click", f"u{n % 5}", f"item-{n % 90}") for n in range(200)]
+                )
+                await ranker.recommend(RecommendRequest(user="u2", k=20))
+        records = log.read()
+    assert [r.get("tiers_seq") for r in records] == [records[0]["log_seq"]] * 2
+    assert records[1]["log_seq"] > records[0]["log_seq"]
+    # Tiers of the second decision's position would not do.
+    late = Replay(store)
+    late.advance_to(records[1]["log_seq"])
+    assert late.popular_tiers(late.seq) != Replay(store).popular_tiers(records[0]["log_seq"])
+
+    # One pass: the second decision's tiers lie behind the first one's position.
+    replay = Replay(store, tiers_at=[r["tiers_seq"] for r in records])
+    for record in reversed(records):
+        assert compare(record, rebuild(tmp_path, record, Replay(store))).identical
+    for record in records:
+        assert compare(record, rebuild(tmp_path, record, replay)).identical
