@@ -2,9 +2,13 @@
 
 :meth:`ranker.actor.RankerActor.recommend` runs them in order::
 
-    gather (the only awaits: the job's and the user's state, read into a Live value)
-      → retrieve → score → apply_rules → (two-sided: ask the suppliers' actors)
-      → rerank (diversity, exploration) → serve (items, explanations, the decision)
+    gather (the only awaits: the job's and the user's state, read into a Live value: live)
+      → candidates (retrieve → score → apply_rules)
+      → (two-sided: considered → ask the suppliers' actors → with_two_sided)
+      → rerank (diversity, exploration) → recommendation (items, explanations)
+
+and :class:`ranker.replay.Replay` runs the same ones over projections rebuilt
+from the log, to rank a past decision again.
 
 Every stage here is synchronous and pure apart from reading the index, the
 item signals and co-occurrence (a request reads them as they are when the

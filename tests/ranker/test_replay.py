@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from actors import MemoryEventStore, open_actor_system
+from actors import EventStore, MemoryEventStore, open_actor_system
 from index import parse
 from ranker import (
     DecisionLog,
@@ -46,7 +46,7 @@ job = "job"
 """
 
 
-async def serve_decisions(data: Path, store: MemoryEventStore) -> list[dict[str, Any]]:
+async def serve_decisions(data: Path, store: EventStore) -> list[dict[str, Any]]:
     """Requests served before, between and after two model swaps, with events between."""
     config = data / "surfaces.toml"
     config.write_text(CONFIG)
