@@ -37,7 +37,7 @@ def register(sub: Subparsers) -> None:
         sub,
         "explain",
         help="rebuild a past recommend decision and check it against what was served",
-        description="Rebuild the recommend decision REQUEST_ID of DIR exactly: the user's and "
+        description="Rebuild the recommend decision ID of DIR exactly: the user's and "
         "items' state as of the log position the ranking read (the event log replayed "
         "read-only, so a server may be running on DIR), the model version and the surfaces "
         "config it used (kept in DIR/models and DIR/configs), and the ranking's clock. Rank "
@@ -108,49 +108,55 @@ def run(args: argparse.Namespace) -> int:
 class _Changes:
     """What is current now, where it differs from what the decision used."""
 
-    #: The config file compared with, its digest now (``None``: unreadable), and the
-    #: decision's surface's settings that differ.
+    #: The config file compared with (``None``: none, or the server runs without one).
     config_file: Path | None
+    #: The digest of the config now (``None``: not known, or the file is unreadable).
     config_now: str | None
-    surface_changes: tuple[str, ...]
+    #: How the decision's surface differs between then and now ("" if it does not).
+    surface_note: str
     model_now: str | None
 
 
 def _changes(
     data: Path, record: dict[str, Any], config: str | None, model_now: str | None
 ) -> _Changes:
-    from ranker import ConfigError, config_at, load_surfaces, served_config
+    """Compare with ``config`` (a path), else with what ``DIR/configs/SERVED`` notes."""
+    from ranker import ConfigError, Surfaces, config_at, load_surfaces, served_config
 
-    path = Path(config) if config is not None else None
+    path = None if config is None else Path(config)
+    now: Surfaces | None = None
     if path is None:
         served = served_config(data)
-        path = None if served is None else served.path
-    now: Surfaces | None = None
+        if served is not None:
+            path = served.path
+            if path is None:  # served without a config file: the built-in default
+                now = Surfaces()
     if path is not None:
         try:
             now = load_surfaces(path)
         except ConfigError:
             now = None
-    changed: tuple[str, ...] = ()
+    note = ""
     if now is not None and now.digest != record["config"]:
         try:
-            changed = _surface_changes(config_at(data, record["config"]), now, record["surface"])
+            note = _surface_note(config_at(data, record["config"]), now, record["surface"])
         except ConfigError:
-            changed = ()
+            note = ""
     return _Changes(
         config_file=path,
         config_now=None if now is None else now.digest,
-        surface_changes=changed,
+        surface_note=note,
         model_now=model_now,
     )
 
 
-def _surface_changes(then: Surfaces, now: Surfaces, name: str) -> tuple[str, ...]:
-    """The settings of surface ``name`` that differ between two configs."""
+def _surface_note(then: Surfaces, now: Surfaces, name: str) -> str:
+    """Which settings of surface ``name`` differ between two configs, in a few words."""
     if name not in now.policies and name in then.policies:
-        return ("the surface is gone",)
+        return f"surface {name} is gone"
     a, b = attrs.asdict(then.get(name)), attrs.asdict(now.get(name))
-    return tuple(key for key in a if a[key] != b[key])
+    differ = [key for key in a if a[key] != b[key]]
+    return f"surface {name}: {', '.join(differ)} differ" if differ else ""
 
 
 def _view(
@@ -175,7 +181,7 @@ def _view(
         ],
         "config_file": None if changes.config_file is None else str(changes.config_file),
         "config_now": changes.config_now,
-        "surface_changes": list(changes.surface_changes),
+        "surface_note": changes.surface_note,
         "model_now": changes.model_now,
     }
 
@@ -236,21 +242,18 @@ def _reasons(reasons: dict[str, Any]) -> str:
 
 def _change_lines(record: dict[str, Any], changes: _Changes) -> list[str]:
     lines = []
-    if changes.config_file is not None:
-        if changes.config_now is None:
+    where = "no config file" if changes.config_file is None else str(changes.config_file)
+    if changes.config_now is None:
+        if changes.config_file is not None:
             lines.append(f"the surfaces config {changes.config_file} cannot be read now")
-        elif changes.config_now != record["config"]:
-            differ = (
-                f"; surface {record['surface']}: {', '.join(changes.surface_changes)} differ"
-                if changes.surface_changes
-                else ""
-            )
-            lines.append(
-                f"the surfaces config changed since: digest {record['config']} then, "
-                f"{changes.config_now} now ({changes.config_file}){differ}"
-            )
-        else:
-            lines.append(f"the surfaces config is unchanged ({changes.config_file})")
+    elif changes.config_now != record["config"]:
+        note = f"; {changes.surface_note}" if changes.surface_note else ""
+        lines.append(
+            f"the surfaces config changed since: digest {record['config']} then, "
+            f"{changes.config_now} now ({where}){note}"
+        )
+    else:
+        lines.append(f"the surfaces config is unchanged ({where})")
     if changes.model_now != record["model"]:
         lines.append(
             f"the model changed since: {record['model'] or 'none'} then, "

@@ -13,7 +13,7 @@ import trio
 
 from actors import LmdbEventStore
 from matchlight.cli import main
-from ranker import DecisionLog
+from ranker import DecisionLog, Surfaces, keep_config
 from ranker.replay import REPLAY_FIELDS
 from tests.ranker.test_replay import serve_decisions
 
@@ -106,3 +106,12 @@ def test_what_cannot_be_replayed_fails_in_one_line(
 
 def test_every_decision_carries_what_a_replay_needs(decisions: list[dict[str, Any]]) -> None:
     assert all(set(REPLAY_FIELDS) <= record.keys() for record in decisions)
+
+
+def test_a_server_restarted_without_a_config_file_counts_as_a_change(
+    tmp_path: Path, decisions: list[dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    keep_config(tmp_path, Surfaces(), None)
+    assert explain(tmp_path, decisions[0]["request_id"]) == 0
+    out = capsys.readouterr().out
+    assert f"{Surfaces().digest} now (no config file); surface home is gone" in out
