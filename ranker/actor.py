@@ -228,14 +228,24 @@ class RankerActor:
         # What the ranking reads from here on is the projections as of this log position
         # (and the popular tiers as of theirs): recorded, so `matchlight explain` can
         # rebuild them.
-        seq = system.observed_seq
+        seq, applying = system.observed_seq, system.applying
         tiers = self._popular.get(index, system.signals, time.monotonic(), seq)
+        replay: dict[str, Any] = {
+            "log_seq": seq,
+            "now": live.now,
+            "config": self.surfaces.digest,
+            # Past 4,096 items; and, rarely, what makes a replay inexact (see ranker.replay).
+            **({"tiers_seq": self._popular.seq} if tiers else {}),
+            **({"applying": True} if applying else {}),
+        }
         candidates, served = self._candidates(policy, request, k, live, tiers)
         if live.job is not None and len(candidates.docs):
             # The one checkpoint between the ranking stages. The user's state was copied
             # into ``live`` before it; the index and item signals may move on meanwhile,
             # and the stages after it read them as they are then.
             candidates = await self._two_sided(policy, live.job, candidates, live.now)
+            if system.observed_seq != seq or system.applying:
+                replay["moved"] = True
         with _TRACER.start_as_current_span("ranker.rerank"):
             reranked = pipeline.rerank(index, policy, request, k, candidates, served, live.seq)
         result = pipeline.recommendation(
@@ -248,12 +258,7 @@ class RankerActor:
                 result,
                 reranked,
                 started,
-                replay={
-                    "log_seq": seq,
-                    "now": live.now,
-                    "config": self.surfaces.digest,
-                    **({"tiers_seq": self._popular.seq} if tiers else {}),
-                },
+                replay=replay,
             )
         )
         return result
@@ -376,8 +381,10 @@ def _decision(
 
     ``replay`` is what :mod:`ranker.replay` needs besides the request to rebuild it: the
     log position and clock the ranking read, the surfaces config's digest and the
-    position of the popular tiers it used (if any). The request's ``k``, ``context`` and
-    ``filter`` are kept only when given.
+    position of the popular tiers it used (if any); and ``applying`` if a commit was
+    still being applied as it read, ``moved`` if the log moved on while a two-sided
+    request asked the suppliers' actors (a replay may then differ). The request's
+    ``k``, ``context`` and ``filter`` are kept only when given.
     """
     explored = reranked.explored
     asked: dict[str, Any] = {}

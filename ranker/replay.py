@@ -13,9 +13,11 @@ further), which is how a candidate config can be evaluated over a decision log.
 list it gives differs from the one served. Blocking, no Trio.
 
 A decision records the log position its process had *dispatched* to its
-projections when it read them. With commits being applied at that moment (a
-server under ingest), an entity could still lag behind that position, and the
-replay then differs in what those events changed.
+projections when it read them. With a commit still being applied at that
+moment (a server under ingest), an entity could lag behind that position; on a
+two-sided surface the log may move on while the suppliers' actors are asked.
+The record says so (``applying``, ``moved``; :func:`caveats`), and the replay
+may then differ in what those events changed.
 """
 
 from __future__ import annotations
@@ -198,6 +200,19 @@ def rebuild(
         request_id=record["request_id"],
     )
     return result
+
+
+def caveats(record: Mapping[str, Any]) -> list[str]:
+    """Why a replay of ``record`` may not be exact, in words (none: it is)."""
+    out = []
+    if record.get("applying"):
+        out.append(
+            "a commit was still being applied when it read the state, so an entity may "
+            f"have lagged log position {record['log_seq']}"
+        )
+    if record.get("moved"):
+        out.append("the log moved on while it asked the suppliers (two-sided)")
+    return out
 
 
 @attrs.frozen(kw_only=True)

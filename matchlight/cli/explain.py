@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from ranker import current_version
     from ranker.decisions import find_decision
     from ranker.model import models_dir
-    from ranker.replay import Replay, compare, rebuild
+    from ranker.replay import Replay, caveats, compare, rebuild
 
     data = Path(args.data)
     if not (data / "events").is_dir():
@@ -97,10 +97,11 @@ def run(args: argparse.Namespace) -> int:
         return fail("explain", str(exc))
     difference = compare(record, result)
     changes = _changes(data, record, args.config, current_version(data))
+    notes = caveats(record)
     if args.json:
-        print(json.dumps(_view(record, result.items, difference, changes), indent=2))
+        print(json.dumps(_view(record, result.items, difference, notes, changes), indent=2))
     else:
-        _print(record, result.items, difference, changes)
+        _print(record, result.items, difference, notes, changes)
     return 0 if difference.identical else DIFFERS
 
 
@@ -163,6 +164,7 @@ def _view(
     record: dict[str, Any],
     items: list[dict[str, Any]],
     difference: Difference,
+    notes: list[str],
     changes: _Changes,
 ) -> dict[str, Any]:
     return {
@@ -175,6 +177,7 @@ def _view(
         "config": record["config"],
         "items": items,
         "identical": difference.identical,
+        "caveats": notes,
         "differences": [
             {"position": p, "served": s, "served_score": ss, "replayed": r, "replayed_score": rs}
             for p, s, ss, r, rs in difference.positions
@@ -190,6 +193,7 @@ def _print(
     record: dict[str, Any],
     items: list[dict[str, Any]],
     difference: Difference,
+    notes: list[str],
     changes: _Changes,
 ) -> None:
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(record["ts"]))
@@ -212,6 +216,8 @@ def _print(
                 f"  position {position}: served {_entry(served, served_score)}, "
                 f"replayed {_entry(replayed, replayed_score)}"
             )
+        for note in notes:
+            print(f"  (possibly because {note})")
     for line in _change_lines(record, changes):
         print(line)
 

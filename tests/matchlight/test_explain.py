@@ -54,12 +54,16 @@ def test_a_served_list_that_differs_is_shown_position_by_position_with_status_3(
     record = decisions[0]
     first, second, *rest = record["items"]
     with DecisionLog(tmp_path / "decisions") as log:  # as if another list had been served
-        log.write([{**record, "request_id": "swapped", "items": [second, first, *rest]}])
+        swapped = {**record, "request_id": "swapped", "items": [second, first, *rest]}
+        log.write([swapped, {**swapped, "request_id": "while-applying", "applying": True}])
     assert explain(tmp_path, "swapped") == 3
     out = capsys.readouterr().out
     assert "differs from what was served:" in out
     assert f"position 1: served {second} (" in out
     assert f"replayed {first} (" in out
+    assert "possibly because" not in out
+    assert explain(tmp_path, "while-applying") == 3
+    assert "(possibly because a commit was still being applied" in capsys.readouterr().out
 
 
 def test_an_edited_copy_of_the_config_is_refused(

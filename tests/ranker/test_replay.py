@@ -25,7 +25,7 @@ from ranker import (
     open_ranker,
     save_model,
 )
-from ranker.replay import Replay, compare, rebuild, request_of
+from ranker.replay import Replay, caveats, compare, rebuild, request_of
 from tests.ranker.actor_world import CATEGORIES, NO_POLL, event, fitted, small_catalogue, upsert
 
 CONFIG = """
@@ -85,6 +85,8 @@ async def test_every_decision_replays_identically_in_one_pass(tmp_path: Path) ->
     assert len(records) == 12
     assert {r["model"] for r in records} == {None, "20260101T000000Z-seq1", "20260101T000000Z-seq2"}
     assert any(p < 1.0 for r in records for p in r["propensities"])  # exploration drew
+    # Requests between acknowledged writes find every commit applied: nothing to caveat.
+    assert not any(caveats(r) for r in records)
 
     replay = Replay(store)
     for record in sorted(records, key=lambda r: r["log_seq"]):
@@ -172,3 +174,10 @@ async def test_popular_tiers_are_rebuilt_at_the_position_they_were_computed(
         assert compare(record, rebuild(tmp_path, record, Replay(store))).identical
     for record in records:
         assert compare(record, rebuild(tmp_path, record, replay)).identical
+
+
+def test_a_record_taken_while_a_commit_was_applied_says_its_replay_may_differ() -> None:
+    assert caveats({"log_seq": 7}) == []
+    notes = caveats({"log_seq": 7, "applying": True, "moved": True})
+    assert "lagged log position 7" in notes[0]
+    assert "two-sided" in notes[1]
