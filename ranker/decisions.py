@@ -220,7 +220,11 @@ def _values(path: str | os.PathLike[str], *, newest_first: bool) -> Iterator[byt
     try:
         env = lmdb.open(str(path), readonly=True, create=False, max_dbs=1, readahead=False)
         try:
-            db = env.open_db(b"decisions", create=False)
+            try:
+                db = env.open_db(b"decisions", create=False)
+            except lmdb.MapResizedError:  # a server grew the map since: take its size
+                env.set_mapsize(0)
+                db = env.open_db(b"decisions", create=False)
             with env.begin(db=db, buffers=False) as txn:
                 cursor = txn.cursor()
                 if newest_first:
