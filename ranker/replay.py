@@ -124,7 +124,8 @@ class Replay:
         request_id: str,
     ) -> tuple[Recommendation, Reranked]:
         """Rank ``request`` as :meth:`ranker.RankerActor.recommend` does, on the projections
-        as of :attr:`seq`, at the ranking clock ``now``, looking in ``tiers`` first.
+        as of :attr:`seq`, at the ranking clock ``now``, looking in ``tiers`` first; and the
+        reranking (its exploration's propensities are what an off-policy estimate weighs).
 
         Raises:
             RequestError: as ``recommend`` would have.
