@@ -4,8 +4,9 @@ A server takes decisions with no model, after a model is swapped in, after a
 second one replaces it, and after a restart with a changed surfaces config
 (diversity, seeded exploration and a two-sided surface among them); ``explain``
 rebuilds every one exactly, says so, and reports that the config file changed
-once it has. Unknown ids and directories that are not data directories fail in
-one line.
+once it has; ``train --keep-models 1`` keeps the older model the decisions
+name. Unknown ids and directories that are not data directories fail in one
+line.
 """
 
 from __future__ import annotations
@@ -72,8 +73,10 @@ def serve_round(client: Client, served: list[dict[str, Any]]) -> None:
         served.append(client.call("recommend", params))
 
 
-def train_and_wait(server: ServerProcess, client: Client) -> str:
-    trained = run_train(server.data, "--epochs", "2", "--threads", "1", "--features", "identity")
+def train_and_wait(server: ServerProcess, client: Client, *args: str) -> str:
+    trained = run_train(
+        server.data, "--epochs", "2", "--threads", "1", "--features", "identity", *args
+    )
     assert trained.returncode == 0, trained.stderr
     version = trained.stdout.split()[1].rstrip(":")
 
@@ -108,7 +111,9 @@ def test_explain_rebuilds_decisions_across_model_swaps_and_a_config_change(
     first = train_and_wait(server, client)
     serve_round(client, served)
     client.call("ingest", {"events": [{**e, "id": f"more-{e['id']}"} for e in history(8, 3)]})
-    second = train_and_wait(server, client)
+    # Only the newest model need stay, but decisions name the first: it stays too.
+    second = train_and_wait(server, client, "--keep-models", "1")
+    assert (server.data / "models" / first).is_dir()
     serve_round(client, served)
     config.write_text(CONFIG.format(share=0.25))
     server.restart()
