@@ -87,7 +87,7 @@ class Replay:
             self.seq = page[-1].seq
 
     def popular_tiers(self, seq: int) -> list[BitMap]:
-        """The popular tiers (:class:`stages.PopularTiers`) as of ``seq``: advances there if
+        """The popular tiers (:func:`stages.popular_tiers`) as of ``seq``: advances there if
         it lies ahead. Blocking.
 
         Raises:
@@ -100,8 +100,7 @@ class Replay:
         return self._tiers.get(seq) or self._compute_tiers()
 
     def _compute_tiers(self) -> list[BitMap]:
-        p = self.projections
-        return stages.PopularTiers().get(p.index, p.signals, 0.0, self.seq)
+        return stages.popular_tiers(self.projections.index, self.projections.signals)
 
     def serving(self, model: Model) -> ServingModel:
         """``model`` as served over the index now (item rows are filled when used, from the
