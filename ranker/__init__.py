@@ -1,7 +1,7 @@
 """The ranker: ``recommend`` from live state, LightFM with fold-in, and surface policies."""
 
 from ranker.actor import RankerActor, RankerStatistics, open_ranker
-from ranker.configs import ServedConfig, config_at, keep_config, served_config
+from ranker.configs import ServedConfig, config_at, keep_config, keep_copy, served_config
 from ranker.decisions import DecisionLog, DecisionStatistics
 from ranker.errors import ConfigError, ModelError, RankerError, ReplayError, RequestError
 from ranker.model import Model, check_current, current_version, load_model, save_model
@@ -52,6 +52,7 @@ __all__ = [
     "current_version",
     "fit",
     "keep_config",
+    "keep_copy",
     "load_model",
     "load_surfaces",
     "open_ranker",

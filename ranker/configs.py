@@ -4,23 +4,26 @@ A decision record names the surfaces config it was ranked under by its digest
 (:func:`ranker.policy.config_digest`, of the file's bytes). So that
 ``matchlight explain`` can rank it again after the file changed, a server
 keeps a copy of every config it serves as ``DATA/configs/DIGEST.toml``
-(:func:`keep_config`, at start, before it serves a request), and notes which
-one it serves and the file it read it from in ``DATA/configs/SERVED`` (JSON:
-``digest``, ``path``), so ``explain`` can tell whether the file changed since.
+(:func:`keep_copy`, in every process that ranks, as it starts), and notes
+which one it serves and the file it read it from in ``DATA/configs/SERVED``
+(JSON: ``digest``, ``path``; :func:`keep_config`, once per node), so
+``explain`` can tell whether the file changed since.
 The copies are small and few (one per config ever served); nothing deletes
 them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Final
 
 import attrs
 
-from actors.files import write_atomically
+from actors.files import fsync_path, write_atomically
 from ranker.errors import ConfigError
 from ranker.policy import Surfaces, load_surfaces
 
@@ -42,19 +45,44 @@ def configs_dir(data: str | os.PathLike[str]) -> Path:
 
 
 def keep_config(data: str | os.PathLike[str], surfaces: Surfaces, path: Path | None) -> None:
-    """Keep ``surfaces`` as ``configs/DIGEST.toml`` (unless kept already) and note it
-    (read from ``path``) as the one served. Blocking; call it once per serving node.
+    """Keep ``surfaces`` (:func:`keep_copy`) and note it, read from ``path``, as the one
+    served. Blocking; call it once per serving node, before its workers start.
 
     Raises:
         OSError: the files cannot be written.
     """
-    root = configs_dir(data)
-    root.mkdir(parents=True, exist_ok=True)
-    copy = root / f"{surfaces.digest}.toml"
-    if not copy.exists():
-        write_atomically(copy, surfaces.source)
+    keep_copy(data, surfaces)
     note = {"digest": surfaces.digest, "path": None if path is None else str(path.resolve())}
-    write_atomically(root / SERVED, json.dumps(note) + "\n")
+    write_atomically(configs_dir(data) / SERVED, json.dumps(note) + "\n")
+
+
+def keep_copy(data: str | os.PathLike[str], surfaces: Surfaces) -> None:
+    """Keep ``surfaces`` as ``configs/DIGEST.toml`` unless it is kept already. Blocking.
+
+    Every process that ranks calls it as it starts (a reader worker restarted after
+    its config file was edited serves the new one), so several may at once: each
+    writes its own temporary file and renames it into place.
+
+    Raises:
+        OSError: the file cannot be written.
+    """
+    root = configs_dir(data)
+    copy = root / f"{surfaces.digest}.toml"
+    if copy.exists():
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    fd, staging = tempfile.mkstemp(prefix=f".{surfaces.digest}.", suffix=".tmp", dir=root)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(surfaces.source)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(staging, copy)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(staging)
+        raise
+    fsync_path(root)
 
 
 def config_at(data: str | os.PathLike[str], digest: str) -> Surfaces:

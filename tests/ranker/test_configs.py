@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from ranker import ConfigError, Surfaces, config_at, keep_config, load_surfaces, served_config
+from ranker import (
+    ConfigError,
+    Surfaces,
+    config_at,
+    keep_config,
+    keep_copy,
+    load_surfaces,
+    served_config,
+)
 
 HOME = b"[surfaces.home]\nk = 4\n"
 
@@ -48,3 +56,25 @@ def test_an_unknown_or_edited_copy_is_refused(tmp_path: Path) -> None:
     (tmp_path / "configs" / f"{surfaces.digest}.toml").write_bytes(HOME + b"# edited\n")
     with pytest.raises(ConfigError, match="was changed"):
         config_at(tmp_path, surfaces.digest)
+
+
+def test_a_process_keeps_its_own_copy_without_changing_what_the_node_noted(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "surfaces.toml"
+    config.write_bytes(HOME)
+    first = load_surfaces(config)
+    keep_config(tmp_path, first, config)
+    config.write_bytes(b"[surfaces.home]\nk = 5\n")  # a reader restarted after an edit
+    edited = load_surfaces(config)
+
+    keep_copy(tmp_path, edited)
+    keep_copy(tmp_path, edited)
+
+    assert config_at(tmp_path, edited.digest).get("home").k == 5
+    served = served_config(tmp_path)
+    assert served is not None
+    assert served.digest == first.digest
+    assert sorted(p.name for p in (tmp_path / "configs").iterdir()) == sorted(
+        [f"{first.digest}.toml", f"{edited.digest}.toml", "SERVED"]
+    )
