@@ -29,6 +29,7 @@ from actors.item_index import ItemSignals
 from actors.lmdb_store import LmdbEventStore
 from actors.lock import DirectoryLock
 from actors.memory_store import MemoryEventStore
+from actors.projections import Projections
 from actors.ratelimit import RateLimitedLog
 from actors.runtime import ActorRuntime, Behavior, Outcome, RuntimeConfig
 from actors.store import MAX_KEY_BYTES, AppendResult, EventStore, Snapshot
@@ -70,6 +71,7 @@ __all__ = [
     "MatchlightError",
     "MemoryEventStore",
     "Outcome",
+    "Projections",
     "RateLimitedLog",
     "Recent",
     "RecordInteraction",

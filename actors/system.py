@@ -126,8 +126,13 @@ class ActorSystem:
         self.signals = ItemSignals() if signals is None else signals
         #: Item-to-item co-occurrence by internal id, fed in log order as events commit.
         self.cooccurrence = CoOccurrence() if cooccurrence is None else cooccurrence
-        #: The last ``seq`` the co-occurrence has seen (set by whoever rebuilt it).
+        #: The last ``seq`` the co-occurrence has seen (set by whoever rebuilt it), and
+        #: dispatched to the actors.
         self.observed_seq = 0
+        #: Dispatched commits some actor has not applied yet: while there are any, an
+        #: entity's state may lag ``observed_seq`` (a decision records it: see
+        #: :mod:`ranker.replay`).
+        self.applying = 0
         self.writer = StoreWriter(store, max_group_events=self.config.max_group_events)
         self.writer.set_dispatch(self._dispatch)
         save = self.writer.save_snapshot_nowait if save_snapshot is None else save_snapshot
@@ -247,10 +252,14 @@ class ActorSystem:
         to_items = self.items.split(
             [(item_id, ApplyEvents(events)) for item_id, events in by_item.items()]
         )
-        completion = Completion(remaining=len(to_users) + len(to_items))
+        self.applying += 1
+        completion = Completion(remaining=len(to_users) + len(to_items), on_done=self._applied)
         await self.users.tell_shards(to_users, completion)
         await self.items.tell_shards(to_items, completion)
         return completion
+
+    def _applied(self) -> None:
+        self.applying -= 1
 
     @contextlib.contextmanager
     def _deadline(self, kind: str) -> Iterator[None]:

@@ -50,16 +50,24 @@ class Completion:
     """Counts down to zero as actors finish applying a commit's events."""
 
     remaining: int
+    #: Called once, when every part is applied.
+    on_done: Callable[[], None] | None = None
     _done: trio.Event = attrs.field(factory=trio.Event, init=False)
 
     def __attrs_post_init__(self) -> None:
         if self.remaining <= 0:
-            self._done.set()
+            self._finish()
 
     def finish_one(self) -> None:
         self.remaining -= 1
         if self.remaining <= 0:
+            self._finish()
+
+    def _finish(self) -> None:
+        if not self._done.is_set():
             self._done.set()
+            if self.on_done is not None:
+                self.on_done()
 
     async def wait(self) -> None:
         """Wait until every part is applied. A checkpoint."""

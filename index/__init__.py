@@ -21,6 +21,7 @@ from index.query import (
     Term,
     parse,
     parse_sort,
+    unparse,
 )
 
 __all__ = [
@@ -46,4 +47,5 @@ __all__ = [
     "parse",
     "parse_sort",
     "to_bitmap",
+    "unparse",
 ]

@@ -150,6 +150,22 @@ def parse(raw: Any, path: str = "filter") -> Query:
     return _Parser().parse(raw, path, 0)
 
 
+def unparse(query: Query) -> dict[str, Any]:
+    """The map :func:`parse` reads ``query`` from (``parse(unparse(q)) == q``): how a
+    query is stored, e.g. in a decision record."""
+    if type(query) is AllOf or type(query) is AnyOf:
+        return {"all" if type(query) is AllOf else "any": [unparse(c) for c in query.children]}
+    if type(query) is Not:
+        return {"not": unparse(query.child)}
+    if type(query) is Term:
+        return {"term": [query.field, query.value]}
+    if type(query) is Range:
+        return {"range": [query.field, query.lo, query.hi]}
+    if type(query) is Near:
+        return {"near": [query.field, query.lat, query.lon, query.km]}
+    raise TypeError(f"not a query node: {type(query).__name__}")
+
+
 def parse_sort(raw: Any, path: str = "sort") -> Sort:
     """``"field"`` (descending), or ``[field, "desc"|"asc"]``.
 

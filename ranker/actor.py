@@ -41,14 +41,15 @@ import attrs
 import trio
 from opentelemetry import trace
 
-from actors import ActorSystem, ItemState, RateLimitedLog, user
-from ranker import pipeline, stages, two_sided
+from actors import ActorSystem, ItemState, RateLimitedLog
+from index import unparse
+from ranker import pipeline, stages
 from ranker.decisions import DecisionLog
 from ranker.errors import ModelError, RequestError
 from ranker.model import Model, current_version, load_model
-from ranker.pipeline import Candidates, Live, Recommendation, RecommendRequest, Reranked
-from ranker.policy import DEFAULT_BLEND, HEURISTIC_BLEND, Blend, Surface, Surfaces
-from ranker.serving import ServingModel, model_scores, serving_model
+from ranker.pipeline import Candidates, Live, Recommendation, RecommendRequest, Reranked, Tiers
+from ranker.policy import Surface, Surfaces
+from ranker.serving import ServingModel, serving_model
 
 log = logging.getLogger(__name__)
 #: The process's OpenTelemetry tracer (a no-op until the server sets a provider).
@@ -222,32 +223,45 @@ class RankerActor:
         request_id = uuid.uuid4().hex
         policy = self.surfaces.get(request.surface)
         k = request.k or policy.k
-        index = self.system.index
+        system = self.system
+        index = system.index
         live = await self._gather(policy, request)
-        candidates, served = self._candidates(policy, request, k, live)
+        # What the ranking reads from here on is the projections as of this log position
+        # (and the popular tiers as of theirs): recorded, so `matchlight explain` can
+        # rebuild them.
+        seq, applying = system.observed_seq, system.applying
+        tiers = self._popular.get(index, system.signals, time.monotonic(), seq)
+        replay: dict[str, Any] = {
+            "log_seq": seq,
+            "now": live.now,
+            "config": self.surfaces.digest,
+            # Past 4,096 items; and, rarely, what makes a replay inexact (see ranker.replay).
+            **({"tiers_seq": self._popular.seq} if tiers else {}),
+            **({"applying": True} if applying else {}),
+        }
+        candidates, served = self._candidates(policy, request, k, live, tiers)
         if live.job is not None and len(candidates.docs):
             # The one checkpoint between the ranking stages. The user's state was copied
             # into ``live`` before it; the index and item signals may move on meanwhile,
             # and the stages after it read them as they are then.
             candidates = await self._two_sided(policy, live.job, candidates, live.now)
+            if system.observed_seq != seq or system.applying:
+                replay["moved"] = True
         with _TRACER.start_as_current_span("ranker.rerank"):
             reranked = pipeline.rerank(index, policy, request, k, candidates, served, live.seq)
-        items = pipeline.items(index, request, candidates, live, reranked)
-        self._requests += 1
-        result = Recommendation(
-            items=items,
-            source="realtime",
-            model=None if served is None else served.model.version,
-            ranker="heuristic" if served is None else "lightfm",
-            surface=policy.name,
-            request_id=request_id,
-            matched=candidates.matched,
-            candidates=len(candidates.docs),
-            retrieved=None
-            if request.probe is None
-            else pipeline.among(index, candidates.docs, request.probe),
+        result = pipeline.recommendation(
+            index, policy, request, candidates, served, live, reranked, request_id
         )
-        await self._record(_decision(request, result, reranked, started))
+        self._requests += 1
+        await self._record(
+            _decision(
+                request,
+                result,
+                reranked,
+                started,
+                replay=replay,
+            )
+        )
         return result
 
     async def _gather(self, policy: Surface, request: RecommendRequest) -> Live:
@@ -259,7 +273,7 @@ class RankerActor:
         Raises:
             RequestError: on a two-sided surface, the context does not name the job.
         """
-        system, index, signals = self.system, self.system.index, self.system.signals
+        system = self.system
         # On a two-sided surface, the job the request is about (asked before the user's view).
         job = await self._job(policy, request)
         state = await system.get_user_view(request.user)
@@ -267,20 +281,13 @@ class RankerActor:
         # here, without awaiting, and the state itself does not leave this method.
         # The stream's clock, but never ahead of the wall clock by more than the allowed
         # skew (a log written before event times were checked may hold later stamps).
-        now = max(min(signals.clock, time.time() + system.config.clock_skew_s), state.updated)
-        affinity = user.affinity_at(state, now)
-        # The user's latest engagements: sources of co-occurrence and of the fold-in.
-        engaged = stages.recent_engagements(state.recent, index.doc_of)
-        return Live(
-            seq=state.seq,
-            now=now,
-            affinity=affinity,
-            favourites=stages.favourites(affinity),
-            # Every item of the user's whole history (cached in the state, brought up to
-            # date here); on a surface that allows repeats, only their latest dismissals.
-            exclude=user.excluded_docs(state, index.doc_of, dismissed_only=policy.allow_repeats),
-            engaged=engaged,
-            related=system.cooccurrence.scores(zip(*engaged, strict=True), now),
+        clock = min(system.signals.clock, time.time() + system.config.clock_skew_s)
+        return pipeline.live(
+            system.index,
+            system.cooccurrence,
+            state,
+            policy,
+            now=max(clock, state.updated),
             serving=self._serving,
             job=job,
         )
@@ -304,46 +311,29 @@ class RankerActor:
         return await self.system.get_item(job)
 
     def _candidates(
-        self, policy: Surface, request: RecommendRequest, k: int, live: Live
+        self, policy: Surface, request: RecommendRequest, k: int, live: Live, tiers: Tiers
     ) -> tuple[Candidates, ServingModel | None]:
-        """Retrieve, score and apply the rules; and the model that scored. Not a checkpoint.
+        """:func:`pipeline.candidates`, keeping a grown copy of the model as the one served.
+
+        Not a checkpoint.
 
         Raises:
             RequestError: the request's filter names an unknown field, or a
                 context value does not fit the surface's template.
         """
-        index, signals = self.system.index, self.system.signals
-        query = pipeline.query(index, policy, request, live, k)
-        candidates = pipeline.retrieve(index, signals, self._popular, policy, query, live)
-        with _TRACER.start_as_current_span("ranker.score"):
-            served, model_scores = live.serving, None
-            if served is not None and len(candidates.docs):
-                model_scores, served = self._model_scores(served, request.user, live, candidates)
-            blend = self._blend(policy, served)
-            candidates = pipeline.score(index, signals, candidates, blend, live, model_scores)
-            candidates = pipeline.apply_rules(index, policy, request, live, candidates)
-        return candidates, served
-
-    def _model_scores(
-        self, served: ServingModel, user_id: str, live: Live, candidates: Candidates
-    ) -> tuple[stages.Floats, ServingModel]:
-        """:func:`ranker.serving.model_scores`, keeping a grown copy as the model served."""
-        scores, grown = model_scores(
-            served, self.system.index, candidates.docs, user_id, live.affinity, live.engaged
+        system = self.system
+        found, served = pipeline.candidates(
+            system.index, system.signals, tiers, policy, request, k, live
         )
         current = self._serving
-        if grown is not served and current is not None and current.model is served.model:
-            self._serving = grown
-        return scores, grown
-
-    @staticmethod
-    def _blend(policy: Surface, served: ServingModel | None) -> Blend:
-        """The surface's pinned blend, else the one learned with the model, else a default."""
-        if policy.blend_pinned:
-            return policy.blend if served is not None else policy.blend.heuristic()
-        if served is None:
-            return HEURISTIC_BLEND
-        return served.blend or DEFAULT_BLEND
+        if (
+            served is not live.serving
+            and served is not None
+            and current is not None
+            and current.model is served.model
+        ):
+            self._serving = served
+        return found, served
 
     async def _two_sided(
         self, policy: Surface, job: ItemState, candidates: Candidates, now: float
@@ -352,14 +342,9 @@ class RankerActor:
 
         See :mod:`ranker.two_sided`. A checkpoint (asks the suppliers' actors).
         """
-        assert policy.reciprocal is not None
-        index, docs = self.system.index, candidates.docs
-        considered = two_sided.consider(index, policy, job, docs, candidates.score)
-        suppliers = await self.system.get_users(index.external(docs[considered.top].tolist()))
-        score, details = two_sided.two_sided_scores(
-            considered, suppliers, policy.reciprocal, len(docs), now
-        )
-        return attrs.evolve(candidates, score=score, two_sided=details)
+        chosen, ids = pipeline.considered(self.system.index, policy, job, candidates)
+        suppliers = await self.system.get_users(ids)
+        return pipeline.with_two_sided(policy, candidates, chosen, suppliers, now)
 
     async def _record(self, decision: dict[str, Any]) -> None:
         """Queue a decision for the log (waits while the queue is full: backpressure)."""
@@ -386,22 +371,44 @@ class RankerActor:
 
 
 def _decision(
-    request: RecommendRequest, result: Recommendation, reranked: Reranked, started: float
+    request: RecommendRequest,
+    result: Recommendation,
+    reranked: Reranked,
+    started: float,
+    *,
+    replay: dict[str, Any],
 ) -> dict[str, Any]:
-    """The decision log's record of a response (``started``: its ``perf_counter`` start)."""
+    """The decision log's record of a response (``started``: its ``perf_counter`` start).
+
+    ``replay`` is what :mod:`ranker.replay` needs besides the request to rebuild it: the
+    log position and clock the ranking read, the surfaces config's digest and the
+    position of the popular tiers it used (if any); and ``applying`` if a commit was
+    still being applied as it read, ``moved`` if the log moved on while a two-sided
+    request asked the suppliers' actors (a replay may then differ). The request's
+    ``k``, ``context`` and ``filter`` are kept only when given.
+    """
     explored = reranked.explored
+    asked: dict[str, Any] = {}
+    if request.k is not None:
+        asked["k"] = request.k
+    if request.context:
+        asked["context"] = dict(request.context)
+    if request.filter is not None:
+        asked["filter"] = unparse(request.filter)
     return {
         "request_id": result.request_id,
         "ts": time.time(),
         "surface": result.surface,
         "requested_surface": request.surface,
         "user": request.user,
+        **asked,
         "items": [item["id"] for item in result.items],
         "scores": [item["score"] for item in result.items],
         "propensities": [explored.propensity[p] for p in explored.positions],
         "model": result.model,
         "source": "realtime",
         "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+        **replay,
     } | _slate_propensities(reranked)
 
 

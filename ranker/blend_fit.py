@@ -35,17 +35,7 @@ import attrs
 import numpy as np
 import numpy.typing as npt
 
-from actors import (
-    InteractionRecorded,
-    ItemSignals,
-    ItemState,
-    StoredEvent,
-    UserState,
-    item,
-    user,
-)
-from actors.cooccurrence import CoOccurrence, observe_events
-from actors.item_index import index_item, new_index
+from actors import InteractionRecorded, Projections, StoredEvent, user
 from actors.store import EventStore
 from index import EVERYTHING
 from ranker import stages
@@ -83,33 +73,8 @@ class LearnedBlend:
     facts: dict[str, Any]
 
 
-@attrs.define
-class _Projections:
-    """The server's projections of the log, kept by the domain functions themselves."""
-
-    index: Any = attrs.field(factory=new_index)
-    signals: ItemSignals = attrs.field(factory=ItemSignals)
-    cooccurrence: CoOccurrence = attrs.field(factory=CoOccurrence)
-    items: dict[str, ItemState] = attrs.field(factory=dict)
-    users: dict[str, UserState] = attrs.field(factory=dict)
-
-    def apply(self, stored: StoredEvent) -> None:
-        event = stored.event
-        state = self.items.get(event.item)
-        if state is None:
-            state = self.items[event.item] = item.initial(event.item)
-        item.apply(state, stored)
-        index_item(self.index, state, self.signals)
-        if type(event) is InteractionRecorded:
-            person = self.users.get(event.user)
-            if person is None:
-                person = self.users[event.user] = user.initial(event.user)
-            user.apply(person, stored)
-            observe_events(self.cooccurrence, self.index, [event])
-
-
 def _sample_parts(
-    p: _Projections, serving: ServingModel | None, event: InteractionRecorded, names: list[str]
+    p: Projections, serving: ServingModel | None, event: InteractionRecorded, names: list[str]
 ) -> tuple[tuple[npt.NDArray[np.float32], int] | None, ServingModel | None]:
     """Each candidate's standardised parts (rows) for a recommend just before ``event``,
     and the engaged item's row (``None`` if retrieval would have missed it); and
@@ -228,7 +193,7 @@ def _samples(
     """Replay the log, sampling engagements after ``cut_ts`` at ``rate`` (seeded): each
     sample's candidates' parts and the engaged row; and how many were tried and missed."""
     rng = random.Random(seed)
-    p = _Projections()
+    p = Projections()
     serving = None if model is None else serving_model(model, p.index, 0)
     samples: list[tuple[npt.NDArray[np.float32], int]] = []
     tried = missed = 0

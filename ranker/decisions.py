@@ -172,6 +172,77 @@ class DecisionLog(Closing):
             self._env.close()
 
 
+def find_decision(path: str | os.PathLike[str], request_id: str) -> dict[str, Any] | None:
+    """The record of ``request_id`` in the decision log at ``path``, or ``None``. Blocking.
+
+    Read-only, beside a server writing the log; newest first, a record decoded
+    only when its bytes hold the id.
+
+    Raises:
+        RankerError: there is no decision log at ``path``, or it cannot be read.
+    """
+    needle = request_id.encode()
+    for value in _values(path, newest_first=True):
+        if needle in value:
+            record = msgpack.unpackb(value, raw=False)
+            if isinstance(record, dict) and record.get("request_id") == request_id:
+                return record
+    return None
+
+
+def referenced(path: str | os.PathLike[str], names: Sequence[str]) -> set[str]:
+    """Which of ``names`` (model versions) a record of the decision log at ``path`` holds.
+    Blocking; read-only, beside a server writing the log.
+
+    A record counts when its bytes hold the name (a version name is distinctive; a
+    false match only keeps an artifact longer).
+
+    Raises:
+        RankerError: there is no decision log at ``path``, or it cannot be read.
+    """
+    wanted = {name: name.encode() for name in names}
+    found: set[str] = set()
+    for value in _values(path, newest_first=False):
+        if not wanted:
+            break
+        for name in [name for name, needle in wanted.items() if needle in value]:
+            found.add(name)
+            del wanted[name]
+    return found
+
+
+def _values(path: str | os.PathLike[str], *, newest_first: bool) -> Iterator[bytes]:
+    """The encoded records of the decision log at ``path``, read-only (none if nothing was
+    ever recorded).
+
+    Raises:
+        RankerError: there is no decision log at ``path``, or it cannot be read.
+    """
+    if not (Path(path) / "data.mdb").is_file():
+        raise RankerError(f"no decision log in {path}")
+    try:
+        env = lmdb.open(str(path), readonly=True, create=False, max_dbs=1, readahead=False)
+        try:
+            try:
+                db = env.open_db(b"decisions", create=False)
+            except lmdb.MapResizedError:  # a server grew the map since: take its size
+                env.set_mapsize(0)
+                db = env.open_db(b"decisions", create=False)
+            with env.begin(db=db, buffers=False) as txn:
+                cursor = txn.cursor()
+                if newest_first:
+                    if cursor.last():
+                        yield from cursor.iterprev(keys=False, values=True)
+                else:
+                    yield from cursor.iternext(keys=False, values=True)
+        except lmdb.NotFoundError:
+            return  # never written to
+        finally:
+            env.close()
+    except lmdb.Error as exc:
+        raise RankerError(f"cannot read the decision log in {path}: {exc}") from exc
+
+
 def check_log(path: str | os.PathLike[str], problem: Callable[[str, str], None]) -> dict[str, int]:
     """Check a decision (or comparison) log read-only: every record decodes to a map
     carrying its own ``seq``, in increasing order.

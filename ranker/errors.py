@@ -19,3 +19,7 @@ class ModelError(RankerError):
 
 class RequestError(RankerError):
     """A ``recommend`` request is invalid (a bad filter, a context value of the wrong type)."""
+
+
+class ReplayError(RankerError):
+    """A decision cannot be replayed (the message says why)."""

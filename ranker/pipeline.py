@@ -2,9 +2,13 @@
 
 :meth:`ranker.actor.RankerActor.recommend` runs them in order::
 
-    gather (the only awaits: the job's and the user's state, read into a Live value)
-      → retrieve → score → apply_rules → (two-sided: ask the suppliers' actors)
-      → rerank (diversity, exploration) → serve (items, explanations, the decision)
+    gather (the only awaits: the job's and the user's state, read into a Live value: live)
+      → candidates (retrieve → score → apply_rules)
+      → (two-sided: considered → ask the suppliers' actors → with_two_sided)
+      → rerank (diversity, exploration) → recommendation (items, explanations)
+
+and :class:`ranker.replay.Replay` runs the same ones over projections rebuilt
+from the log, to rank a past decision again.
 
 Every stage here is synchronous and pure apart from reading the index, the
 item signals and co-occurrence (a request reads them as they are when the
@@ -17,7 +21,6 @@ what the stage before it produced.
 from __future__ import annotations
 
 import logging
-import time
 import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
@@ -28,12 +31,13 @@ import numpy.typing as npt
 from opentelemetry import trace
 from pyroaring import BitMap
 
-from actors import ItemSignals, ItemState
+from actors import ItemSignals, ItemState, UserState, user
+from actors.cooccurrence import CoOccurrence
 from index import EVERYTHING, AllOf, Index, Query, QueryError
 from ranker import stages, stochastic, two_sided
 from ranker.errors import RequestError
-from ranker.policy import Blend, Surface
-from ranker.serving import ServingModel
+from ranker.policy import DEFAULT_BLEND, HEURISTIC_BLEND, Blend, Surface
+from ranker.serving import ServingModel, model_scores
 from ranker.stages import Docs, Floats
 from ranker.stochastic import Slate
 from ranker.template import TOP_VALUES, fill
@@ -47,6 +51,8 @@ _NEVER_DRAWN: Final = np.random.default_rng(0)
 
 Favourites = Sequence[tuple[str, str, float]]
 Rules = list[tuple[str, str, Query, float]]
+#: The tiers of the most popular items a request looks in first (:class:`stages.PopularTiers`).
+Tiers = Sequence[BitMap]
 
 
 @attrs.frozen(kw_only=True)
@@ -134,6 +140,38 @@ class Live:
         return top
 
 
+def live(
+    index: Index,
+    cooccurrence: CoOccurrence,
+    state: UserState,
+    policy: Surface,
+    *,
+    now: float,
+    serving: ServingModel | None,
+    job: ItemState | None,
+) -> Live:
+    """What a request takes from the user's ``state`` as of ``now`` (the ranking's clock).
+
+    Not a checkpoint: ``state`` may be a live view (see :class:`Live`).
+    """
+    affinity = user.affinity_at(state, now)
+    # The user's latest engagements: sources of co-occurrence and of the fold-in.
+    engaged = stages.recent_engagements(state.recent, index.doc_of)
+    return Live(
+        seq=state.seq,
+        now=now,
+        affinity=affinity,
+        favourites=stages.favourites(affinity),
+        # Every item of the user's whole history (cached in the state, brought up to
+        # date here); on a surface that allows repeats, only their latest dismissals.
+        exclude=user.excluded_docs(state, index.doc_of, dismissed_only=policy.allow_repeats),
+        engaged=engaged,
+        related=cooccurrence.scores(zip(*engaged, strict=True), now),
+        serving=serving,
+        job=job,
+    )
+
+
 @attrs.frozen(kw_only=True, eq=False)
 class Candidates:
     """The request's candidates and what each stage learnt about them (aligned arrays)."""
@@ -198,12 +236,13 @@ def query(index: Index, policy: Surface, request: RecommendRequest, live: Live, 
 def retrieve(
     index: Index,
     signals: ItemSignals,
-    popular: stages.PopularTiers,
+    popular: Tiers,
     policy: Surface,
     query: Query,
     live: Live,
 ) -> Candidates:
-    """Up to the surface's ``candidates`` items matching ``query`` (:func:`stages.retrieve`).
+    """Up to the surface's ``candidates`` items matching ``query`` (:func:`stages.retrieve`;
+    ``popular``: the tiers to look in first).
 
     None when the surface's own template or rules name a field no item has (yet).
     """
@@ -216,7 +255,7 @@ def retrieve(
                 limit=policy.candidates,
                 exclude=live.exclude,
                 favourite_terms=[(f, v) for f, v, _ in live.favourites],
-                popular=popular.get(index, signals, time.monotonic()),
+                popular=popular,
                 related=live.related,
             )
     except QueryError as exc:
@@ -226,6 +265,43 @@ def retrieve(
 
 
 # -- scoring --------------------------------------------------------------------------
+
+
+def candidates(
+    index: Index,
+    signals: ItemSignals,
+    popular: Tiers,
+    policy: Surface,
+    request: RecommendRequest,
+    k: int,
+    live: Live,
+) -> tuple[Candidates, ServingModel | None]:
+    """Retrieve, score and apply the rules; and the model that scored (``live.serving``, or a
+    grown copy of it with the rows it computed: the caller may keep it). Not a checkpoint.
+
+    Raises:
+        RequestError: the request's filter names an unknown field, or a
+            context value does not fit the surface's template.
+    """
+    found = retrieve(index, signals, popular, policy, query(index, policy, request, live, k), live)
+    with _TRACER.start_as_current_span("ranker.score"):
+        served, scores = live.serving, None
+        if served is not None and len(found.docs):
+            scores, served = model_scores(
+                served, index, found.docs, request.user, live.affinity, live.engaged
+            )
+        found = score(index, signals, found, blend(policy, served), live, scores)
+        found = apply_rules(index, policy, request, live, found)
+    return found, served
+
+
+def blend(policy: Surface, served: ServingModel | None) -> Blend:
+    """The surface's pinned blend, else the one learned with the model, else a default."""
+    if policy.blend_pinned:
+        return policy.blend if served is not None else policy.blend.heuristic()
+    if served is None:
+        return HEURISTIC_BLEND
+    return served.blend or DEFAULT_BLEND
 
 
 def score(
@@ -284,6 +360,32 @@ def apply_rules(
         log.warning("surface %s: a rule %s; rules skipped", policy.name, exc)
         effects = {}
     return attrs.evolve(candidates, score=score, effects=effects)
+
+
+def considered(
+    index: Index, policy: Surface, job: ItemState, candidates: Candidates
+) -> tuple[two_sided.Considered, list[str]]:
+    """On a two-sided surface, the candidates to score two-sided (:func:`two_sided.consider`)
+    and their ids: the suppliers whose states :func:`with_two_sided` needs."""
+    docs = candidates.docs
+    chosen = two_sided.consider(index, policy, job, docs, candidates.score)
+    return chosen, index.external(docs[chosen.top].tolist())
+
+
+def with_two_sided(
+    policy: Surface,
+    candidates: Candidates,
+    chosen: two_sided.Considered,
+    suppliers: Sequence[UserState],
+    now: float,
+) -> Candidates:
+    """The candidates with the considered ones' scores replaced by their two-sided score
+    (:func:`two_sided.two_sided_scores`; ``suppliers``: their states, in order)."""
+    assert policy.reciprocal is not None
+    score, details = two_sided.two_sided_scores(
+        chosen, suppliers, policy.reciprocal, len(candidates.docs), now
+    )
+    return attrs.evolve(candidates, score=score, two_sided=details)
 
 
 # -- reranking ------------------------------------------------------------------------
@@ -431,6 +533,30 @@ def items(
             entry["reasons"] = _reasons(index, p, candidates, live.favourites, reranked)
         out.append(entry)
     return out
+
+
+def recommendation(
+    index: Index,
+    policy: Surface,
+    request: RecommendRequest,
+    candidates: Candidates,
+    served: ServingModel | None,
+    live: Live,
+    reranked: Reranked,
+    request_id: str,
+) -> Recommendation:
+    """The response: the served items (:func:`items`) and what ranked them."""
+    return Recommendation(
+        items=items(index, request, candidates, live, reranked),
+        source="realtime",
+        model=None if served is None else served.model.version,
+        ranker="heuristic" if served is None else "lightfm",
+        surface=policy.name,
+        request_id=request_id,
+        matched=candidates.matched,
+        candidates=len(candidates.docs),
+        retrieved=None if request.probe is None else among(index, candidates.docs, request.probe),
+    )
 
 
 def _reasons(

@@ -53,6 +53,7 @@ config (all active items, model score); unknown surfaces use it.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import tomllib
 from collections.abc import Mapping
@@ -225,11 +226,22 @@ class Surface:
     stochastic: Stochastic | None = None
 
 
+def config_digest(source: bytes) -> str:
+    """What a surfaces config is known by (decision records, ``DATA/configs/DIGEST.toml``):
+    the first 16 hex digits of the SHA-256 of its file's bytes."""
+    return hashlib.sha256(source).hexdigest()[:16]
+
+
 @attrs.frozen
 class Surfaces:
     """The configured surfaces; :meth:`get` falls back to ``default``."""
 
     policies: Mapping[str, Surface] = attrs.field(factory=dict)
+    #: The TOML file they were read from, as its bytes (empty without a file).
+    source: bytes = attrs.field(default=b"", kw_only=True)
+    digest: str = attrs.field(
+        init=False, default=attrs.Factory(lambda s: config_digest(s.source), takes_self=True)
+    )
 
     def get(self, name: str) -> Surface:
         policy = self.policies.get(name)
@@ -255,14 +267,15 @@ def load_surfaces(path: str | Path) -> Surfaces:
             (the message names it, e.g. ``surfaces.home.rules[0].weight``).
     """
     try:
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
+        source = Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read surfaces config {path}: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
+    try:
+        raw = tomllib.loads(source.decode())
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     try:
-        return parse_surfaces(raw)
+        return attrs.evolve(parse_surfaces(raw), source=source)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
 

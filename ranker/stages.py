@@ -133,32 +133,49 @@ def _most_popular(
     return to_bitmap(docs[top])
 
 
+#: The sizes of the popular tiers (:func:`popular_tiers`), smallest first.
+TIER_SIZES: Final = (4096, 32768)
+
+
+def popular_tiers(
+    index: Index, signals: ItemSignals, sizes: Sequence[int] = TIER_SIZES
+) -> list[BitMap]:
+    """Nested sets of the most popular searchable items, one per size (ascending) smaller
+    than the catalogue: a function of the index and signals alone."""
+    live = to_docs(index.live)
+    negated = -signals.levels(live)
+    return [
+        to_bitmap(live[np.argpartition(negated, size - 1)[:size]])
+        for size in sizes
+        if size < len(live)
+    ]
+
+
 class PopularTiers:
-    """Nested sets of the most popular searchable items, recomputed at most every ``max_age_s``.
+    """:func:`popular_tiers`, recomputed at most every ``max_age_s``.
 
     The most popular matches of a broad query are almost always among the
     most popular items overall; looking there first saves ranking every
     match. The tiers may be up to ``max_age_s`` old (popularity moves
     slowly); within a tier, candidates are still ranked by current popularity.
+    ``seq`` is the log position of the projections they were computed from (a
+    decision records it, so a replay computes the same tiers there).
     """
 
-    def __init__(self, sizes: Sequence[int] = (4096, 32768), max_age_s: float = 5.0) -> None:
+    def __init__(self, sizes: Sequence[int] = TIER_SIZES, max_age_s: float = 5.0) -> None:
         self.sizes = tuple(sorted(sizes))
         self.max_age_s = max_age_s
         self._tiers: list[BitMap] = []
         self._at = -math.inf
+        self.seq = 0
 
-    def get(self, index: Index, signals: ItemSignals, now: float) -> list[BitMap]:
-        """The tiers as of ``now`` (a monotonic clock), recomputed if older than ``max_age_s``."""
+    def get(self, index: Index, signals: ItemSignals, now: float, seq: int) -> list[BitMap]:
+        """The tiers as of ``now`` (a monotonic clock), recomputed from the index and signals
+        (at log position ``seq``) if older than ``max_age_s``."""
         if now - self._at > self.max_age_s:
-            live = to_docs(index.live)
-            negated = -signals.levels(live)
-            self._tiers = [
-                to_bitmap(live[np.argpartition(negated, size - 1)[:size]])
-                for size in self.sizes
-                if size < len(live)
-            ]
+            self._tiers = popular_tiers(index, signals, self.sizes)
             self._at = now
+            self.seq = seq
         return self._tiers
 
 

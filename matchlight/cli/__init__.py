@@ -16,6 +16,7 @@ from matchlight.cli import (
     bench,
     demo,
     evaluate,
+    explain,
     health,
     replay,
     serve,
@@ -26,7 +27,18 @@ from matchlight.cli import (
 from matchlight.cli.command import HelpFormatter
 
 #: In the order ``matchlight --help`` lists them.
-COMMANDS = (serve, train, bench, health, shadow_report, evaluate, verify, replay, demo)
+COMMANDS = (
+    serve,
+    train,
+    bench,
+    health,
+    shadow_report,
+    evaluate,
+    explain,
+    verify,
+    replay,
+    demo,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -405,6 +405,7 @@ def _load(args: argparse.Namespace, config: ServeConfig) -> ServeConfig:
     return attrs.evolve(
         config,
         surfaces=surfaces,
+        config_file=None if args.config is None else Path(args.config),
         migration=migration,
         tokens=tokens,
         legacy_feed=feed,

@@ -58,6 +58,15 @@ def register(sub: Subparsers) -> None:
         default=0.1,
         help="latest share of the positive pairs held out to choose the features",
     )
+    parser.add_argument(
+        "--keep-models",
+        type=positive_int,
+        default=3,
+        metavar="N",
+        help="after writing the model, delete older artifacts in DIR/models except the current "
+        "one, the N newest and those a record of the decision log still names (so "
+        "`matchlight explain` can replay it; the log keeps serve --decision-retention records)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -74,7 +83,7 @@ def term_weights(text: str) -> tuple[float, ...]:
 
 def run(args: argparse.Namespace) -> int:
     """Fit and write the model; return the exit status (0 written, 1 failed)."""
-    from ranker import ModelError, TrainingConfig, train
+    from ranker import ModelError, RankerError, TrainingConfig, prune_models, train
 
     config = TrainingConfig(
         components=args.components,
@@ -93,6 +102,13 @@ def run(args: argparse.Namespace) -> int:
         model = train(Path(args.data), config, progress=progress)
     except (StoreError, ModelError) as exc:
         return fail("train", str(exc))
+    try:
+        deleted = prune_models(args.data, keep=args.keep_models)
+    except (RankerError, OSError) as exc:
+        progress(f"old models not deleted: {exc}")
+    else:
+        if deleted:
+            progress(f"deleted {len(deleted)} old models no decision names: {', '.join(deleted)}")
     facts = model.facts
     print(
         f"model {model.version}: {facts['users']} users, {facts['items']} items, "

@@ -39,6 +39,7 @@ from matchlight.server.engine import (
     start_feed_watch,
 )
 from matchlight.server.sockets import open_listeners
+from ranker import keep_config
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ async def serve_cluster(config: ServeConfig, cluster: ClusterConfig) -> None:
 
 async def _serve(config: ServeConfig, cluster: ClusterConfig) -> None:
     listeners, address = await open_listeners(config.listen)
+    keep_config(config.data, config.surfaces, config.config_file)
     layout = Layout(partitions=cluster.partitions)
     leases = Leases(cluster.node_id, cluster.advertise or str(address), layout)
     with AsyncioThread() as thread:

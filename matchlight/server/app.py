@@ -39,6 +39,7 @@ from matchlight.server.worker_roles import (
     serve_writer,
 )
 from matchlight.server.workers import supervise
+from ranker import keep_config
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ async def serve(config: ServeConfig) -> None:
 async def _serve_locked(config: ServeConfig) -> None:
     """Bind, open the stores and the actors, serve until a signal, then shut down in order."""
     listeners, address = await open_listeners(config.listen)
+    keep_config(config.data, config.surfaces, config.config_file)
     with open_stores(config) as stores:
         async with open_engine(config, stores) as engine, trio.open_nursery() as background:
             await start_feed_watch(config, stores, background)

@@ -28,6 +28,8 @@ class ServeConfig:
     drain_s: float = 5.0
     system: SystemConfig = attrs.field(factory=SystemConfig)
     surfaces: Surfaces = attrs.field(factory=Surfaces)
+    #: The file ``surfaces`` was read from (``--config``), if any.
+    config_file: Path | None = None
     #: How often to look for a new model artifact, seconds.
     model_poll_s: float = 2.0
     #: Decision records kept (the oldest are deleted beyond this).

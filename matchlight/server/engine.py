@@ -24,7 +24,7 @@ from matchlight import __version__
 from matchlight.server.config import ServeConfig
 from matchlight.server.methods import Methods
 from matchlight.server.rpc import RpcCounters, RpcServer
-from ranker import DecisionLog, RankerActor, open_ranker
+from ranker import DecisionLog, RankerActor, keep_copy, open_ranker
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,8 @@ async def open_engine(
     ``keeper`` reader writes the co-occurrence snapshot on exit. ``owns_user``: a cluster
     node's partitions (see :class:`~actors.ActorSystem`)."""
     cooccurrence_file = config.data / COOCCURRENCE_FILE
+    # What the decisions this process takes name by digest, for `matchlight explain`.
+    keep_copy(config.data, config.surfaces)
     actors = (
         open_actor_system(
             stores.events,

@@ -50,6 +50,7 @@ from matchlight.server.logs import WORKER_VARIABLE
 from matchlight.server.sockets import bind_public, bind_writer_socket
 from matchlight.server.worker_figures import SUPERVISOR_FILE, write_figures
 from matchlight.server.worker_roles import WorkerRole
+from ranker import keep_config
 
 log = logging.getLogger(__name__)
 
@@ -289,6 +290,7 @@ async def supervise(config: ServeConfig) -> None:
     try:
         public, address = bind_public(config.listen)
         writer_sock, writer_path = bind_writer_socket(config.data)
+        keep_config(config.data, config.surfaces, config.config_file)
         supervisor = Supervisor(
             config,
             config.argv,

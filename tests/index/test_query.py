@@ -21,6 +21,7 @@ from index import (
     Term,
     parse,
     parse_sort,
+    unparse,
 )
 from index.query import MAX_DEPTH, MAX_NODES, fields
 
@@ -34,32 +35,36 @@ def nested_nots(levels: int) -> dict[str, Any]:
 
 # -- well-formed queries ------------------------------------------------------------------
 
+WELL_FORMED: list[tuple[Any, Any]] = [
+    ({"term": ["city", "austin"]}, Term("city", "austin")),
+    ({"term": ("city", "")}, Term("city", "")),
+    ({"range": ["like", 50, None]}, Range("like", 50.0, None)),
+    ({"range": ["price", None, 10.5]}, Range("price", None, 10.5)),
+    ({"range": ["price", None, None]}, Range("price", None, None)),
+    ({"range": ["price", 3, 3]}, Range("price", 3.0, 3.0)),
+    ({"range": ["price", -0.0, 0]}, Range("price", 0.0, 0.0)),
+    ({"near": ["loc", 30.27, -97.74, 25]}, Near("loc", 30.27, -97.74, 25.0)),
+    ({"near": ["loc", -90, 180, 0]}, Near("loc", -90.0, 180.0, 0.0)),
+    ({"near": ["loc", 90, -180, 0.0]}, Near("loc", 90.0, -180.0, 0.0)),
+    ({"all": []}, EVERYTHING),
+    ({"any": []}, AnyOf(())),
+    ({"not": {"term": ["kind", "pro"]}}, Not(Term("kind", "pro"))),
+    (
+        {"all": [{"term": ["kind", "pro"]}, {"any": [{"range": ["like", 1, 2]}]}]},
+        AllOf((Term("kind", "pro"), AnyOf((Range("like", 1.0, 2.0),)))),
+    ),
+    ({"any": ({"all": ()},)}, AnyOf((EVERYTHING,))),
+]
 
-@pytest.mark.parametrize(
-    ("raw", "expected"),
-    [
-        ({"term": ["city", "austin"]}, Term("city", "austin")),
-        ({"term": ("city", "")}, Term("city", "")),
-        ({"range": ["like", 50, None]}, Range("like", 50.0, None)),
-        ({"range": ["price", None, 10.5]}, Range("price", None, 10.5)),
-        ({"range": ["price", None, None]}, Range("price", None, None)),
-        ({"range": ["price", 3, 3]}, Range("price", 3.0, 3.0)),
-        ({"range": ["price", -0.0, 0]}, Range("price", 0.0, 0.0)),
-        ({"near": ["loc", 30.27, -97.74, 25]}, Near("loc", 30.27, -97.74, 25.0)),
-        ({"near": ["loc", -90, 180, 0]}, Near("loc", -90.0, 180.0, 0.0)),
-        ({"near": ["loc", 90, -180, 0.0]}, Near("loc", 90.0, -180.0, 0.0)),
-        ({"all": []}, EVERYTHING),
-        ({"any": []}, AnyOf(())),
-        ({"not": {"term": ["kind", "pro"]}}, Not(Term("kind", "pro"))),
-        (
-            {"all": [{"term": ["kind", "pro"]}, {"any": [{"range": ["like", 1, 2]}]}]},
-            AllOf((Term("kind", "pro"), AnyOf((Range("like", 1.0, 2.0),)))),
-        ),
-        ({"any": ({"all": ()},)}, AnyOf((EVERYTHING,))),
-    ],
-)
+
+@pytest.mark.parametrize(("raw", "expected"), WELL_FORMED)
 def test_parse_turns_well_formed_queries_into_nodes(raw: Any, expected: Any) -> None:
     assert parse(raw) == expected
+
+
+@pytest.mark.parametrize(("raw", "expected"), WELL_FORMED)
+def test_unparse_gives_the_map_parse_reads_back(raw: Any, expected: Any) -> None:
+    assert parse(unparse(expected)) == expected
 
 
 def test_parse_makes_every_number_a_float() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ranker import Model, RankerActor, parse_surfaces
+from ranker import Model, parse_surfaces, pipeline
 from ranker.model import UNCLIPPED, learned_blend
 from ranker.policy import CLIP_Z, DEFAULT_BLEND, HEURISTIC_BLEND, Blend
 from ranker.serving import ServingModel
@@ -82,9 +82,9 @@ def test_pinned_beats_learned_beats_default() -> None:
     learned = serving(model_with({"blend": {"cooccurrence": 1.0}}))
     plain = serving(model_with({}))
 
-    assert RankerActor._blend(surfaces.get("pinned"), learned) == Blend(model=0.0, popularity=1.0)
-    assert RankerActor._blend(surfaces.get("free"), learned) == Blend(model=0.0, cooccurrence=1.0)
-    assert RankerActor._blend(surfaces.get("free"), plain) == DEFAULT_BLEND
-    assert RankerActor._blend(surfaces.get("free"), None) == HEURISTIC_BLEND
+    assert pipeline.blend(surfaces.get("pinned"), learned) == Blend(model=0.0, popularity=1.0)
+    assert pipeline.blend(surfaces.get("free"), learned) == Blend(model=0.0, cooccurrence=1.0)
+    assert pipeline.blend(surfaces.get("free"), plain) == DEFAULT_BLEND
+    assert pipeline.blend(surfaces.get("free"), None) == HEURISTIC_BLEND
     # A pinned blend without a model serves its non-model parts.
-    assert RankerActor._blend(surfaces.get("pinned"), None) == Blend(model=0.0, popularity=1.0)
+    assert pipeline.blend(surfaces.get("pinned"), None) == Blend(model=0.0, popularity=1.0)

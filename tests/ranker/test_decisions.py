@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from ranker import DecisionLog, DecisionStatistics
+from ranker import DecisionLog, DecisionStatistics, RankerError
+from ranker.decisions import find_decision
 
 
 def record(n: int) -> dict[str, Any]:
@@ -117,3 +118,19 @@ def test_a_full_map_grows(tmp_path: Path) -> None:
 def test_retention_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="retention"):
         DecisionLog(tmp_path / "decisions", retention=0)
+
+
+def test_a_record_is_found_by_its_request_id(tmp_path: Path) -> None:
+    # (read-only: explain runs in its own process, beside a server writing the log)
+    with DecisionLog(tmp_path) as log:
+        log.write([{"request_id": f"r{n}", "items": [f"i{n}"]} for n in range(20)])
+    # "r1" is in the bytes of "r10" … "r19" too: only the record carrying it as its id counts.
+    found = find_decision(tmp_path, "r1")
+    assert found is not None
+    assert (found["request_id"], found["items"]) == ("r1", ["i1"])
+    assert find_decision(tmp_path, "r99") is None
+
+
+def test_finding_in_a_directory_without_a_log_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(RankerError, match="no decision log"):
+        find_decision(tmp_path, "r1")
