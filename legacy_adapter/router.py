@@ -287,7 +287,10 @@ class Router:
     ) -> dict[str, Any]:
         """``interleave`` (this user is in it): the feed's and the real-time list merged by team
         draft, each item with its own list's score; the feed's list if real time fails."""
-        answer, why = await self._realtime_within(request, state, source="interleaved")
+        # The real-time list is only one side of what is shown: its decision record says so.
+        answer, why = await self._realtime_within(
+            attrs.evolve(request, shown=False), state, source="interleaved"
+        )
         if answer is None:
             return self._fallback(request, entry, state, why, started)
         realtime_ms = round((time.perf_counter() - started) * 1000, 3)
@@ -453,7 +456,7 @@ class Router:
             started = time.perf_counter()
             try:
                 with trio.move_on_after(state.deadline_ms / 1000.0) as scope:
-                    result = await self.ranker.recommend(request)
+                    result = await self.ranker.recommend(attrs.evolve(request, shown=False))
                 if scope.cancelled_caught:
                     realtime = _failed(started, f"deadline: {state.deadline_ms:g} ms")
                 else:

@@ -385,7 +385,8 @@ def _decision(
     position of the popular tiers it used (if any); and ``applying`` if a commit was
     still being applied as it read, ``moved`` if the log moved on while a two-sided
     request asked the suppliers' actors (a replay may then differ). The request's
-    ``k``, ``context`` and ``filter`` are kept only when given.
+    ``k``, ``context`` and ``filter`` are kept only when given, and ``shown: False``
+    only for an answer the user is not shown as it is (a shadow, an interleaved side).
     """
     explored = reranked.explored
     asked: dict[str, Any] = {}
@@ -395,6 +396,8 @@ def _decision(
         asked["context"] = dict(request.context)
     if request.filter is not None:
         asked["filter"] = unparse(request.filter)
+    if not request.shown:
+        asked["shown"] = False
     return {
         "request_id": result.request_id,
         "ts": time.time(),

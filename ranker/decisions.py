@@ -211,6 +211,19 @@ def referenced(path: str | os.PathLike[str], names: Sequence[str]) -> set[str]:
     return found
 
 
+def iter_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """Every record of the decision log at ``path``, oldest first. Blocking; read-only,
+    beside a server writing the log (which it sees as of the first read).
+
+    Raises:
+        RankerError: there is no decision log at ``path``, or it cannot be read.
+    """
+    for value in _values(path, newest_first=False):
+        record = msgpack.unpackb(value, raw=False)
+        if isinstance(record, dict):
+            yield record
+
+
 def _values(path: str | os.PathLike[str], *, newest_first: bool) -> Iterator[bytes]:
     """The encoded records of the decision log at ``path``, read-only (none if nothing was
     ever recorded).

@@ -67,6 +67,10 @@ class RecommendRequest:
     #: An item to look for among the candidates: the result says whether it was retrieved
     #: (how an evaluation measures retrieval recall; it changes nothing served).
     probe: str | None = None
+    #: False when the answer is not what the user is shown as it is (a shadow comparison, or
+    #: one side of an interleaved list): its decision record says so, and an off-policy
+    #: estimate leaves it out.
+    shown: bool = True
 
 
 @attrs.frozen(kw_only=True)

@@ -36,9 +36,10 @@ from ranker import pipeline, stages
 from ranker.configs import config_at
 from ranker.errors import ReplayError
 from ranker.model import Model, load_model
-from ranker.pipeline import Recommendation, RecommendRequest, Reranked, Tiers
-from ranker.policy import Surfaces
+from ranker.pipeline import Candidates, Live, Recommendation, RecommendRequest, Reranked, Tiers
+from ranker.policy import Surface, Surfaces
 from ranker.serving import ServingModel, serving_model
+from ranker.stages import Floats
 
 READ_PAGE: Final = 10_000
 #: What a decision record must hold to be replayed (older records lack them).
@@ -123,12 +124,57 @@ class Replay:
         request_id: str,
     ) -> tuple[Recommendation, Reranked]:
         """Rank ``request`` as :meth:`ranker.RankerActor.recommend` does, on the projections
-        as of :attr:`seq`, at the ranking clock ``now``, looking in ``tiers`` first; and the
-        reranking (its exploration's propensities are what an off-policy estimate weighs).
+        as of :attr:`seq`, at the ranking clock ``now``, looking in ``tiers`` first.
 
         Raises:
             RequestError: as ``recommend`` would have.
         """
+        index = self.projections.index
+        policy, k, live, candidates, served = self._candidates(
+            request, surfaces, serving, now=now, tiers=tiers
+        )
+        reranked = pipeline.rerank(index, policy, request, k, candidates, served, live.seq)
+        result = pipeline.recommendation(
+            index, policy, request, candidates, served, live, reranked, request_id
+        )
+        return result, reranked
+
+    def slot_probabilities(
+        self,
+        request: RecommendRequest,
+        surfaces: Surfaces,
+        serving: ServingModel | None,
+        *,
+        now: float,
+        tiers: Tiers,
+    ) -> dict[str, Floats]:
+        """Each item ``surfaces``' policy could serve for ``request`` here, with its probability
+        at each of the request's slots (:func:`ranker.pipeline.slot_marginals`): what an
+        off-policy estimate weighs a logged slate by. Draws nothing.
+
+        Raises:
+            RequestError: as ``recommend`` would have.
+            ValueError: the policy explores (its probabilities are estimated, not exact).
+        """
+        index = self.projections.index
+        policy, k, _, candidates, served = self._candidates(
+            request, surfaces, serving, now=now, tiers=tiers
+        )
+        marginals = pipeline.slot_marginals(index, policy, k, candidates, served)
+        ids = index.external(candidates.docs[list(marginals.positions)].tolist())
+        return dict(zip(ids, marginals.probability, strict=True))
+
+    def _candidates(
+        self,
+        request: RecommendRequest,
+        surfaces: Surfaces,
+        serving: ServingModel | None,
+        *,
+        now: float,
+        tiers: Tiers,
+    ) -> tuple[Surface, int, Live, Candidates, ServingModel | None]:
+        """The stages before the rerank: the policy, ``k``, the live state read, the scored
+        candidates (two-sided on a reciprocal surface) and the model that scored them."""
         p = self.projections
         index, signals = p.index, p.signals
         policy = surfaces.get(request.surface)
@@ -146,11 +192,7 @@ class Replay:
             chosen, ids = pipeline.considered(index, policy, job, candidates)
             suppliers = [p.user(supplier) for supplier in ids]
             candidates = pipeline.with_two_sided(policy, candidates, chosen, suppliers, now)
-        reranked = pipeline.rerank(index, policy, request, k, candidates, served, live.seq)
-        result = pipeline.recommendation(
-            index, policy, request, candidates, served, live, reranked, request_id
-        )
-        return result, reranked
+        return policy, k, live, candidates, served
 
 
 def request_of(record: Mapping[str, Any]) -> RecommendRequest:

@@ -1,6 +1,8 @@
-"""``matchlight evaluate``: off-policy estimates checked on real logged bandit data, and the
-interleaving study.
+"""``matchlight evaluate``: a candidate surfaces config estimated from the decision log,
+off-policy estimates checked on real logged bandit data, and the interleaving study.
 
+    matchlight evaluate --data DIR --candidate FILE [--surface S] [--model VERSION]
+                        [--since T] [--window S] [--engagement TYPES] [--json FILE]
     matchlight evaluate --open-bandit [--confidence 0.95] [--cache-dir DIR] [--json FILE]
     matchlight evaluate --interleaving [--runs N] [--budget N] [--null-runs N]
                         [--null-budget N] [--confidence 0.95] [--seed N] [--json FILE]
@@ -10,8 +12,12 @@ Thompson sampling policy, 10,000 logged rounds each, from the ``obp`` 0.4.1 whee
 fetched with pip into the cache if missing) from the *other* policy's log with IPS,
 self-normalised IPS and doubly robust estimators (:mod:`matchlight.evaluation.off_policy`),
 and prints each estimate with its confidence interval, effective sample size and error
-against the policy's on-policy click rate. Estimating a candidate surface config from
-Matchlight's own decision log is not built yet.
+against the policy's on-policy click rate.
+
+``--candidate`` runs :mod:`matchlight.evaluation.candidate`: every decision
+logged in ``DIR`` is ranked again by the candidate config at the log position
+it was taken, and IPS, SNIPS and DR estimate the candidate's engagement per
+slate, beside what the logged policy earned.
 
 ``--interleaving`` runs :mod:`matchlight.evaluation.interleaving_study`: on the
 synthetic marketplace with simulated users whose preference between two
@@ -28,8 +34,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from matchlight.cli.argtypes import positive_int
+from matchlight.cli.argtypes import non_negative_float, positive_int
 from matchlight.cli.command import Subparsers, add_command, fail
+from matchlight.cli.shadow_report import engagement_types, parse_since
 
 
 def register(sub: Subparsers) -> None:
@@ -37,8 +44,14 @@ def register(sub: Subparsers) -> None:
     parser = add_command(
         sub,
         "evaluate",
-        help="off-policy estimates checked on the Open Bandit sample; the interleaving study",
-        description="With --open-bandit: estimate each policy of the Open Bandit sample "
+        help="estimate a candidate surfaces config from the decision log (IPS, SNIPS, DR)",
+        description="With --data and --candidate: replay every decision logged in DIR at its "
+        "log position, rank it again by the candidate surfaces config, and estimate the "
+        "candidate's engagement per slate by IPS, self-normalised IPS and doubly robust "
+        "estimation over each slot's logged probability, beside what the logged policy "
+        "earned; an estimate the log cannot support is refused with the reason (serve the "
+        "surface with a [surfaces.NAME.stochastic] table so that other rankings are "
+        "supported). With --open-bandit: estimate each policy of the Open Bandit sample "
         "(uniform random and Bernoulli Thompson sampling, 10,000 logged rounds each, from the "
         "obp 0.4.1 wheel) from the other policy's log by IPS, self-normalised IPS and doubly "
         "robust estimation, each with a confidence interval and effective sample size, and "
@@ -49,6 +62,11 @@ def register(sub: Subparsers) -> None:
         "verdict of the same sequential test, and the false-positive rate under no difference.",
     )
     mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument(
+        "--candidate",
+        metavar="FILE",
+        help="the candidate surfaces config (TOML) to estimate from the decisions in --data",
+    )
     mode.add_argument(
         "--open-bandit",
         action="store_true",
@@ -66,6 +84,35 @@ def register(sub: Subparsers) -> None:
         metavar="LEVEL",
         help="the confidence intervals' level, between 0 and 1 (the sequential test's is 1 - "
         "the false-positive rate it allows)",
+    )
+    logged = parser.add_argument_group("a candidate config (--candidate)")
+    logged.add_argument("--data", metavar="DIR", help="the data directory whose decisions to use")
+    logged.add_argument("--surface", metavar="S", help="only this surface's decisions")
+    logged.add_argument(
+        "--model",
+        metavar="VERSION",
+        help="rank the candidate with this model version (default: each decision's own)",
+    )
+    logged.add_argument(
+        "--since",
+        type=parse_since,
+        metavar="T",
+        help="only decisions at or after T: unix seconds or an ISO-8601 date or date-time",
+    )
+    logged.add_argument(
+        "--window",
+        type=non_negative_float,
+        default=1800.0,
+        metavar="S",
+        help="an event naming no request_id counts for the user's latest decision listing the "
+        "item at most S seconds before it (1800)",
+    )
+    logged.add_argument(
+        "--engagement",
+        type=engagement_types,
+        metavar="TYPES",
+        help="comma-separated event types that count as engagement (default: every type but "
+        "view, impression, dismiss, skip, decline)",
     )
     study = parser.add_argument_group("the interleaving study")
     study.add_argument(
@@ -119,7 +166,52 @@ def _confidence(text: str) -> float:
 def run(args: argparse.Namespace) -> int:
     if args.interleaving:
         return _interleaving(args)
+    if args.candidate is not None:
+        return _candidate(args)
     return _open_bandit(args)
+
+
+def _candidate(args: argparse.Namespace) -> int:
+    from actors import StoreError
+    from matchlight.evaluation.candidate import CandidateError, evaluate_candidate
+    from ranker import RankerError
+
+    if args.data is None:
+        return fail("evaluate", "--candidate needs --data DIR, the data directory to replay")
+    try:
+        found = evaluate_candidate(
+            args.data,
+            args.candidate,
+            surface=args.surface,
+            model=args.model,
+            since=args.since,
+            window_s=args.window,
+            engagement_types=args.engagement,
+            confidence=args.confidence,
+            progress=lambda line: print(f"matchlight evaluate: {line}", file=sys.stderr),
+        )
+    except (CandidateError, RankerError, StoreError, OSError) as exc:
+        return fail("evaluate", str(exc))
+    level = f"{args.confidence:.0%}"
+    print(
+        f"{found.candidate}, estimated from {found.decisions:,} decisions"
+        + (f" of surface {found.surface}" if found.surface else "")
+        + " (engagement per slate: engaged items among those served):"
+    )
+    for why, n in found.skipped.items():
+        print(f"  left out: {n:,} decisions, {why}")
+    print(f"  {'estimator':<9} {'estimate':>9} {level + ' interval':>22} {'ESS':>8}")
+    logged = found.logged
+    for e in (logged, *found.estimates):
+        if e.refused is not None:
+            print(f"  {e.estimator:<9} refused: {e.refused}")
+            continue
+        interval = f"[{e.ci_low:.4f}, {e.ci_high:.4f}]"
+        print(f"  {e.estimator:<9} {e.value:>9.4f} {interval:>22} {e.ess:>8.0f}")
+    print("  (logged: what the logged policy earned; the others: the candidate's estimates)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(found.view(), indent=2, allow_nan=False))
+    return 0
 
 
 def _open_bandit(args: argparse.Namespace) -> int:

@@ -165,7 +165,7 @@ def _interleaving_arguments(report: argparse.ArgumentParser) -> None:
     )
     report.add_argument(
         "--engagement",
-        type=_types,
+        type=engagement_types,
         metavar="TYPES",
         help="comma-separated event types that count as engagement (default: every type but "
         f"{', '.join(sorted(NOT_ENGAGEMENT))})",
@@ -180,7 +180,8 @@ def _interleaving_arguments(report: argparse.ArgumentParser) -> None:
     )
 
 
-def _types(text: str) -> frozenset[str]:
+def engagement_types(text: str) -> frozenset[str]:
+    """Event types from a comma-separated list (at least one)."""
     types = frozenset(part.strip() for part in text.split(",") if part.strip())
     if not types:
         raise argparse.ArgumentTypeError("expected event types separated by commas")

@@ -51,9 +51,12 @@ class FakeRanker:
     fail: BaseException | None = None
     stall: bool = False
     calls: int = 0
+    #: Whether each request asked was for a list shown as ranked.
+    shown: list[bool] = attrs.field(factory=list)
 
     async def recommend(self, request: RecommendRequest) -> Recommendation:
         self.calls += 1
+        self.shown.append(request.shown)
         if self.stall:
             await trio.sleep(10)
         if self.fail is not None:
@@ -284,3 +287,15 @@ async def test_interleave_falls_back_to_the_feed_when_real_time_fails(tmp_path: 
         answer = await r.recommend(req())
         assert answer["source"] == "fallback"
         assert "boom" in answer["fallback_reason"]
+
+
+async def test_only_lists_shown_as_ranked_are_asked_for_as_shown(tmp_path: Path) -> None:
+    """The decision log marks shadows and interleaved sides (an off-policy estimate leaves
+    them out): the router says which requests those are."""
+    ranker = FakeRanker()
+    async with running_router(tmp_path, ranker) as r:
+        for mode in ("shadow", "interleave", "live"):
+            r.set_migration("home", {"mode": mode, "percent": 100})
+            await r.recommend(req())
+            await trio.testing.wait_all_tasks_blocked()
+    assert ranker.shown == [False, False, True]

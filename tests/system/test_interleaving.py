@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from ranker.decisions import iter_records
 from tests.system.conftest import REPO_ROOT, server_env
 
 if TYPE_CHECKING:
@@ -117,3 +118,12 @@ def test_an_interleaving_experiment_finds_the_list_users_engage_with(
     assert found["verdict"] == "real time preferred"
     assert found["by_activity"]["<10"]["wins"] == clicked
     assert "real time preferred" in result.stdout
+
+    # The real-time side of each interleaved list is logged as not shown as ranked.
+    deadline = time.monotonic() + 10
+    while True:
+        unshown = [r for r in iter_records(server.data / "decisions") if r.get("shown") is False]
+        if len(unshown) == len(USERS) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert len(unshown) == len(USERS)
