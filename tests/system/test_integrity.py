@@ -165,7 +165,7 @@ CANARY_500 = json.dumps({"surfaces": {"home": {"mode": "canary", "percent": 500}
             BANANA,
             (),
             "migration.json: surfaces.home.mode: expected one of legacy, shadow, canary, "
-            "live, got 'banana'",
+            "interleave, live, got 'banana'",
         ),
         (
             "migration.json",
