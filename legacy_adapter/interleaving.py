@@ -36,6 +36,8 @@ from typing import Any, Final
 
 import attrs
 
+from actors import USER, EventStore, InteractionRecorded
+
 REALTIME: Final = "realtime"
 LEGACY: Final = "legacy"
 TEAMS: Final = (REALTIME, LEGACY)
@@ -125,6 +127,32 @@ class Interaction:
         """Whether it counts as engagement: its type is in ``types``, or (``None``) is not
         in :data:`NOT_ENGAGEMENT`."""
         return self.type not in NOT_ENGAGEMENT if types is None else self.type in types
+
+
+def read_histories(store: EventStore, users: Iterable[str]) -> dict[str, list[Interaction]]:
+    """Each user's interactions in ``store``'s log, in time order, with the decision each
+    names in ``props.request_id``. Blocking."""
+    out = {}
+    for user in users:
+        found = [
+            Interaction(
+                user=event.user,
+                item=event.item,
+                type=event.type,
+                ts=event.ts,
+                request_id=_named(event.props),
+            )
+            for _, event in store.read_stream(USER, user)
+            if isinstance(event, InteractionRecorded)
+        ]
+        found.sort(key=lambda interaction: interaction.ts)
+        out[user] = found
+    return out
+
+
+def _named(props: Mapping[str, Any]) -> str | None:
+    value = props.get("request_id")
+    return value if isinstance(value, str) else None
 
 
 @attrs.frozen(kw_only=True)

@@ -34,7 +34,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from matchlight.cli.argtypes import non_negative_float, positive_int
+from matchlight.cli.argtypes import non_negative_float, positive_int, share
 from matchlight.cli.command import Subparsers, add_command, fail
 from matchlight.cli.shadow_report import engagement_types, parse_since
 
@@ -79,7 +79,7 @@ def register(sub: Subparsers) -> None:
     )
     parser.add_argument(
         "--confidence",
-        type=_confidence,
+        type=share,
         default=0.95,
         metavar="LEVEL",
         help="the confidence intervals' level, between 0 and 1 (the sequential test's is 1 - "
@@ -151,16 +151,6 @@ def register(sub: Subparsers) -> None:
     parser.add_argument("--wheel", type=Path, metavar="PATH", help="the obp 0.4.1 wheel to read")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.set_defaults(func=run)
-
-
-def _confidence(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a level between 0 and 1, got {text}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

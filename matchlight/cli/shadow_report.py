@@ -28,11 +28,22 @@ from typing import TYPE_CHECKING, Any, Final
 
 import lmdb
 
-from legacy_adapter.interleaving import DEFAULT_WINDOW_S, NOT_ENGAGEMENT, Interaction
+from legacy_adapter.interleaving import (
+    DEFAULT_WINDOW_S,
+    NOT_ENGAGEMENT,
+    Interaction,
+    read_histories,
+)
 from legacy_adapter.metrics import DEFAULT_THRESHOLDS, Thresholds
 from legacy_adapter.report import build_report, format_table
 from legacy_adapter.report_html import render_html
-from matchlight.cli.argtypes import fraction, non_negative_float, non_negative_int, positive_int
+from matchlight.cli.argtypes import (
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    positive_int,
+    share,
+)
 from matchlight.cli.command import Subparsers, add_command, fail
 
 COMPARISONS: Final = "comparisons"
@@ -172,7 +183,7 @@ def _interleaving_arguments(report: argparse.ArgumentParser) -> None:
     )
     report.add_argument(
         "--confidence",
-        type=_confidence,
+        type=share,
         default=0.95,
         metavar="C",
         help="level of the preference's confidence sequence, valid however often the report "
@@ -188,13 +199,6 @@ def engagement_types(text: str) -> frozenset[str]:
     return types
 
 
-def _confidence(text: str) -> float:
-    value = fraction(text)
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {text}")
-    return value
-
-
 def _histories(data: Path) -> Callable[[set[str]], dict[str, list[Interaction]]] | None:
     """Reads each user's interactions from ``data/events`` (read-only); None without a log."""
     path = data / "events"
@@ -202,32 +206,12 @@ def _histories(data: Path) -> Callable[[set[str]], dict[str, list[Interaction]]]
         return None
 
     def histories(users: set[str]) -> dict[str, list[Interaction]]:
-        from actors import USER, InteractionRecorded, LmdbEventStore
+        from actors import LmdbEventStore
 
-        found: dict[str, list[Interaction]] = {}
         with LmdbEventStore(path, readonly=True) as store:
-            for user in users:
-                interactions = [
-                    Interaction(
-                        user=event.user,
-                        item=event.item,
-                        type=event.type,
-                        ts=event.ts,
-                        request_id=_request_id(event.props),
-                    )
-                    for _, event in store.read_stream(USER, user)
-                    if isinstance(event, InteractionRecorded)
-                ]
-                interactions.sort(key=lambda interaction: interaction.ts)
-                found[user] = interactions
-        return found
+            return read_histories(store, users)
 
     return histories
-
-
-def _request_id(props: Any) -> str | None:
-    value = props.get("request_id") if isinstance(props, dict) else None
-    return value if isinstance(value, str) else None
 
 
 def _fail(message: str) -> int:

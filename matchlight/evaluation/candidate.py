@@ -35,8 +35,14 @@ from typing import Any, Final
 import attrs
 import numpy as np
 
-from actors import USER, EventStore, InteractionRecorded, LmdbEventStore
-from legacy_adapter.interleaving import DEFAULT_WINDOW_S, Impression, Interaction, engaged
+from actors import LmdbEventStore
+from legacy_adapter.interleaving import (
+    DEFAULT_WINDOW_S,
+    Impression,
+    Interaction,
+    engaged,
+    read_histories,
+)
 from matchlight.evaluation.off_policy import (
     ESTIMATORS,
     Estimate,
@@ -149,7 +155,7 @@ def evaluate_candidate(
         raise CandidateError(f"no decision to weigh ({left})")
     chosen.sort(key=lambda d: d.record["log_seq"])
     with LmdbEventStore(data / "events", readonly=True) as store:
-        histories = _histories(store, {d.record["user"] for d in chosen})
+        histories = read_histories(store, {d.record["user"] for d in chosen})
         rewards = _rewards(chosen, histories, window_s, engagement_types)
         tiers_at = [d.record["tiers_seq"] for d in chosen if "tiers_seq" in d.record]
         replay = Replay(store, tiers_at=tiers_at)
@@ -216,31 +222,6 @@ def _left_out(
     if any(name not in record for name in needed):
         return "recorded without what a replay needs (an older server)"
     return None
-
-
-def _histories(store: EventStore, users: set[str]) -> dict[str, list[Interaction]]:
-    """Each user's interactions, in time order."""
-    out = {}
-    for user in users:
-        found = [
-            Interaction(
-                user=event.user,
-                item=event.item,
-                type=event.type,
-                ts=event.ts,
-                request_id=_request_id(event.props),
-            )
-            for _, event in store.read_stream(USER, user)
-            if isinstance(event, InteractionRecorded)
-        ]
-        found.sort(key=lambda interaction: interaction.ts)
-        out[user] = found
-    return out
-
-
-def _request_id(props: Any) -> str | None:
-    value = props.get("request_id") if isinstance(props, Mapping) else None
-    return value if isinstance(value, str) else None
 
 
 def _rewards(
