@@ -5,8 +5,6 @@ merged lists from a writer and reader workers, clients click the real-time team'
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from ranker.decisions import iter_records
-from tests.system.conftest import REPO_ROOT, server_env
+from tests.system.conftest import run_cli
 
 if TYPE_CHECKING:
     from tests.system.conftest import StartServer
@@ -83,27 +81,14 @@ def test_an_interleaving_experiment_finds_the_list_users_engage_with(
     report_json = tmp_path / "report.json"
     deadline = time.monotonic() + 10
     while True:
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "matchlight.cli",
-                "--log-level",
-                "WARNING",
-                "shadow-report",
-                "--data",
-                str(server.data),
-                "--surface",
-                "home",
-                "--json",
-                str(report_json),
-            ],
-            cwd=REPO_ROOT,
-            env=server_env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
+        result = run_cli(
+            "shadow-report",
+            "--data",
+            str(server.data),
+            "--surface",
+            "home",
+            "--json",
+            str(report_json),
         )
         assert result.returncode == 0, result.stderr
         found: dict[str, Any] = json.loads(report_json.read_text())["surfaces"]["home"][
