@@ -48,3 +48,11 @@ def share(text: str) -> float:
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {text}")
     return value
+
+
+def engagement_types(text: str) -> frozenset[str]:
+    """Event types from a comma-separated list (at least one)."""
+    types = frozenset(part.strip() for part in text.split(",") if part.strip())
+    if not types:
+        raise argparse.ArgumentTypeError("expected event types separated by commas")
+    return types

@@ -34,9 +34,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from matchlight.cli.argtypes import non_negative_float, positive_int, share
+from matchlight.cli.argtypes import engagement_types, non_negative_float, positive_int, share
 from matchlight.cli.command import Subparsers, add_command, fail
-from matchlight.cli.shadow_report import engagement_types, parse_since
+from matchlight.cli.shadow_report import parse_since
 
 
 def register(sub: Subparsers) -> None:

@@ -38,6 +38,7 @@ from legacy_adapter.metrics import DEFAULT_THRESHOLDS, Thresholds
 from legacy_adapter.report import build_report, format_table
 from legacy_adapter.report_html import render_html
 from matchlight.cli.argtypes import (
+    engagement_types,
     fraction,
     non_negative_float,
     non_negative_int,
@@ -189,14 +190,6 @@ def _interleaving_arguments(report: argparse.ArgumentParser) -> None:
         help="level of the preference's confidence sequence, valid however often the report "
         "is read (default 0.95)",
     )
-
-
-def engagement_types(text: str) -> frozenset[str]:
-    """Event types from a comma-separated list (at least one)."""
-    types = frozenset(part.strip() for part in text.split(",") if part.strip())
-    if not types:
-        raise argparse.ArgumentTypeError("expected event types separated by commas")
-    return types
 
 
 def _histories(data: Path) -> Callable[[set[str]], dict[str, list[Interaction]]] | None:
