@@ -34,6 +34,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from legacy_adapter.interleaving import DEFAULT_WINDOW_S, NOT_ENGAGEMENT
 from matchlight.cli.argtypes import engagement_types, non_negative_float, positive_int, share
 from matchlight.cli.command import Subparsers, add_command, fail
 from matchlight.cli.shadow_report import parse_since
@@ -85,6 +86,15 @@ def register(sub: Subparsers) -> None:
         help="the confidence intervals' level, between 0 and 1 (the sequential test's is 1 - "
         "the false-positive rate it allows)",
     )
+    _candidate_arguments(parser)
+    _study_arguments(parser)
+    _open_bandit_arguments(parser)
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.set_defaults(func=run)
+
+
+def _candidate_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``--candidate``."""
     logged = parser.add_argument_group("a candidate config (--candidate)")
     logged.add_argument("--data", metavar="DIR", help="the data directory whose decisions to use")
     logged.add_argument("--surface", metavar="S", help="only this surface's decisions")
@@ -102,44 +112,52 @@ def register(sub: Subparsers) -> None:
     logged.add_argument(
         "--window",
         type=non_negative_float,
-        default=1800.0,
+        default=DEFAULT_WINDOW_S,
         metavar="S",
         help="an event naming no request_id counts for the user's latest decision listing the "
-        "item at most S seconds before it (1800)",
+        "item at most S seconds before it",
     )
     logged.add_argument(
         "--engagement",
         type=engagement_types,
         metavar="TYPES",
         help="comma-separated event types that count as engagement (default: every type but "
-        "view, impression, dismiss, skip, decline)",
+        f"{', '.join(sorted(NOT_ENGAGEMENT))})",
     )
+
+
+def _study_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``--interleaving``."""
     study = parser.add_argument_group("the interleaving study")
     study.add_argument(
-        "--runs", type=positive_int, default=100, metavar="N", help="runs per scenario (100)"
+        "--runs", type=positive_int, default=100, metavar="N", help="runs per scenario"
     )
     study.add_argument(
         "--budget",
         type=positive_int,
         default=300_000,
         metavar="N",
-        help="requests a run may serve before it counts as undecided (300,000)",
+        help="requests a run may serve before it counts as undecided",
     )
     study.add_argument(
         "--null-runs",
         type=positive_int,
         default=300,
         metavar="N",
-        help="runs of the no-difference scenario, for its false-positive rate (300)",
+        help="runs of the no-difference scenario, for its false-positive rate",
     )
     study.add_argument(
         "--null-budget",
         type=positive_int,
         default=20_000,
         metavar="N",
-        help="requests per no-difference run, the test checked after each (20,000)",
+        help="requests per no-difference run, the test checked after each",
     )
-    study.add_argument("--seed", type=int, default=1, help="the simulation's seed (1)")
+    study.add_argument("--seed", type=int, default=1, help="the simulation's seed")
+
+
+def _open_bandit_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``--open-bandit``."""
     parser.add_argument(
         "--cache-dir",
         type=Path,
@@ -149,8 +167,6 @@ def register(sub: Subparsers) -> None:
         "directory of it may also be given with --wheel",
     )
     parser.add_argument("--wheel", type=Path, metavar="PATH", help="the obp 0.4.1 wheel to read")
-    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -172,8 +172,7 @@ def _interleaving_arguments(report: argparse.ArgumentParser) -> None:
         default=DEFAULT_WINDOW_S,
         metavar="S",
         help="an interaction that names no request_id is credited to the user's latest "
-        "interleaved list holding the item, served at most S seconds before it "
-        f"(default {DEFAULT_WINDOW_S:g})",
+        "interleaved list holding the item, served at most S seconds before it",
     )
     report.add_argument(
         "--engagement",
@@ -188,7 +187,7 @@ def _interleaving_arguments(report: argparse.ArgumentParser) -> None:
         default=0.95,
         metavar="C",
         help="level of the preference's confidence sequence, valid however often the report "
-        "is read (default 0.95)",
+        "is read",
     )
 
 

@@ -35,7 +35,7 @@ from typing import Any, Final
 import attrs
 import numpy as np
 
-from actors import LmdbEventStore
+from actors import EventStore, LmdbEventStore
 from legacy_adapter.interleaving import (
     DEFAULT_WINDOW_S,
     Impression,
@@ -129,20 +129,58 @@ def evaluate_candidate(
     if not (data / "events" / "data.mdb").is_file():
         raise CandidateError(f"no event log in {data / 'events'}")
     candidate = load_surfaces(Path(candidate_path))
-    configs: dict[str, Surfaces] = {}
-    models: dict[str, Model] = {}
+    kept = _Kept(data)
+    chosen, skipped = _choose(data, kept, surface, since)
+    with LmdbEventStore(data / "events", readonly=True) as store:
+        histories = read_histories(store, {d.record["user"] for d in chosen})
+        rewards = _rewards(chosen, histories, window_s, engagement_types)
+        slates = _slates(store, chosen, rewards, candidate, kept, model, progress)
+    rounds = slate_rounds(_with_slot_model(slates))
+    return Evaluation(
+        surface=surface,
+        candidate=str(candidate_path),
+        decisions=len(chosen),
+        skipped=skipped,
+        logged=_on_policy(rewards, confidence),
+        estimates=[estimate(rounds, name, confidence=confidence) for name in ESTIMATORS],
+    )
 
-    def logged_config(digest: str) -> Surfaces:
-        if digest not in configs:
-            configs[digest] = config_at(data, digest)
-        return configs[digest]
 
+class _Kept:
+    """The surfaces configs and models the decisions name, each read from ``data`` once."""
+
+    def __init__(self, data: Path) -> None:
+        self.data = data
+        self._configs: dict[str, Surfaces] = {}
+        self._models: dict[str, Model] = {}
+
+    def config(self, digest: str) -> Surfaces:
+        if digest not in self._configs:
+            self._configs[digest] = config_at(self.data, digest)
+        return self._configs[digest]
+
+    def serving(self, version: str | None, replay: Replay) -> ServingModel | None:
+        if version is None:
+            return None
+        if version not in self._models:
+            self._models[version] = load_model(self.data, version)
+        return replay.serving(self._models[version])
+
+
+def _choose(
+    data: Path, kept: _Kept, surface: str | None, since: float | None
+) -> tuple[list[_Decision], dict[str, int]]:
+    """The decisions to weigh, in log order, and how many were left out by reason.
+
+    Raises:
+        CandidateError: there is none.
+    """
     skipped: dict[str, int] = {}
     chosen: list[_Decision] = []
     for record in iter_records(data / "decisions"):
         why = _left_out(record, surface, since, REPLAY_FIELDS)
         if why is None:
-            policy = logged_config(record["config"]).get(record["requested_surface"])
+            policy = kept.config(record["config"]).get(record["requested_surface"])
             if policy.exploration.share:
                 why = "its surface explores (estimated propensities)"
         if why is not None:
@@ -154,56 +192,50 @@ def evaluate_candidate(
         left = "; ".join(f"{n} {why}" for why, n in skipped.items()) or "the log is empty"
         raise CandidateError(f"no decision to weigh ({left})")
     chosen.sort(key=lambda d: d.record["log_seq"])
-    with LmdbEventStore(data / "events", readonly=True) as store:
-        histories = read_histories(store, {d.record["user"] for d in chosen})
-        rewards = _rewards(chosen, histories, window_s, engagement_types)
-        tiers_at = [d.record["tiers_seq"] for d in chosen if "tiers_seq" in d.record]
-        replay = Replay(store, tiers_at=tiers_at)
+    return chosen, skipped
 
-        def serving(version: str | None) -> ServingModel | None:
-            if version is None:
-                return None
-            if version not in models:
-                models[version] = load_model(data, version)
-            return replay.serving(models[version])
 
-        slates = []
-        for n, decision in enumerate(chosen):
-            record = decision.record
-            tiers = replay.popular_tiers(record["tiers_seq"]) if "tiers_seq" in record else []
-            replay.advance_to(record["log_seq"])
-            request, now = request_of(record), record["now"]
-            target = replay.slot_probabilities(
-                request, candidate, serving(model or record.get("model")), now=now, tiers=tiers
+def _slates(
+    store: EventStore,
+    chosen: Sequence[_Decision],
+    rewards: Sequence[Sequence[float]],
+    candidate: Surfaces,
+    kept: _Kept,
+    model: str | None,
+    progress: Callable[[str], None] | None,
+) -> list[LoggedSlate[str]]:
+    """Each decision as a logged slate: replayed at its log position, with the candidate's
+    and the logged config's probability of each item at each slot."""
+    tiers_at = [d.record["tiers_seq"] for d in chosen if "tiers_seq" in d.record]
+    replay = Replay(store, tiers_at=tiers_at)
+    slates = []
+    for n, decision in enumerate(chosen):
+        record = decision.record
+        tiers = replay.popular_tiers(record["tiers_seq"]) if "tiers_seq" in record else []
+        replay.advance_to(record["log_seq"])
+        request, now, version = request_of(record), record["now"], record.get("model")
+        target = replay.slot_probabilities(
+            request, candidate, kept.serving(model or version, replay), now=now, tiers=tiers
+        )
+        logged = replay.slot_probabilities(
+            request,
+            kept.config(record["config"]),
+            kept.serving(version, replay),
+            now=now,
+            tiers=tiers,
+        )
+        slates.append(
+            LoggedSlate(
+                items=record["items"],
+                logging=decision.logged,
+                reward=rewards[n],
+                target=target,
+                logged=logged,
             )
-            logged = replay.slot_probabilities(
-                request,
-                logged_config(record["config"]),
-                serving(record.get("model")),
-                now=now,
-                tiers=tiers,
-            )
-            slates.append(
-                LoggedSlate(
-                    items=record["items"],
-                    logging=decision.logged,
-                    reward=rewards[n],
-                    target=target,
-                    logged=logged,
-                )
-            )
-            if progress is not None and (n + 1) % PROGRESS_EVERY == 0:
-                progress(f"replayed {n + 1:,} of {len(chosen):,} decisions")
-    with_model = _with_slot_model(slates)
-    rounds = slate_rounds(with_model)
-    return Evaluation(
-        surface=surface,
-        candidate=str(candidate_path),
-        decisions=len(chosen),
-        skipped=skipped,
-        logged=_on_policy(rewards, confidence),
-        estimates=[estimate(rounds, name, confidence=confidence) for name in ESTIMATORS],
-    )
+        )
+        if progress is not None and (n + 1) % PROGRESS_EVERY == 0:
+            progress(f"replayed {n + 1:,} of {len(chosen):,} decisions")
+    return slates
 
 
 def _left_out(

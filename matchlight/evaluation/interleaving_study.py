@@ -206,32 +206,43 @@ class _Test:
         return REALTIME if self.wins > self.losses else LEGACY
 
 
-def run_interleaving(
-    people: Sequence[_Consumer], scenario: str, budget: int, alpha: float, rng: random.Random
+#: Serves one request of a consumer under a scenario: whether its hire (if any) goes to the
+#: real-time side (a team for interleaving, an arm for A/B); None without a hire.
+Serve = Callable[[_Consumer, str, random.Random], bool | None]
+
+
+def interleaved(consumer: _Consumer, scenario: str, rng: random.Random) -> bool | None:
+    """A team-draft list of both rankings; the team of the pro hired."""
+    realtime, legacy = _lists(consumer, scenario, rng)
+    items, teams = team_draft(realtime, legacy, K, rng)
+    position = hire(items, consumer.attraction, rng)
+    return None if position < 0 else teams[position] == REALTIME
+
+
+def split(consumer: _Consumer, scenario: str, rng: random.Random) -> bool | None:
+    """One ranking, by a coin (a 50/50 A/B split by request); the arm of a hire."""
+    realtime, legacy = _lists(consumer, scenario, rng)
+    arm = REALTIME if rng.random() < 0.5 else LEGACY
+    position = hire(realtime if arm == REALTIME else legacy, consumer.attraction, rng)
+    return None if position < 0 else arm == REALTIME
+
+
+def run(
+    people: Sequence[_Consumer],
+    scenario: str,
+    serve: Serve,
+    *,
+    budget: int,
+    alpha: float,
+    rng: random.Random,
 ) -> Outcome:
-    """Serve team-draft lists until the test decides or ``budget`` requests have been served."""
+    """Serve random consumers' requests until the test decides on the hires or ``budget``
+    requests have been served."""
     test = _Test(alpha)
     for n in range(1, budget + 1):
         consumer = people[rng.randrange(len(people))]
-        realtime, legacy = _lists(consumer, scenario, rng)
-        items, teams = team_draft(realtime, legacy, K, rng)
-        position = hire(items, consumer.attraction, rng)
-        if position >= 0 and (verdict := test.add(teams[position] == REALTIME)):
-            return Outcome(verdict=verdict, requests=n)
-    return Outcome(verdict=None, requests=budget)
-
-
-def run_ab(
-    people: Sequence[_Consumer], scenario: str, budget: int, alpha: float, rng: random.Random
-) -> Outcome:
-    """Serve one ranking by a coin per request until the test decides on the hiring arms."""
-    test = _Test(alpha)
-    for n in range(1, budget + 1):
-        consumer = people[rng.randrange(len(people))]
-        realtime, legacy = _lists(consumer, scenario, rng)
-        arm = REALTIME if rng.random() < 0.5 else LEGACY
-        position = hire(realtime if arm == REALTIME else legacy, consumer.attraction, rng)
-        if position >= 0 and (verdict := test.add(arm == REALTIME)):
+        won = serve(consumer, scenario, rng)
+        if won is not None and (verdict := test.add(won)):
             return Outcome(verdict=verdict, requests=n)
     return Outcome(verdict=None, requests=budget)
 
@@ -273,19 +284,21 @@ def study(
         truth = REALTIME if rates[REALTIME] > rates[LEGACY] else LEGACY
     else:
         rates = dict.fromkeys(rates, (rates[REALTIME] + rates[LEGACY]) / 2)  # the coin
-    interleaved, split = [], []
-    for run in range(runs):
-        interleaved.append(run_interleaving(people, scenario, budget, alpha, _rng(seed, run, 1)))
-        split.append(run_ab(people, scenario, budget, alpha, _rng(seed, run, 2)))
+    by_team: list[Outcome] = []
+    by_arm: list[Outcome] = []
+    for n in range(runs):
+        for serve, outcomes, stream in ((interleaved, by_team, 1), (split, by_arm, 2)):
+            rng = _rng(seed, n, stream)
+            outcomes.append(run(people, scenario, serve, budget=budget, alpha=alpha, rng=rng))
         if progress is not None:
-            progress(run + 1)
+            progress(n + 1)
     return ScenarioResult(
         scenario=scenario,
         hire_rates=rates,
         truth=truth,
         budget=budget,
-        interleaving=_summary("interleaving", interleaved, truth),
-        ab=_summary("a/b 50/50", split, truth),
+        interleaving=_summary("interleaving", by_team, truth),
+        ab=_summary("a/b 50/50", by_arm, truth),
     )
 
 
