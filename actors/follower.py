@@ -4,10 +4,11 @@ In a node run as several worker processes (``matchlight serve --workers N``),
 one process owns the write path and appends to the LMDB log; every reader
 process keeps its own actors, index and signals as projections of that log.
 :class:`LogFollower` moves them along: it reads the events committed after
-what it has applied, in pages, and dispatches them through the actor system
-exactly as the writer's own commits are dispatched in a single-process node
-(so both build the same state, and the actors' ``seq`` check makes a delivery
-that overlaps a recovery harmless).
+what it has applied, in pages, and applies them through the actor system
+as the writer's own commits are dispatched in a single-process node (so both
+build the same state, and the actors' ``seq`` check makes a delivery that
+overlaps a recovery harmless); a reader applies each page at once, on the
+follower's task (:meth:`actors.system.ActorSystem._apply_followed`).
 
 Read-your-writes across processes: a read calls :meth:`LogFollower.catch_up`
 first, which waits until everything stored when the read arrived is applied.
@@ -132,7 +133,8 @@ class LogFollower:
                 self._advanced = trio.Event()
             return False
         completion = await self._dispatch(page)
-        await completion.wait()
+        if not completion.done:  # (a reader's pages are applied at once: no checkpoint then)
+            await completion.wait()
         self._events += len(page)
         self.applied = page[-1].seq
         self._advanced.set()

@@ -248,6 +248,24 @@ class ActorRuntime(Generic[S]):
         for shard, shard_items in by_shard.items():
             await self._send(shard, _Envelope(items=shard_items, completion=completion))
 
+    def handle_now(self, by_shard: dict[int, list[tuple[str, Any]]]) -> None:
+        """Handle pairs already split by :meth:`shard_of` at once, on the caller's task.
+
+        Not a checkpoint: no other task sees the entities half-way. For a caller
+        that is the only sender of state-changing messages and that does not send
+        the next until this returns (a reader's log follower): anything still in a
+        mailbox is then a read, which sees the newer state. Messages :meth:`tell`
+        or :meth:`tell_shards` sent earlier and not yet handled would be overtaken,
+        so do not mix the two for the same entities.
+
+        Raises:
+            SystemClosedError: :meth:`aclose` was called.
+        """
+        if self._closed:
+            raise SystemClosedError(f"{self.kind} actors are shutting down")
+        for shard, shard_items in by_shard.items():
+            self._handle(self._shards[shard], _Envelope(items=shard_items))
+
     async def ask(self, entity_id: str, message: Any) -> Any:
         """Deliver and wait for the reply. A checkpoint.
 

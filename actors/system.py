@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
-from typing import Final, TypedDict, TypeVar
+from typing import Any, Final, TypedDict, TypeVar
 
 import attrs
 import trio
@@ -215,6 +215,34 @@ class ActorSystem:
         one envelope per shard carries the groups. An interaction goes to both
         its user and its item.
         """
+        to_users, to_items = self._route(stored)
+        self.applying += 1
+        completion = Completion(remaining=len(to_users) + len(to_items), on_done=self._applied)
+        await self.users.tell_shards(to_users, completion)
+        await self.items.tell_shards(to_items, completion)
+        return completion
+
+    async def _apply_followed(self, stored: Sequence[StoredEvent]) -> Completion:
+        """Apply a page of the followed log at once, on the follower's task (a reader worker).
+
+        As :meth:`_dispatch` routes them, but the shards' handling runs here rather
+        than after a trip through their mailboxes: a read waiting for the page
+        waits for the work only, not for the shard tasks to be scheduled among
+        other reads, and the page costs about a fifth less. Safe because the
+        follower is the only source of events in a reader and waits for each
+        page before reading the next (see :meth:`ActorRuntime.handle_now`).
+        Returns a completion already done.
+        """
+        to_users, to_items = self._route(stored)
+        self.users.handle_now(to_users)
+        self.items.handle_now(to_items)
+        return Completion(remaining=0)
+
+    def _route(
+        self, stored: Sequence[StoredEvent]
+    ) -> tuple[dict[int, list[tuple[str, Any]]], dict[int, list[tuple[str, Any]]]]:
+        """Group ``stored`` per entity and shard, feeding the index's ids and the
+        co-occurrence on the way; the users' and the items' ``ApplyEvents`` by shard."""
         by_user: dict[str, list[StoredEvent]] = {}
         by_item: dict[str, list[StoredEvent]] = {}
         owns, active = self._owns_user, self.users.peek
@@ -252,11 +280,7 @@ class ActorSystem:
         to_items = self.items.split(
             [(item_id, ApplyEvents(events)) for item_id, events in by_item.items()]
         )
-        self.applying += 1
-        completion = Completion(remaining=len(to_users) + len(to_items), on_done=self._applied)
-        await self.users.tell_shards(to_users, completion)
-        await self.items.tell_shards(to_items, completion)
-        return completion
+        return to_users, to_items
 
     def _applied(self) -> None:
         self.applying -= 1
@@ -475,7 +499,9 @@ async def open_follower_system(
     projections = await _rebuild(store, cooccurrence_file, start)
     system = ActorSystem(store, config, **projections, save_snapshot=save_snapshot)
     system.observed_seq = start
-    follower = system.follower = LogFollower(store, system._dispatch, start=start, poll_s=poll_s)
+    follower = system.follower = LogFollower(
+        store, system._apply_followed, start=start, poll_s=poll_s
+    )
     async with trio.open_nursery() as nursery:
         await nursery.start(system.items.run)
         await nursery.start(system.users.run)

@@ -69,6 +69,11 @@ class Completion:
             if self.on_done is not None:
                 self.on_done()
 
+    @property
+    def done(self) -> bool:
+        """Whether every part is applied."""
+        return self._done.is_set()
+
     async def wait(self) -> None:
         """Wait until every part is applied. A checkpoint."""
         await self._done.wait()

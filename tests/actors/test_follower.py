@@ -160,3 +160,43 @@ async def test_the_follower_reports_its_progress_after_each_page_and_each_wake()
         await trio.testing.wait_all_tasks_blocked()
         assert reported == [1, 1, 3, 4]
         nursery.cancel_scope.cancel()
+
+
+async def test_no_read_sees_a_reader_half_way_through_a_page() -> None:
+    # A read runs between two of the follower's pages, never inside one: every state
+    # it can see holds exactly the events up to what the follower has applied.
+    store = MemoryEventStore()
+    async with open_actor_system(store) as writer:
+        await writer.upsert_items(catalogue())
+        async with open_follower_system(store, save_snapshot=lambda _: None) as reader:
+            follower = reader.follower
+            assert follower is not None
+            seen: list[tuple[int, int]] = []  # (seq of u0's state, applied), at each look
+            stop = trio.Event()
+
+            async def look() -> None:
+                while not stop.is_set():
+                    state = reader.users.peek("u0")
+                    seen.append((0 if state is None else state.seq, follower.applied))
+                    await trio.lowlevel.checkpoint()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(look)
+                for first in range(0, 600, 50):
+                    await writer.ingest(events(first, 50))
+                    follower.nudge()
+                await reader.catch_up()
+                stop.set()
+            head = store.head()
+            u0 = [
+                s.seq
+                for s in store.read_all(after=0, limit=head)
+                if getattr(s.event, "user", None) == "u0"
+            ]
+
+    def latest_u0(applied: int) -> int:
+        return max((seq for seq in u0 if seq <= applied), default=0)
+
+    assert len(seen) > 100
+    assert len({state_seq for state_seq, _ in seen}) > 3  # it watched pages land
+    assert [(s, a) for s, a in seen if s != latest_u0(a)] == []
