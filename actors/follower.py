@@ -58,6 +58,8 @@ class FollowerStatistics:
     events: int
     #: Reads that waited for events to be applied first.
     catch_ups: int
+    #: How long those reads waited, in all, seconds.
+    catch_up_wait_s: float
     #: Events left out because they could not be decoded (the store counts them too).
     left_out: int
 
@@ -85,6 +87,7 @@ class LogFollower:
         self._wake = trio.Event()
         self._events = 0
         self._catch_ups = 0
+        self._catch_up_wait_s = 0.0
         self._left_out = 0
         #: Told the applied ``seq`` after every page and every wake (see the module docstring).
         self.on_progress: Callable[[int], None] | None = None
@@ -100,8 +103,12 @@ class LogFollower:
             return
         self._catch_ups += 1
         self._wake.set()
-        while self.applied < target:
-            await self._advanced.wait()
+        began = trio.current_time()
+        try:
+            while self.applied < target:
+                await self._advanced.wait()
+        finally:
+            self._catch_up_wait_s += trio.current_time() - began
 
     def nudge(self) -> None:
         """Look for new events now (the log has grown)."""
@@ -162,5 +169,6 @@ class LogFollower:
             applied_seq=self.applied,
             events=self._events,
             catch_ups=self._catch_ups,
+            catch_up_wait_s=self._catch_up_wait_s,
             left_out=self._left_out,
         )

@@ -22,7 +22,8 @@ measures, in order:
    ``--recommend-seconds`` (at least 1 s), then for ``--recommend-seconds`` beside
    one ingest client that sends ``--mixed-rate`` events/s steadily, in calls of
    ``--mixed-batch``, one call in flight (the rate it achieved and its calls' latency are
-   reported);
+   reported). With readers, each part also reports how many reads found their reader
+   behind the log and how long they waited for it (from the readers' published ``stats``);
 4. **freshness**: 500 times: ask ``recommend`` for a user with history,
    ``ingest`` one ``like`` of an item from that list (new to the user), then
    ``get_user`` (the like must be the latest interaction) and ``recommend`` again
@@ -322,14 +323,17 @@ def _recommend(
         p.start()
     _collect(results, len(procs), procs)
     held_before = _stat(port, "writes_held")
+    waits_before = _reader_waits(port)
     start.set()
     finished = _collect(results, args.recommend_clients, procs)
     stop.set()
     ingest = _collect(results, len(procs) - args.recommend_clients, procs)
     held = _stat(port, "writes_held") - held_before
+    waits_after = _reader_waits(port, fresh=True)
     for p in procs:
         p.join(timeout=60)
     samples = [s for r in finished for s in r[2]]
+    waited = waits_after[0] - waits_before[0]
     out = {
         "clients": args.recommend_clients,
         "seconds": seconds,
@@ -337,6 +341,12 @@ def _recommend(
         "calls_per_s": round(sum(len(r[2]) / r[1] for r in finished), 1),
         "errors": sum(r[3] for r in finished),
         **latency_summary(samples),
+        # Reads that found their reader behind the log, and waited for it to apply what was
+        # committed when they came (not those that came while it applied a page).
+        "reads_waited": waited,
+        "read_wait_mean_ms": round(
+            1e3 * (waits_after[1] - waits_before[1]) / waited if waited else 0.0, 3
+        ),
     }
     for _, elapsed, accepted, _, _, latencies in ingest:
         out["ingest_target_per_s"] = args.mixed_rate
@@ -439,6 +449,21 @@ def _timed_start(data: Path, workers: int) -> tuple[RunningServer, float]:
     t0 = time.perf_counter()
     server = start_server(data, "--workers", str(workers), log_level="WARNING", timeout=WAIT_S)
     return server, time.perf_counter() - t0
+
+
+def _reader_waits(port: int, *, fresh: bool = False) -> tuple[int, float]:
+    """Reads that found their reader behind the log, and their wait for it to catch up in
+    seconds, summed over the readers as they published them (0s with one process); with
+    ``fresh``, once a publication has been taken after this call."""
+    if fresh:
+        time.sleep(PUBLISH_S * 1.2)
+    with Client(HOST, port, timeout=CALL_TIMEOUT_S) as admin:
+        published = admin.call("stats").get("workers", {})
+    readers = [f for f in published.values() if f.get("role") == "reader"]
+    return (
+        sum(f.get("catch_ups", 0) for f in readers),
+        sum(f.get("catch_up_wait_s", 0.0) for f in readers),
+    )
 
 
 def _stat(port: int, key: str) -> int:

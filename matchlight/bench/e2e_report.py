@@ -140,6 +140,7 @@ def _rows(report: dict[str, Any]) -> list[tuple[str, str, float | int, str]]:
         ("recommend beside ingest: latency p99.9", "", mixed["p999_ms"], "ms"),
         ("recommend p99 beside ingest / p99 alone", "recommend_mixed_over_alone_p99",
          mixed["p99_over_alone"], "x"),
+        *_waits(report),
         ("ingest ack p50", "", fresh["ingest_ack_p50_ms"], "ms"),
         ("event → visible (ack + read elsewhere) p50", "", fresh["event_to_visible_p50_ms"], "ms"),
         ("event → visible (ack + read elsewhere) p99", "event_to_visible_p99_ms",
@@ -155,6 +156,26 @@ def _rows(report: dict[str, Any]) -> list[tuple[str, str, float | int, str]]:
          rs["restart_clean_s"], "s"),
         ("acknowledged events lost by kill -9", "", rs["lost_events"], "events"),
     ]  # fmt: skip
+
+
+def _waits(report: dict[str, Any]) -> list[tuple[str, str, float | int, str]]:
+    """Rows for the reads that found their reader behind the log and waited for it to apply
+    what was committed (with readers). A read that came while a page was being applied
+    waited for that page too, uncounted: a page is applied without a checkpoint."""
+    if report["config"]["workers"] == 1:
+        return []
+    alone, mixed = report["recommend_alone"], report["recommend_mixed"]
+    return [
+        ("  reads that found their reader behind the log, alone", "",
+         _share(alone["reads_waited"], alone["calls"]), "%"),
+        ("  reads that found their reader behind the log, beside ingest", "",
+         _share(mixed["reads_waited"], mixed["calls"]), "%"),
+        ("  their mean wait to catch up, beside ingest", "", mixed["read_wait_mean_ms"], "ms"),
+    ]  # fmt: skip
+
+
+def _share(part: int, whole: int) -> float:
+    return round(100.0 * part / whole, 1) if whole else 0.0
 
 
 #: The columns of the memory table: (measure, point) -> heading.

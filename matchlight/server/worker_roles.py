@@ -396,11 +396,16 @@ async def serve_reader(config: ServeConfig, role: WorkerRole) -> None:
                 background.start_soon(bell.run, follower.nudge)
 
                 def figures() -> dict[str, Any]:
+                    following = follower.statistics()
                     return {
                         "role": "reader",
                         "requests": rpc.counters.requests,
                         "connections_open": rpc.counters.connections_open,
-                        "applied_seq": follower.applied,
+                        "applied_seq": following.applied_seq,
+                        # Reads that waited for this reader to apply what was committed
+                        # when they came, and how long in all (the bench reads them).
+                        "catch_ups": following.catch_ups,
+                        "catch_up_wait_s": round(following.catch_up_wait_s, 6),
                     }
 
                 background.start_soon(worker_figures.publish, role.run_dir, role.name, figures)

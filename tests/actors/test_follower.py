@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pytest
 import trio
 import trio.testing
 
@@ -114,6 +115,7 @@ async def test_catch_up_applies_what_was_stored_when_it_was_called_in_pages() ->
         assert follower.applied == 6
         statistics = follower.statistics()
         assert (statistics.events, statistics.catch_ups) == (5, 1)
+        assert statistics.catch_up_wait_s >= 0.0
         nursery.cancel_scope.cancel()
 
 
@@ -200,3 +202,26 @@ async def test_no_read_sees_a_reader_half_way_through_a_page() -> None:
     assert len(seen) > 100
     assert len({state_seq for state_seq, _ in seen}) > 3  # it watched pages land
     assert [(s, a) for s, a in seen if s != latest_u0(a)] == []
+
+
+async def test_the_wait_of_reads_that_catch_up_is_counted(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = MemoryEventStore()
+    store.commit([[ItemUpserted(id="up", item="i0", ts=1.0)]])
+
+    async def dispatch(page: Sequence[StoredEvent]) -> Completion:
+        await trio.sleep(0.25)  # applying takes a while
+        return Completion(remaining=0)
+
+    follower = LogFollower(store, dispatch, start=1, poll_s=60.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(follower.run)
+        await follower.catch_up()  # nothing to wait for
+        assert follower.statistics().catch_up_wait_s == 0.0
+        store.commit([[like(n) for n in range(3)]])
+        await follower.catch_up()
+        statistics = follower.statistics()
+        assert statistics.catch_ups == 1
+        assert statistics.catch_up_wait_s == pytest.approx(0.25)
+        nursery.cancel_scope.cancel()
