@@ -44,6 +44,19 @@ TRANSIENT: Final = (
     nats.js.errors.ServiceUnavailableError,
     nats.js.errors.ServerError,
 )
+#: JetStream's error code for "no suitable peers for placement": a replica's server is
+#: offline (restarting, or the cluster is still forming), so it passes once it is back.
+NO_PEERS_FOR_PLACEMENT: Final = 10005
+
+
+def retry_later(exc: BaseException) -> bool:
+    """Whether an attempt that failed with ``exc`` may succeed if tried again: a
+    :data:`TRANSIENT` error, or JetStream unable to place the replicas yet."""
+    if isinstance(exc, TRANSIENT):
+        return True
+    return isinstance(exc, nats.js.errors.APIError) and exc.err_code == NO_PEERS_FOR_PLACEMENT
+
+
 #: JetStream's duplicate window: a publish retried within it is stored once, seconds.
 DUPLICATE_WINDOW_S: Final = 120.0
 #: How long one attempt of a publish or request waits, seconds.
@@ -231,7 +244,9 @@ class EventStream:
         while True:
             try:
                 return await attempt()
-            except TRANSIENT as exc:
+            except (*TRANSIENT, nats.js.errors.APIError) as exc:
+                if not retry_later(exc):
+                    raise
                 if time.monotonic() >= deadline:
                     raise LogUnavailable(
                         f"could not {what} within {deadline_s:g} s: {type(exc).__name__} {exc}"

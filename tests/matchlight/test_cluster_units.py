@@ -3,8 +3,11 @@ messages, and the cluster flags of ``matchlight serve``."""
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 
+import nats.errors
+import nats.js.errors
 import pytest
 import trio
 
@@ -20,6 +23,12 @@ from matchlight.cluster.follower import (
 )
 from matchlight.cluster.leases import Observed, desired_owner, plan
 from matchlight.cluster.partitions import Layout, partition_of
+from matchlight.cluster.stream import (
+    NO_PEERS_FOR_PLACEMENT,
+    EventStream,
+    LogUnavailable,
+    retry_later,
+)
 
 TTL = 6.0
 P = 16
@@ -227,3 +236,38 @@ async def test_a_message_the_store_refuses_is_skipped_and_the_others_are_stored(
     assert follower.position == store.position() == 3
     assert follower.results[1] == (1, 0)
     assert follower.results[3] == (1, 0)
+
+
+def test_replicas_that_cannot_be_placed_yet_are_retried_other_api_errors_are_not() -> None:
+    offline = nats.js.errors.BadRequestError(
+        code=400, err_code=NO_PEERS_FOR_PLACEMENT, description="no suitable peers for placement"
+    )
+    assert retry_later(offline)
+    assert retry_later(nats.errors.TimeoutError())
+    assert retry_later(nats.js.errors.ServiceUnavailableError(code=503))
+    assert not retry_later(nats.js.errors.BadRequestError(code=400, err_code=10052))
+    assert not retry_later(ValueError("bug"))
+
+
+def test_creating_the_stream_waits_for_a_replica_that_is_offline() -> None:
+    # The first node of a cluster whose third NATS server is still starting: JetStream
+    # cannot place three replicas yet; the node retries until it can, or its deadline.
+    stream = EventStream(["nats://127.0.0.1:1"], Layout(partitions=4), name="a", replicas=3)
+    failures = [2]
+
+    async def create() -> str:
+        if failures[0]:
+            failures[0] -= 1
+            raise nats.js.errors.BadRequestError(code=400, err_code=NO_PEERS_FOR_PLACEMENT)
+        return "created"
+
+    async def refused() -> None:
+        raise nats.js.errors.BadRequestError(code=400, err_code=10052)
+
+    assert asyncio.run(stream._retry(create, 5.0, "create the stream")) == "created"
+    assert failures == [0]
+    with pytest.raises(nats.js.errors.BadRequestError):
+        asyncio.run(stream._retry(refused, 5.0, "create the stream"))
+    failures[0] = 10**6
+    with pytest.raises(LogUnavailable, match=r"could not create the stream within 0\.3 s"):
+        asyncio.run(stream._retry(create, 0.3, "create the stream"))
