@@ -36,6 +36,7 @@ import attrs
 import trio
 
 from actors import LmdbEventStore, Snapshot
+from actors.follower import LogFollower
 from actors.write_path import WritePath, open_write_path
 from legacy_adapter import Router
 from matchlight import __version__
@@ -72,6 +73,8 @@ PARENT_CHECK_S: Final = 0.5
 NEVER: Final = 2**62
 #: How often a reader sends its actors' snapshots to the writer, seconds.
 SNAPSHOT_SEND_S: Final = 0.2
+#: The methods that read a reader's projections (after catching up with the log).
+READS: Final = ("get_item", "get_user", "search", "recommend")
 #: How long a reader's ``stats`` waits for the writer's figures, seconds.
 WRITER_STATS_S: Final = 1.0
 #: The writer's statistics a reader's ``stats`` shows as the node's (readers do not write).
@@ -340,6 +343,16 @@ class ReaderMethods(Methods):
         self.forwarded = forwarded
         self.run_dir = run_dir
 
+    def table(self) -> Mapping[str, Handler]:
+        """The contract's methods; reads are marked for the follower, which lets them finish
+        before it applies its next page (see :mod:`actors.follower`)."""
+        table = dict(super().table())
+        follower = self.system.follower
+        if follower is not None:
+            for name in READS:
+                table[name] = _marked(follower, table[name])
+        return table
+
     async def health(self, params: Any) -> dict[str, Any]:
         return {**await super().health(params), "worker": self.worker}
 
@@ -357,6 +370,14 @@ class ReaderMethods(Methods):
             out.update(("follower_" + k, v) for k, v in attrs.asdict(follower.statistics()).items())
         out.update(worker_figures.read_all(self.run_dir))
         return out
+
+
+def _marked(follower: LogFollower, handler: Handler) -> Handler:
+    async def read(params: Any) -> Mapping[str, Any]:
+        with follower.reading():
+            return await handler(params)
+
+    return read
 
 
 def reader_config(config: ServeConfig, role: WorkerRole) -> ServeConfig:

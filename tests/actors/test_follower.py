@@ -7,7 +7,7 @@ must see everything stored when it asked.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 import trio
@@ -254,4 +254,93 @@ async def test_with_what_the_writer_acknowledged_a_read_waits_for_that_and_no_mo
             await follower.catch_up()
         assert follower.applied == 6
         assert follower.statistics().catch_ups == 2
+        nursery.cancel_scope.cancel()
+
+
+def recording(pages: list[list[int]]) -> Callable[[Sequence[StoredEvent]], Awaitable[Completion]]:
+    async def dispatch(page: Sequence[StoredEvent]) -> Completion:
+        pages.append([s.seq for s in page])
+        return Completion(remaining=0)
+
+    return dispatch
+
+
+async def test_a_page_waits_for_the_reads_in_progress_to_finish() -> None:
+    """Reads first: a page blocks the event loop while it is applied, so the follower
+    applies the next one once the reads being answered are done."""
+    store = MemoryEventStore()
+    pages: list[list[int]] = []
+    follower = LogFollower(store, recording(pages), start=0, poll_s=60.0, reads_first_s=60.0)
+    read_may_end = trio.Event()
+
+    async def read() -> None:
+        with follower.reading():
+            await read_may_end.wait()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(follower.run)
+        nursery.start_soon(read)
+        await trio.testing.wait_all_tasks_blocked()
+        store.commit([[like(n) for n in range(3)]])
+        follower.nudge()
+        await trio.testing.wait_all_tasks_blocked()
+        assert pages == []  # a read is being answered
+        read_may_end.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert pages == [[1, 2, 3]]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_read_that_never_ends_holds_a_page_only_for_reads_first_s(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = MemoryEventStore()
+    pages: list[list[int]] = []
+    follower = LogFollower(store, recording(pages), start=0, poll_s=60.0, reads_first_s=0.5)
+
+    async def endless_read() -> None:
+        with follower.reading():
+            await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(follower.run)
+        nursery.start_soon(endless_read)
+        await trio.testing.wait_all_tasks_blocked()
+        store.commit([[like(n) for n in range(3)]])
+        follower.nudge()
+        await trio.sleep(0.45)
+        assert pages == []
+        await trio.sleep(0.1)
+        assert pages == [[1, 2, 3]]
+        nursery.cancel_scope.cancel()
+
+
+async def test_while_reads_come_pages_are_smaller() -> None:
+    store = MemoryEventStore()
+    pages: list[list[int]] = []
+    follower = LogFollower(store, recording(pages), start=0, page=8, reading_page=2, poll_s=60.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(follower.run)
+        store.commit([[like(n) for n in range(10)]])
+        with follower.reading():
+            pass  # a read came (and went)
+        follower.nudge()
+        await trio.testing.wait_all_tasks_blocked()
+        assert pages == [[1, 2], [3, 4, 5, 6, 7, 8, 9, 10]]  # then none came
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_read_waiting_to_catch_up_is_not_waited_for() -> None:
+    """It waits for the follower: were it waited for, neither would move."""
+    store = MemoryEventStore()
+    pages: list[list[int]] = []
+    follower = LogFollower(
+        store, recording(pages), start=0, page=2, reading_page=2, poll_s=60.0, reads_first_s=60.0
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(follower.run)
+        store.commit([[like(n) for n in range(5)]])
+        with trio.fail_after(5), follower.reading():
+            await follower.catch_up()
+        assert follower.applied == 5
         nursery.cancel_scope.cancel()
