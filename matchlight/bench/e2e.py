@@ -23,7 +23,8 @@ measures, in order:
    one ingest client that sends ``--mixed-rate`` events/s steadily, in calls of
    ``--mixed-batch``, one call in flight (the rate it achieved and its calls' latency are
    reported). With readers, each part also reports how many reads found their reader
-   behind the log and how long they waited for it (from the readers' published ``stats``);
+   behind the log and how long they waited for it, and the calls' p50 and p99 inside the
+   readers, from the method's start to its answer (from the readers' published ``stats``);
 4. **freshness**: 500 times: ask ``recommend`` for a user with history,
    ``ingest`` one ``like`` of an item from that list (new to the user), then
    ``get_user`` (the like must be the latest interaction) and ``recommend`` again
@@ -74,6 +75,7 @@ from matchlight.bench.harness import RunningServer, collect, latency_summary, st
 from matchlight.bench.index_workload import note
 from matchlight.cli.argtypes import positive_float, positive_int
 from matchlight.client import Client
+from matchlight.server import read_times
 from matchlight.server.node import default_workers
 from matchlight.server.worker_figures import PUBLISH_S, memory
 
@@ -334,6 +336,7 @@ def _recommend(
         p.join(timeout=60)
     samples = [s for r in finished for s in r[2]]
     waited = waits_after[0] - waits_before[0]
+    inside = read_times.since(waits_after[2], waits_before[2])
     out = {
         "clients": args.recommend_clients,
         "seconds": seconds,
@@ -347,6 +350,10 @@ def _recommend(
         "read_wait_mean_ms": round(
             1e3 * (waits_after[1] - waits_before[1]) / waited if waited else 0.0, 3
         ),
+        # The same calls timed inside the readers, from the method's start to its answer
+        # (a bucket's upper bound: at most 10 % above; None with one process).
+        "reader_p50_ms": read_times.percentile_ms(inside, 0.50),
+        "reader_p99_ms": read_times.percentile_ms(inside, 0.99),
     }
     for _, elapsed, accepted, _, _, latencies in ingest:
         out["ingest_target_per_s"] = args.mixed_rate
@@ -451,18 +458,21 @@ def _timed_start(data: Path, workers: int) -> tuple[RunningServer, float]:
     return server, time.perf_counter() - t0
 
 
-def _reader_waits(port: int, *, fresh: bool = False) -> tuple[int, float]:
-    """Reads that found their reader behind the log, and their wait for it to catch up in
-    seconds, summed over the readers as they published them (0s with one process); with
-    ``fresh``, once a publication has been taken after this call."""
+def _reader_waits(port: int, *, fresh: bool = False) -> tuple[int, float, list[int]]:
+    """Reads that found their reader behind the log, their wait for it to catch up in
+    seconds, and the readers' ``recommend`` answers by time (:mod:`~matchlight.server.read_times`
+    buckets), summed over the readers as they published them (0s and no buckets with one
+    process); with ``fresh``, once a publication has been taken after this call."""
     if fresh:
         time.sleep(PUBLISH_S * 1.2)
     with Client(HOST, port, timeout=CALL_TIMEOUT_S) as admin:
         published = admin.call("stats").get("workers", {})
     readers = [f for f in published.values() if f.get("role") == "reader"]
+    buckets = [f.get("read_ms_buckets", {}).get("recommend") for f in readers]
     return (
         sum(f.get("catch_ups", 0) for f in readers),
         sum(f.get("catch_up_wait_s", 0.0) for f in readers),
+        [sum(counts) for counts in zip(*(b for b in buckets if b), strict=True)],
     )
 
 

@@ -114,7 +114,7 @@ def _processes(workers: int) -> str:
     return f"{workers} workers (1 writer, {workers - 1} reader{'s' if workers > 2 else ''})"
 
 
-def _rows(report: dict[str, Any]) -> list[tuple[str, str, float | int, str]]:
+def _rows(report: dict[str, Any]) -> list[tuple[str, str, float | int | None, str]]:
     """(label, target key or "", value, unit) of every table row."""
     mem, ing, alone = report["memory"], report["ingest"], report["recommend_alone"]
     mixed, fresh, rs = report["recommend_mixed"], report["freshness"], report["restart"]
@@ -158,10 +158,11 @@ def _rows(report: dict[str, Any]) -> list[tuple[str, str, float | int, str]]:
     ]  # fmt: skip
 
 
-def _waits(report: dict[str, Any]) -> list[tuple[str, str, float | int, str]]:
+def _waits(report: dict[str, Any]) -> list[tuple[str, str, float | int | None, str]]:
     """Rows for the reads that found their reader behind the log and waited for it to apply
-    what was committed (with readers). A read that came while a page was being applied
-    waited for that page too, uncounted: a page is applied without a checkpoint."""
+    what was committed (with readers; a read that came while a page was being applied
+    waited for that page too, uncounted: a page is applied without a checkpoint), and for
+    the calls' time inside the readers."""
     if report["config"]["workers"] == 1:
         return []
     alone, mixed = report["recommend_alone"], report["recommend_mixed"]
@@ -171,6 +172,11 @@ def _waits(report: dict[str, Any]) -> list[tuple[str, str, float | int, str]]:
         ("  reads that found their reader behind the log, beside ingest", "",
          _share(mixed["reads_waited"], mixed["calls"]), "%"),
         ("  their mean wait to catch up, beside ingest", "", mixed["read_wait_mean_ms"], "ms"),
+        ("  inside the readers (method start → answer), alone: p50", "", alone["reader_p50_ms"],
+         "ms"),
+        ("  inside the readers, alone: p99", "", alone["reader_p99_ms"], "ms"),
+        ("  inside the readers, beside ingest: p50", "", mixed["reader_p50_ms"], "ms"),
+        ("  inside the readers, beside ingest: p99", "", mixed["reader_p99_ms"], "ms"),
     ]  # fmt: skip
 
 
@@ -195,7 +201,9 @@ def _print_memory(by_process: dict[str, dict[str, float]]) -> None:
         print(f"{name:<12}" + "".join(f"{'-' if v is None else _fmt(v):>19}" for v in cells))
 
 
-def _fmt(value: float) -> str:
+def _fmt(value: float | None) -> str:
+    if value is None:  # (a percentile of no calls)
+        return "—"
     if isinstance(value, int):
         return f"{value:,}"
     return f"{value:.3f}" if value < 10 else f"{value:,.1f}"

@@ -61,6 +61,7 @@ from matchlight.server.engine import (
 )
 from matchlight.server.handover import HandedListener
 from matchlight.server.methods import Methods
+from matchlight.server.read_times import ReadTimes
 from matchlight.server.rpc import Handler, RpcCounters, RpcServer
 from matchlight.server.shadow_offload import ShadowOffload, run_shadows_handler
 from matchlight.server.write_methods import ForwardedWrites, WriteMethods
@@ -336,21 +337,23 @@ class ReaderMethods(Methods):
         worker: str,
         forwarded: ForwardedWrites,
         run_dir: Path,
+        read_times: ReadTimes,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, writes=forwarded.table(), **kwargs)
         self.worker = worker
         self.forwarded = forwarded
         self.run_dir = run_dir
+        self.read_times = read_times
 
     def table(self) -> Mapping[str, Handler]:
         """The contract's methods; reads are marked for the follower, which lets them finish
-        before it applies its next page (see :mod:`actors.follower`)."""
+        before it applies its next page (see :mod:`actors.follower`), and timed."""
         table = dict(super().table())
         follower = self.system.follower
         if follower is not None:
             for name in READS:
-                table[name] = _marked(follower, table[name])
+                table[name] = _marked(follower, self.read_times, name, table[name])
         return table
 
     async def health(self, params: Any) -> dict[str, Any]:
@@ -372,10 +375,13 @@ class ReaderMethods(Methods):
         return out
 
 
-def _marked(follower: LogFollower, handler: Handler) -> Handler:
+def _marked(follower: LogFollower, times: ReadTimes, method: str, handler: Handler) -> Handler:
     async def read(params: Any) -> Mapping[str, Any]:
+        began = time.perf_counter()
         with follower.reading():
-            return await handler(params)
+            answer = await handler(params)
+        times.add(method, time.perf_counter() - began)
+        return answer
 
     return read
 
@@ -435,6 +441,7 @@ async def serve_reader(config: ServeConfig, role: WorkerRole) -> None:
                     worker=role.name,
                     forwarded=ForwardedWrites(writer),
                     run_dir=role.run_dir,
+                    read_times=(read_times := ReadTimes()),
                 )
                 follower = engine.system.follower
                 assert follower is not None
@@ -453,6 +460,8 @@ async def serve_reader(config: ServeConfig, role: WorkerRole) -> None:
                         # when they came, and how long in all (the bench reads them).
                         "catch_ups": following.catch_ups,
                         "catch_up_wait_s": round(following.catch_up_wait_s, 6),
+                        # Each read method's answers by time (matchlight.server.read_times).
+                        "read_ms_buckets": read_times.figures(),
                     }
 
                 background.start_soon(worker_figures.publish, role.run_dir, role.name, figures)

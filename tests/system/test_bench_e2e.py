@@ -48,11 +48,14 @@ FIGURES = {
         "distinct_users",
         "memory_after_mib",
     },
-    "recommend_alone": LATENCY | {"reads_waited", "read_wait_mean_ms"},
+    "recommend_alone": LATENCY
+    | {"reads_waited", "read_wait_mean_ms", "reader_p50_ms", "reader_p99_ms"},
     "recommend_mixed": LATENCY
     | {
         "reads_waited",
         "read_wait_mean_ms",
+        "reader_p50_ms",
+        "reader_p99_ms",
         "ingest_target_per_s",
         "ingest_batch",
         "ingest_events",
@@ -167,6 +170,10 @@ def test_tiny_run_with_workers_reports_every_figure_and_no_violation(
     for phase in (report["recommend_alone"], p):
         assert phase["reads_waited"] <= phase["calls"]
         assert (phase["read_wait_mean_ms"] > 0) == (phase["reads_waited"] > 0)
+        # Inside the readers is part of each call (a bucket's bound: at most 10 % above).
+        assert phase["reader_p50_ms"] <= phase["reader_p99_ms"]
+        assert phase["reader_p50_ms"] <= phase["p50_ms"] * 1.1
+        assert phase["reader_p99_ms"] <= phase["p99_ms"] * 1.1
     assert 0 < p["ingest_ack_p50_ms"] <= p["ingest_ack_p99_ms"]
 
     assert "matchlight bench (end to end over RPC)" in stdout
@@ -179,6 +186,7 @@ def test_tiny_run_with_workers_reports_every_figure_and_no_violation(
         "recommend beside ingest: latency p99.9",
         "recommend p99 beside ingest / p99 alone",
         "reads that found their reader behind the log, beside ingest",
+        "inside the readers, beside ingest: p99",
         "event → visible (ack + read elsewhere) p99",
         "seen-item violations",
         "restart, clean",
