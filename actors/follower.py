@@ -23,14 +23,15 @@ after each commit: see :mod:`matchlight.server.commit_bell`), and every
 applies at most ``page`` events between two checkpoints, so reads that need
 nothing more are answered between pages rather than after a whole burst.
 
-Reads first: a reader worker marks the reads it answers (:meth:`LogFollower.reading`).
-While reads come, the follower applies at most ``reading_page`` events at a time,
-and before each page it lets the reads in progress finish (for at most
+Reads first: a reader worker marks the reads it answers (:meth:`LogFollower.reading`),
+and before each page the follower lets the reads in progress finish (for at most
 ``reads_first_s``, so that it keeps up under any load). A page blocks the event
 loop while it is applied (a commit of 100 events took about 3 ms of a reader's CPU
 beside the bench's load); without this a read waited for one whenever one was
 being applied, and for one more at each of its own checkpoints, since the
-follower took a page whenever the event loop went round.
+follower took a page whenever the event loop went round. (Smaller pages while
+reads come, 32 events, did not help: the writer's answers, which wait for the
+readers, came later, and a page costs more per event.)
 
 ``on_progress``, if set, is told the applied ``seq`` after every page and every
 time the follower wakes, so at least every ``poll_s`` while it runs (a reader
@@ -57,8 +58,6 @@ log = logging.getLogger(__name__)
 
 #: Events applied between two checkpoints, at most.
 DEFAULT_PAGE: Final = 128
-#: ... while reads come (applying in smaller pages costs about a sixth more per event).
-READING_PAGE: Final = 32
 #: How long the follower lets the reads in progress finish before its next page, at most.
 READS_FIRST_S: Final = 0.002
 #: How often an idle follower looks for new events unless nudged, seconds.
@@ -92,21 +91,18 @@ class LogFollower:
         *,
         start: int,
         page: int = DEFAULT_PAGE,
-        reading_page: int = READING_PAGE,
         reads_first_s: float = READS_FIRST_S,
         poll_s: float = DEFAULT_POLL_S,
     ) -> None:
         self._store = store
         self._dispatch = dispatch
         self._page = page
-        self._reading_page = reading_page
         self._reads_first_s = reads_first_s
         self._poll_s = poll_s
-        #: Reads being answered; those of them waiting in :meth:`catch_up`; reads begun since
-        #: the last page was read; set when no read is being answered (but those waiting).
+        #: Reads being answered; those of them waiting in :meth:`catch_up`; set when no read
+        #: is being answered (but those waiting).
         self._reads = 0
         self._reads_waiting = 0
-        self._reads_begun = 0
         self._reads_done = trio.Event()
         #: Everything up to here is applied.
         self.applied = start
@@ -154,7 +150,6 @@ class LogFollower:
     def reading(self) -> Iterator[None]:
         """Mark a read being answered: the follower lets it finish before its next page."""
         self._reads += 1
-        self._reads_begun += 1
         try:
             yield
         finally:
@@ -215,14 +210,12 @@ class LogFollower:
 
     def _read_page(self) -> list[StoredEvent]:
         """The next events after :attr:`applied`, leaving out (and logging) one that is corrupt."""
-        limit = self._reading_page if self._reads_begun else self._page
-        self._reads_begun = 0
         try:
-            return self._store.read_all(after=self.applied, limit=limit)
+            return self._store.read_all(after=self.applied, limit=self._page)
         except CodecError:
             pass
         # Somewhere in this page is an event that does not decode: read one at a time.
-        for _ in range(limit):
+        for _ in range(self._page):
             try:
                 return self._store.read_all(after=self.applied, limit=1)
             except CodecError as exc:

@@ -315,27 +315,12 @@ async def test_a_read_that_never_ends_holds_a_page_only_for_reads_first_s(
         nursery.cancel_scope.cancel()
 
 
-async def test_while_reads_come_pages_are_smaller() -> None:
-    store = MemoryEventStore()
-    pages: list[list[int]] = []
-    follower = LogFollower(store, recording(pages), start=0, page=8, reading_page=2, poll_s=60.0)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(follower.run)
-        store.commit([[like(n) for n in range(10)]])
-        with follower.reading():
-            pass  # a read came (and went)
-        follower.nudge()
-        await trio.testing.wait_all_tasks_blocked()
-        assert pages == [[1, 2], [3, 4, 5, 6, 7, 8, 9, 10]]  # then none came
-        nursery.cancel_scope.cancel()
-
-
 async def test_a_read_waiting_to_catch_up_is_not_waited_for() -> None:
     """It waits for the follower: were it waited for, neither would move."""
     store = MemoryEventStore()
     pages: list[list[int]] = []
     follower = LogFollower(
-        store, recording(pages), start=0, page=2, reading_page=2, poll_s=60.0, reads_first_s=60.0
+        store, recording(pages), start=0, page=2, poll_s=60.0, reads_first_s=60.0
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(follower.run)
