@@ -13,10 +13,7 @@ follower's task (:meth:`actors.system.ActorSystem._apply_followed`).
 Read-your-writes across processes: a read calls :meth:`LogFollower.catch_up`
 first, which waits until everything stored when the read arrived is applied.
 A write acknowledged before the read was sent was committed before then, so
-the read sees it. When the writer says what it has acknowledged
-(:attr:`LogFollower.acknowledged`: it answers a write once its readers have
-applied it), a read waits for no more than that, so not behind events
-committed since. The follower also applies new events without a read asking:
+the read sees it. The follower also applies new events without a read asking:
 at once when :meth:`LogFollower.nudge` is called (a reader worker's writer rings
 after each commit: see :mod:`matchlight.server.commit_bell`), and every
 ``poll_s`` in any case, so a read usually finds nothing left to apply. It
@@ -30,8 +27,7 @@ loop while it is applied (a commit of 100 events took about 3 ms of a reader's C
 beside the bench's load); without this a read waited for one whenever one was
 being applied, and for one more at each of its own checkpoints, since the
 follower took a page whenever the event loop went round. (Smaller pages while
-reads come, 32 events, did not help: the writer's answers, which wait for the
-readers, came later, and a page costs more per event.)
+reads come, 32 events, did not lower the p99 and cost more per event.)
 
 ``on_progress``, if set, is told the applied ``seq`` after every page and every
 time the follower wakes, so at least every ``poll_s`` while it runs (a reader
@@ -114,24 +110,14 @@ class LogFollower:
         self._left_out = 0
         #: Told the applied ``seq`` after every page and every wake (see the module docstring).
         self.on_progress: Callable[[int], None] | None = None
-        #: The highest ``seq`` a write was acknowledged at, if the writer says; a read then
-        #: waits for that (or the log's head, if lower) rather than the log's head.
-        self.acknowledged: Callable[[], int] | None = None
 
     async def catch_up(self) -> None:
-        """Return once every event stored now (or acknowledged now, see
-        :attr:`acknowledged`) is applied. A checkpoint only if it waits.
+        """Return once every event stored now is applied. A checkpoint only if it waits.
 
         Raises:
             StoreError: the store cannot be read.
         """
-        if self.acknowledged is None:
-            target = self._store.head()
-        else:
-            target = self.acknowledged()
-            if self.applied >= target:
-                return
-            target = min(target, self._store.head())  # a replaced log may be shorter
+        target = self._store.head()
         if self.applied >= target:
             return
         self._catch_ups += 1

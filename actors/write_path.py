@@ -10,10 +10,7 @@ process owns the log and does only what a write needs before it is durable:
   just that (items' counters, users and the index live in the reader workers);
 - hold the write's new numeric fields within the limit (:mod:`actors.fields`);
 - append through the group-commit :class:`~actors.writer.StoreWriter`, and
-  answer once the events are durable *and* every reader following the log has
-  applied them, so that a read on any worker sees an acknowledged write without
-  waiting (:meth:`WritePath.readers_moved`; a single-process node answers once
-  its actors have applied a write, too).
+  answer once the events are durable.
 
 Reader workers follow the log (:mod:`actors.follower`) and send the writer
 the snapshots their actors make (:meth:`WritePath.save_snapshots`), which it
@@ -54,9 +51,6 @@ _ABSENT: Final = item.initial("")
 _STANDARD: Final = frozenset(COUNTER_FIELDS)
 #: How often a held write looks again whether the readers have caught up, seconds.
 HOLD_POLL_S: Final = 0.002
-#: How often a write waiting for its readers looks again when none rang, seconds (a reader
-#: that stops posting is not waited for within :data:`~matchlight.server.apply_board.STALE_S`).
-VISIBLE_POLL_S: Final = 0.05
 
 
 @attrs.frozen(kw_only=True)
@@ -69,10 +63,6 @@ class WritePathStatistics:
     #: seconds they waited in all.
     writes_held: int
     held_s: float
-    #: Writes answered, and the seconds they waited in all between their commit and every
-    #: reader having applied them.
-    writes_answered: int
-    visible_wait_s: float
 
 
 class Catalogue:
@@ -209,8 +199,8 @@ def _load_catalogue(store: EventStore) -> Catalogue:
 
 
 class WritePath:
-    """Decides and appends writes; answers once they are durable and applied by every
-    reader that follows the log (the writer applies nothing but its catalogue)."""
+    """Decides and appends writes; answers once they are durable (not applied: readers
+    apply them and catch up before they read)."""
 
     def __init__(
         self,
@@ -220,23 +210,16 @@ class WritePath:
         *,
         on_commit: Callable[[], None] | None = None,
         slowest: Callable[[], int | None] | None = None,
-        acknowledge: Callable[[int], None] | None = None,
     ) -> None:
         """``on_commit`` is called after each commit that stored events, before they are
         acknowledged (the writer worker rings its readers). ``slowest`` says how far the
         slowest reader has applied the log (``None``: no reader is following now); while it
-        is more than ``config.max_apply_lag`` events behind, new writes wait, and a write is
-        answered once it is not behind the write's ``seq``. ``acknowledge`` is told that
-        ``seq`` just before the write is answered (readers wait for no more than it)."""
+        is more than ``config.max_apply_lag`` events behind, new writes wait."""
         self.store = store
         self._on_commit = on_commit
         self._slowest = slowest
-        self._acknowledge = acknowledge
         self._held = 0
         self._held_s = 0.0
-        self._answered = 0
-        self._visible_wait_s = 0.0
-        self._moved = trio.Event()
         self.config = config or SystemConfig()
         self.catalogue = catalogue
         self.writer = StoreWriter(store, max_group_events=self.config.max_group_events)
@@ -276,10 +259,6 @@ class WritePath:
             events = [event for command in commands for event in decide(command)]
         with _TRACER.start_as_current_span("store.commit", attributes={"events": len(events)}):
             result = await self.writer.append(events)
-        with _TRACER.start_as_current_span("readers.apply"):
-            await self._until_applied(result.seq)
-        if self._acknowledge is not None:
-            self._acknowledge(result.seq)
         return WriteResult(
             accepted=len(result.stored), duplicates=len(result.duplicates), seq=result.seq
         )
@@ -303,25 +282,6 @@ class WritePath:
         if started is not None:
             self._held_s += time.perf_counter() - started
 
-    async def _until_applied(self, seq: int) -> None:
-        """Wait until every reader following the log has applied it up to ``seq``."""
-        self._answered += 1
-        if self._slowest is None:
-            return
-        started = time.perf_counter()
-        while True:
-            slowest = self._slowest()
-            if slowest is None or slowest >= seq:
-                break
-            with trio.move_on_after(VISIBLE_POLL_S):
-                await self._moved.wait()
-        self._visible_wait_s += time.perf_counter() - started
-
-    def readers_moved(self) -> None:
-        """A reader has applied more of the log (it rang): writes waiting for it look again."""
-        self._moved.set()
-        self._moved = trio.Event()
-
     async def _dispatch(self, stored: Sequence[StoredEvent]) -> Completion:
         self.catalogue.apply(stored)
         if self._on_commit is not None:
@@ -340,8 +300,6 @@ class WritePath:
             catalogue_items=len(self.catalogue.items),
             writes_held=self._held,
             held_s=self._held_s,
-            writes_answered=self._answered,
-            visible_wait_s=self._visible_wait_s,
         )
 
 
@@ -352,15 +310,12 @@ async def open_write_path(
     *,
     on_commit: Callable[[], None] | None = None,
     slowest: Callable[[], int | None] | None = None,
-    acknowledge: Callable[[int], None] | None = None,
 ) -> AsyncIterator[WritePath]:
     """Run the write path over ``store`` for the block; on exit commit what is queued
-    (snapshots included). The store stays open. ``on_commit``, ``slowest`` and
-    ``acknowledge``: see :class:`WritePath`."""
+    (snapshots included). The store stays open. ``on_commit`` and ``slowest``: see
+    :class:`WritePath`."""
     catalogue = await trio.to_thread.run_sync(load_catalogue, store)
-    path = WritePath(
-        store, catalogue, config, on_commit=on_commit, slowest=slowest, acknowledge=acknowledge
-    )
+    path = WritePath(store, catalogue, config, on_commit=on_commit, slowest=slowest)
     async with trio.open_nursery() as nursery:
         await nursery.start(path.writer.run)
         try:

@@ -15,23 +15,14 @@ Two things follow from a lag like that:
 So the writer holds a new write while the slowest reader is more than
 ``max_apply_lag`` events behind the log (see :class:`~actors.write_path.WritePath`).
 
-The writer also answers a write only once every live reader has applied it,
-and then posts the write's ``seq`` as *acknowledged* (:meth:`ApplyBoard.acknowledge`).
-A read waits for nothing more than that (:attr:`actors.follower.LogFollower.acknowledged`):
-whatever a client was told is stored is already in every reader that posted,
-so a read does not wait behind events committed since. The writer posts the
-log's head when it starts (:meth:`ApplyBoard.restart_acknowledged`): a writer that
-was killed may have answered for everything it committed.
-
-``DIR/run/applied`` holds the writer's slot (0: the ``seq`` acknowledged) and one
-slot per reader: the ``seq`` it has applied and when it last said so
-(``CLOCK_MONOTONIC``, which Linux keeps for the whole system). A reader posts
-after every page it applies and every time its follower wakes, so at least
-every :data:`~matchlight.server.commit_bell.FALLBACK_POLL_S`
-(:meth:`ApplyBoard.post`). The writer counts only the readers that posted in
-the last :data:`STALE_S` (:meth:`ApplyBoard.slowest`). A reader that is still
-starting, is being restarted or has died is not waited for. It serves no reads
-meanwhile, and a restarted reader rebuilds from the log's head.
+``DIR/run/applied`` holds one slot per reader: the ``seq`` it has applied and
+when it last said so (``CLOCK_MONOTONIC``, which Linux keeps for the whole
+system). A reader posts after every page it applies and every time its follower
+wakes, so at least every :data:`~matchlight.server.commit_bell.FALLBACK_POLL_S`
+(:meth:`ApplyBoard.post`). The writer counts only the readers that posted in the
+last :data:`STALE_S` (:meth:`ApplyBoard.slowest`). A reader that is still starting,
+is being restarted or has died is not waited for. It serves no reads meanwhile,
+and a restarted reader rebuilds from the log's head.
 
 Each process maps the file itself and sizes it if it is too small, so start
 order does not matter. A slot left by an earlier process is stale within
@@ -62,7 +53,7 @@ class ApplyBoard:
 
     def __init__(self, path: Path, readers: int) -> None:
         self._readers = readers
-        size = _SLOT.size * (readers + 1)  # slot 0 is the writer's: readers count from 1
+        size = _SLOT.size * (readers + 1)  # slot 0 is unused: readers count from 1
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             if os.fstat(fd).st_size < size:
@@ -74,21 +65,6 @@ class ApplyBoard:
     def post(self, reader: int, seq: int) -> None:
         """Reader ``reader`` has applied the log up to ``seq`` (now)."""
         _SLOT.pack_into(self._map, reader * _SLOT.size, seq, time.monotonic())
-
-    def acknowledge(self, seq: int) -> None:
-        """The writer has answered a write whose events end at ``seq`` (it never goes back)."""
-        if seq > self.acknowledged():
-            _SLOT.pack_into(self._map, 0, seq, time.monotonic())
-
-    def restart_acknowledged(self, seq: int) -> None:
-        """A writer starting on a log whose head is ``seq``: everything in it may have been
-        answered for; nothing after it was (a log that was replaced may be shorter)."""
-        _SLOT.pack_into(self._map, 0, seq, time.monotonic())
-
-    def acknowledged(self) -> int:
-        """The highest ``seq`` the writer has answered a write at (0 before any writer posted)."""
-        seq: int = _SLOT.unpack_from(self._map, 0)[0]
-        return seq
 
     def slowest(self) -> int | None:
         """The lowest ``seq`` applied among the readers that posted in the last

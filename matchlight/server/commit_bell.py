@@ -42,15 +42,8 @@ def bell_path(run_dir: Path, reader: int) -> Path:
     return run_dir / f"reader-{reader}.bell"
 
 
-def applied_bell_path(run_dir: Path) -> Path:
-    """Where the writer hears that a reader has applied more of the log (the same bell the
-    other way: the writer answers a write once its readers have applied it)."""
-    return run_dir / "writer.bell"
-
-
 class Bell:
-    """The ringing half (the writer, or a reader ringing back): :meth:`ring` the listeners at
-    ``paths``. Never blocks or raises."""
+    """The writer's half: :meth:`ring` the listeners at ``paths``. Never blocks or raises."""
 
     def __init__(self, paths: Sequence[Path]) -> None:
         self._paths = [str(p) for p in paths]
@@ -69,7 +62,7 @@ class Bell:
 
 
 class BellListener:
-    """The listening half: :meth:`run` calls ``wake`` once per burst of rings."""
+    """A reader's half: :meth:`run` calls ``wake`` once per burst of rings."""
 
     def __init__(self, path: Path) -> None:
         """Listen at ``path``, replacing one a previous process of this reader left."""

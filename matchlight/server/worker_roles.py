@@ -44,13 +44,7 @@ from matchlight.client import AsyncClient, open_client
 from matchlight.errors import BadRequest, RpcError
 from matchlight.server import statistics, worker_figures
 from matchlight.server.apply_board import ApplyBoard, board_path
-from matchlight.server.commit_bell import (
-    FALLBACK_POLL_S,
-    Bell,
-    BellListener,
-    applied_bell_path,
-    bell_path,
-)
+from matchlight.server.commit_bell import FALLBACK_POLL_S, Bell, BellListener, bell_path
 from matchlight.server.config import ServeConfig
 from matchlight.server.engine import (
     open_engine,
@@ -91,8 +85,6 @@ WRITER_KEYS: Final = (
     "commit_batches_mean",
     "writes_held",
     "writes_held_s",
-    "writes_answered",
-    "writes_visible_wait_s",
 )
 
 
@@ -242,8 +234,6 @@ class WriterMethods:
             "catalogue_items": s.catalogue_items,
             "writes_held": s.writes_held,
             "writes_held_s": round(s.held_s, 3),
-            "writes_answered": s.writes_answered,
-            "writes_visible_wait_s": round(s.visible_wait_s, 3),
         }
 
 
@@ -253,17 +243,11 @@ async def serve_writer(config: ServeConfig, role: WorkerRole) -> None:
     bell = Bell([bell_path(role.run_dir, r) for r in range(1, role.readers + 1)])
     with (
         contextlib.closing(bell),
-        contextlib.closing(BellListener(applied_bell_path(role.run_dir))) as applied,
         ApplyBoard(board_path(role.run_dir), role.readers) as board,
         LmdbEventStore(config.data / "events") as store,
     ):
-        board.restart_acknowledged(store.head())
         async with open_write_path(
-            store,
-            config.system,
-            on_commit=bell.ring,
-            slowest=board.slowest,
-            acknowledge=board.acknowledge,
+            store, config.system, on_commit=bell.ring, slowest=board.slowest
         ) as path:
             gc.freeze()
             counters = RpcCounters()
@@ -286,7 +270,6 @@ async def serve_writer(config: ServeConfig, role: WorkerRole) -> None:
                 }
 
             async with trio.open_nursery() as background:
-                background.start_soon(applied.run, path.readers_moved)
                 background.start_soon(worker_figures.publish, role.run_dir, role.name, figures)
                 await serve_until_signal(config, rpc, [listener], role.say_ready, public=False)
                 background.cancel_scope.cancel()
@@ -401,13 +384,6 @@ def reader_config(config: ServeConfig, role: WorkerRole) -> ServeConfig:
     return attrs.evolve(config, system=system)
 
 
-def _post(board: ApplyBoard, reader: int, writer: Bell, seq: int) -> None:
-    """Post how far this reader has applied the log, and ring the writer: it answers a
-    write once every reader has applied it."""
-    board.post(reader, seq)
-    writer.ring()
-
-
 async def serve_reader(config: ServeConfig, role: WorkerRole) -> None:
     """Run a reader worker until SIGTERM."""
     config = reader_config(config, role)
@@ -416,7 +392,6 @@ async def serve_reader(config: ServeConfig, role: WorkerRole) -> None:
         open_stores(config, events_readonly=True, feed_loader=role.keeper) as stores,
         # Before the follower reads the log's head: no later commit goes unrung.
         contextlib.closing(BellListener(bell_path(role.run_dir, role.id))) as bell,
-        contextlib.closing(Bell([applied_bell_path(role.run_dir)])) as ring_writer,
         ApplyBoard(board_path(role.run_dir), role.readers) as board,
     ):
         async with (
@@ -445,8 +420,7 @@ async def serve_reader(config: ServeConfig, role: WorkerRole) -> None:
                 )
                 follower = engine.system.follower
                 assert follower is not None
-                follower.on_progress = partial(_post, board, role.id, ring_writer)
-                follower.acknowledged = board.acknowledged
+                follower.on_progress = partial(board.post, role.id)
                 background.start_soon(bell.run, follower.nudge)
 
                 def figures() -> dict[str, Any]:

@@ -226,37 +226,6 @@ async def test_the_wait_of_reads_that_catch_up_is_counted(
         nursery.cancel_scope.cancel()
 
 
-async def test_with_what_the_writer_acknowledged_a_read_waits_for_that_and_no_more() -> None:
-    """The writer answers a write once its readers have applied it: a read then needs only
-    what was acknowledged, not events committed since (nor more than the log holds)."""
-    store = MemoryEventStore()
-    store.commit([[ItemUpserted(id="up", item="i0", ts=1.0)]])
-    delivered: list[int] = []
-
-    async def dispatch(page: Sequence[StoredEvent]) -> Completion:
-        delivered.extend(s.seq for s in page)
-        return Completion(remaining=0)
-
-    acknowledged = [1]
-    follower = LogFollower(store, dispatch, start=1, page=2, poll_s=60.0)
-    follower.acknowledged = lambda: acknowledged[0]
-    async with trio.open_nursery() as nursery:
-        await nursery.start(follower.run)
-        store.commit([[like(n) for n in range(5)]])  # seq 2…6, none acknowledged yet
-        await follower.catch_up()
-        assert delivered == []  # nothing to wait for
-        acknowledged[0] = 3
-        await follower.catch_up()
-        assert follower.applied >= 3
-        assert delivered[:2] == [2, 3]
-        acknowledged[0] = 99  # (a log that was replaced may be shorter than what was said)
-        with trio.fail_after(5):
-            await follower.catch_up()
-        assert follower.applied == 6
-        assert follower.statistics().catch_ups == 2
-        nursery.cancel_scope.cancel()
-
-
 def recording(pages: list[list[int]]) -> Callable[[Sequence[StoredEvent]], Awaitable[Completion]]:
     async def dispatch(page: Sequence[StoredEvent]) -> Completion:
         pages.append([s.seq for s in page])
