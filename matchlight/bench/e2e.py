@@ -325,18 +325,18 @@ def _recommend(
         p.start()
     _collect(results, len(procs), procs)
     held_before = _stat(port, "writes_held")
-    waits_before = _reader_waits(port)
+    readers_before = _reader_figures(port)
     start.set()
     finished = _collect(results, args.recommend_clients, procs)
     stop.set()
     ingest = _collect(results, len(procs) - args.recommend_clients, procs)
     held = _stat(port, "writes_held") - held_before
-    waits_after = _reader_waits(port, fresh=True)
+    readers_after = _reader_figures(port, fresh=True)
     for p in procs:
         p.join(timeout=60)
     samples = [s for r in finished for s in r[2]]
-    waited = waits_after[0] - waits_before[0]
-    inside = read_times.since(waits_after[2], waits_before[2])
+    waited = readers_after[0] - readers_before[0]
+    inside = read_times.since(readers_after[2], readers_before[2])
     out = {
         "clients": args.recommend_clients,
         "seconds": seconds,
@@ -348,7 +348,7 @@ def _recommend(
         # committed when they came (not those that came while it applied a page).
         "reads_waited": waited,
         "read_wait_mean_ms": round(
-            1e3 * (waits_after[1] - waits_before[1]) / waited if waited else 0.0, 3
+            1e3 * (readers_after[1] - readers_before[1]) / waited if waited else 0.0, 3
         ),
         # The same calls timed inside the readers, from the method's start to its answer
         # (a bucket's upper bound: at most 10 % above; None with one process).
@@ -458,7 +458,7 @@ def _timed_start(data: Path, workers: int) -> tuple[RunningServer, float]:
     return server, time.perf_counter() - t0
 
 
-def _reader_waits(port: int, *, fresh: bool = False) -> tuple[int, float, list[int]]:
+def _reader_figures(port: int, *, fresh: bool = False) -> tuple[int, float, list[int]]:
     """Reads that found their reader behind the log, their wait for it to catch up in
     seconds, and the readers' ``recommend`` answers by time (:mod:`~matchlight.server.read_times`
     buckets), summed over the readers as they published them (0s and no buckets with one

@@ -234,6 +234,12 @@ def recording(pages: list[list[int]]) -> Callable[[Sequence[StoredEvent]], Await
     return dispatch
 
 
+async def read_until(follower: LogFollower, ended: trio.Event) -> None:
+    """A read being answered until ``ended`` is set."""
+    with follower.reading():
+        await ended.wait()
+
+
 async def test_a_page_waits_for_the_reads_in_progress_to_finish() -> None:
     """Reads first: a page blocks the event loop while it is applied, so the follower
     applies the next one once the reads being answered are done."""
@@ -241,14 +247,9 @@ async def test_a_page_waits_for_the_reads_in_progress_to_finish() -> None:
     pages: list[list[int]] = []
     follower = LogFollower(store, recording(pages), start=0, poll_s=60.0, reads_first_s=60.0)
     read_may_end = trio.Event()
-
-    async def read() -> None:
-        with follower.reading():
-            await read_may_end.wait()
-
     async with trio.open_nursery() as nursery:
         await nursery.start(follower.run)
-        nursery.start_soon(read)
+        nursery.start_soon(read_until, follower, read_may_end)
         await trio.testing.wait_all_tasks_blocked()
         store.commit([[like(n) for n in range(3)]])
         follower.nudge()
@@ -266,14 +267,9 @@ async def test_a_read_that_never_ends_holds_a_page_only_for_reads_first_s(
     store = MemoryEventStore()
     pages: list[list[int]] = []
     follower = LogFollower(store, recording(pages), start=0, poll_s=60.0, reads_first_s=0.5)
-
-    async def endless_read() -> None:
-        with follower.reading():
-            await trio.sleep_forever()
-
     async with trio.open_nursery() as nursery:
         await nursery.start(follower.run)
-        nursery.start_soon(endless_read)
+        nursery.start_soon(read_until, follower, trio.Event())  # never set
         await trio.testing.wait_all_tasks_blocked()
         store.commit([[like(n) for n in range(3)]])
         follower.nudge()
