@@ -482,6 +482,7 @@ async def open_follower_system(
     cooccurrence_file: Path | None = None,
     snapshot_cooccurrence: bool = False,
     poll_s: float = DEFAULT_POLL_S,
+    freeze_applied: bool = False,
 ) -> AsyncIterator[ActorSystem]:
     """Run an actor system that follows a log another process writes (a reader worker).
 
@@ -493,14 +494,16 @@ async def open_follower_system(
     is passivated). With ``snapshot_cooccurrence`` (one reader of a node) it writes
     the co-occurrence to ``cooccurrence_file`` on exit. Reads call
     :meth:`ActorSystem.catch_up` first. The follower looks for new events every
-    ``poll_s``, and at once when ``system.follower.nudge()`` is called.
+    ``poll_s``, and at once when ``system.follower.nudge()`` is called. With
+    ``freeze_applied`` (a process of its own), what each page leaves is frozen out of
+    the cyclic garbage collector (see :mod:`actors.follower`).
     """
     start = store.head()
     projections = await _rebuild(store, cooccurrence_file, start)
     system = ActorSystem(store, config, **projections, save_snapshot=save_snapshot)
     system.observed_seq = start
     follower = system.follower = LogFollower(
-        store, system._apply_followed, start=start, poll_s=poll_s
+        store, system._apply_followed, start=start, poll_s=poll_s, freeze_applied=freeze_applied
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(system.items.run)

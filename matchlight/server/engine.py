@@ -125,6 +125,7 @@ async def open_engine(
             cooccurrence_file=cooccurrence_file,
             snapshot_cooccurrence=keeper,
             poll_s=follow_poll_s,
+            freeze_applied=True,  # a reader worker's process: see actors.follower
         )
     )
     async with (

@@ -7,7 +7,8 @@ must see everything stored when it asked.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import gc
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 import pytest
 import trio
@@ -294,3 +295,69 @@ async def test_a_read_waiting_to_catch_up_is_not_waited_for() -> None:
             await follower.catch_up()
         assert follower.applied == 5
         nursery.cancel_scope.cancel()
+
+
+@pytest.fixture
+def unfrozen() -> Iterator[None]:
+    """Give back to the collector whatever a test froze (``gc.freeze`` is process-wide)."""
+    yield
+    gc.unfreeze()
+
+
+def in_generations(objects: Sequence[object]) -> list[bool]:
+    """Whether each object is in one of the collector's three generations (not frozen)."""
+    tracked = {id(o) for generation in range(3) for o in gc.get_objects(generation)}
+    return [id(o) in tracked for o in objects]
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+@pytest.mark.usefixtures("unfrozen")
+async def test_with_freeze_applied_what_a_page_leaves_is_out_of_the_collectors_reach(
+    freeze: bool,
+) -> None:
+    """The collector then never walks a reader's projections again (see the module)."""
+    store = MemoryEventStore()
+    kept: list[dict[str, list[int]]] = []  # what each page left behind, as projections do
+
+    async def dispatch(page: Sequence[StoredEvent]) -> Completion:
+        kept.append({"seqs": [s.seq for s in page]})
+        return Completion(remaining=0)
+
+    follower = LogFollower(store, dispatch, start=0, page=2, poll_s=60.0, freeze_applied=freeze)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(follower.run)
+        store.commit([[like(n) for n in range(5)]])
+        await follower.catch_up()
+        nursery.cancel_scope.cancel()
+    assert [k["seqs"] for k in kept] == [[1, 2], [3, 4], [5]]
+    assert all(gc.is_tracked(k) for k in kept)
+    assert in_generations(kept) == [not freeze] * 3
+
+
+@pytest.mark.usefixtures("unfrozen")
+async def test_following_leaves_no_cyclic_garbage_among_what_it_froze() -> None:
+    """What a freeze catches and later becomes cyclic garbage is never collected; so a
+    reader's following, real actors and all, must leave none."""
+    gc.collect()
+    store = MemoryEventStore()
+    async with open_actor_system(store) as writer:
+        await writer.upsert_items(catalogue())
+        async with open_follower_system(
+            store, save_snapshot=lambda s: None, freeze_applied=True
+        ) as reader:
+            for first in range(0, 1000, 100):
+                await writer.ingest(events(first, 100))
+                await reader.catch_up()
+                await projections(reader)  # reads, as a reader answers them
+            assert reader.follower is not None
+            assert reader.follower.applied == store.head()
+            assert gc.get_freeze_count() > 0
+            gc.set_debug(gc.DEBUG_SAVEALL)  # keep what is collected, to look at it
+            try:
+                gc.unfreeze()
+                gc.collect()
+                garbage = [type(o).__name__ for o in gc.garbage]
+            finally:
+                gc.set_debug(0)
+                gc.garbage.clear()
+    assert garbage == []
