@@ -18,7 +18,10 @@ measures, in order:
    applied by its actors and indexed. Clients encode their calls before the clock starts;
 3. **recommend**: ``--recommend-clients`` processes each call ``recommend`` in a
    closed loop (k=10, default surface, a user drawn uniformly from the distinct
-   users of step 2) and time every call: first alone for a quarter of
+   users of step 2), or with ``--recommend-rate`` on a fixed schedule (open loop,
+   each call timed from when it was due: see
+   :func:`~matchlight.bench.e2e_clients.timed_calls`; those figures are not graded
+   against the targets), and time every call: first alone for a quarter of
    ``--recommend-seconds`` (at least 1 s), then for ``--recommend-seconds`` beside
    one ingest client that sends ``--mixed-rate`` events/s steadily, in calls of
    ``--mixed-batch``, one call in flight (the rate it achieved and its calls' latency are
@@ -70,7 +73,7 @@ from matchlight.bench.e2e_clients import (
     ingest_client,
     recommend_client,
 )
-from matchlight.bench.e2e_report import failures, print_table, targets_met
+from matchlight.bench.e2e_report import failures, print_table, recommend_load, targets_met
 from matchlight.bench.harness import RunningServer, collect, latency_summary, start_server
 from matchlight.bench.index_workload import note
 from matchlight.cli.argtypes import positive_float, positive_int
@@ -122,6 +125,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=positive_int,
         default=2,
         help="recommend client processes, one call in flight each",
+    )
+    parser.add_argument(
+        "--recommend-rate",
+        type=positive_float,
+        metavar="CALLS_PER_S",
+        help="instead of closed loops, send recommend at this rate in all (split between "
+        "the clients) on a fixed schedule, each call timed from when it was due: latency "
+        "at a steady load rather than at saturation (not graded: issue 15's targets are "
+        "for the closed loops)",
     )
     parser.add_argument("--batch", type=positive_int, default=1000, help="events per ingest call")
     parser.add_argument(
@@ -309,7 +321,7 @@ def _recommend(
         ctx.Process(
             daemon=True,
             target=recommend_client,
-            args=(port, i, users, seconds, args.seed, start, results),
+            args=(port, i, users, seconds, args.seed, start, results, _client_rate(args)),
         )
         for i in range(args.recommend_clients)
     ]
@@ -364,6 +376,13 @@ def _recommend(
         out["ingest_ack_p50_ms"], out["ingest_ack_p99_ms"] = acks["p50_ms"], acks["p99_ms"]
         out["ingest_writes_held"] = held
     return out
+
+
+def _client_rate(args: argparse.Namespace) -> float | None:
+    """Each recommend client's share of ``--recommend-rate``; ``None``: a closed loop."""
+    if args.recommend_rate is None:
+        return None
+    return float(args.recommend_rate / args.recommend_clients)
 
 
 def _read_connection(
@@ -528,6 +547,7 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
         "recommend_seconds": args.recommend_seconds,
         "ingest_clients": args.ingest_clients,
         "recommend_clients": args.recommend_clients,
+        "recommend_rate": args.recommend_rate,
         "batch": args.batch,
         "mixed_rate": args.mixed_rate,
         "mixed_batch": args.mixed_batch,
@@ -555,8 +575,9 @@ def _recommend_phase(
     """Phase 3 into ``report``: recommend alone, then beside the paced ingest client."""
     alone_s = max(1.0, args.recommend_seconds / 4)
     note(
-        f"3/5 recommend: {args.recommend_clients} client(s), {alone_s:g} s alone, then "
-        f"{args.recommend_seconds:g} s beside 1 ingest client at {args.mixed_rate:,} events/s"
+        f"3/5 recommend: {recommend_load(report['config'])}, {alone_s:g} s alone, "
+        f"then {args.recommend_seconds:g} s beside 1 ingest client at {args.mixed_rate:,} "
+        "events/s"
     )
     alone = report["recommend_alone"] = _recommend(port, args, users, alone_s, mixed=False)
     note(f"  alone: {alone['calls_per_s']:,} calls/s, p99 {alone['p99_ms']} ms")

@@ -5,7 +5,8 @@ The functions here run in client processes (``multiprocessing`` spawn context)
 and talk to the server over their own connections: :func:`ingest_client`
 keeps :data:`DEPTH` ``ingest`` calls of Zipf-distributed events in flight, or,
 given a rate, sends one call at a time on a steady schedule (:func:`paced`);
-:func:`recommend_client` calls ``recommend`` in a closed loop and times every call.
+:func:`recommend_client` calls ``recommend`` in a closed loop, or at a set rate (open
+loop), and times every call (:func:`timed_calls`).
 """
 
 from __future__ import annotations
@@ -144,9 +145,17 @@ def ingest_client(
 
 
 def recommend_client(
-    port: int, index: int, users: list[str], seconds: float, seed: int, start: Any, results: Any
+    port: int,
+    index: int,
+    users: list[str],
+    seconds: float,
+    seed: int,
+    start: Any,
+    results: Any,
+    rate: float | None = None,
 ) -> None:
-    """A client process: ``recommend`` in a closed loop for ``seconds``, timing every call.
+    """A client process: ``recommend`` for ``seconds`` (see :func:`timed_calls` for
+    ``rate``), timing every call.
 
     Puts ``("ready", index)``, then ``(index, elapsed, latencies in s, errors)``.
     """
@@ -155,18 +164,56 @@ def recommend_client(
         client.call("recommend", {"user": users[0], "k": RECOMMEND_K})  # connect and warm up
         results.put(("ready", index))
         start.wait()
-        samples: list[float] = []
-        errors = 0
-        t0 = time.perf_counter()
-        deadline = t0 + seconds
+
+        def call() -> None:
+            client.call("recommend", {"user": rng.choice(users), "k": RECOMMEND_K})
+
+        elapsed, samples, errors = timed_calls(call, seconds, rate)
+        results.put((index, elapsed, samples, errors))
+
+
+def timed_calls(
+    call: Callable[[], object],
+    seconds: float,
+    rate: float | None,
+    *,
+    clock: Callable[[], float] = time.perf_counter,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[float, list[float], int]:
+    """Make calls for ``seconds``; return the time taken, each call's latency in seconds
+    and how many raised :class:`RpcError`.
+
+    With no ``rate``, a closed loop: the next call as soon as the last returns, each
+    timed from its start. With ``rate`` (calls/s), an open loop on a fixed schedule:
+    the n-th call is due ``n / rate`` s after the first and is timed from when it was
+    due, so a call sent late because the one before it was slow counts that wait, as
+    it would for users who keep sending at that rate (the closed loop's own timing
+    would hide it).
+    """
+    samples: list[float] = []
+    errors = 0
+    t0 = clock()
+    if rate is None:
         now = t0
-        while now < deadline:
-            params = {"user": rng.choice(users), "k": RECOMMEND_K}
-            began = time.perf_counter()
+        while now < t0 + seconds:
+            began = clock()
             try:
-                client.call("recommend", params)
+                call()
             except RpcError:
                 errors += 1
-            now = time.perf_counter()
+            now = clock()
             samples.append(now - began)
-        results.put((index, now - t0, samples, errors))
+        return now - t0, samples, errors
+    for n in itertools.count():
+        due = t0 + n / rate
+        if due >= t0 + seconds:
+            break
+        wait = due - clock()
+        if wait > 0:
+            sleep(wait)
+        try:
+            call()
+        except RpcError:
+            errors += 1
+        samples.append(clock() - due)
+    return clock() - t0, samples, errors

@@ -107,6 +107,7 @@ def test_defaults_are_the_issue_s_configuration() -> None:
     assert (args.items, args.users, args.events) == (100_000, 50_000, 1_000_000)
     assert (args.recommend_seconds, args.ingest_clients, args.recommend_clients) == (20.0, 4, 2)
     assert (args.batch, args.mixed_rate, args.mixed_batch, args.json) == (1000, 5000, 100, None)
+    assert args.recommend_rate is None  # closed loops, which the targets grade
     assert args.workers == default_workers()  # as `matchlight serve`
 
 
@@ -181,6 +182,7 @@ def test_tiny_run_with_workers_reports_every_figure_and_no_violation(
     for label in (
         "memory per 100k items (workers' RssAnon, summed)",
         "durable ingest, 4 client(s)",
+        "recommend: 2 client(s) in closed loops",
         "paced ingest beside recommend (asked 5,000/s)",
         "paced ingest: ack p99",
         "recommend beside ingest: latency p99.9",
